@@ -1,0 +1,37 @@
+# Targets that a fresh Debian machine with Go can run as root: each installs
+# redis-server first when it is missing.
+GO ?= go
+BIN ?= bin
+
+.PHONY: all build test vet fmt-check demo bench-latency clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# Unit and integration tests, with the race detector, against a real
+# redis-server that the tests start on free ports.
+test: fmt-check vet
+	./scripts/ensure-redis
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Runs the whole service locally (Redis, simulator, worker, api) and streams
+# one time-travel answer. With OPENAI_API_KEY set it uses the real provider.
+demo:
+	./scripts/demo
+
+# Latency of the pipeline against the simulator: POST to terminal event.
+bench-latency:
+	./scripts/ensure-redis
+	$(GO) run ./cmd/bench latency
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,117 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/timetravel-ai/timetravel/internal/job"
+)
+
+// Error codes of the JSON error model (docs/api.md).
+const (
+	CodeMalformedJSON    = "malformed_json"
+	CodeUnknownField     = "unknown_field"
+	CodeInvalidField     = "invalid_field"
+	CodeBodyTooLarge     = "body_too_large"
+	CodeUnsupportedMedia = "unsupported_media_type"
+	CodeJobNotFound      = "job_not_found"
+	CodeJobFinished      = "job_finished"
+	CodeNotFound         = "not_found"
+	CodeMethodNotAllowed = "method_not_allowed"
+	CodeUnavailable      = "unavailable"
+	CodeInternal         = "internal"
+)
+
+// ErrorBody is the JSON body of every error answer.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what went wrong; Field names the request field at fault.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func abort(c *gin.Context, status int, code, field, format string, args ...any) {
+	c.AbortWithStatusJSON(status, ErrorBody{Error: ErrorDetail{Code: code, Message: fmt.Sprintf(format, args...), Field: field}})
+}
+
+// decodeError turns a JSON decoding failure of a request body into the
+// status, code, field and message to answer with.
+func decodeError(err error) (int, ErrorDetail) {
+	var (
+		maxErr  *http.MaxBytesError
+		synErr  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+	)
+	var fieldErr *job.FieldError
+	switch {
+	case errors.As(err, &fieldErr):
+		return http.StatusBadRequest, ErrorDetail{Code: CodeInvalidField, Field: fieldErr.Field, Message: fieldErr.Message}
+	case errors.As(err, &maxErr):
+		return http.StatusRequestEntityTooLarge, ErrorDetail{Code: CodeBodyTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", maxErr.Limit)}
+	case errors.Is(err, io.EOF):
+		return http.StatusBadRequest, ErrorDetail{Code: CodeMalformedJSON, Message: "request body is empty: send a JSON object"}
+	case errors.As(err, &synErr):
+		return http.StatusBadRequest, ErrorDetail{Code: CodeMalformedJSON, Message: fmt.Sprintf("request body is not valid JSON (at byte %d): %v", synErr.Offset, synErr)}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return http.StatusBadRequest, ErrorDetail{Code: CodeMalformedJSON, Message: "request body ends in the middle of the JSON"}
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return http.StatusBadRequest, ErrorDetail{Code: CodeMalformedJSON, Message: "request body must be a JSON object"}
+		}
+		field := jsonPath(typeErr.Field)
+		return http.StatusBadRequest, ErrorDetail{Code: CodeInvalidField, Field: field, Message: fmt.Sprintf("%s must be %s, not a JSON %s", field, describe(typeErr), typeErr.Value)}
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		name = strings.Trim(name, `"`)
+		return http.StatusBadRequest, ErrorDetail{Code: CodeUnknownField, Field: name, Message: fmt.Sprintf("unknown field %q", name)}
+	}
+	return http.StatusBadRequest, ErrorDetail{Code: CodeMalformedJSON, Message: "request body is not valid: " + msg}
+}
+
+// jsonPath renders encoding/json's dotted field path ("time_points.2.date")
+// as "time_points[2].date".
+func jsonPath(p string) string {
+	parts := strings.Split(p, ".")
+	var b strings.Builder
+	for i, s := range parts {
+		if s != "" && strings.Trim(s, "0123456789") == "" {
+			b.WriteString("[" + s + "]")
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+func describe(e *json.UnmarshalTypeError) string {
+	switch e.Type.Kind().String() {
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "slice":
+		return "a list"
+	case "struct", "map":
+		return "an object"
+	case "int", "int64", "float64":
+		return "a number"
+	}
+	if e.Type.Kind().String() == "ptr" && e.Type.Elem().Kind().String() == "string" {
+		return "a string"
+	}
+	return "of another type"
+}

@@ -1,0 +1,167 @@
+// Package api is the HTTP face of the service: it validates and accepts
+// time-travel jobs, puts their tasks on the queues, shows job state, and
+// streams job events over Server-Sent Events. It never calls an LLM.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/store"
+	"github.com/timetravel-ai/timetravel/internal/tasks"
+)
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 64 << 10
+
+// Server holds the api's collaborators. Create it with New.
+type Server struct {
+	cfg   config.Config
+	rdb   redis.UniversalClient
+	store *store.Store
+	enq   *tasks.Enqueuer
+	insp  tasks.Inspector
+	hub   *events.Hub
+	log   *slog.Logger
+	now   func() time.Time
+
+	// draining is set when shutdown starts: readiness fails and SSE streams
+	// end with a reconnect hint.
+	draining atomic.Bool
+	drain    context.Context
+	stop     context.CancelFunc
+}
+
+// New wires a Server on rdb.
+func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server {
+	drain, stop := context.WithCancel(context.Background())
+	return &Server{
+		cfg:   cfg,
+		rdb:   rdb,
+		store: store.New(rdb, cfg.JobRetention),
+		enq:   tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.LLM.Timeout+30*time.Second),
+		insp:  asynq.NewInspectorFromRedisClient(rdb),
+		hub:   events.NewHub(rdb, log),
+		log:   log,
+		now:   time.Now,
+		drain: drain,
+		stop:  stop,
+	}
+}
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	r.Use(s.recovery(), s.logRequests())
+	r.NoRoute(func(c *gin.Context) {
+		abort(c, http.StatusNotFound, CodeNotFound, "", "no route %s %s", c.Request.Method, c.Request.URL.Path)
+	})
+	r.NoMethod(func(c *gin.Context) {
+		abort(c, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "", "method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path)
+	})
+
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", s.ready)
+
+	a := r.Group("/api")
+	a.POST("/time-travel", s.submit)
+	a.GET("/jobs/:id", s.getJob)
+	a.DELETE("/jobs/:id", s.cancelJob)
+	a.GET("/jobs/:id/events", s.streamEvents)
+	return r
+}
+
+func (s *Server) ready(c *gin.Context) {
+	if s.draining.Load() {
+		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "shutting down")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
+	defer cancel()
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "redis unreachable: %v", err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+func (s *Server) recovery() gin.HandlerFunc {
+	return gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, rec any) {
+		s.log.Error("panic in handler", "panic", fmt.Sprint(rec), "path", c.Request.URL.Path)
+		abort(c, http.StatusInternalServerError, CodeInternal, "", "internal error")
+	})
+}
+
+func (s *Server) logRequests() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "/healthz" || route == "/readyz" {
+			return
+		}
+		level := slog.LevelDebug
+		if c.Writer.Status() >= 500 {
+			level = slog.LevelError
+		}
+		attrs := []any{"method", c.Request.Method, "route", route, "status", c.Writer.Status(),
+			"ms", time.Since(start).Milliseconds()}
+		if id, ok := c.Get("job_id"); ok {
+			attrs = append(attrs, "job_id", id)
+		}
+		s.log.Log(c.Request.Context(), level, "request", attrs...)
+	}
+}
+
+// Run serves on cfg.APIAddr until ctx ends, then shuts down: readiness fails
+// first, SSE clients are told to reconnect elsewhere, and in-flight requests
+// get up to 10 s to finish.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen on API_ADDR %s: %w", s.cfg.APIAddr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener of the caller's.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
+	go func() { _ = s.hub.Run(hubCtx) }()
+
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("api listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	s.stop() // ends SSE streams
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	s.log.Info("api stopped")
+	return nil
+}

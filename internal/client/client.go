@@ -1,0 +1,262 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/timetravel-ai/timetravel/internal/job"
+)
+
+// Defaults of the options.
+const (
+	// DefaultMaxRetries is how many reconnections in a row, without an event
+	// delivered in between, Follow makes before giving up.
+	DefaultMaxRetries = 5
+	// DefaultRetryDelay is how long Follow waits before reconnecting until
+	// the server sends a "retry:" hint.
+	DefaultRetryDelay = time.Second
+	// DefaultIdleTimeout is how long a stream may stay silent (no event and
+	// no heartbeat comment) before it is taken as dropped. The API sends a
+	// heartbeat every 15 s.
+	DefaultIdleTimeout = 60 * time.Second
+	// MaxEventSize bounds one line and one event's data in a stream.
+	MaxEventSize = 8 << 20
+)
+
+// maxErrorBody bounds how much of an error answer is read.
+const maxErrorBody = 64 << 10
+
+// Client talks to one time-travel API. Its zero value is not usable; make one
+// with New.
+type Client struct {
+	base        *url.URL
+	http        *http.Client
+	maxRetries  int
+	retryDelay  time.Duration
+	idleTimeout time.Duration
+	log         *slog.Logger
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient makes the Client send its requests with hc. hc should have
+// no overall Timeout, or streams end when it passes.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *Client) {
+		if hc != nil {
+			c.http = hc
+		}
+	}
+}
+
+// WithMaxRetries sets how many reconnections in a row, without an event
+// delivered in between, Follow makes before it gives up (default
+// DefaultMaxRetries). n < 0 counts as 0: Follow then never reconnects.
+func WithMaxRetries(n int) Option {
+	return func(c *Client) { c.maxRetries = max(n, 0) }
+}
+
+// WithRetryDelay sets the wait before a reconnection until the server sends
+// a "retry:" hint, which then takes over (default DefaultRetryDelay).
+func WithRetryDelay(d time.Duration) Option {
+	return func(c *Client) { c.retryDelay = max(d, 0) }
+}
+
+// WithIdleTimeout sets how long a stream may stay silent before it is taken
+// as dropped (default DefaultIdleTimeout); d <= 0 disables the check.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(c *Client) { c.idleTimeout = d }
+}
+
+// WithLogger makes Follow log its reconnections to l (default: no logging).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *Client) {
+		if l != nil {
+			c.log = l
+		}
+	}
+}
+
+// New returns a Client for the API at baseURL (e.g. "http://127.0.0.1:8080";
+// a path prefix is kept). Its default HTTP client pools connections and has
+// no overall timeout. An unparsable baseURL makes every call fail.
+func New(baseURL string, opts ...Option) *Client {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		u = nil
+	}
+	c := &Client{
+		base:        u,
+		http:        &http.Client{Transport: newTransport()},
+		maxRetries:  DefaultMaxRetries,
+		retryDelay:  DefaultRetryDelay,
+		idleTimeout: DefaultIdleTimeout,
+		log:         slog.New(slog.DiscardHandler),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 256
+	t.MaxIdleConnsPerHost = 64
+	t.IdleConnTimeout = 90 * time.Second
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return t
+}
+
+// APIError is a non-2xx answer of the API. Code, Message and Field come from
+// the body {"error":{"code","message","field"}}; when the body has another
+// shape, Code is empty and Message holds the start of the body or the
+// status text.
+type APIError struct {
+	StatusCode int
+	Code       string
+	Message    string
+	Field      string
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "api: %d", e.StatusCode)
+	if e.Code != "" {
+		b.WriteString(" " + e.Code)
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	if e.Field != "" {
+		b.WriteString(" (field " + e.Field + ")")
+	}
+	return b.String()
+}
+
+// IsCode reports whether err is, or wraps, an *APIError with the given code.
+func IsCode(err error, code string) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Code == code
+}
+
+// readAPIError turns a non-2xx response into an *APIError.
+func readAPIError(resp *http.Response) *APIError {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	e := &APIError{StatusCode: resp.StatusCode}
+	var env struct {
+		Error *struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Field   string `json:"field"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &env) == nil && env.Error != nil {
+		e.Code, e.Message, e.Field = env.Error.Code, env.Error.Message, env.Error.Field
+		return e
+	}
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	e.Message = msg
+	return e
+}
+
+// endpoint returns the absolute URL of the API path p (already escaped).
+func (c *Client) endpoint(p string) (string, error) {
+	if c.base == nil {
+		return "", errors.New("client: invalid base URL")
+	}
+	u := *c.base
+	u.Path = strings.TrimRight(u.Path, "/") + p
+	u.RawPath = ""
+	return u.String(), nil
+}
+
+func jobPath(id string) string { return "/api/jobs/" + url.PathEscape(id) }
+
+// do sends a JSON request and decodes a 2xx JSON answer into out.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	u, err := c.endpoint(path)
+	if err != nil {
+		return err
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("client: encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return readAPIError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// Submit creates a job (POST /api/time-travel) and returns the API's
+// acceptance. A refused request is an *APIError (e.g. code
+// "invalid_field" with Field naming the field).
+func (c *Client) Submit(ctx context.Context, req SubmitRequest) (Accepted, error) {
+	var a Accepted
+	if err := c.do(ctx, http.MethodPost, "/api/time-travel", req, &a); err != nil {
+		return Accepted{}, err
+	}
+	if a.JobID == "" {
+		return Accepted{}, errors.New("client: submit: answer has no job_id")
+	}
+	return a, nil
+}
+
+// Job returns the current state of job id (GET /api/jobs/{id}). An unknown
+// id is an *APIError with code "job_not_found".
+func (c *Client) Job(ctx context.Context, id string) (job.View, error) {
+	var v job.View
+	if err := c.do(ctx, http.MethodGet, jobPath(id), nil, &v); err != nil {
+		return job.View{}, err
+	}
+	return v, nil
+}
+
+// Cancel cancels job id (DELETE /api/jobs/{id}) and returns the job as the
+// API answers it. A job that had already ended is an *APIError with status
+// 409 and code "job_finished".
+func (c *Client) Cancel(ctx context.Context, id string) (job.View, error) {
+	var v job.View
+	if err := c.do(ctx, http.MethodDelete, jobPath(id), nil, &v); err != nil {
+		return job.View{}, err
+	}
+	return v, nil
+}

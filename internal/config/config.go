@@ -1,0 +1,229 @@
+// Package config reads the service's configuration from environment
+// variables into one typed struct with defaults, and validates it once at
+// start. Every error names the variable at fault.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is the configuration of the api and worker processes. Each process
+// reads the whole struct and uses its own part.
+type Config struct {
+	// RedisURL is where queues, jobs and event streams live
+	// (redis://[:password@]host:port/db or rediss:// for TLS).
+	RedisURL string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+
+	// APIAddr is the api's listen address.
+	APIAddr string `env:"API_ADDR" envDefault:":8080"`
+	// JobDeadline bounds a job: when it passes, the job ends partial with the
+	// snapshots that finished, or failed when none did.
+	JobDeadline time.Duration `env:"JOB_DEADLINE" envDefault:"120s"`
+	// JobRetention is how long a finished job, its result and its event
+	// stream are kept.
+	JobRetention time.Duration `env:"JOB_RETENTION" envDefault:"24h"`
+	// SSEHeartbeat is the interval of SSE comment heartbeats.
+	SSEHeartbeat time.Duration `env:"SSE_HEARTBEAT" envDefault:"15s"`
+
+	// WorkerAddr is the worker's listen address for health checks.
+	WorkerAddr string `env:"WORKER_ADDR" envDefault:":9090"`
+	// SnapshotConcurrency caps the snapshot tasks one worker process runs at once.
+	SnapshotConcurrency int `env:"SNAPSHOT_CONCURRENCY" envDefault:"32"`
+	// AggregateConcurrency caps the aggregation tasks one worker runs at once.
+	AggregateConcurrency int `env:"AGGREGATE_CONCURRENCY" envDefault:"16"`
+	// TaskCheckInterval is how often an idle queue server polls Redis. Each
+	// hop of a job waits up to 1.5x this; lower costs more Redis calls when
+	// idle (about 1/interval scripts per second per queue and process).
+	TaskCheckInterval time.Duration `env:"TASK_CHECK_INTERVAL" envDefault:"10ms"`
+	// ShutdownTimeout is how long a stopping worker lets running tasks finish
+	// before handing them back to the queue.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+	// SnapshotMaxRetry is how many times a failed snapshot is retried.
+	SnapshotMaxRetry int `env:"SNAPSHOT_MAX_RETRY" envDefault:"3"`
+
+	// LLM is the provider configuration.
+	LLM LLM
+}
+
+// LLM configures the OpenAI-compatible provider.
+type LLM struct {
+	// BaseURL is the provider's API root, e.g. https://api.openai.com/v1,
+	// http://localhost:11434/v1 for Ollama.
+	BaseURL string `env:"OPENAI_BASE_URL" envDefault:"https://api.openai.com/v1"`
+	// APIKey authenticates with the provider. Never logged.
+	APIKey string `env:"OPENAI_API_KEY"`
+	// APIType is "openai" (any OpenAI-compatible endpoint) or "azure".
+	APIType string `env:"OPENAI_API_TYPE" envDefault:"openai"`
+	// APIVersion is the Azure API version (azure only).
+	APIVersion string `env:"OPENAI_API_VERSION" envDefault:"2024-06-01"`
+	// Model answers the snapshots unless a request names another.
+	Model string `env:"LLM_MODEL" envDefault:"gpt-4o"`
+	// ExtractionModel makes the key-changes extraction; a fast model suits.
+	ExtractionModel string `env:"LLM_EXTRACTION_MODEL" envDefault:"gpt-4o-mini"`
+	// NarrativeModel writes the narrative; empty means the job's model.
+	NarrativeModel string `env:"LLM_NARRATIVE_MODEL"`
+	// Timeout bounds one LLM call, first byte to last.
+	Timeout time.Duration `env:"LLM_TIMEOUT" envDefault:"90s"`
+}
+
+// Load reads the environment and validates the result.
+func Load() (Config, error) {
+	return LoadFrom(nil)
+}
+
+// LoadFrom reads the given variables (nil means the process environment)
+// and validates the result.
+func LoadFrom(environ map[string]string) (Config, error) {
+	var c Config
+	opts := env.Options{}
+	if environ != nil {
+		opts.Environment = environ
+	}
+	if err := env.ParseWithOptions(&c, opts); err != nil {
+		return c, fmt.Errorf("config: %w", nameVariables(err))
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Validate reports the first setting that cannot work, naming its variable.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", name, fmt.Sprintf(format, args...)))
+	}
+	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		bad("REDIS_URL", "%v (want redis://[:password@]host:port/db)", err)
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		bad("LOG_LEVEL", "%v", err)
+	}
+	if c.JobDeadline < time.Second {
+		bad("JOB_DEADLINE", "must be at least 1s, got %s", c.JobDeadline)
+	}
+	if c.JobRetention < time.Minute {
+		bad("JOB_RETENTION", "must be at least 1m, got %s", c.JobRetention)
+	}
+	if c.SSEHeartbeat < 100*time.Millisecond {
+		bad("SSE_HEARTBEAT", "must be at least 100ms, got %s", c.SSEHeartbeat)
+	}
+	if c.SnapshotConcurrency < 1 {
+		bad("SNAPSHOT_CONCURRENCY", "must be at least 1, got %d", c.SnapshotConcurrency)
+	}
+	if c.AggregateConcurrency < 1 {
+		bad("AGGREGATE_CONCURRENCY", "must be at least 1, got %d", c.AggregateConcurrency)
+	}
+	if c.TaskCheckInterval < time.Millisecond {
+		bad("TASK_CHECK_INTERVAL", "must be at least 1ms, got %s", c.TaskCheckInterval)
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("SHUTDOWN_TIMEOUT", "must not be negative")
+	}
+	if c.SnapshotMaxRetry < 0 || c.SnapshotMaxRetry > 20 {
+		bad("SNAPSHOT_MAX_RETRY", "must be between 0 and 20, got %d", c.SnapshotMaxRetry)
+	}
+	if u, err := url.Parse(c.LLM.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("OPENAI_BASE_URL", "must be an http(s) URL, got %q", c.LLM.BaseURL)
+	}
+	if c.LLM.APIType != "openai" && c.LLM.APIType != "azure" {
+		bad("OPENAI_API_TYPE", "must be openai or azure, got %q", c.LLM.APIType)
+	}
+	if strings.TrimSpace(c.LLM.Model) == "" {
+		bad("LLM_MODEL", "must not be empty")
+	}
+	if strings.TrimSpace(c.LLM.ExtractionModel) == "" {
+		bad("LLM_EXTRACTION_MODEL", "must not be empty")
+	}
+	if c.LLM.Timeout < time.Second {
+		bad("LLM_TIMEOUT", "must be at least 1s, got %s", c.LLM.Timeout)
+	}
+	return errors.Join(errs...)
+}
+
+// ParseLogLevel turns debug, info, warn or error into a slog level.
+func ParseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", s)
+	}
+	return l, nil
+}
+
+// LogValue masks secrets so that the configuration can be logged at start.
+func (c Config) LogValue() slog.Value {
+	masked := c
+	if masked.LLM.APIKey != "" {
+		masked.LLM.APIKey = "****"
+	}
+	if u, err := url.Parse(masked.RedisURL); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "****")
+			masked.RedisURL = u.String()
+		}
+	}
+	type plain Config // no LogValue method, so no recursion
+	return slog.AnyValue(plain(masked))
+}
+
+// nameVariables rewrites caarlos0/env parse errors, which name the Go field,
+// so that they name the environment variable.
+func nameVariables(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	names := envNames(reflect.TypeOf(Config{}))
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if name, ok := names[pe.Name]; ok {
+				out = append(out, fmt.Errorf("%s: %w", name, pe.Err))
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+func envNames(t reflect.Type) map[string]string {
+	m := map[string]string{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" && f.Type != reflect.TypeOf(time.Time{}) {
+			for k, v := range envNames(f.Type) {
+				m[k] = v
+			}
+			continue
+		}
+		if tag := f.Tag.Get("env"); tag != "" {
+			m[f.Name] = strings.Split(tag, ",")[0]
+		}
+	}
+	return m
+}
+
+// NewRedis connects to RedisURL with a pool of at least poolSize
+// connections. It does not dial until first use.
+func (c Config) NewRedis(poolSize int) (*redis.Client, error) {
+	opt, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("config: REDIS_URL: %w", err)
+	}
+	opt.PoolSize = max(opt.PoolSize, poolSize)
+	return redis.NewClient(opt), nil
+}

@@ -1,0 +1,95 @@
+// Package events defines a job's event stream: the event names and payloads
+// clients receive over SSE, the Redis keys they live in, and a Hub that lets
+// any number of SSE clients replay and follow job streams over a fixed number
+// of Redis connections.
+//
+// One Redis Stream per job holds its events in order; the stream entry id is
+// the SSE event id, so any api replica can resume any client without gaps or
+// duplicates. Writers (the store's scripts) publish the job id on Channel after
+// each append; readers wake on it instead of blocking a connection each.
+package events
+
+import (
+	"encoding/json"
+	"regexp"
+)
+
+// Event names, as sent in the SSE "event:" field.
+const (
+	JobAccepted         = "job.accepted"
+	SnapshotStarted     = "snapshot.started"
+	SnapshotDelta       = "snapshot.delta"
+	SnapshotCompleted   = "snapshot.completed"
+	SnapshotFailed      = "snapshot.failed"
+	KeyChangesCompleted = "key_changes.completed"
+	KeyChangesFailed    = "key_changes.failed"
+	NarrativeDelta      = "narrative.delta"
+	NarrativeCompleted  = "narrative.completed"
+	NarrativeFailed     = "narrative.failed"
+	JobCompleted        = "job.completed"
+)
+
+// Channel is the Pub/Sub channel on which writers announce "job <id> has new
+// events"; the message is the job id.
+const Channel = "tt:events"
+
+// StreamKey is the Redis Stream of a job's events. The hash tag keeps all of
+// a job's keys in one Redis Cluster slot.
+func StreamKey(jobID string) string { return "tt:{" + jobID + "}:events" }
+
+// Event is one entry of a job's stream.
+type Event struct {
+	// ID is the stream entry id ("<ms>-<seq>"), used as the SSE id.
+	ID string
+	// Type is one of the event names above.
+	Type string
+	// Data is the JSON payload.
+	Data json.RawMessage
+}
+
+// Terminal reports whether e ends its stream.
+func (e Event) Terminal() bool { return e.Type == JobCompleted }
+
+var idPattern = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
+
+// ValidID reports whether s has the form of a stream entry id, as a
+// Last-Event-ID must.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Payloads. Field names are part of the public contract (docs/api.md).
+
+// TimePointRef names a time point in event payloads.
+type TimePointRef struct {
+	Index int    `json:"index"`
+	Date  string `json:"date"`
+	Label string `json:"label"`
+}
+
+// AcceptedData is the payload of job.accepted.
+type AcceptedData struct {
+	JobID      string         `json:"job_id"`
+	Question   string         `json:"question"`
+	Model      string         `json:"model,omitempty"`
+	Complexity string         `json:"complexity"`
+	Deadline   string         `json:"deadline"`
+	TimePoints []TimePointRef `json:"time_points"`
+}
+
+// DeltaData is the payload of snapshot.delta (with Index) and
+// narrative.delta (without).
+type DeltaData struct {
+	Index *int   `json:"index,omitempty"`
+	Text  string `json:"text"`
+}
+
+// ErrorData is the payload of the *.failed events.
+type ErrorData struct {
+	Error string `json:"error"`
+}
+
+// CompletedData is the payload of job.completed.
+type CompletedData struct {
+	JobID  string `json:"job_id"`
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}

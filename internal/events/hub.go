@@ -1,0 +1,257 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// readBatch is how many entries one XRANGE reads.
+const readBatch = 512
+
+// Hub delivers job events to followers in one process. It holds one Pub/Sub
+// connection whatever the number of followers; reads share the client's pool.
+// The zero value is not usable; create it with NewHub and start Run.
+type Hub struct {
+	rdb redis.UniversalClient
+	log *slog.Logger
+
+	mu   sync.Mutex
+	subs map[string]map[chan struct{}]struct{}
+}
+
+// NewHub returns a Hub reading from rdb. It delivers nothing live until Run
+// is started; followers then fall back to their recheck interval.
+func NewHub(rdb redis.UniversalClient, log *slog.Logger) *Hub {
+	return &Hub{rdb: rdb, log: log, subs: map[string]map[chan struct{}]struct{}{}}
+}
+
+// Run listens for new-event announcements until ctx ends. On every
+// (re)subscription it wakes all followers, so that announcements missed while
+// disconnected cost a re-read, never a lost event.
+func (h *Hub) Run(ctx context.Context) error {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		err := h.listen(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		h.log.Warn("event hub: subscription lost; resubscribing", "err", err, "backoff", backoff)
+		h.wakeAll()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+	return nil
+}
+
+func (h *Hub) listen(ctx context.Context) error {
+	ps := h.rdb.Subscribe(ctx, Channel)
+	defer ps.Close()
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			h.wakeAll()
+		case *redis.Message:
+			h.wake(m.Payload)
+		}
+	}
+}
+
+func (h *Hub) wake(jobID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs[jobID] {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+func (h *Hub) wakeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, set := range h.subs {
+		for ch := range set {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (h *Hub) subscribe(jobID string) chan struct{} {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.subs[jobID]
+	if set == nil {
+		set = map[chan struct{}]struct{}{}
+		h.subs[jobID] = set
+	}
+	set[ch] = struct{}{}
+	return ch
+}
+
+func (h *Hub) unsubscribe(jobID string, ch chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if set := h.subs[jobID]; set != nil {
+		delete(set, ch)
+		if len(set) == 0 {
+			delete(h.subs, jobID)
+		}
+	}
+}
+
+// Followers reports how many followers are attached.
+func (h *Hub) Followers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, set := range h.subs {
+		n += len(set)
+	}
+	return n
+}
+
+// FollowOptions tunes Follow.
+type FollowOptions struct {
+	// After is the id of the last event the client has; empty means from
+	// the start. Events are delivered strictly after it.
+	After string
+	// Idle is called when nothing happened for Heartbeat (to send a
+	// heartbeat); an error from it ends Follow.
+	Idle func() error
+	// Heartbeat is the idle interval; zero means 15 s. The stream is also
+	// re-read at this interval, whatever the announcements say.
+	Heartbeat time.Duration
+}
+
+// Follow replays jobID's events after opts.After and then delivers new ones
+// as they are written, each exactly once and in stream order, until it has
+// delivered the terminal event (then it returns nil), emit or Idle fails, or
+// ctx ends.
+func (h *Hub) Follow(ctx context.Context, jobID string, emit func(Event) error, opts FollowOptions) error {
+	hb := opts.Heartbeat
+	if hb <= 0 {
+		hb = 15 * time.Second
+	}
+	// Subscribe before the first read so that no announcement can fall
+	// between reading and waiting.
+	wake := h.subscribe(jobID)
+	defer h.unsubscribe(jobID, wake)
+
+	key := StreamKey(jobID)
+	last := opts.After
+	timer := time.NewTimer(hb)
+	defer timer.Stop()
+	for {
+		n, done, err := h.drain(ctx, key, &last, emit)
+		if err != nil || done {
+			return err
+		}
+		if n > 0 {
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+			timer.Reset(hb)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-timer.C:
+			if opts.Idle != nil {
+				if err := opts.Idle(); err != nil {
+					return err
+				}
+			}
+			timer.Reset(hb)
+		}
+	}
+}
+
+// drain delivers every entry after *last, advancing *last.
+func (h *Hub) drain(ctx context.Context, key string, last *string, emit func(Event) error) (int, bool, error) {
+	total := 0
+	for {
+		start := "-"
+		if *last != "" {
+			start = "(" + *last
+		}
+		msgs, err := h.rdb.XRangeN(ctx, key, start, "+", readBatch).Result()
+		if err != nil {
+			return total, false, fmt.Errorf("read events of %s: %w", key, err)
+		}
+		for _, m := range msgs {
+			ev, err := decode(m)
+			if err != nil {
+				return total, false, err
+			}
+			if err := emit(ev); err != nil {
+				return total, false, err
+			}
+			*last = m.ID
+			total++
+			if ev.Terminal() {
+				return total, true, nil
+			}
+		}
+		if len(msgs) < readBatch {
+			return total, false, nil
+		}
+	}
+}
+
+// Read returns the events of jobID after the given id (all when empty),
+// without following.
+func Read(ctx context.Context, rdb redis.UniversalClient, jobID, after string) ([]Event, error) {
+	start := "-"
+	if after != "" {
+		start = "(" + after
+	}
+	msgs, err := rdb.XRange(ctx, StreamKey(jobID), start, "+").Result()
+	if err != nil {
+		return nil, fmt.Errorf("read events of job %s: %w", jobID, err)
+	}
+	out := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
+		ev, err := decode(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+func decode(m redis.XMessage) (Event, error) {
+	t, _ := m.Values["t"].(string)
+	d, _ := m.Values["d"].(string)
+	if t == "" {
+		return Event{}, errors.New("event " + m.ID + " has no type")
+	}
+	if d == "" {
+		d = "{}"
+	}
+	return Event{ID: m.ID, Type: t, Data: json.RawMessage(d)}, nil
+}

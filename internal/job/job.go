@@ -1,0 +1,254 @@
+// Package job holds the domain of a time-travel job: what a user asks for
+// (Spec), the validated form of a submission, the job's state machine and the
+// shape in which a job is shown to clients. It has no I/O.
+package job
+
+import (
+	"time"
+)
+
+// Status is the state of a job. A job moves queued → running → aggregating →
+// one of the terminal states; any non-terminal state may also go straight to
+// canceled, and aggregating may end partial or failed at the deadline.
+type Status string
+
+// Job statuses.
+const (
+	StatusQueued      Status = "queued"
+	StatusRunning     Status = "running"
+	StatusAggregating Status = "aggregating"
+	StatusCompleted   Status = "completed"
+	StatusPartial     Status = "partial"
+	StatusFailed      Status = "failed"
+	StatusCanceled    Status = "canceled"
+)
+
+// Terminal reports whether s is a final status: nothing changes a job after it.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusCompleted, StatusPartial, StatusFailed, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+// SnapshotStatus is the state of one time point's answer.
+type SnapshotStatus string
+
+// Snapshot statuses.
+const (
+	SnapshotPending   SnapshotStatus = "pending"
+	SnapshotRunning   SnapshotStatus = "running"
+	SnapshotCompleted SnapshotStatus = "completed"
+	SnapshotFailed    SnapshotStatus = "failed"
+)
+
+// Done reports whether the snapshot has its final outcome.
+func (s SnapshotStatus) Done() bool { return s == SnapshotCompleted || s == SnapshotFailed }
+
+// Complexity sets how long and detailed the answers are.
+type Complexity string
+
+// Complexities.
+const (
+	ComplexityBrief    Complexity = "brief"
+	ComplexityStandard Complexity = "standard"
+	ComplexityDetailed Complexity = "detailed"
+)
+
+// TimePoint is one date at which the question is answered.
+type TimePoint struct {
+	// Date is the day, formatted YYYY-MM-DD.
+	Date string `json:"date"`
+	// Label is how the date is shown, e.g. "March 2023".
+	Label string `json:"label"`
+}
+
+// Spec is a validated request: everything a job needs to run. Time points are
+// in chronological order.
+type Spec struct {
+	Question        string      `json:"question"`
+	TimePoints      []TimePoint `json:"time_points"`
+	Model           string      `json:"model,omitempty"`
+	Complexity      Complexity  `json:"complexity"`
+	ForceTimeTravel bool        `json:"force_time_travel,omitempty"`
+}
+
+// Snapshot is one time point's answer and its bookkeeping. Times are Unix
+// milliseconds; zero means "not yet".
+type Snapshot struct {
+	Index       int            `json:"index"`
+	Date        string         `json:"date"`
+	Label       string         `json:"label"`
+	Status      SnapshotStatus `json:"status"`
+	Text        string         `json:"text,omitempty"`
+	Model       string         `json:"model,omitempty"`
+	Attempts    int            `json:"attempts"`
+	Error       string         `json:"error,omitempty"`
+	StartedAt   int64          `json:"started_at_ms,omitempty"`
+	CompletedAt int64          `json:"completed_at_ms,omitempty"`
+}
+
+// KeyChange lists what changed between two consecutive snapshots.
+type KeyChange struct {
+	From      string   `json:"from"`
+	To        string   `json:"to"`
+	FromLabel string   `json:"from_label"`
+	ToLabel   string   `json:"to_label"`
+	Changes   []string `json:"changes"`
+}
+
+// Aggregate is the outcome of the aggregation step. An error field set means
+// that part failed; the other part may still be there.
+type Aggregate struct {
+	KeyChanges      []KeyChange `json:"key_changes"`
+	KeyChangesError string      `json:"key_changes_error,omitempty"`
+	Narrative       string      `json:"narrative,omitempty"`
+	NarrativeError  string      `json:"narrative_error,omitempty"`
+	StartedAt       int64       `json:"started_at_ms,omitempty"`
+	KeyChangesMS    int64       `json:"key_changes_ms,omitempty"`
+	NarrativeMS     int64       `json:"narrative_ms,omitempty"`
+}
+
+// Job is the full state of a job as stored.
+type Job struct {
+	ID         string     `json:"job_id"`
+	Spec       Spec       `json:"-"`
+	Status     Status     `json:"status"`
+	CreatedAt  time.Time  `json:"created_at"`
+	Deadline   time.Time  `json:"deadline"`
+	FinishedAt time.Time  `json:"-"`
+	Snapshots  []Snapshot `json:"snapshots"`
+	Aggregate  *Aggregate `json:"-"`
+	Error      string     `json:"-"`
+}
+
+// Timings are the per-stage durations of a job in milliseconds; a stage that
+// has not happened is omitted.
+type Timings struct {
+	// QueueWaitMS is from acceptance to the first snapshot starting.
+	QueueWaitMS *int64 `json:"queue_wait_ms,omitempty"`
+	// SnapshotsMS is from the first snapshot starting to the last one ending.
+	SnapshotsMS *int64 `json:"snapshots_ms,omitempty"`
+	// SnapshotMS has each snapshot's own duration, by index (0 when unfinished).
+	SnapshotMS []int64 `json:"snapshot_ms,omitempty"`
+	// FanInMS is from the last snapshot ending to aggregation starting.
+	FanInMS *int64 `json:"fan_in_ms,omitempty"`
+	// KeyChangesMS and NarrativeMS are the two aggregation calls, which run
+	// concurrently.
+	KeyChangesMS *int64 `json:"key_changes_ms,omitempty"`
+	NarrativeMS  *int64 `json:"narrative_ms,omitempty"`
+	// TotalMS is from acceptance to the terminal state.
+	TotalMS *int64 `json:"total_ms,omitempty"`
+}
+
+// Timings derives the stage durations from the job's timestamps.
+func (j *Job) Timings() Timings {
+	var t Timings
+	created := j.CreatedAt.UnixMilli()
+	var firstStart, lastEnd int64
+	per := make([]int64, len(j.Snapshots))
+	anyDone := false
+	for i, s := range j.Snapshots {
+		if s.StartedAt > 0 && (firstStart == 0 || s.StartedAt < firstStart) {
+			firstStart = s.StartedAt
+		}
+		if s.Status.Done() && s.CompletedAt > 0 {
+			anyDone = true
+			if s.CompletedAt > lastEnd {
+				lastEnd = s.CompletedAt
+			}
+			if s.StartedAt > 0 {
+				per[i] = s.CompletedAt - s.StartedAt
+			}
+		}
+	}
+	if firstStart > 0 {
+		t.QueueWaitMS = ptr(max(firstStart-created, 0))
+	}
+	if anyDone {
+		t.SnapshotMS = per
+		if firstStart > 0 {
+			t.SnapshotsMS = ptr(max(lastEnd-firstStart, 0))
+		}
+	}
+	if a := j.Aggregate; a != nil {
+		if a.StartedAt > 0 && lastEnd > 0 {
+			t.FanInMS = ptr(max(a.StartedAt-lastEnd, 0))
+		}
+		if a.KeyChangesMS > 0 {
+			t.KeyChangesMS = ptr(a.KeyChangesMS)
+		}
+		if a.NarrativeMS > 0 {
+			t.NarrativeMS = ptr(a.NarrativeMS)
+		}
+	}
+	if !j.FinishedAt.IsZero() {
+		t.TotalMS = ptr(max(j.FinishedAt.UnixMilli()-created, 0))
+	}
+	return t
+}
+
+func ptr(v int64) *int64 { return &v }
+
+// View is how a job is shown to clients (GET /api/jobs/{id}).
+type View struct {
+	ID              string      `json:"job_id"`
+	Status          Status      `json:"status"`
+	Question        string      `json:"question"`
+	Model           string      `json:"model,omitempty"`
+	Complexity      Complexity  `json:"complexity"`
+	ForceTimeTravel bool        `json:"force_time_travel"`
+	CreatedAt       time.Time   `json:"created_at"`
+	Deadline        time.Time   `json:"deadline"`
+	FinishedAt      *time.Time  `json:"finished_at,omitempty"`
+	Snapshots       []Snapshot  `json:"snapshots"`
+	KeyChanges      []KeyChange `json:"key_changes"`
+	Narrative       string      `json:"narrative"`
+	Timings         Timings     `json:"timings"`
+	Errors          []string    `json:"errors"`
+}
+
+// View returns the client-facing form of the job. Errors lists, in a stable
+// order, every failure that shaped the outcome.
+func (j *Job) View() View {
+	v := View{
+		ID:              j.ID,
+		Status:          j.Status,
+		Question:        j.Spec.Question,
+		Model:           j.Spec.Model,
+		Complexity:      j.Spec.Complexity,
+		ForceTimeTravel: j.Spec.ForceTimeTravel,
+		CreatedAt:       j.CreatedAt.UTC(),
+		Deadline:        j.Deadline.UTC(),
+		Snapshots:       j.Snapshots,
+		KeyChanges:      []KeyChange{},
+		Timings:         j.Timings(),
+		Errors:          []string{},
+	}
+	if !j.FinishedAt.IsZero() {
+		f := j.FinishedAt.UTC()
+		v.FinishedAt = &f
+	}
+	if j.Error != "" {
+		v.Errors = append(v.Errors, j.Error)
+	}
+	for _, s := range j.Snapshots {
+		if s.Error != "" {
+			v.Errors = append(v.Errors, "snapshot "+s.Label+": "+s.Error)
+		}
+	}
+	if a := j.Aggregate; a != nil {
+		if a.KeyChanges != nil {
+			v.KeyChanges = a.KeyChanges
+		}
+		v.Narrative = a.Narrative
+		if a.KeyChangesError != "" {
+			v.Errors = append(v.Errors, "key changes: "+a.KeyChangesError)
+		}
+		if a.NarrativeError != "" {
+			v.Errors = append(v.Errors, "narrative: "+a.NarrativeError)
+		}
+	}
+	return v
+}

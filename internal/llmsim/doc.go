@@ -1,0 +1,34 @@
+// Package llmsim is an OpenAI-compatible LLM simulator. It stands in for an
+// external LLM provider in development, end-to-end tests and load tests, where
+// no real provider can be reached.
+//
+// The simulator serves the subset of the OpenAI HTTP API that the time-travel
+// service uses, in a form accepted unchanged by the go-openai client (point
+// its BaseURL at "http://host:port/v1"):
+//
+//	POST /v1/chat/completions   streaming (SSE) and non-streaming
+//	GET  /v1/models             the configured models
+//	GET  /v1/models/{model}     one model
+//	GET  /healthz               200 "ok"
+//	GET  /sim/stats             request and in-flight counters (see [Stats])
+//	POST /sim/stats/reset       reset the counters
+//
+// Every answer is generated deterministically from the model name, the dates
+// (YYYY-MM-DD) found in the messages and the question (the user messages), and
+// is labelled as simulated: prose answers start with "[Simulated answer]" and
+// invented key changes end with "(simulated)". No answer is ever a real model
+// output. Three kinds of request are recognised:
+//
+//   - JSON mode (response_format type "json_object" or "json_schema"): key
+//     changes between consecutive dates, as
+//     {"transitions":[{"from","to","changes":[...]}]}.
+//   - exactly one date: a snapshot answer as of that date (60 to 150 words).
+//     Questions about AI models are answered from a small built-in timeline
+//     of public model releases, listing only models released by that date.
+//   - no date or several dates: a narrative of how the answer evolved,
+//     mentioning every date.
+//
+// Timing follows [Config]: time to first token, tokens per second, or a fixed
+// total latency per model. Waiting uses timers and stops as soon as the
+// request's context is cancelled; with zero delays nothing waits at all.
+package llmsim

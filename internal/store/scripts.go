@@ -1,0 +1,135 @@
+package store
+
+import "github.com/redis/go-redis/v9"
+
+// The scripts keep each state change and the event that announces it in one
+// atomic step, so that a client never sees an event for a change that did not
+// happen, or a change without its event. Every script takes
+// KEYS[1] = the job hash, KEYS[2] = the job's event stream, and
+// ARGV[1] = the announcement channel, ARGV[2] = the job id.
+//
+// Statuses that accept snapshot work: queued, running.
+// Terminal statuses: completed, partial, failed, canceled.
+
+// createScript: ARGV[3] ttl ms, ARGV[4] job.accepted data, ARGV[5..] hash
+// field/value pairs. Returns the event id, or error "EXISTS".
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('EXISTS') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+local id = redis.call('XADD', KEYS[2], '*', 't', 'job.accepted', 'd', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return id
+`)
+
+// snapStartScript: ARGV[3] index, ARGV[4] owner, ARGV[5] now ms, ARGV[6]
+// model. Claims the snapshot for this attempt (the newest attempt wins).
+// Returns {'ok', attempt} | {'done', done, n} | {'closed', status} | {'gone'}.
+var snapStartScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'gone'} end
+if st ~= 'queued' and st ~= 'running' then return {'closed', st} end
+local f = 's:' .. ARGV[3]
+local raw = redis.call('HGET', KEYS[1], f)
+if not raw then return redis.error_reply('NO_SNAPSHOT') end
+local s = cjson.decode(raw)
+if s.status == 'completed' or s.status == 'failed' then
+  local v = redis.call('HMGET', KEYS[1], 'done', 'n')
+  return {'done', tonumber(v[1]), tonumber(v[2])}
+end
+s.status = 'running'
+s.attempts = (s.attempts or 0) + 1
+if not s.started_at_ms then s.started_at_ms = tonumber(ARGV[5]) end
+s.model = ARGV[6]
+redis.call('HSET', KEYS[1], f, cjson.encode(s), 'o:' .. ARGV[3], ARGV[4])
+if st == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running') end
+local d = cjson.encode({index = s.index, date = s.date, label = s.label, attempt = s.attempts})
+redis.call('XADD', KEYS[2], '*', 't', 'snapshot.started', 'd', d)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {'ok', s.attempts}
+`)
+
+// snapFinishScript: ARGV[3] index, ARGV[4] owner, ARGV[5] outcome
+// (completed | failed | retry), ARGV[6] now ms, ARGV[7] text, ARGV[8] error.
+// Records the outcome once for the owning attempt; completed and failed count
+// towards fan-in. Returns {'ok', done, n} | {'stale'} | {'done', done, n} |
+// {'closed', status} | {'gone'}.
+var snapFinishScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'o:' .. ARGV[3], 's:' .. ARGV[3], 'n')
+if not v[1] then return {'gone'} end
+if v[1] ~= 'queued' and v[1] ~= 'running' then return {'closed', v[1]} end
+if v[2] ~= ARGV[4] then return {'stale'} end
+local s = cjson.decode(v[3])
+if s.status == 'completed' or s.status == 'failed' then
+  return {'done', tonumber(redis.call('HGET', KEYS[1], 'done')), tonumber(v[4])}
+end
+local outcome = ARGV[5]
+if outcome == 'retry' then
+  s.status = 'pending'
+  s.error = ARGV[8]
+  redis.call('HSET', KEYS[1], 's:' .. ARGV[3], cjson.encode(s))
+  return {'ok', tonumber(redis.call('HGET', KEYS[1], 'done') or 0), tonumber(v[4])}
+end
+s.status = outcome
+s.completed_at_ms = tonumber(ARGV[6])
+local d
+if outcome == 'completed' then
+  s.text = ARGV[7]
+  s.error = nil
+  d = cjson.encode({index = s.index, date = s.date, label = s.label, model = s.model, text = s.text,
+    duration_ms = s.completed_at_ms - (s.started_at_ms or s.completed_at_ms)})
+else
+  s.error = ARGV[8]
+  d = cjson.encode({index = s.index, date = s.date, label = s.label, error = s.error})
+end
+redis.call('HSET', KEYS[1], 's:' .. ARGV[3], cjson.encode(s))
+local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+redis.call('XADD', KEYS[2], '*', 't', 'snapshot.' .. outcome, 'd', d)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {'ok', done, tonumber(v[4])}
+`)
+
+// aggBeginScript: ARGV[3] owner, ARGV[4] now ms. Moves the job to
+// aggregating (closing it to snapshot work) and makes this attempt the owner
+// of the aggregation events. Returns {'ok'} | {'closed', status} | {'gone'}.
+var aggBeginScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'gone'} end
+if st ~= 'queued' and st ~= 'running' and st ~= 'aggregating' then return {'closed', st} end
+redis.call('HSET', KEYS[1], 'status', 'aggregating', 'o:agg', ARGV[3])
+if st ~= 'aggregating' then redis.call('HSET', KEYS[1], 'agg_started', ARGV[4]) end
+return {'ok'}
+`)
+
+// emitScript: ARGV[3] statuses allowed (comma-separated, with leading and
+// trailing comma), ARGV[4] owner field, ARGV[5] owner value, ARGV[6] event
+// type, ARGV[7] data. Appends the event only while the job is in an allowed
+// status and the owner field holds the owner value. Returns {'ok', id} |
+// {'stale'} | {'closed', status} | {'gone'}.
+var emitScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', ARGV[4])
+if not v[1] then return {'gone'} end
+if not string.find(ARGV[3], ',' .. v[1] .. ',', 1, true) then return {'closed', v[1]} end
+if v[2] ~= ARGV[5] then return {'stale'} end
+local id = redis.call('XADD', KEYS[2], '*', 't', ARGV[6], 'd', ARGV[7])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {'ok', id}
+`)
+
+// finishScript: ARGV[3] final status, ARGV[4] now ms, ARGV[5] error, ARGV[6]
+// aggregate JSON (may be empty), ARGV[7] retention ms, ARGV[8] job.completed
+// data. Ends a job that has not ended. Returns {'ok', id} | {'closed',
+// status} | {'gone'}.
+var finishScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'gone'} end
+if st == 'completed' or st == 'partial' or st == 'failed' or st == 'canceled' then return {'closed', st} end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished', ARGV[4], 'error', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'agg', ARGV[6]) end
+local id = redis.call('XADD', KEYS[2], '*', 't', 'job.completed', 'd', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {'ok', id}
+`)

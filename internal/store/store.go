@@ -1,0 +1,309 @@
+// Package store keeps jobs in Redis: the job record, its snapshots and
+// result, and the fan-in bookkeeping that tells the last snapshot it was the
+// last. Each change is atomic with the event that announces it on the job's
+// stream (see package events), so that retries and duplicate deliveries of a
+// task count once and a finished job never changes again.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/job"
+)
+
+// Errors that tell callers why a step did not apply.
+var (
+	// ErrNotFound: no such job (never created, or expired).
+	ErrNotFound = errors.New("job not found")
+	// ErrExists: a job with that id exists already.
+	ErrExists = errors.New("job exists already")
+	// ErrClosed: the job no longer accepts this step (it is aggregating or
+	// has ended). The caller should stop its work quietly.
+	ErrClosed = errors.New("job no longer accepts this step")
+	// ErrStale: another attempt has taken over this piece of work.
+	ErrStale = errors.New("superseded by a newer attempt")
+	// ErrSnapshotDone: the snapshot already has its final outcome.
+	ErrSnapshotDone = errors.New("snapshot already done")
+)
+
+// Store reads and writes jobs. It is safe for concurrent use.
+type Store struct {
+	rdb       redis.UniversalClient
+	retention time.Duration
+	now       func() time.Time
+}
+
+// New returns a Store on rdb; finished jobs are kept for retention.
+func New(rdb redis.UniversalClient, retention time.Duration) *Store {
+	return &Store{rdb: rdb, retention: retention, now: time.Now}
+}
+
+// JobKey is the Redis hash of a job. It shares its hash tag with the job's
+// event stream.
+func JobKey(jobID string) string { return "tt:{" + jobID + "}:job" }
+
+func keys(jobID string) []string { return []string{JobKey(jobID), events.StreamKey(jobID)} }
+
+// Create stores a new job with all snapshots pending and appends job.accepted.
+// The job expires after its deadline plus the retention unless it finishes
+// (which restarts the retention clock).
+func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
+	spec, err := json.Marshal(j.Spec)
+	if err != nil {
+		return "", fmt.Errorf("encode spec: %w", err)
+	}
+	refs := make([]events.TimePointRef, len(j.Spec.TimePoints))
+	fields := []any{
+		"spec", string(spec),
+		"status", string(job.StatusQueued),
+		"created", j.CreatedAt.UnixMilli(),
+		"deadline", j.Deadline.UnixMilli(),
+		"n", len(j.Spec.TimePoints),
+		"done", 0,
+	}
+	for i, tp := range j.Spec.TimePoints {
+		refs[i] = events.TimePointRef{Index: i, Date: tp.Date, Label: tp.Label}
+		snap, err := json.Marshal(job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotPending})
+		if err != nil {
+			return "", fmt.Errorf("encode snapshot: %w", err)
+		}
+		fields = append(fields, "s:"+strconv.Itoa(i), string(snap))
+	}
+	accepted, err := json.Marshal(events.AcceptedData{
+		JobID: j.ID, Question: j.Spec.Question, Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
+		Deadline: j.Deadline.UTC().Format(time.RFC3339Nano), TimePoints: refs,
+	})
+	if err != nil {
+		return "", fmt.Errorf("encode event: %w", err)
+	}
+	ttl := time.Until(j.Deadline) + s.retention
+	args := append([]any{events.Channel, j.ID, ttl.Milliseconds(), string(accepted)}, fields...)
+	id, err := createScript.Run(ctx, s.rdb, keys(j.ID), args...).Text()
+	if err != nil {
+		if strings.Contains(err.Error(), "EXISTS") {
+			return "", ErrExists
+		}
+		return "", fmt.Errorf("create job %s: %w", j.ID, err)
+	}
+	return id, nil
+}
+
+// Get returns the job, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, jobID string) (*job.Job, error) {
+	h, err := s.rdb.HGetAll(ctx, JobKey(jobID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read job %s: %w", jobID, err)
+	}
+	if len(h) == 0 {
+		return nil, ErrNotFound
+	}
+	return decodeJob(jobID, h)
+}
+
+func decodeJob(id string, h map[string]string) (*job.Job, error) {
+	j := &job.Job{ID: id, Status: job.Status(h["status"])}
+	if err := json.Unmarshal([]byte(h["spec"]), &j.Spec); err != nil {
+		return nil, fmt.Errorf("decode job %s spec: %w", id, err)
+	}
+	j.CreatedAt = msTime(h["created"])
+	j.Deadline = msTime(h["deadline"])
+	j.FinishedAt = msTime(h["finished"])
+	j.Error = h["error"]
+	n, _ := strconv.Atoi(h["n"])
+	j.Snapshots = make([]job.Snapshot, n)
+	for i := range n {
+		if err := json.Unmarshal([]byte(h["s:"+strconv.Itoa(i)]), &j.Snapshots[i]); err != nil {
+			return nil, fmt.Errorf("decode job %s snapshot %d: %w", id, i, err)
+		}
+	}
+	if raw := h["agg"]; raw != "" {
+		j.Aggregate = &job.Aggregate{}
+		if err := json.Unmarshal([]byte(raw), j.Aggregate); err != nil {
+			return nil, fmt.Errorf("decode job %s aggregate: %w", id, err)
+		}
+	} else if started := h["agg_started"]; started != "" {
+		ms, _ := strconv.ParseInt(started, 10, 64)
+		j.Aggregate = &job.Aggregate{StartedAt: ms}
+	}
+	return j, nil
+}
+
+func msTime(s string) time.Time {
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// FanIn tells how many snapshots of a job have their final outcome.
+type FanIn struct {
+	Done, Total int
+}
+
+// Last reports whether every snapshot is done.
+func (f FanIn) Last() bool { return f.Total > 0 && f.Done >= f.Total }
+
+// StartSnapshot claims snapshot index for the attempt owner (a token unique to
+// this delivery) and appends snapshot.started. A newer attempt takes over from
+// an older one, whose later writes then fail with ErrStale. It returns the
+// attempt number; ErrSnapshotDone with the fan-in state when the snapshot is
+// already done; ErrClosed or ErrNotFound when the job takes no more snapshot
+// work.
+func (s *Store) StartSnapshot(ctx context.Context, jobID string, index int, owner, model string) (int, FanIn, error) {
+	res, err := snapStartScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, index, owner, s.now().UnixMilli(), model).Slice()
+	if err != nil {
+		return 0, FanIn{}, fmt.Errorf("start snapshot %d of job %s: %w", index, jobID, err)
+	}
+	switch res[0] {
+	case "ok":
+		return int(toInt(res, 1)), FanIn{}, nil
+	case "done":
+		return 0, FanIn{Done: int(toInt(res, 1)), Total: int(toInt(res, 2))}, ErrSnapshotDone
+	}
+	return 0, FanIn{}, resultErr(res)
+}
+
+// AppendSnapshotText appends a snapshot.delta with text, if owner still owns
+// the snapshot and the job still takes snapshot work.
+func (s *Store) AppendSnapshotText(ctx context.Context, jobID string, index int, owner, text string) error {
+	d, _ := json.Marshal(events.DeltaData{Index: &index, Text: text})
+	return s.emit(ctx, jobID, ",queued,running,", "o:"+strconv.Itoa(index), owner, events.SnapshotDelta, d)
+}
+
+// SnapshotOutcome is how an attempt at a snapshot ended.
+type SnapshotOutcome struct {
+	// Text is the answer when the attempt succeeded.
+	Text string
+	// Err is the failure; with Retry it is recorded and the snapshot goes
+	// back to pending for a later attempt, without it the snapshot fails.
+	Err   error
+	Retry bool
+}
+
+// FinishSnapshot records the owner attempt's outcome. Completed and failed
+// count towards fan-in exactly once per snapshot, whatever the number of
+// deliveries; the returned FanIn tells whether this call made it the last.
+// ErrStale, ErrClosed and ErrSnapshotDone say why nothing was recorded.
+func (s *Store) FinishSnapshot(ctx context.Context, jobID string, index int, owner string, out SnapshotOutcome) (FanIn, error) {
+	outcome, errMsg := "completed", ""
+	if out.Err != nil {
+		outcome, errMsg = "failed", out.Err.Error()
+		if out.Retry {
+			outcome = "retry"
+		}
+	}
+	res, err := snapFinishScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, index, owner, outcome,
+		s.now().UnixMilli(), out.Text, errMsg).Slice()
+	if err != nil {
+		return FanIn{}, fmt.Errorf("finish snapshot %d of job %s: %w", index, jobID, err)
+	}
+	switch res[0] {
+	case "ok":
+		return FanIn{Done: int(toInt(res, 1)), Total: int(toInt(res, 2))}, nil
+	case "done":
+		return FanIn{Done: int(toInt(res, 1)), Total: int(toInt(res, 2))}, ErrSnapshotDone
+	}
+	return FanIn{}, resultErr(res)
+}
+
+// BeginAggregate moves the job to aggregating, which closes it to snapshot
+// work, makes owner the author of the aggregation events, and returns the job
+// as it then is. It is idempotent for a job already aggregating (a redelivered
+// aggregation takes over). ErrClosed or ErrNotFound mean there is nothing to do.
+func (s *Store) BeginAggregate(ctx context.Context, jobID, owner string) (*job.Job, error) {
+	res, err := aggBeginScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, owner, s.now().UnixMilli()).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("begin aggregation of job %s: %w", jobID, err)
+	}
+	if res[0] != "ok" {
+		return nil, resultErr(res)
+	}
+	return s.Get(ctx, jobID)
+}
+
+// EmitAggregate appends an aggregation event (key changes, narrative) while
+// owner owns the aggregation and the job is aggregating.
+func (s *Store) EmitAggregate(ctx context.Context, jobID, owner, eventType string, data any) error {
+	d, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", eventType, err)
+	}
+	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, eventType, d)
+}
+
+func (s *Store) emit(ctx context.Context, jobID, allowed, ownerField, owner, eventType string, data []byte) error {
+	res, err := emitScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, allowed, ownerField, owner, eventType, string(data)).Slice()
+	if err != nil {
+		return fmt.Errorf("append %s to job %s: %w", eventType, jobID, err)
+	}
+	if res[0] == "ok" {
+		return nil
+	}
+	return resultErr(res)
+}
+
+// Finish ends a job that has not ended with the given status and, when agg
+// is not nil, its aggregate, and appends the terminal job.completed event.
+// ErrClosed means the job had already ended (nothing changed).
+func (s *Store) Finish(ctx context.Context, jobID string, status job.Status, errMsg string, agg *job.Aggregate) error {
+	if !status.Terminal() {
+		return fmt.Errorf("finish job %s: %q is not a terminal status", jobID, status)
+	}
+	aggJSON := ""
+	if agg != nil {
+		b, err := json.Marshal(agg)
+		if err != nil {
+			return fmt.Errorf("encode aggregate: %w", err)
+		}
+		aggJSON = string(b)
+	}
+	d, _ := json.Marshal(events.CompletedData{JobID: jobID, Status: string(status), Error: errMsg})
+	res, err := finishScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, string(status), s.now().UnixMilli(),
+		errMsg, aggJSON, s.retention.Milliseconds(), string(d)).Slice()
+	if err != nil {
+		return fmt.Errorf("finish job %s: %w", jobID, err)
+	}
+	if res[0] == "ok" {
+		return nil
+	}
+	return resultErr(res)
+}
+
+func resultErr(res []any) error {
+	switch res[0] {
+	case "gone":
+		return ErrNotFound
+	case "stale":
+		return ErrStale
+	case "closed":
+		if len(res) > 1 {
+			return fmt.Errorf("%w (status %v)", ErrClosed, res[1])
+		}
+		return ErrClosed
+	}
+	return fmt.Errorf("store: unexpected script answer %v", res)
+}
+
+func toInt(res []any, i int) int64 {
+	if i >= len(res) {
+		return 0
+	}
+	switch v := res[i].(type) {
+	case int64:
+		return v
+	case string:
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	return 0
+}

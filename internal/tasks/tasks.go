@@ -1,0 +1,161 @@
+// Package tasks is the queue contract between the api and the workers: task
+// types, queues, payloads, task ids and enqueue options. Changing a payload
+// here changes it for both sides at once.
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/timetravel-ai/timetravel/internal/job"
+)
+
+// Queues. Each has its own asynq server in the worker, hence its own
+// concurrency cap.
+const (
+	QueueSnapshot  = "snapshot"
+	QueueAggregate = "aggregate"
+)
+
+// Task types.
+const (
+	TypeSnapshot  = "timetravel:snapshot"
+	TypeAggregate = "timetravel:aggregate"
+)
+
+// SnapshotPayload is everything a snapshot task needs, so that the worker
+// reads nothing before calling the model.
+type SnapshotPayload struct {
+	JobID      string `json:"job_id"`
+	Index      int    `json:"index"`
+	Question   string `json:"question"`
+	Date       string `json:"date"`
+	Label      string `json:"label"`
+	Model      string `json:"model,omitempty"`
+	Complexity string `json:"complexity"`
+}
+
+// AggregatePayload names the job to aggregate.
+type AggregatePayload struct {
+	JobID string `json:"job_id"`
+}
+
+// SnapshotTaskID is the fixed asynq task id of snapshot index of a job; a
+// second enqueue of the same snapshot is refused by asynq.
+func SnapshotTaskID(jobID string, index int) string { return jobID + ":snapshot:" + strconv.Itoa(index) }
+
+// AggregateTaskID is the fixed asynq task id of a job's aggregation.
+func AggregateTaskID(jobID string) string { return jobID + ":aggregate" }
+
+// Enqueuer puts a job's tasks on the queues.
+type Enqueuer struct {
+	client   *asynq.Client
+	maxRetry int
+	timeout  time.Duration
+}
+
+// NewEnqueuer returns an Enqueuer; snapshot tasks get maxRetry retries and a
+// per-attempt timeout.
+func NewEnqueuer(c *asynq.Client, maxRetry int, timeout time.Duration) *Enqueuer {
+	return &Enqueuer{client: c, maxRetry: maxRetry, timeout: timeout}
+}
+
+// EnqueueAggregate schedules the job's aggregation at its deadline. The last
+// snapshot to finish brings it forward (see Promote); if snapshots hang or the
+// enqueuing process dies half-way, the deadline still ends the job. Enqueue it
+// before anything else of the job.
+func (e *Enqueuer) EnqueueAggregate(ctx context.Context, j *job.Job) error {
+	p, _ := json.Marshal(AggregatePayload{JobID: j.ID})
+	_, err := e.client.EnqueueContext(ctx, asynq.NewTask(TypeAggregate, p),
+		asynq.Queue(QueueAggregate),
+		asynq.TaskID(AggregateTaskID(j.ID)),
+		asynq.ProcessAt(j.Deadline),
+		asynq.MaxRetry(5),
+		asynq.Timeout(5*time.Minute),
+	)
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue aggregation of job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// EnqueueSnapshots puts one task per time point on the snapshot queue. A task
+// that exists already (same id) counts as enqueued.
+func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
+	for i, tp := range j.Spec.TimePoints {
+		p, _ := json.Marshal(SnapshotPayload{
+			JobID: j.ID, Index: i, Question: j.Spec.Question, Date: tp.Date, Label: tp.Label,
+			Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
+		})
+		_, err := e.client.EnqueueContext(ctx, asynq.NewTask(TypeSnapshot, p),
+			asynq.Queue(QueueSnapshot),
+			asynq.TaskID(SnapshotTaskID(j.ID, i)),
+			asynq.MaxRetry(e.maxRetry),
+			asynq.Timeout(e.timeout),
+		)
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return fmt.Errorf("enqueue snapshot %d of job %s: %w", i, j.ID, err)
+		}
+	}
+	return nil
+}
+
+// Inspector is the part of asynq.Inspector that moves and removes tasks.
+type Inspector interface {
+	RunTask(queue, id string) error
+	DeleteTask(queue, id string) error
+	CancelProcessing(id string) error
+}
+
+// Promote starts the job's aggregation now instead of at the deadline. It is
+// safe to call more than once and when aggregation already runs.
+func Promote(insp Inspector, jobID string) error {
+	err := insp.RunTask(QueueAggregate, AggregateTaskID(jobID))
+	if err == nil || errors.Is(err, asynq.ErrTaskNotFound) {
+		// Not found: the aggregation already ran (it is not kept).
+		return nil
+	}
+	if isPrecondition(err) {
+		return nil // already pending or running
+	}
+	return fmt.Errorf("promote aggregation of job %s: %w", jobID, err)
+}
+
+// Withdraw removes the job's snapshot tasks that have not started and cancels
+// those running, and with withAggregate the aggregation too. Missing tasks are fine: they ran or were removed already.
+func Withdraw(insp Inspector, jobID string, indexes []int, withAggregate bool) error {
+	var errs []error
+	for _, i := range indexes {
+		id := SnapshotTaskID(jobID, i)
+		if err := insp.DeleteTask(QueueSnapshot, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !isPrecondition(err) && !errors.Is(err, asynq.ErrQueueNotFound) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", id, err))
+		}
+		if err := insp.CancelProcessing(id); err != nil {
+			errs = append(errs, fmt.Errorf("cancel %s: %w", id, err))
+		}
+	}
+	if withAggregate {
+		id := AggregateTaskID(jobID)
+		if err := insp.DeleteTask(QueueAggregate, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !isPrecondition(err) && !errors.Is(err, asynq.ErrQueueNotFound) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", id, err))
+		}
+		if err := insp.CancelProcessing(id); err != nil {
+			errs = append(errs, fmt.Errorf("cancel %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// isPrecondition matches asynq's answers for a task that is already pending
+// or active, which asynq does not export as sentinel errors.
+func isPrecondition(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "already running") || strings.Contains(s, "already in pending") || strings.Contains(s, "active state")
+}

@@ -1,0 +1,175 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+
+	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
+)
+
+// HandleAggregate ends a job: it runs either when the last snapshot finished
+// (promoted) or at the job's deadline. It closes the job to snapshot work,
+// withdraws unfinished snapshots, runs the key-changes extraction and the
+// narrative concurrently, and records the terminal state. It is idempotent:
+// on a job that has ended it does nothing.
+func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
+	var p tasks.AggregatePayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return fmt.Errorf("decode aggregate payload: %v: %w", err, asynq.SkipRetry)
+	}
+	log := h.log.With("job_id", p.JobID, "stage", "aggregate")
+	err := h.aggregate(ctx, p.JobID)
+	if err == nil || stopQuietly(err) {
+		return nil
+	}
+	if lastAttempt(ctx) {
+		// No job may be left without an end.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ferr := h.store.Finish(fctx, p.JobID, job.StatusFailed, "aggregation failed: "+err.Error(), nil)
+		log.Error("aggregation failed for good; job failed", "err", err, "finish_err", ferr)
+		return nil
+	}
+	log.Warn("aggregation failed; will retry", "err", err)
+	return err
+}
+
+func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
+	owner := uuid.NewString()
+	j, err := h.store.BeginAggregate(ctx, jobID, owner)
+	if err != nil {
+		return err
+	}
+	log := h.log.With("job_id", jobID, "stage", "aggregate")
+
+	var unfinished []int
+	var done []job.Snapshot
+	failed := 0
+	for _, s := range j.Snapshots {
+		switch s.Status {
+		case job.SnapshotCompleted:
+			done = append(done, s)
+		case job.SnapshotFailed:
+			failed++
+		default:
+			unfinished = append(unfinished, s.Index)
+		}
+	}
+	if len(unfinished) > 0 {
+		log.Warn("deadline passed with snapshots unfinished; withdrawing them", "unfinished", len(unfinished))
+		if err := tasks.Withdraw(h.insp, jobID, unfinished, false); err != nil {
+			log.Warn("withdraw snapshot tasks", "err", err)
+		}
+	}
+	if len(done) == 0 {
+		msg := "all snapshots failed"
+		if len(unfinished) > 0 {
+			msg = fmt.Sprintf("deadline passed with no snapshot completed (%d failed, %d unfinished)", failed, len(unfinished))
+		}
+		return h.store.Finish(ctx, jobID, job.StatusFailed, msg, j.Aggregate)
+	}
+
+	agg := &job.Aggregate{KeyChanges: []job.KeyChange{}}
+	if j.Aggregate != nil {
+		agg.StartedAt = j.Aggregate.StartedAt
+	}
+	var (
+		wg      sync.WaitGroup
+		kcErr   error
+		narrErr error
+	)
+	wg.Go(func() { kcErr = h.keyChanges(ctx, j, owner, done, agg) })
+	wg.Go(func() { narrErr = h.narrative(ctx, j, owner, done, agg) })
+	wg.Wait()
+	if err := errors.Join(kcErr, narrErr); err != nil {
+		return err
+	}
+
+	status, msg := job.StatusCompleted, ""
+	if missing := len(j.Snapshots) - len(done); missing > 0 {
+		status = job.StatusPartial
+		msg = fmt.Sprintf("%d of %d snapshots missing (%d failed, %d unfinished at the deadline)", missing, len(j.Snapshots), failed, len(unfinished))
+	}
+	if agg.KeyChangesError != "" || agg.NarrativeError != "" {
+		status = job.StatusPartial
+		if msg == "" {
+			msg = "part of the aggregation failed"
+		}
+	}
+	if err := h.store.Finish(ctx, jobID, status, msg, agg); err != nil {
+		return err
+	}
+	log.Info("job finished", "status", status, "snapshots", len(done), "of", len(j.Snapshots))
+	return nil
+}
+
+// keyChanges fills agg's key changes and emits their event. A failed or
+// malformed answer is recorded on agg, not returned: only store errors are.
+func (h *Handlers) keyChanges(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, agg *job.Aggregate) error {
+	if len(done) < 2 {
+		return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesCompleted, map[string]any{"key_changes": agg.KeyChanges})
+	}
+	start := time.Now()
+	pr := timetravel.KeyChanges(j.Spec.Question, done)
+	req := llmRequest(h.models.Extraction, pr)
+	req.JSON = true
+	req.Temperature = 0
+	resp, err := h.llm.Complete(ctx, req)
+	if err == nil {
+		agg.KeyChanges, err = timetravel.ParseKeyChanges(resp.Text, done)
+	}
+	agg.KeyChangesMS = max(time.Since(start).Milliseconds(), 1)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		agg.KeyChanges = []job.KeyChange{}
+		agg.KeyChangesError = err.Error()
+		return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesFailed, events.ErrorData{Error: err.Error()})
+	}
+	return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesCompleted, map[string]any{"key_changes": agg.KeyChanges})
+}
+
+// narrative streams the evolution narrative onto the job's events and fills
+// agg. Model failures are recorded on agg; store errors are returned.
+func (h *Handlers) narrative(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, agg *job.Aggregate) error {
+	start := time.Now()
+	model := h.models.Narrative
+	if model == "" {
+		model = j.Spec.Model
+	}
+	if model == "" {
+		model = h.models.Snapshot
+	}
+	pr := timetravel.Narrative(j.Spec.Question, done, j.Spec.Complexity)
+	b := newBatcher(func(text string) error {
+		return h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeDelta, events.DeltaData{Text: text})
+	})
+	resp, err := h.llm.Stream(ctx, llmRequest(model, pr), b.add)
+	if err == nil {
+		err = b.flush()
+	}
+	agg.NarrativeMS = max(time.Since(start).Milliseconds(), 1)
+	if stopQuietly(err) {
+		return err
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		agg.NarrativeError = err.Error()
+		return h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeFailed, events.ErrorData{Error: err.Error()})
+	}
+	agg.Narrative = resp.Text
+	return h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeCompleted, map[string]string{"text": resp.Text})
+}

@@ -1,0 +1,134 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+
+	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/llm"
+	"github.com/timetravel-ai/timetravel/internal/store"
+	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
+)
+
+// HandleSnapshot answers one time point of a job. It streams the model's text
+// onto the job's events, records the outcome once whatever the number of
+// deliveries, and starts the aggregation when it finished the last snapshot.
+// It returns an error only when asynq should retry the task.
+func (h *Handlers) HandleSnapshot(ctx context.Context, t *asynq.Task) error {
+	var p tasks.SnapshotPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return fmt.Errorf("decode snapshot payload: %v: %w", err, asynq.SkipRetry)
+	}
+	log := h.log.With("job_id", p.JobID, "snapshot", p.Index, "date", p.Date)
+	model := p.Model
+	if model == "" {
+		model = h.models.Snapshot
+	}
+	owner := uuid.NewString()
+	attempt, fan, err := h.store.StartSnapshot(ctx, p.JobID, p.Index, owner, model)
+	switch {
+	case errors.Is(err, store.ErrSnapshotDone):
+		// A duplicate or a retry after the outcome was recorded: make sure
+		// the fan-in happened, in case the earlier delivery died before it.
+		log.Info("snapshot already done; duplicate delivery ignored")
+		if fan.Last() {
+			return h.promote(p.JobID)
+		}
+		return nil
+	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrNotFound):
+		log.Info("job takes no more snapshot work", "reason", err)
+		return nil
+	case err != nil:
+		return err
+	}
+	log = log.With("attempt", attempt, "model", model)
+	log.Debug("snapshot started")
+
+	pr := timetravel.Snapshot(p.Question, job.TimePoint{Date: p.Date, Label: p.Label}, job.Complexity(p.Complexity))
+	b := newBatcher(func(text string) error {
+		return h.store.AppendSnapshotText(ctx, p.JobID, p.Index, owner, text)
+	})
+	start := time.Now()
+	resp, callErr := h.llm.Stream(ctx, llmRequest(model, pr), b.add)
+	if callErr == nil {
+		callErr = b.flush()
+	}
+	if stopQuietly(callErr) {
+		log.Info("snapshot stopped: job closed or attempt superseded", "reason", callErr)
+		return nil
+	}
+	if callErr != nil && ctx.Err() != nil {
+		// Cancelled: by DELETE (the job is closed: nothing to do) or by a
+		// worker shutdown (asynq hands the task back).
+		if h.jobClosed(p.JobID) {
+			return nil
+		}
+		return fmt.Errorf("snapshot %d of job %s interrupted: %w", p.Index, p.JobID, ctx.Err())
+	}
+
+	out := store.SnapshotOutcome{Text: resp.Text}
+	if callErr != nil {
+		out = store.SnapshotOutcome{Err: callErr, Retry: llm.Retryable(callErr) && !lastAttempt(ctx)}
+		log.Warn("snapshot call failed", "err", callErr, "retry", out.Retry)
+	}
+	fan, err = h.store.FinishSnapshot(ctx, p.JobID, p.Index, owner, out)
+	switch {
+	case stopQuietly(err) || errors.Is(err, store.ErrSnapshotDone):
+		return nil
+	case err != nil:
+		return err
+	}
+	if out.Retry {
+		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, callErr)
+	}
+	log.Info("snapshot done", "ok", callErr == nil, "ms", time.Since(start).Milliseconds(),
+		"first_token_ms", resp.FirstToken.Milliseconds(), "done", fan.Done, "of", fan.Total)
+	if fan.Last() {
+		return h.promote(p.JobID)
+	}
+	return nil
+}
+
+// promote starts the job's aggregation now. An error makes asynq retry the
+// snapshot task, whose next delivery promotes again.
+func (h *Handlers) promote(jobID string) error {
+	if err := tasks.Promote(h.insp, jobID); err != nil {
+		return err
+	}
+	return nil
+}
+
+// jobClosed reports whether the job has left the snapshot stage, reading it
+// with a context of its own (the task's may be cancelled).
+func (h *Handlers) jobClosed(jobID string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	j, err := h.store.Get(ctx, jobID)
+	if errors.Is(err, store.ErrNotFound) {
+		return true
+	}
+	return err == nil && j.Status != job.StatusQueued && j.Status != job.StatusRunning
+}
+
+// stopQuietly tells the errors after which a task has nothing left to do.
+func stopQuietly(err error) bool {
+	return errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound)
+}
+
+// lastAttempt reports whether asynq will not retry this task if it fails.
+func lastAttempt(ctx context.Context) bool {
+	n, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return !ok1 || !ok2 || n >= maxRetry
+}
+
+func llmRequest(model string, p timetravel.Prompt) llm.Request {
+	return llm.Request{Model: model, System: p.System, User: p.User, MaxTokens: p.MaxTokens, Temperature: 0.3}
+}
