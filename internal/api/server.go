@@ -53,7 +53,7 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 		store: store.New(rdb, cfg.JobRetention),
 		enq:   tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.LLM.Timeout+30*time.Second),
 		insp:  asynq.NewInspectorFromRedisClient(rdb),
-		hub:   events.NewHub(rdb, log),
+		hub:   events.NewHub(rdb, events.Channel, log),
 		log:   log,
 		now:   time.Now,
 		drain: drain,

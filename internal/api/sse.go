@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-		"github.com/gin-gonic/gin"
+	"github.com/gin-gonic/gin"
 
 	"github.com/timetravel-ai/timetravel/internal/events"
 )

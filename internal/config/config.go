@@ -171,7 +171,8 @@ func (c Config) LogValue() slog.Value {
 	if u, err := url.Parse(masked.RedisURL); err == nil && u.User != nil {
 		if _, has := u.User.Password(); has {
 			u.User = url.UserPassword(u.User.Username(), "****")
-			masked.RedisURL = u.String()
+			// String escapes '*' in user info (%2A); show the mask as is.
+			masked.RedisURL = strings.Replace(u.String(), ":%2A%2A%2A%2A@", ":****@", 1)
 		}
 	}
 	type plain Config // no LogValue method, so no recursion

@@ -19,17 +19,20 @@ const readBatch = 512
 // connection whatever the number of followers; reads share the client's pool.
 // The zero value is not usable; create it with NewHub and start Run.
 type Hub struct {
-	rdb redis.UniversalClient
-	log *slog.Logger
+	rdb     redis.UniversalClient
+	channel string
+	log     *slog.Logger
 
 	mu   sync.Mutex
 	subs map[string]map[chan struct{}]struct{}
 }
 
-// NewHub returns a Hub reading from rdb. It delivers nothing live until Run
-// is started; followers then fall back to their recheck interval.
-func NewHub(rdb redis.UniversalClient, log *slog.Logger) *Hub {
-	return &Hub{rdb: rdb, log: log, subs: map[string]map[chan struct{}]struct{}{}}
+// NewHub returns a Hub that listens on channel (Channel for job events;
+// each message is a job id) and reads streams from rdb. It delivers nothing
+// live until Run is started; followers then fall back to their recheck
+// interval.
+func NewHub(rdb redis.UniversalClient, channel string, log *slog.Logger) *Hub {
+	return &Hub{rdb: rdb, channel: channel, log: log, subs: map[string]map[chan struct{}]struct{}{}}
 }
 
 // Run listens for new-event announcements until ctx ends. On every
@@ -55,8 +58,10 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 func (h *Hub) listen(ctx context.Context) error {
-	ps := h.rdb.Subscribe(ctx, Channel)
+	ps := h.rdb.Subscribe(ctx, h.channel)
 	defer ps.Close()
+	// Receive honours deadlines but not cancellation: closing unblocks it.
+	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
 	for {
 		msg, err := ps.Receive(ctx)
 		if err != nil {
@@ -93,6 +98,15 @@ func (h *Hub) wakeAll() {
 			}
 		}
 	}
+}
+
+// Watch returns a channel that receives a signal after each announcement
+// for jobID (several announcements may share one signal, and one is sent on
+// every resubscription), and a function that stops the watch. Signals never
+// block the Hub.
+func (h *Hub) Watch(jobID string) (<-chan struct{}, func()) {
+	ch := h.subscribe(jobID)
+	return ch, func() { h.unsubscribe(jobID, ch) }
 }
 
 func (h *Hub) subscribe(jobID string) chan struct{} {
@@ -154,8 +168,8 @@ func (h *Hub) Follow(ctx context.Context, jobID string, emit func(Event) error, 
 	}
 	// Subscribe before the first read so that no announcement can fall
 	// between reading and waiting.
-	wake := h.subscribe(jobID)
-	defer h.unsubscribe(jobID, wake)
+	wake, unwatch := h.Watch(jobID)
+	defer unwatch()
 
 	key := StreamKey(jobID)
 	last := opts.After

@@ -49,6 +49,9 @@ func classify(ctx context.Context, err error) error {
 		return &StatusError{StatusCode: reqErr.HTTPStatusCode, Message: msg, err: err}
 	}
 	if cause := context.Cause(ctx); errors.Is(cause, ErrTimeout) {
+		if errors.Is(err, ErrTimeout) {
+			return err
+		}
 		return fmt.Errorf("%w: %w", ErrTimeout, err)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {

@@ -90,7 +90,7 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'ok', done, tonumber(v[4])}
 `)
 
-// aggBeginScript: ARGV[3] owner, ARGV[4] now ms. Moves the job to
+// aggBeginScript: ARGV[3] owner, ARGV[4] now ms, ARGV[5] closed channel. Moves the job to
 // aggregating (closing it to snapshot work) and makes this attempt the owner
 // of the aggregation events. Returns {'ok'} | {'closed', status} | {'gone'}.
 var aggBeginScript = redis.NewScript(`
@@ -98,7 +98,10 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'gone'} end
 if st ~= 'queued' and st ~= 'running' and st ~= 'aggregating' then return {'closed', st} end
 redis.call('HSET', KEYS[1], 'status', 'aggregating', 'o:agg', ARGV[3])
-if st ~= 'aggregating' then redis.call('HSET', KEYS[1], 'agg_started', ARGV[4]) end
+if st ~= 'aggregating' then
+  redis.call('HSET', KEYS[1], 'agg_started', ARGV[4])
+  redis.call('PUBLISH', ARGV[5], ARGV[2])
+end
 return {'ok'}
 `)
 
@@ -119,7 +122,7 @@ return {'ok', id}
 
 // finishScript: ARGV[3] final status, ARGV[4] now ms, ARGV[5] error, ARGV[6]
 // aggregate JSON (may be empty), ARGV[7] retention ms, ARGV[8] job.completed
-// data. Ends a job that has not ended. Returns {'ok', id} | {'closed',
+// data, ARGV[9] closed channel. Ends a job that has not ended. Returns {'ok', id} | {'closed',
 // status} | {'gone'}.
 var finishScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -131,5 +134,6 @@ local id = redis.call('XADD', KEYS[2], '*', 't', 'job.completed', 'd', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[9], ARGV[2])
 return {'ok', id}
 `)

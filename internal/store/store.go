@@ -47,6 +47,11 @@ func New(rdb redis.UniversalClient, retention time.Duration) *Store {
 	return &Store{rdb: rdb, retention: retention, now: time.Now}
 }
 
+// ClosedChannel is the Pub/Sub channel on which the store announces that a
+// job stopped taking snapshot work (aggregation began) or ended; the message
+// is the job id. Workers listen on it to stop work that became useless.
+const ClosedChannel = "tt:closed"
+
 // JobKey is the Redis hash of a job. It shares its hash tag with the job's
 // event stream.
 func JobKey(jobID string) string { return "tt:{" + jobID + "}:job" }
@@ -107,6 +112,18 @@ func (s *Store) Get(ctx context.Context, jobID string) (*job.Job, error) {
 		return nil, ErrNotFound
 	}
 	return decodeJob(jobID, h)
+}
+
+// Status returns the job's status, or ErrNotFound.
+func (s *Store) Status(ctx context.Context, jobID string) (job.Status, error) {
+	st, err := s.rdb.HGet(ctx, JobKey(jobID), "status").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("read status of job %s: %w", jobID, err)
+	}
+	return job.Status(st), nil
 }
 
 func decodeJob(id string, h map[string]string) (*job.Job, error) {
@@ -221,7 +238,7 @@ func (s *Store) FinishSnapshot(ctx context.Context, jobID string, index int, own
 // as it then is. It is idempotent for a job already aggregating (a redelivered
 // aggregation takes over). ErrClosed or ErrNotFound mean there is nothing to do.
 func (s *Store) BeginAggregate(ctx context.Context, jobID, owner string) (*job.Job, error) {
-	res, err := aggBeginScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, owner, s.now().UnixMilli()).Slice()
+	res, err := aggBeginScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, owner, s.now().UnixMilli(), ClosedChannel).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("begin aggregation of job %s: %w", jobID, err)
 	}
@@ -269,7 +286,7 @@ func (s *Store) Finish(ctx context.Context, jobID string, status job.Status, err
 	}
 	d, _ := json.Marshal(events.CompletedData{JobID: jobID, Status: string(status), Error: errMsg})
 	res, err := finishScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, string(status), s.now().UnixMilli(),
-		errMsg, aggJSON, s.retention.Milliseconds(), string(d)).Slice()
+		errMsg, aggJSON, s.retention.Milliseconds(), string(d), ClosedChannel).Slice()
 	if err != nil {
 		return fmt.Errorf("finish job %s: %w", jobID, err)
 	}

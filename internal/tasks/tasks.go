@@ -49,7 +49,9 @@ type AggregatePayload struct {
 
 // SnapshotTaskID is the fixed asynq task id of snapshot index of a job; a
 // second enqueue of the same snapshot is refused by asynq.
-func SnapshotTaskID(jobID string, index int) string { return jobID + ":snapshot:" + strconv.Itoa(index) }
+func SnapshotTaskID(jobID string, index int) string {
+	return jobID + ":snapshot:" + strconv.Itoa(index)
+}
 
 // AggregateTaskID is the fixed asynq task id of a job's aggregation.
 func AggregateTaskID(jobID string) string { return jobID + ":aggregate" }
@@ -111,7 +113,6 @@ func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
 type Inspector interface {
 	RunTask(queue, id string) error
 	DeleteTask(queue, id string) error
-	CancelProcessing(id string) error
 }
 
 // Promote starts the job's aggregation now instead of at the deadline. It is
@@ -128,27 +129,24 @@ func Promote(insp Inspector, jobID string) error {
 	return fmt.Errorf("promote aggregation of job %s: %w", jobID, err)
 }
 
-// Withdraw removes the job's snapshot tasks that have not started and cancels
-// those running, and with withAggregate the aggregation too. Missing tasks are fine: they ran or were removed already.
+// Withdraw removes the job's tasks that have not started: the given
+// snapshots and, with withAggregate, the aggregation. Running tasks are not
+// touched here: workers stop them when the store announces the job closed
+// (asynq's CancelProcessing would put them up for retry instead). Missing
+// tasks are fine: they ran or were removed already.
 func Withdraw(insp Inspector, jobID string, indexes []int, withAggregate bool) error {
 	var errs []error
-	for _, i := range indexes {
-		id := SnapshotTaskID(jobID, i)
-		if err := insp.DeleteTask(QueueSnapshot, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !isPrecondition(err) && !errors.Is(err, asynq.ErrQueueNotFound) {
+	remove := func(queue, id string) {
+		err := insp.DeleteTask(queue, id)
+		if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) && !isPrecondition(err) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", id, err))
-		}
-		if err := insp.CancelProcessing(id); err != nil {
-			errs = append(errs, fmt.Errorf("cancel %s: %w", id, err))
 		}
 	}
+	for _, i := range indexes {
+		remove(QueueSnapshot, SnapshotTaskID(jobID, i))
+	}
 	if withAggregate {
-		id := AggregateTaskID(jobID)
-		if err := insp.DeleteTask(QueueAggregate, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !isPrecondition(err) && !errors.Is(err, asynq.ErrQueueNotFound) {
-			errs = append(errs, fmt.Errorf("delete %s: %w", id, err))
-		}
-		if err := insp.CancelProcessing(id); err != nil {
-			errs = append(errs, fmt.Errorf("cancel %s: %w", id, err))
-		}
+		remove(QueueAggregate, AggregateTaskID(jobID))
 	}
 	return errors.Join(errs...)
 }

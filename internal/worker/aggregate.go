@@ -28,8 +28,10 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("decode aggregate payload: %v: %w", err, asynq.SkipRetry)
 	}
 	log := h.log.With("job_id", p.JobID, "stage", "aggregate")
-	err := h.aggregate(ctx, p.JobID)
-	if err == nil || stopQuietly(err) {
+	work, stop := h.stopWhenClosed(ctx, p.JobID, true)
+	defer stop()
+	err := h.aggregate(work, p.JobID)
+	if err == nil || stopQuietly(err) || errors.Is(context.Cause(work), errJobClosed) {
 		return nil
 	}
 	if lastAttempt(ctx) {

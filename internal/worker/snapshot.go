@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,6 +28,17 @@ func (h *Handlers) HandleSnapshot(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("decode snapshot payload: %v: %w", err, asynq.SkipRetry)
 	}
 	log := h.log.With("job_id", p.JobID, "snapshot", p.Index, "date", p.Date)
+	work, stop := h.stopWhenClosed(ctx, p.JobID, false)
+	defer stop()
+	err := h.snapshot(work, p, log)
+	if err != nil && errors.Is(context.Cause(work), errJobClosed) {
+		log.Info("snapshot stopped: job closed while it ran")
+		return nil
+	}
+	return err
+}
+
+func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *slog.Logger) error {
 	model := p.Model
 	if model == "" {
 		model = h.models.Snapshot
@@ -65,12 +77,9 @@ func (h *Handlers) HandleSnapshot(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	if callErr != nil && ctx.Err() != nil {
-		// Cancelled: by DELETE (the job is closed: nothing to do) or by a
-		// worker shutdown (asynq hands the task back).
-		if h.jobClosed(p.JobID) {
-			return nil
-		}
-		return fmt.Errorf("snapshot %d of job %s interrupted: %w", p.Index, p.JobID, ctx.Err())
+		// The job closed (HandleSnapshot tells) or the worker is stopping
+		// (asynq hands the task back).
+		return fmt.Errorf("snapshot %d of job %s interrupted: %w", p.Index, p.JobID, context.Cause(ctx))
 	}
 
 	out := store.SnapshotOutcome{Text: resp.Text}
@@ -105,16 +114,58 @@ func (h *Handlers) promote(jobID string) error {
 	return nil
 }
 
-// jobClosed reports whether the job has left the snapshot stage, reading it
-// with a context of its own (the task's may be cancelled).
-func (h *Handlers) jobClosed(jobID string) bool {
+// errJobClosed is the cancellation cause of work whose job closed.
+var errJobClosed = errors.New("job closed")
+
+// stopWhenClosed returns a context that is cancelled with errJobClosed as
+// soon as the store announces that jobID no longer takes this work: snapshot
+// work stops when aggregation begins or the job ends; aggregation work
+// (terminalOnly) only when the job ends. stop releases it.
+func (h *Handlers) stopWhenClosed(ctx context.Context, jobID string, terminalOnly bool) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	if h.closed == nil {
+		return ctx, func() { cancel(nil) }
+	}
+	wake, unwatch := h.closed.Watch(jobID)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-wake:
+				// Wakes also come on resubscription: check the status.
+				if h.closedTo(jobID, terminalOnly) {
+					cancel(errJobClosed)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		unwatch()
+		cancel(nil)
+	}
+}
+
+// closedTo reports whether the job has left the snapshot stage (or, with
+// terminalOnly, has ended). It reads with a context of its own.
+func (h *Handlers) closedTo(jobID string, terminalOnly bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	j, err := h.store.Get(ctx, jobID)
+	st, err := h.store.Status(ctx, jobID)
 	if errors.Is(err, store.ErrNotFound) {
 		return true
 	}
-	return err == nil && j.Status != job.StatusQueued && j.Status != job.StatusRunning
+	if err != nil {
+		h.log.Warn("read job status", "job_id", jobID, "err", err)
+		return false
+	}
+	if terminalOnly {
+		return st.Terminal()
+	}
+	return st != job.StatusQueued && st != job.StatusRunning
 }
 
 // stopQuietly tells the errors after which a task has nothing left to do.

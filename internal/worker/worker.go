@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -38,18 +39,26 @@ type Models struct {
 	Narrative string
 }
 
+// Watcher signals announcements about a job (see events.Hub.Watch).
+type Watcher interface {
+	Watch(jobID string) (<-chan struct{}, func())
+}
+
 // Handlers are the task handlers. They are safe for concurrent use.
 type Handlers struct {
 	store  *store.Store
 	llm    Model
 	insp   tasks.Inspector
+	closed Watcher
 	models Models
 	log    *slog.Logger
 }
 
-// NewHandlers wires the handlers.
-func NewHandlers(st *store.Store, m Model, insp tasks.Inspector, models Models, log *slog.Logger) *Handlers {
-	return &Handlers{store: st, llm: m, insp: insp, models: models, log: log}
+// NewHandlers wires the handlers. closed announces jobs that closed
+// (store.ClosedChannel); running work of such jobs stops at once. With a nil
+// closed, work stops at its next write instead.
+func NewHandlers(st *store.Store, m Model, insp tasks.Inspector, closed Watcher, models Models, log *slog.Logger) *Handlers {
+	return &Handlers{store: st, llm: m, insp: insp, closed: closed, models: models, log: log}
 }
 
 // retryDelay backs off exponentially from 1 s with jitter, capped at 30 s.
@@ -70,7 +79,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer rdb.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	st := store.New(rdb, cfg.JobRetention)
-	h := NewHandlers(st, llm.New(cfg.LLM), insp, Models{
+	closed := events.NewHub(rdb, store.ClosedChannel, log)
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
+	go func() { _ = closed.Run(hubCtx) }()
+	h := NewHandlers(st, llm.New(cfg.LLM), insp, closed, Models{
 		Snapshot: cfg.LLM.Model, Extraction: cfg.LLM.ExtractionModel, Narrative: cfg.LLM.NarrativeModel,
 	}, log)
 

@@ -1,0 +1,23 @@
+// Command ttctl is the command-line client of the time-travel service.
+//
+//	ttctl ask [-api URL] [-time-points 2023-01-01,today] [-model M] [-complexity C] "question"
+//	ttctl demo [-question Q]
+//
+// See internal/ttctl for what each command does.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/timetravel-ai/timetravel/internal/ttctl"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := ttctl.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,537 @@
+package llm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/timetravel-ai/timetravel/internal/config"
+)
+
+// fakeProvider is a minimal OpenAI chat-completions endpoint. Each request's
+// decoded body is sent on reqs; handle writes the answer.
+type fakeProvider struct {
+	srv  *httptest.Server
+	reqs chan recorded
+}
+
+type recorded struct {
+	method, path, auth string
+	body               map[string]any
+}
+
+func newFake(t *testing.T, handle func(w http.ResponseWriter, r *http.Request)) *fakeProvider {
+	t.Helper()
+	f := &fakeProvider{reqs: make(chan recorded, 4)}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, _ := io.ReadAll(r.Body)
+		var body map[string]any
+		if err := json.Unmarshal(raw, &body); err != nil {
+			http.Error(w, "bad request body", http.StatusBadRequest)
+			return
+		}
+		select {
+		case f.reqs <- recorded{r.Method, r.URL.Path, r.Header.Get("Authorization"), body}:
+		default:
+		}
+		handle(w, r)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// client returns a Client for the fake with the given call timeout.
+func (f *fakeProvider) client(timeout time.Duration) *Client {
+	return New(config.LLM{
+		BaseURL: f.srv.URL + "/v1/",
+		APIKey:  "test-key",
+		APIType: "openai",
+		Timeout: timeout,
+	})
+}
+
+// request returns the first request the fake received.
+func (f *fakeProvider) request(t *testing.T) recorded {
+	t.Helper()
+	select {
+	case r := <-f.reqs:
+		return r
+	default:
+		t.Fatal("the provider received no request")
+		return recorded{}
+	}
+}
+
+// sse writes SSE events, flushing after each.
+type sse struct {
+	w http.ResponseWriter
+}
+
+func startSSE(w http.ResponseWriter) sse {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	w.(http.Flusher).Flush()
+	return sse{w}
+}
+
+func (s sse) data(v string) {
+	fmt.Fprintf(s.w, "data: %s\n\n", v)
+	s.w.(http.Flusher).Flush()
+}
+
+func (s sse) delta(text string) {
+	b, _ := json.Marshal(text)
+	s.data(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"sim-model-1","choices":[{"index":0,"delta":{"content":` + string(b) + `},"finish_reason":null}]}`)
+}
+
+func (s sse) finish(reason string) {
+	s.data(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"sim-model-1","choices":[{"index":0,"delta":{},"finish_reason":"` + reason + `"}]}`)
+}
+
+func (s sse) usage(prompt, completion int) {
+	s.data(fmt.Sprintf(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"sim-model-1","choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`, prompt, completion, prompt+completion))
+}
+
+func (s sse) done() { s.data("[DONE]") }
+
+// collect returns an onText that appends each piece to *pieces.
+func collect(pieces *[]string) func(string) error {
+	return func(s string) error {
+		*pieces = append(*pieces, s)
+		return nil
+	}
+}
+
+func TestStream(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		s := startSSE(w)
+		s.data(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"sim-model-1","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}`)
+		s.delta("Once ")
+		s.delta("upon ")
+		s.delta("a time.")
+		s.finish("stop")
+		s.usage(12, 3)
+		s.done()
+	})
+	var pieces []string
+	resp, err := f.client(30*time.Second).Stream(context.Background(), Request{
+		Model: "gpt-4o", System: "You are terse.", User: "Tell a story.", MaxTokens: 123, Temperature: 0.5,
+	}, collect(&pieces))
+	if err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	if want := []string{"Once ", "upon ", "a time."}; !reflect.DeepEqual(pieces, want) {
+		t.Errorf("onText got %q, want %q", pieces, want)
+	}
+	if resp.Text != "Once upon a time." {
+		t.Errorf("Text = %q", resp.Text)
+	}
+	if resp.Model != "sim-model-1" {
+		t.Errorf("Model = %q, want the provider's sim-model-1", resp.Model)
+	}
+	if resp.PromptTokens != 12 || resp.CompletionTokens != 3 {
+		t.Errorf("tokens = %d/%d, want 12/3", resp.PromptTokens, resp.CompletionTokens)
+	}
+	if resp.FirstToken <= 0 || resp.Duration < resp.FirstToken {
+		t.Errorf("FirstToken = %v, Duration = %v", resp.FirstToken, resp.Duration)
+	}
+
+	req := f.request(t)
+	if req.method != http.MethodPost || req.path != "/v1/chat/completions" {
+		t.Errorf("request %s %s, want POST /v1/chat/completions", req.method, req.path)
+	}
+	if req.auth != "Bearer test-key" {
+		t.Errorf("Authorization = %q", req.auth)
+	}
+	b := req.body
+	if b["model"] != "gpt-4o" || b["stream"] != true || b["max_tokens"] != 123.0 || b["temperature"] != 0.5 {
+		t.Errorf("request body = %v", b)
+	}
+	if so, _ := b["stream_options"].(map[string]any); so["include_usage"] != true {
+		t.Errorf("stream_options = %v, want include_usage true", b["stream_options"])
+	}
+	wantMsgs := []any{
+		map[string]any{"role": "system", "content": "You are terse."},
+		map[string]any{"role": "user", "content": "Tell a story."},
+	}
+	if !reflect.DeepEqual(b["messages"], wantMsgs) {
+		t.Errorf("messages = %v, want %v", b["messages"], wantMsgs)
+	}
+	if _, ok := b["response_format"]; ok {
+		t.Errorf("response_format = %v in a plain request", b["response_format"])
+	}
+}
+
+func TestStreamWithoutSystemAndJSON(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		s := startSSE(w)
+		s.delta(`{"a":1}`)
+		s.finish("stop")
+		s.done()
+	})
+	var pieces []string
+	resp, err := f.client(30*time.Second).Stream(context.Background(), Request{Model: "gpt-4o", User: "u", JSON: true}, collect(&pieces))
+	if err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	if resp.Text != `{"a":1}` {
+		t.Errorf("Text = %q", resp.Text)
+	}
+	b := f.request(t).body
+	msgs, _ := b["messages"].([]any)
+	if len(msgs) != 1 || msgs[0].(map[string]any)["role"] != "user" {
+		t.Errorf("messages = %v, want only the user message", b["messages"])
+	}
+	if rf, _ := b["response_format"].(map[string]any); rf["type"] != "json_object" {
+		t.Errorf("response_format = %v, want type json_object", b["response_format"])
+	}
+}
+
+func TestStreamBroken(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		handle   func(w http.ResponseWriter, r *http.Request)
+		wantText string // the partial text returned, when the stream ended cleanly
+	}{
+		{
+			name: "DONE without a finish reason",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.delta("half an ")
+				s.delta("answer")
+				s.done()
+			},
+			wantText: "half an answer",
+		},
+		{
+			name: "body ends without DONE or finish reason",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.delta("half an ")
+				s.delta("answer")
+			},
+			wantText: "half an answer",
+		},
+		{
+			name: "no events at all",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				startSSE(w)
+			},
+		},
+		{
+			name: "connection cut mid-stream",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.delta("half an ")
+				panic(http.ErrAbortHandler)
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t, tt.handle)
+			var pieces []string
+			resp, err := f.client(30*time.Second).Stream(context.Background(), Request{Model: "gpt-4o", User: "u"}, collect(&pieces))
+			if !errors.Is(err, ErrBrokenStream) {
+				t.Fatalf("error = %v, want ErrBrokenStream", err)
+			}
+			if errors.Is(err, ErrTimeout) {
+				t.Errorf("error %v also claims a timeout", err)
+			}
+			if !Retryable(err) {
+				t.Errorf("Retryable(%v) = false", err)
+			}
+			if tt.wantText != "" && resp.Text != tt.wantText {
+				t.Errorf("Text = %q, want the partial %q", resp.Text, tt.wantText)
+			}
+		})
+	}
+}
+
+func TestStatusErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		status    int
+		body      string
+		wantMsg   string
+		retryable bool
+	}{
+		{"429 with an OpenAI error", 429, `{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`, "Rate limit reached", true},
+		{"429 with a plain body", 429, `too many requests`, "too many requests", true},
+		{"408", 408, `{"error":{"message":"request timeout","type":"timeout"}}`, "request timeout", true},
+		{"500 with a plain body", 500, `upstream exploded`, "upstream exploded", true},
+		{"503", 503, `{"error":{"message":"overloaded","type":"server_error"}}`, "overloaded", true},
+		{"400", 400, `{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}`, "max_tokens is too large", false},
+		{"401", 401, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`, "Incorrect API key", false},
+		{"404", 404, `{"error":{"message":"The model does not exist","type":"invalid_request_error","code":"model_not_found"}}`, "does not exist", false},
+	}
+	for _, tt := range tests {
+		for _, mode := range []string{"Stream", "Complete"} {
+			t.Run(tt.name+"/"+mode, func(t *testing.T) {
+				t.Parallel()
+				f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+					if strings.HasPrefix(tt.body, "{") {
+						w.Header().Set("Content-Type", "application/json")
+					}
+					w.WriteHeader(tt.status)
+					io.WriteString(w, tt.body)
+				})
+				c := f.client(30 * time.Second)
+				var err error
+				if mode == "Stream" {
+					_, err = c.Stream(context.Background(), Request{Model: "gpt-4o", User: "u"}, func(string) error {
+						t.Error("onText called for an error answer")
+						return nil
+					})
+				} else {
+					_, err = c.Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
+				}
+				var se *StatusError
+				if !errors.As(err, &se) {
+					t.Fatalf("error = %v (%T), want a *StatusError", err, err)
+				}
+				if se.StatusCode != tt.status {
+					t.Errorf("StatusCode = %d, want %d", se.StatusCode, tt.status)
+				}
+				if !strings.Contains(se.Message, tt.wantMsg) {
+					t.Errorf("Message = %q, want it to contain %q", se.Message, tt.wantMsg)
+				}
+				if got := Retryable(err); got != tt.retryable {
+					t.Errorf("Retryable = %v, want %v", got, tt.retryable)
+				}
+			})
+		}
+	}
+}
+
+func TestPlainBodyMessageIsClipped(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+		io.WriteString(w, strings.Repeat("x", 5000))
+	})
+	_, err := f.client(30*time.Second).Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
+	var se *StatusError
+	if !errors.As(err, &se) {
+		t.Fatalf("error = %v, want a *StatusError", err)
+	}
+	if len(se.Message) != 200 {
+		t.Errorf("Message has %d bytes, want 200", len(se.Message))
+	}
+}
+
+// hang blocks until the client goes away.
+func hang(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
+
+func TestTimeout(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		handle func(w http.ResponseWriter, r *http.Request)
+		stream bool
+	}{
+		{"stream, no headers", hang, true},
+		{"stream, stalls after some text", func(w http.ResponseWriter, r *http.Request) {
+			s := startSSE(w)
+			s.delta("thinking")
+			hang(w, r)
+		}, true},
+		{"complete, no answer", hang, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t, tt.handle)
+			c := f.client(time.Second)
+			var err error
+			if tt.stream {
+				var pieces []string
+				_, err = c.Stream(context.Background(), Request{Model: "gpt-4o", User: "u"}, collect(&pieces))
+			} else {
+				_, err = c.Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
+			}
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("error = %v, want ErrTimeout", err)
+			}
+			if !Retryable(err) {
+				t.Errorf("Retryable(%v) = false", err)
+			}
+		})
+	}
+}
+
+func TestCallerCancel(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{})
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		hang(w, r)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-arrived
+		cancel()
+	}()
+	var pieces []string
+	_, err := f.client(30*time.Second).Stream(ctx, Request{Model: "gpt-4o", User: "u"}, collect(&pieces))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error = %v, want context.Canceled", err)
+	}
+	if errors.Is(err, ErrTimeout) {
+		t.Errorf("a cancellation reported as a timeout: %v", err)
+	}
+	if Retryable(err) {
+		t.Errorf("Retryable(%v) = true for a cancellation", err)
+	}
+}
+
+func TestOnTextErrorStopsTheCall(t *testing.T) {
+	t.Parallel()
+	// The provider sends one piece and then waits for the client to leave:
+	// the call can only end in time if it stops on onText's error.
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		s := startSSE(w)
+		s.delta("first")
+		hang(w, r)
+	})
+	stop := errors.New("client went away")
+	calls := 0
+	_, err := f.client(time.Minute).Stream(context.Background(), Request{Model: "gpt-4o", User: "u"}, func(s string) error {
+		calls++
+		if s != "first" {
+			t.Errorf("onText(%q)", s)
+		}
+		return stop
+	})
+	if err != stop {
+		t.Fatalf("error = %v, want onText's error as is", err)
+	}
+	if calls != 1 {
+		t.Errorf("onText called %d times, want 1", calls)
+	}
+}
+
+func TestOnTextErrorIgnoresLaterPieces(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		s := startSSE(w)
+		s.delta("a")
+		s.delta("b")
+		s.delta("c")
+		s.finish("stop")
+		s.done()
+	})
+	stop := errors.New("enough")
+	var pieces []string
+	_, err := f.client(30*time.Second).Stream(context.Background(), Request{Model: "gpt-4o", User: "u"}, func(s string) error {
+		pieces = append(pieces, s)
+		if s == "b" {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("error = %v, want %v", err, stop)
+	}
+	if want := []string{"a", "b"}; !reflect.DeepEqual(pieces, want) {
+		t.Errorf("onText got %q, want %q", pieces, want)
+	}
+}
+
+func TestCompleteJSON(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"chatcmpl-2","object":"chat.completion","created":1,"model":"sim-mini",
+			"choices":[{"index":0,"message":{"role":"assistant","content":"{\"transitions\":[]}"},"finish_reason":"stop"}],
+			"usage":{"prompt_tokens":40,"completion_tokens":5,"total_tokens":45}}`)
+	})
+	resp, err := f.client(30*time.Second).Complete(context.Background(), Request{
+		Model: "gpt-4o-mini", System: "Reply in JSON.", User: "Compare.", MaxTokens: 750, JSON: true,
+	})
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	if resp.Text != `{"transitions":[]}` || resp.Model != "sim-mini" || resp.PromptTokens != 40 || resp.CompletionTokens != 5 {
+		t.Errorf("response = %+v", resp)
+	}
+	if resp.Duration <= 0 || resp.FirstToken != resp.Duration {
+		t.Errorf("FirstToken = %v, Duration = %v; want equal and positive", resp.FirstToken, resp.Duration)
+	}
+	req := f.request(t)
+	if req.path != "/v1/chat/completions" {
+		t.Errorf("path = %q", req.path)
+	}
+	b := req.body
+	if rf, _ := b["response_format"].(map[string]any); rf["type"] != "json_object" {
+		t.Errorf("response_format = %v, want type json_object", b["response_format"])
+	}
+	if b["model"] != "gpt-4o-mini" || b["max_tokens"] != 750.0 {
+		t.Errorf("request body = %v", b)
+	}
+	if s, ok := b["stream"]; ok && s != false {
+		t.Errorf("stream = %v in a non-streaming call", s)
+	}
+	if _, ok := b["stream_options"]; ok {
+		t.Errorf("stream_options = %v in a non-streaming call", b["stream_options"])
+	}
+}
+
+func TestCompleteWithoutJSONSendsNoResponseFormat(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`)
+	})
+	resp, err := f.client(30*time.Second).Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
+	if err != nil || resp.Text != "hi" {
+		t.Fatalf("Complete = %+v, %v", resp, err)
+	}
+	if rf, ok := f.request(t).body["response_format"]; ok {
+		t.Errorf("response_format = %v without JSON", rf)
+	}
+}
+
+func TestCompleteNoChoices(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"x","object":"chat.completion","model":"m","choices":[]}`)
+	})
+	_, err := f.client(30*time.Second).Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
+	if !errors.Is(err, ErrBadAnswer) {
+		t.Fatalf("error = %v, want ErrBadAnswer", err)
+	}
+	if Retryable(err) {
+		t.Errorf("Retryable(%v) = true", err)
+	}
+}
+
+func TestConnectionRefusedIsRetryable(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	c := New(config.LLM{BaseURL: url + "/v1", APIType: "openai", Timeout: 30 * time.Second})
+	_, err := c.Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
+	if err == nil {
+		t.Fatal("Complete against a closed server succeeded")
+	}
+	if errors.Is(err, ErrTimeout) {
+		t.Errorf("connection refused reported as a timeout: %v", err)
+	}
+	if !Retryable(err) {
+		t.Errorf("Retryable(%v) = false", err)
+	}
+}

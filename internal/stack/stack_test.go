@@ -1,0 +1,330 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as fake api, worker and llmsim binaries: Start runs
+// it through symlinks named after them. A fake listens on its address
+// variable, answers its readiness path, and shows its environment at /env.
+// FAKE_MODE=exit makes it fail at start; FAKE_MODE=unready keeps it unready.
+func TestMain(m *testing.M) {
+	switch role := filepath.Base(os.Args[0]); role {
+	case BinAPI, BinWorker, BinSim:
+		os.Exit(runFake(role))
+	}
+	os.Exit(m.Run())
+}
+
+func runFake(role string) int {
+	cfg := map[string][2]string{
+		BinAPI:    {"API_ADDR", "/readyz"},
+		BinWorker: {"WORKER_ADDR", "/readyz"},
+		BinSim:    {"LLMSIM_ADDR", "/healthz"},
+	}[role]
+	addrVar, ready := cfg[0], cfg[1]
+	fmt.Printf("fake %s starting\n", role)
+	if os.Getenv("FAKE_MODE") == "exit" {
+		fmt.Fprintln(os.Stderr, "boom: cannot start")
+		return 3
+	}
+	l, err := net.Listen("tcp", os.Getenv(addrVar))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+ready, func(w http.ResponseWriter, r *http.Request) {
+		if os.Getenv("FAKE_MODE") == "unready" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /env", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(os.Environ())
+	})
+	srv := &http.Server{Handler: mux}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		fmt.Printf("fake %s stopping", role) // no newline: the last line must still reach the output
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return 1
+	}
+	return 0
+}
+
+// fakeBins makes a bin directory whose binaries are this test binary.
+func fakeBins(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, b := range []string{BinAPI, BinWorker, BinSim} {
+		if err := os.Symlink(exe, filepath.Join(dir, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func childEnv(t *testing.T, p *Proc) map[string]string {
+	t.Helper()
+	resp, err := http.Get("http://" + p.Addr + "/env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list []string
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, kv := range list {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+func TestEnv(t *testing.T) {
+	parent := []string{"HOME=h", "OPENAI_API_KEY=real", "OPENAI_BASE_URL=https://example.invalid/v1", "LLM_MODEL=big", "REDIS_URL=redis://elsewhere/0", "LLMSIM_TTFT=1s", "EMPTY=", "broken"}
+	tests := []struct {
+		name               string
+		sim                bool
+		def, common, model map[string]string
+		want               []string
+	}{
+		{
+			name: "sim strips the provider and Redis variables",
+			sim:  true,
+			def:  map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0", "OPENAI_API_KEY": "sim-key"},
+			want: []string{"EMPTY=", "HOME=h", "LLMSIM_TTFT=1s", "OPENAI_API_KEY=sim-key", "REDIS_URL=redis://127.0.0.1:1/0"},
+		},
+		{
+			name: "without sim the provider variables pass",
+			def:  map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"},
+			want: []string{"EMPTY=", "HOME=h", "LLMSIM_TTFT=1s", "LLM_MODEL=big", "OPENAI_API_KEY=real", "OPENAI_BASE_URL=https://example.invalid/v1", "REDIS_URL=redis://127.0.0.1:1/0"},
+		},
+		{
+			name:   "specific over common over defaults",
+			sim:    true,
+			def:    map[string]string{"A": "def", "B": "def", "C": "def"},
+			common: map[string]string{"B": "common", "C": "common", "LLM_MODEL": "small"},
+			model:  map[string]string{"C": "specific"},
+			want:   []string{"A=def", "B=common", "C=specific", "EMPTY=", "HOME=h", "LLMSIM_TTFT=1s", "LLM_MODEL=small"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := env(parent, tt.sim, tt.def, tt.common, tt.model)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got  %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestModuleRoot(t *testing.T) {
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "internal", "stack")); err != nil {
+		t.Errorf("root %s: %v", root, err)
+	}
+}
+
+func TestStartStop(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "must-not-leak")
+	t.Setenv("LLM_NARRATIVE_MODEL", "must-not-leak")
+	var out syncBuffer
+	s, err := Start(t.Context(), Options{
+		BinDir:    fakeBins(t),
+		Dir:       t.TempDir(),
+		Workers:   2,
+		Sim:       true,
+		Env:       map[string]string{"LLM_MODEL": "sim-model", "LOG_LEVEL": "debug", "X": "env"},
+		WorkerEnv: map[string]string{"X": "worker"},
+		APIEnv:    map[string]string{"Y": "api"},
+		SimEnv:    map[string]string{"LLMSIM_TTFT": "5ms"},
+		Output:    &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+
+	if len(s.Workers) != 2 || s.API == nil || s.Sim == nil || s.Redis == nil {
+		t.Fatalf("stack %+v", s)
+	}
+	if s.APIURL != "http://"+s.API.Addr || s.SimURL != "http://"+s.Sim.Addr || s.RedisURL != s.Redis.URL(0) {
+		t.Errorf("urls %s %s %s", s.APIURL, s.SimURL, s.RedisURL)
+	}
+	w := childEnv(t, s.Workers[0])
+	for k, v := range map[string]string{
+		"REDIS_URL":           s.RedisURL,
+		"WORKER_ADDR":         s.Workers[0].Addr,
+		"OPENAI_BASE_URL":     s.SimURL + "/v1",
+		"OPENAI_API_KEY":      SimAPIKey,
+		"LLM_MODEL":           "sim-model",
+		"LLM_NARRATIVE_MODEL": "",
+		"LOG_LEVEL":           "debug",
+		"X":                   "worker",
+	} {
+		if w[k] != v {
+			t.Errorf("worker %s=%q, want %q", k, w[k], v)
+		}
+	}
+	a := childEnv(t, s.API)
+	if a["API_ADDR"] != s.API.Addr || a["X"] != "env" || a["Y"] != "api" || a["REDIS_URL"] != s.RedisURL || a["OPENAI_API_KEY"] != "" {
+		t.Errorf("api env: %v", a)
+	}
+	if sim := childEnv(t, s.Sim); sim["LLMSIM_ADDR"] != s.Sim.Addr || sim["LLMSIM_TTFT"] != "5ms" {
+		t.Errorf("sim env: %v", sim)
+	}
+
+	// A crash test adds a worker and kills one.
+	w3, err := s.StartWorker(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w3.Name != "worker-3" || len(s.WorkerList()) != 3 {
+		t.Errorf("new worker %s, %d workers", w3.Name, len(s.WorkerList()))
+	}
+	s.Workers[0].Kill()
+	if err := s.Workers[0].Wait(); err == nil || !s.Workers[0].Exited() {
+		t.Errorf("killed worker: %v", err)
+	}
+
+	procs := append([]*Proc{s.API, s.Sim}, s.WorkerList()...)
+	redisAddr := s.Redis.Addr
+	s.Stop()
+	s.Stop() // twice is fine
+	for _, p := range procs {
+		if !p.Exited() {
+			t.Errorf("%s still running", p.Name)
+		}
+	}
+	if err := s.API.Wait(); err != nil {
+		t.Errorf("api after SIGTERM: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", redisAddr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("redis still listening")
+	}
+	log := out.String()
+	for _, want := range []string{"[api] fake api starting\n", "[worker-2] fake worker starting\n", "[llmsim] fake llmsim starting\n", "[api] fake api stopping\n"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("output lacks %q:\n%s", want, log)
+		}
+	}
+	if !strings.Contains(s.API.LogTail(), "fake api starting") {
+		t.Errorf("log tail %q", s.API.LogTail())
+	}
+}
+
+func TestStartLogFiles(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Start(t.Context(), Options{BinDir: fakeBins(t), Dir: dir, Workers: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Stop()
+	if len(s.Workers) != 0 || s.Sim != nil {
+		t.Errorf("workers %d, sim %v", len(s.Workers), s.Sim)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "api.log"))
+	if err != nil || !bytes.Contains(b, []byte("fake api starting")) || s.API.LogPath != filepath.Join(dir, "api.log") {
+		t.Errorf("api.log: %q, %v", b, err)
+	}
+}
+
+func TestStartFailures(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		want []string
+	}{
+		{"exits at start", Options{WorkerEnv: map[string]string{"FAKE_MODE": "exit"}}, []string{"worker-1 exited before it was ready", "boom: cannot start"}},
+		{"never ready", Options{APIEnv: map[string]string{"FAKE_MODE": "unready"}, ReadyTimeout: 300 * time.Millisecond}, []string{"api not ready", "fake api starting"}},
+		{"missing binary", Options{BinDir: "nowhere"}, []string{"binary api"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.opts.BinDir == "" {
+				tt.opts.BinDir = fakeBins(t)
+			}
+			tt.opts.Dir = t.TempDir()
+			s, err := Start(t.Context(), tt.opts)
+			if err == nil {
+				s.Stop()
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestPrefixWriter(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	pw := &prefixWriter{prefix: "[p] ", w: &buf, mu: &mu}
+	for _, s := range []string{"a", "b\nc\n", "", "d\ne"} {
+		_, _ = pw.Write([]byte(s))
+	}
+	if got, want := buf.String(), "[p] ab\n[p] c\n[p] d\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestTailBuffer(t *testing.T) {
+	tb := &tailBuffer{max: 5}
+	_, _ = tb.Write([]byte("abc"))
+	_, _ = tb.Write([]byte("defg"))
+	if got := tb.String(); got != "cdefg" {
+		t.Errorf("got %q", got)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,217 @@
+package timetravel
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/timetravel-ai/timetravel/internal/job"
+)
+
+// threeSnaps are three chronological snapshots.
+var threeSnaps = []job.Snapshot{
+	{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotCompleted, Text: "GPT-3.5 leads."},
+	{Index: 1, Date: "2024-05-01", Label: "May 2024", Status: job.SnapshotCompleted, Text: "GPT-4o is out."},
+	{Index: 2, Date: "2026-11-26", Label: "today (November 26, 2026)", Status: job.SnapshotCompleted, Text: "Many strong models."},
+}
+
+// kc builds the expected key changes for threeSnaps.
+func kc(first, second []string) []job.KeyChange {
+	return []job.KeyChange{
+		{From: "2023-01-01", To: "2024-05-01", FromLabel: "January 2023", ToLabel: "May 2024", Changes: first},
+		{From: "2024-05-01", To: "2026-11-26", FromLabel: "May 2024", ToLabel: "today (November 26, 2026)", Changes: second},
+	}
+}
+
+func TestParseKeyChanges(t *testing.T) {
+	t.Parallel()
+	wellFormed := `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["GPT-4o released","multimodal"]},{"from":"2024-05-01","to":"2026-11-26","changes":["more competitors"]}]}`
+	tests := []struct {
+		name   string
+		answer string
+		snaps  []job.Snapshot
+		want   []job.KeyChange
+	}{
+		{
+			name:   "well-formed",
+			answer: wellFormed,
+			want:   kc([]string{"GPT-4o released", "multimodal"}, []string{"more competitors"}),
+		},
+		{
+			name:   "code fence",
+			answer: "```json\n" + wellFormed + "\n```",
+			want:   kc([]string{"GPT-4o released", "multimodal"}, []string{"more competitors"}),
+		},
+		{
+			name:   "prose around",
+			answer: "Here are the changes you asked for:\n\n" + wellFormed + "\n\nLet me know if you need more.",
+			want:   kc([]string{"GPT-4o released", "multimodal"}, []string{"more competitors"}),
+		},
+		{
+			name:   "out of order",
+			answer: `{"transitions":[{"from":"2024-05-01","to":"2026-11-26","changes":["second"]},{"from":"2023-01-01","to":"2024-05-01","changes":["first"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "by label, any case and spacing",
+			answer: `{"transitions":[{"from":"january 2023","to":" May 2024 ","changes":["first"]},{"from":"MAY 2024","to":"Today (November 26, 2026)","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "date and label mixed",
+			answer: `{"transitions":[{"from":"2023-01-01","to":"May 2024","changes":["first"]}]}`,
+			want:   kc([]string{"first"}, []string{}),
+		},
+		{
+			name:   "missing pair gets an empty list",
+			answer: `{"transitions":[{"from":"2024-05-01","to":"2026-11-26","changes":["second"]}]}`,
+			want:   kc([]string{}, []string{"second"}),
+		},
+		{
+			name: "unknown transitions ignored",
+			answer: `{"transitions":[
+				{"from":"2022-01-01","to":"2023-01-01","changes":["before time"]},
+				{"from":"2023-01-01","to":"2024-05-01","changes":["first"]},
+				{"from":"2023-01-01","to":"2026-11-26","changes":["skips a snapshot"]},
+				{"from":"2026-11-26","to":"2027-01-01","changes":["after the last"]},
+				{"from":"2024-05-01","to":"2023-01-01","changes":["backwards"]}
+			]}`,
+			want: kc([]string{"first"}, []string{}),
+		},
+		{
+			name:   "empty and blank changes dropped, others trimmed",
+			answer: `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["", "  ", " GPT-4o \n", "\t"]},{"from":"2024-05-01","to":"2026-11-26","changes":[]}]}`,
+			want:   kc([]string{"GPT-4o"}, []string{}),
+		},
+		{
+			name:   "null changes",
+			answer: `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":null}]}`,
+			want:   kc([]string{}, []string{}),
+		},
+		{
+			name:   "unnamed transitions taken in order",
+			answer: `{"transitions":[{"changes":["first"]},{"changes":["second"]},{"changes":["one too many"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "repeated transition merges its changes",
+			answer: `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["a"]},{"from":"2023-01-01","to":"2024-05-01","changes":["b"]}]}`,
+			want:   kc([]string{"a", "b"}, []string{}),
+		},
+		{
+			name:   "two snapshots",
+			answer: `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["x"]}]}`,
+			snaps:  threeSnaps[:2],
+			want:   kc([]string{"x"}, nil)[:1],
+		},
+		{
+			name:   "one snapshot has no pairs",
+			answer: `{"transitions":[]}`,
+			snaps:  threeSnaps[:1],
+			want:   []job.KeyChange{},
+		},
+		{
+			name:   "no snapshots",
+			answer: `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["x"]}]}`,
+			snaps:  []job.Snapshot{},
+			want:   []job.KeyChange{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			snaps := tt.snaps
+			if snaps == nil {
+				snaps = threeSnaps
+			}
+			got, err := ParseKeyChanges(tt.answer, snaps)
+			if err != nil {
+				t.Fatalf("ParseKeyChanges: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got\n%#v\nwant\n%#v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseKeyChangesMalformed(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		answer string
+	}{
+		{"empty", ""},
+		{"plain prose", "Nothing much changed between the answers."},
+		{"JSON list, not an object", `[{"from":"2023-01-01","to":"2024-05-01","changes":["x"]}]`},
+		{"braces reversed", "} nothing {"},
+		{"broken JSON", `{"transitions":[{"from":"2023-01-01",}]}`},
+		{"truncated JSON", `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["x"]}`},
+		{"two objects", `{"transitions":[]} {"transitions":[]}`},
+		{"no transitions", `{"changes":["x"]}`},
+		{"transitions null", `{"transitions":null}`},
+		{"transitions of the wrong type", `{"transitions":"none"}`},
+		{"changes of the wrong type", `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":"x"}]}`},
+		{"empty transitions", `{"transitions":[]}`},
+		{"no transition matches", `{"transitions":[{"from":"2020-01-01","to":"2021-01-01","changes":["x"]},{"from":"June 2022","to":"2023-01-01","changes":["y"]}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParseKeyChanges(tt.answer, threeSnaps)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error = %v, want ErrMalformed", err)
+			}
+			if got != nil {
+				t.Errorf("got %+v alongside the error", got)
+			}
+		})
+	}
+}
+
+// FuzzParseKeyChanges: the parser never panics, and when it succeeds it
+// returns one entry per consecutive pair of snapshots, in order.
+func FuzzParseKeyChanges(f *testing.F) {
+	for _, s := range []string{
+		`{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["a"]},{"from":"2024-05-01","to":"2026-11-26","changes":["b"]}]}`,
+		"```json\n{\"transitions\":[{\"from\":\"may 2024\",\"to\":\"today (november 26, 2026)\",\"changes\":[\"b\"]}]}\n```",
+		`{"transitions":[{"changes":["a"]},{"changes":[]},{"changes":null}]}`,
+		`{"transitions":null}`,
+		`{"transitions":[{"from":"x","to":"y"}]}`,
+		`} {`,
+		``,
+	} {
+		f.Add(s, 3)
+		f.Add(s, 1)
+	}
+	f.Fuzz(func(t *testing.T, answer string, n int) {
+		n = ((n % 4) + 4) % 4 // 0..3 snapshots
+		snaps := threeSnaps[:n]
+		got, err := ParseKeyChanges(answer, snaps)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		if want := max(len(snaps)-1, 0); len(got) != want {
+			t.Fatalf("%d entries for %d snapshots", len(got), len(snaps))
+		}
+		for i, c := range got {
+			if c.From != snaps[i].Date || c.To != snaps[i+1].Date {
+				t.Fatalf("entry %d is %s→%s, want %s→%s", i, c.From, c.To, snaps[i].Date, snaps[i+1].Date)
+			}
+			if c.FromLabel != snaps[i].Label || c.ToLabel != snaps[i+1].Label {
+				t.Fatalf("entry %d has labels %q→%q", i, c.FromLabel, c.ToLabel)
+			}
+			if c.Changes == nil {
+				t.Fatalf("entry %d has nil changes", i)
+			}
+			for _, ch := range c.Changes {
+				if ch == "" {
+					t.Fatalf("entry %d has an empty change", i)
+				}
+			}
+		}
+	})
+}

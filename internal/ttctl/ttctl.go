@@ -1,0 +1,316 @@
+// Package ttctl is the command-line tool for the time-travel service:
+// `ttctl ask` submits a question to a running API and shows the job's event
+// stream as it arrives; `ttctl demo` builds and starts the whole service
+// locally (with the LLM simulator unless a real provider is configured) and
+// asks one question. cmd/ttctl only calls Main.
+package ttctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/internal/stack"
+)
+
+// Exit statuses.
+const (
+	ExitOK     = 0 // the job completed (or ended partial)
+	ExitFailed = 1 // the job failed or was canceled
+	ExitUsage  = 2 // bad usage, a refused request or a connection problem
+)
+
+// DefaultQuestion is what the demo asks unless told otherwise.
+const DefaultQuestion = "What are the best AI models?"
+
+// Demo simulator settings: slow enough to watch the text stream.
+var demoSimEnv = map[string]string{
+	"LLMSIM_TTFT":              "150ms",
+	"LLMSIM_TOKENS_PER_SECOND": "60",
+}
+
+const usage = `Usage:
+  ttctl ask [-api URL] [-time-points LIST] [-model M] [-complexity C] [-force] "question"
+  ttctl demo [-question Q] [-time-points LIST] [-model M] [-complexity C] [-workers N] ["question"]
+
+ask   submits a question to a running API and prints the answers as they stream.
+demo  builds and starts the whole service locally (redis, llmsim, workers, api),
+      asks one question and stops everything. It uses the LLM simulator unless
+      OPENAI_API_KEY is set, in which case the workers use that provider
+      (OPENAI_BASE_URL, LLM_MODEL).
+
+LIST is comma-separated: YYYY-MM-DD, "today", or YYYY-MM-DD=Label.
+Exit status: 0 completed or partial, 1 failed or canceled, 2 usage or connection error.
+`
+
+// Main runs ttctl with args (without the program name) and returns the exit
+// status. getenv reads the environment (os.Getenv in production).
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitUsage
+	}
+	switch args[0] {
+	case "ask":
+		return ask(ctx, args[1:], getenv, stdout, stderr)
+	case "demo":
+		return demo(ctx, args[1:], getenv, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	default:
+		fmt.Fprintf(stderr, "ttctl: unknown command %q\n\n%s", args[0], usage)
+		return ExitUsage
+	}
+}
+
+// requestFlags are the flags that shape a submission.
+type requestFlags struct {
+	timePoints string
+	model      string
+	complexity string
+	force      bool
+}
+
+func (f *requestFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.timePoints, "time-points", "", "comma-separated time points: YYYY-MM-DD, today, or YYYY-MM-DD=Label (default: the API's)")
+	fs.StringVar(&f.model, "model", "", "model to answer with (default: the service's)")
+	fs.StringVar(&f.complexity, "complexity", "", "brief, standard or detailed (default: the API's)")
+	fs.BoolVar(&f.force, "force", false, "set force_time_travel")
+}
+
+func (f *requestFlags) request(question string) (client.SubmitRequest, error) {
+	tps, err := ParseTimePoints(f.timePoints)
+	if err != nil {
+		return client.SubmitRequest{}, err
+	}
+	return client.SubmitRequest{
+		Question:        question,
+		TimePoints:      tps,
+		Model:           f.model,
+		Complexity:      f.complexity,
+		ForceTimeTravel: f.force,
+	}, nil
+}
+
+// ParseTimePoints parses a comma-separated list of time points: each is
+// "YYYY-MM-DD", "today", or "YYYY-MM-DD=Label". An empty list is nil (the
+// API's default time points). The API validates the dates.
+func ParseTimePoints(s string) ([]client.TimePoint, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []client.TimePoint
+	for _, part := range strings.Split(s, ",") {
+		date, label, _ := strings.Cut(strings.TrimSpace(part), "=")
+		date, label = strings.TrimSpace(date), strings.TrimSpace(label)
+		if date == "" {
+			return nil, fmt.Errorf("empty time point in %q", s)
+		}
+		out = append(out, client.TimePoint{Date: date, Label: label})
+	}
+	return out, nil
+}
+
+// parse parses flags that may come before, between or after positional
+// arguments, and returns the positional ones.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ttctl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage of ttctl %s:\n", name)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func ask(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("ask", stderr)
+	defAPI := getenv("TTCTL_API")
+	if defAPI == "" {
+		defAPI = "http://127.0.0.1:8080"
+	}
+	api := fs.String("api", defAPI, "API root URL (default from TTCTL_API)")
+	var rf requestFlags
+	rf.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return ExitUsage
+	}
+	question := strings.TrimSpace(strings.Join(pos, " "))
+	if question == "" {
+		fmt.Fprintln(stderr, "ttctl ask: a question is required")
+		fs.Usage()
+		return ExitUsage
+	}
+	req, err := rf.request(question)
+	if err != nil {
+		fmt.Fprintln(stderr, "ttctl ask:", err)
+		return ExitUsage
+	}
+	return run(ctx, client.New(*api), req, stdout, stderr)
+}
+
+// run submits req, renders the job's stream and summary, and returns the
+// exit status. If ctx ends first, the job is canceled.
+func run(ctx context.Context, c *client.Client, req client.SubmitRequest, stdout, stderr io.Writer) int {
+	acc, err := c.Submit(ctx, req)
+	if err != nil {
+		fmt.Fprintln(stderr, "ttctl: submit:", err)
+		return ExitUsage
+	}
+	r := NewRenderer(stdout)
+	_, err = c.Follow(ctx, acc.JobID, r.Handle)
+	if err != nil {
+		if ctx.Err() != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, cerr := c.Cancel(cctx, acc.JobID); cerr != nil && !client.IsCode(cerr, "job_finished") {
+				fmt.Fprintf(stderr, "\nttctl: interrupted; canceling job %s failed: %v\n", acc.JobID, cerr)
+			} else {
+				fmt.Fprintf(stderr, "\nttctl: interrupted; job %s canceled\n", acc.JobID)
+			}
+			return ExitFailed
+		}
+		fmt.Fprintf(stderr, "\nttctl: events of job %s: %v\n", acc.JobID, err)
+		return ExitUsage
+	}
+	status := r.Final().Status
+	v, err := c.Job(ctx, acc.JobID)
+	if err != nil {
+		fmt.Fprintf(stderr, "ttctl: job %s: %v\n", acc.JobID, err)
+	} else {
+		status = v.Status
+		if err := r.Summary(v); err != nil {
+			fmt.Fprintln(stderr, "ttctl:", err)
+		}
+	}
+	return ExitCode(status)
+}
+
+func demo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("demo", stderr)
+	question := fs.String("question", "", "the question (default \""+DefaultQuestion+"\")")
+	workers := fs.Int("workers", 2, "worker processes")
+	verbose := fs.Bool("v", false, "show the processes' logs")
+	var rf requestFlags
+	rf.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return ExitUsage
+	}
+	q := strings.TrimSpace(*question)
+	if q == "" {
+		q = strings.TrimSpace(strings.Join(pos, " "))
+	} else if len(pos) > 0 {
+		fmt.Fprintln(stderr, "ttctl demo: give the question either with -question or as an argument")
+		return ExitUsage
+	}
+	if q == "" {
+		q = DefaultQuestion
+	}
+	req, err := rf.request(q)
+	if err != nil {
+		fmt.Fprintln(stderr, "ttctl demo:", err)
+		return ExitUsage
+	}
+
+	real := getenv("OPENAI_API_KEY") != ""
+	if real {
+		base, model := getenv("OPENAI_BASE_URL"), getenv("LLM_MODEL")
+		if base == "" {
+			base = "the default OpenAI endpoint"
+		}
+		if model == "" {
+			model = "the service's default model"
+		}
+		fmt.Fprintf(stdout, "Using a real LLM provider (OPENAI_API_KEY is set): %s, %s.\n", base, model)
+	} else {
+		fmt.Fprintln(stdout, "Using the LLM simulator: every answer below is SIMULATED, not real model output.")
+		fmt.Fprintln(stdout, "(Set OPENAI_API_KEY, and optionally OPENAI_BASE_URL and LLM_MODEL, to use a real provider.)")
+	}
+
+	dir, err := os.MkdirTemp("", "ttctl-demo-")
+	if err != nil {
+		fmt.Fprintln(stderr, "ttctl demo:", err)
+		return ExitUsage
+	}
+	keep := false
+	defer func() {
+		if keep {
+			fmt.Fprintf(stderr, "ttctl demo: logs kept in %s\n", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	}()
+
+	fmt.Fprintln(stdout, "Building api, worker and llmsim…")
+	bin := filepath.Join(dir, "bin")
+	if err := stack.Build(ctx, bin); err != nil {
+		fmt.Fprintln(stderr, "ttctl demo:", err)
+		return ExitUsage
+	}
+	opts := stack.Options{BinDir: bin, Dir: dir, Workers: max(*workers, 1), Sim: !real}
+	if !real {
+		opts.SimEnv = demoSimEnv
+	}
+	if *verbose {
+		opts.Output = stderr
+	}
+	what := fmt.Sprintf("redis, %s and the api", plural(opts.Workers, "worker"))
+	if !real {
+		what = fmt.Sprintf("redis, the LLM simulator, %s and the api", plural(opts.Workers, "worker"))
+	}
+	fmt.Fprintf(stdout, "Starting %s…\n", what)
+	s, err := stack.Start(ctx, opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "ttctl demo:", err)
+		keep = true
+		return ExitUsage
+	}
+	defer func() {
+		fmt.Fprintln(stdout, "\nStopping the service…")
+		s.Stop()
+	}()
+	fmt.Fprintf(stdout, "API at %s, Redis at %s.\n\n", s.APIURL, s.RedisURL)
+
+	code := run(ctx, client.New(s.APIURL), req, stdout, stderr)
+	if code != ExitOK && !errors.Is(ctx.Err(), context.Canceled) {
+		keep = true
+		for _, p := range append([]*stack.Proc{s.API}, s.WorkerList()...) {
+			fmt.Fprintf(stderr, "\n--- end of %s log ---\n%s\n", p.Name, lastLines(p.LogTail(), 20))
+		}
+	}
+	return code
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
