@@ -175,8 +175,26 @@ func (c Config) LogValue() slog.Value {
 			masked.RedisURL = strings.Replace(u.String(), ":%2A%2A%2A%2A@", ":****@", 1)
 		}
 	}
-	type plain Config // no LogValue method, so no recursion
-	return slog.AnyValue(plain(masked))
+	return structValue(reflect.ValueOf(masked))
+}
+
+// structValue renders a struct as a slog group keyed by the environment
+// variables, with durations in their readable form.
+func structValue(v reflect.Value) slog.Value {
+	var attrs []slog.Attr
+	for i := range v.NumField() {
+		f, fv := v.Type().Field(i), v.Field(i)
+		name := strings.Split(f.Tag.Get("env"), ",")[0]
+		switch {
+		case f.Type.Kind() == reflect.Struct && name == "":
+			attrs = append(attrs, slog.Attr{Key: f.Name, Value: structValue(fv)})
+		case f.Type == reflect.TypeOf(time.Duration(0)):
+			attrs = append(attrs, slog.String(name, fv.Interface().(time.Duration).String()))
+		default:
+			attrs = append(attrs, slog.Any(name, fv.Interface()))
+		}
+	}
+	return slog.GroupValue(attrs...)
 }
 
 // nameVariables rewrites caarlos0/env parse errors, which name the Go field,

@@ -243,10 +243,10 @@ func TestLogValueMasksAPIKey(t *testing.T) {
 		t.Errorf("API key in log: %s", out)
 	}
 	llm, _ := m["LLM"].(map[string]any)
-	if got := llm["APIKey"]; got != "****" {
+	if got := llm["OPENAI_API_KEY"]; got != "****" {
 		t.Errorf("LLM.APIKey logged as %v, want ****; line %s", got, out)
 	}
-	if got := llm["Model"]; got != "gpt-4o" {
+	if got := llm["LLM_MODEL"]; got != "gpt-4o" {
 		t.Errorf("LLM.Model logged as %v, want gpt-4o (only secrets are masked)", got)
 	}
 	// The caller's value is untouched.
@@ -263,7 +263,7 @@ func TestLogValueEmptyAPIKeyStaysEmpty(t *testing.T) {
 	}
 	out, m := logged(t, c)
 	llm, _ := m["LLM"].(map[string]any)
-	if got := llm["APIKey"]; got != "" {
+	if got := llm["OPENAI_API_KEY"]; got != "" {
 		t.Errorf("empty API key logged as %v", got)
 	}
 	if strings.Contains(out, "****") {
@@ -297,7 +297,7 @@ func TestLogValueMasksRedisPassword(t *testing.T) {
 			if !strings.Contains(out, "****") {
 				t.Errorf("log has no **** mask: %s", out)
 			}
-			if got := m["RedisURL"]; got != tt.want {
+			if got := m["REDIS_URL"]; got != tt.want {
 				t.Errorf("RedisURL logged as %v, want %s", got, tt.want)
 			}
 			if c.RedisURL != tt.url {
@@ -315,7 +315,7 @@ func TestLogValueRedisWithoutPassword(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, m := logged(t, c)
-		if got := m["RedisURL"]; got != u {
+		if got := m["REDIS_URL"]; got != u {
 			t.Errorf("RedisURL logged as %v, want it unchanged (%s)", got, u)
 		}
 	}

@@ -186,7 +186,7 @@ func resolveTimePoint(in TimePointInput, today time.Time, field string) (TimePoi
 	if strings.EqualFold(raw, "today") {
 		d = today
 		if label == "" {
-			label = "today (" + d.Format("January 2, 2006") + ")"
+			label = "Today"
 		}
 	} else {
 		var err error

@@ -108,7 +108,7 @@ func TestValidateDefaults(t *testing.T) {
 			{Date: "2023-01-01", Label: "January 2023"},
 			{Date: "2023-03-01", Label: "March 2023"},
 			{Date: "2024-05-01", Label: "May 2024"},
-			{Date: testToday, Label: "today (November 26, 2026)"},
+			{Date: testToday, Label: "Today"},
 		},
 		Complexity: ComplexityStandard,
 	}
@@ -288,7 +288,7 @@ func TestValidateTimePoints(t *testing.T) {
 				{Date: "2023-01-01", Label: "January 2023"},
 				{Date: "2023-03-01", Label: "March 2023"},
 				{Date: "2024-05-01", Label: "May 2024"},
-				{Date: testToday, Label: "today (November 26, 2026)"},
+				{Date: testToday, Label: "Today"},
 			},
 		},
 		{
@@ -305,14 +305,14 @@ func TestValidateTimePoints(t *testing.T) {
 		{
 			name: "today is case-insensitive and trimmed",
 			in:   tps(" ToDaY "),
-			want: []TimePoint{{Date: testToday, Label: "today (November 26, 2026)"}},
+			want: []TimePoint{{Date: testToday, Label: "Today"}},
 		},
 		{
 			name: "today is the UTC date of the request",
 			in:   tps("today"),
 			// 23:30 in New York on November 25 is November 26 in UTC.
 			now:  time.Date(2026, 11, 25, 23, 30, 0, 0, time.FixedZone("EST", -5*3600)),
-			want: []TimePoint{{Date: testToday, Label: "today (November 26, 2026)"}},
+			want: []TimePoint{{Date: testToday, Label: "Today"}},
 		},
 		{
 			name: "future relative to the UTC date",
@@ -511,7 +511,7 @@ func TestDecodeTimePoints(t *testing.T) {
 		{
 			name: "strings",
 			body: `{"question":"q","time_points":["2023-01-01","today"]}`,
-			want: []TimePoint{{Date: "2023-01-01", Label: "January 2023"}, {Date: testToday, Label: "today (November 26, 2026)"}},
+			want: []TimePoint{{Date: "2023-01-01", Label: "January 2023"}, {Date: testToday, Label: "Today"}},
 		},
 		{
 			name: "string with escapes",
@@ -526,7 +526,7 @@ func TestDecodeTimePoints(t *testing.T) {
 		{
 			name: "mixed",
 			body: `{"question":"q","time_points":["2023-01-01", {"date":"2024-05-01","label":"May 2024"}, "today"]}`,
-			want: []TimePoint{{Date: "2023-01-01", Label: "January 2023"}, {Date: "2024-05-01", Label: "May 2024"}, {Date: testToday, Label: "today (November 26, 2026)"}},
+			want: []TimePoint{{Date: "2023-01-01", Label: "January 2023"}, {Date: "2024-05-01", Label: "May 2024"}, {Date: testToday, Label: "Today"}},
 		},
 		{
 			name:      "object with unknown field",
@@ -585,7 +585,7 @@ func TestDecodeTimePoints(t *testing.T) {
 				{Date: "2023-01-01", Label: "January 2023"},
 				{Date: "2023-03-01", Label: "March 2023"},
 				{Date: "2024-05-01", Label: "May 2024"},
-				{Date: testToday, Label: "today (November 26, 2026)"},
+				{Date: testToday, Label: "Today"},
 			},
 		},
 	}

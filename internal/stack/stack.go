@@ -264,9 +264,13 @@ func (s *Stack) StartWorker(ctx context.Context) (*Proc, error) {
 	s.mu.Unlock()
 	var extra map[string]string
 	if s.opts.Sim && s.Sim != nil {
+		// Simulated model names by default, so that no output suggests a
+		// real model answered; Env and WorkerEnv may name others.
 		extra = map[string]string{
-			"OPENAI_BASE_URL": "http://" + s.Sim.Addr + "/v1",
-			"OPENAI_API_KEY":  SimAPIKey,
+			"OPENAI_BASE_URL":      "http://" + s.Sim.Addr + "/v1",
+			"OPENAI_API_KEY":       SimAPIKey,
+			"LLM_MODEL":            "sim-model",
+			"LLM_EXTRACTION_MODEL": "sim-extract",
 		}
 	}
 	p, err := s.startProc(ctx, BinWorker, name, "WORKER_ADDR", "/readyz", s.opts.WorkerEnv, extra)
