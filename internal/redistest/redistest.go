@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/timetravel-ai/timetravel/internal/redisproc"
 )
@@ -24,6 +25,8 @@ var (
 
 // Main starts redis-server, runs the tests and stops it. Call it from
 // TestMain: `func TestMain(m *testing.M) { redistest.Main(m) }`.
+// It also fails the run when goroutines started by the tests are still
+// running at the end (go.uber.org/goleak).
 func Main(m *testing.M) {
 	dir, err := os.MkdirTemp("", "redistest-")
 	if err != nil {
@@ -38,7 +41,14 @@ func Main(m *testing.M) {
 	mu.Lock()
 	server = s
 	mu.Unlock()
+	before := goleak.IgnoreCurrent() // the server's own wait goroutine
 	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(before); err != nil {
+			fmt.Fprintln(os.Stderr, "redistest: goroutines left running:", err)
+			code = 1
+		}
+	}
 	s.Stop()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
