@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
@@ -77,6 +78,7 @@ func (s *Server) Handler() http.Handler {
 
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.ready)
+	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
 
 	a := r.Group("/api")
 	a.POST("/time-travel", s.submit)
@@ -112,7 +114,7 @@ func (s *Server) logRequests() gin.HandlerFunc {
 		start := time.Now()
 		c.Next()
 		route := c.FullPath()
-		if route == "/healthz" || route == "/readyz" {
+		if route == "/healthz" || route == "/readyz" || route == "/metrics" {
 			return
 		}
 		level := slog.LevelDebug
