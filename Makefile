@@ -3,7 +3,7 @@
 GO ?= go
 BIN ?= bin
 
-.PHONY: all build test vet fmt-check demo bench-latency clean
+.PHONY: all build test vet fmt-check demo bench bench-latency clean
 
 all: build
 
@@ -28,7 +28,12 @@ test: fmt-check vet
 demo:
 	./scripts/demo
 
-# Latency of the pipeline against the simulator: POST to terminal event.
+# Benchmarks against the simulator: every scenario, a table and a JSON report.
+bench:
+	./scripts/ensure-redis
+	$(GO) run ./cmd/bench -json bench-report.json
+
+# Only the latency scenario: POST to terminal event, 30 sequential jobs.
 bench-latency:
 	./scripts/ensure-redis
 	$(GO) run ./cmd/bench latency

@@ -19,7 +19,7 @@ func main() {
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Pooled connections are shared by all requests and SSE streams; their
 	// number does not grow with the number of clients.
-	rdb, err := cfg.NewRedis(64)
+	rdb, err := cfg.NewRedis("tt-api", 32, true)
 	if err != nil {
 		return err
 	}

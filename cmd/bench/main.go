@@ -1,6 +1,11 @@
-// Command bench measures the service end to end against the LLM simulator.
+// Command bench measures the service end to end against the LLM simulator
+// and prints a table of the results (and, with -json, a JSON report).
 //
-//	bench latency [-jobs 30] [-json report.json]
+//	bench [-json FILE] [scenario ...]
+//
+// Scenarios: seed, latency, throughput, load, sse, memory (default: all).
+// Every scenario starts its own Redis, simulator, worker and api on free
+// loopback ports, is bounded in requests and time, and stops by itself.
 package main
 
 import (
@@ -10,7 +15,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
+	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/bench"
 	"github.com/timetravel-ai/timetravel/internal/stack"
@@ -25,17 +32,32 @@ func main() {
 	}
 }
 
+var all = []string{"seed", "latency", "throughput", "load", "sse", "memory"}
+
 func run(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "latency" {
-		return fmt.Errorf("usage: bench latency [-jobs N] [-json FILE]")
-	}
-	fs := flag.NewFlagSet("latency", flag.ContinueOnError)
-	cfg := bench.DefaultLatency
-	fs.IntVar(&cfg.Jobs, "jobs", cfg.Jobs, "sequential jobs to time")
-	fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "untimed jobs first")
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
-	if err := fs.Parse(args[1:]); err != nil {
+	lat := bench.DefaultLatency
+	fs.IntVar(&lat.Jobs, "jobs", lat.Jobs, "latency: sequential jobs to time")
+	seedRuns := fs.Int("seed-runs", 5, "seed: timed runs of each design")
+	clients := fs.Int("clients", 16, "throughput: concurrent clients")
+	tdur := fs.Duration("duration", 10*time.Second, "throughput: how long")
+	loadJobs := fs.Int("load-jobs", 500, "load: jobs submitted at once")
+	provCap := fs.Int("cap", 64, "load: provider cap (snapshot calls in flight)")
+	sseSubs := fs.Int("subscribers", 5000, "sse: SSE subscribers")
+	sseJobs := fs.Int("sse-jobs", 500, "sse: live jobs they subscribe to")
+	memCalls := fs.Int("calls", 200, "memory: LLM calls in flight")
+	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	scenarios := fs.Args()
+	if len(scenarios) == 0 {
+		scenarios = all
+	}
+	for _, s := range scenarios {
+		if !slices.Contains(all, s) {
+			return fmt.Errorf("unknown scenario %q (want %v)", s, all)
+		}
 	}
 	dir, err := os.MkdirTemp("", "bench-bin-")
 	if err != nil {
@@ -46,12 +68,52 @@ func run(ctx context.Context, args []string) error {
 	if err := stack.Build(ctx, dir); err != nil {
 		return err
 	}
-	cfg.BinDir = dir
-	rep, err := bench.RunLatency(ctx, cfg, os.Stderr)
-	if err != nil {
-		return err
+	lat.BinDir = dir
+	rep := bench.Report{When: time.Now().UTC(), Machine: bench.MachineDescription()}
+	log := os.Stderr
+	for _, s := range scenarios {
+		fmt.Fprintf(log, "== %s\n", s)
+		switch s {
+		case "seed":
+			r, err := bench.RunSeed(ctx, dir, *seedRuns, lat, log)
+			if err != nil {
+				return fmt.Errorf("seed: %w", err)
+			}
+			rep.Seed = &r
+		case "latency":
+			r, err := bench.RunLatency(ctx, lat, log)
+			if err != nil {
+				return fmt.Errorf("latency: %w", err)
+			}
+			rep.Latency = &r
+		case "throughput":
+			r, err := bench.RunThroughput(ctx, dir, *clients, *tdur, nil, log)
+			if err != nil {
+				return fmt.Errorf("throughput: %w", err)
+			}
+			rep.Throughput = &r
+		case "load":
+			r, err := bench.RunLoad(ctx, dir, *loadJobs, *provCap, log)
+			if err != nil {
+				return fmt.Errorf("load: %w", err)
+			}
+			rep.Load = &r
+		case "sse":
+			r, err := bench.RunSSEScale(ctx, dir, *sseJobs, *sseSubs, log)
+			if err != nil {
+				return fmt.Errorf("sse: %w", err)
+			}
+			rep.SSE = &r
+		case "memory":
+			r, err := bench.RunMemory(ctx, dir, *memCalls, log)
+			if err != nil {
+				return fmt.Errorf("memory: %w", err)
+			}
+			rep.Memory = &r
+		}
 	}
-	bench.PrintLatency(os.Stdout, rep)
+	rep.Evaluate()
+	rep.Print(os.Stdout)
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {

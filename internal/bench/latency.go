@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/client"
-	"github.com/timetravel-ai/timetravel/internal/stack"
 )
 
 // LatencyConfig sets the latency scenario: simulated model latencies and how
@@ -64,23 +63,13 @@ const (
 func RunLatency(ctx context.Context, cfg LatencyConfig, log io.Writer) (LatencyReport, error) {
 	critical := cfg.Snapshot + max(cfg.KeyChange, cfg.Narrative)
 	rep := LatencyReport{CriticalPathMS: ms(critical), SimTTFTMS: ms(cfg.TTFT)}
-	s, err := stack.Start(ctx, stack.Options{
-		BinDir: cfg.BinDir, Sim: true, Workers: 1,
-		Env: map[string]string{"LOG_LEVEL": "warn"},
-		WorkerEnv: map[string]string{
-			"LLM_MODEL": simSnapshot, "LLM_EXTRACTION_MODEL": simExtract, "LLM_NARRATIVE_MODEL": simNarrative,
-		},
-		SimEnv: map[string]string{
-			"LLMSIM_TTFT": cfg.TTFT.String(),
-			"LLMSIM_LATENCY": fmt.Sprintf("%s=%s,%s=%s,%s=%s", simSnapshot, cfg.Snapshot, simExtract, cfg.KeyChange,
-				simNarrative, cfg.Narrative),
-		},
-	})
+	svc, err := startService(ctx, serviceOptions{binDir: cfg.BinDir, workerEnv: benchModels,
+		simEnv: simLatencyEnv(cfg.Snapshot, cfg.KeyChange, cfg.Narrative, cfg.TTFT)})
 	if err != nil {
-		return rep, fmt.Errorf("start stack: %w", err)
+		return rep, err
 	}
-	defer s.Stop()
-	c := client.New(s.APIURL)
+	defer svc.Stop()
+	c := svc.API
 
 	var total, overhead, first, firstOver, submit, queueWait, fanIn []time.Duration
 	for i := range cfg.Warmup + cfg.Jobs {

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"encoding/json"
+	"io"
 	"math"
 	"slices"
 	"time"
@@ -33,3 +35,5 @@ func rank(sorted []float64, p float64) float64 {
 	i := int(math.Ceil(p*float64(len(sorted)))) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

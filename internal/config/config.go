@@ -237,12 +237,26 @@ func envNames(t reflect.Type) map[string]string {
 }
 
 // NewRedis connects to RedisURL with a pool of at least poolSize
-// connections. It does not dial until first use.
-func (c Config) NewRedis(poolSize int) (*redis.Client, error) {
+// connections, named name in Redis' CLIENT LIST. It does not dial until
+// first use.
+//
+// The pool is fixed-size when fixed is set: it opens all its connections
+// at start and keeps them, so that the number of connections a process holds
+// does not move with its load.
+func (c Config) NewRedis(name string, poolSize int, fixed bool) (*redis.Client, error) {
 	opt, err := redis.ParseURL(c.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("config: REDIS_URL: %w", err)
 	}
 	opt.PoolSize = max(opt.PoolSize, poolSize)
+	if opt.ClientName == "" {
+		opt.ClientName = name
+	}
+	if fixed {
+		opt.MinIdleConns = opt.PoolSize
+		opt.MaxIdleConns = opt.PoolSize
+		opt.ConnMaxIdleTime = -1 // keep them
+		opt.PoolTimeout = 30 * time.Second
+	}
 	return redis.NewClient(opt), nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 )
 
 // readBatch is how many entries one XRANGE reads.
@@ -25,6 +26,11 @@ type Hub struct {
 
 	mu   sync.Mutex
 	subs map[string]map[chan struct{}]struct{}
+
+	// reads coalesces identical stream reads: the followers of a job that
+	// are caught up wake together on one announcement and ask for the same
+	// entries, so they share one XRANGE.
+	reads singleflight.Group
 }
 
 // NewHub returns a Hub that listens on channel (Channel for job events;
@@ -212,7 +218,7 @@ func (h *Hub) drain(ctx context.Context, key string, last *string, emit func(Eve
 		if *last != "" {
 			start = "(" + *last
 		}
-		msgs, err := h.rdb.XRangeN(ctx, key, start, "+", readBatch).Result()
+		msgs, err := h.readRange(ctx, key, start)
 		if err != nil {
 			return total, false, fmt.Errorf("read events of %s: %w", key, err)
 		}
@@ -234,6 +240,22 @@ func (h *Hub) drain(ctx context.Context, key string, last *string, emit func(Eve
 			return total, false, nil
 		}
 	}
+}
+
+// readRange reads up to readBatch entries of key from start, sharing the
+// read with concurrent callers asking for the same range. The returned slice
+// is shared: callers must not modify it.
+func (h *Hub) readRange(ctx context.Context, key, start string) ([]redis.XMessage, error) {
+	v, err, _ := h.reads.Do(key+" "+start, func() (any, error) {
+		// Detached from one caller's cancellation: others may be waiting.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return h.rdb.XRangeN(rctx, key, start, "+", readBatch).Result()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]redis.XMessage), nil
 }
 
 // Read returns the events of jobID after the given id (all when empty),

@@ -73,7 +73,7 @@ func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 // until ctx ends; then it stops taking tasks, lets running ones finish within
 // the shutdown timeout, and hands the rest back to the queues.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	rdb, err := cfg.NewRedis(2*(cfg.SnapshotConcurrency+cfg.AggregateConcurrency) + 16)
+	rdb, err := cfg.NewRedis("tt-worker", 2*(cfg.SnapshotConcurrency+cfg.AggregateConcurrency)+16, false)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,174 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/internal/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/stack"
+)
+
+// Service is the running service of one scenario.
+type Service struct {
+	Stack  *stack.Stack
+	API    *client.Client
+	Redis  *redis.Client
+	binDir string
+}
+
+// serviceOptions shape one scenario's service.
+type serviceOptions struct {
+	binDir    string
+	workers   int
+	simEnv    map[string]string
+	workerEnv map[string]string
+	apiEnv    map[string]string
+}
+
+// startService starts redis, the simulator, workers and the api, quietly.
+func startService(ctx context.Context, o serviceOptions) (*Service, error) {
+	if o.workers == 0 {
+		o.workers = 1
+	}
+	s, err := stack.Start(ctx, stack.Options{
+		BinDir: o.binDir, Sim: true, Workers: o.workers,
+		Env:       map[string]string{"LOG_LEVEL": "warn"},
+		APIEnv:    o.apiEnv,
+		WorkerEnv: o.workerEnv,
+		SimEnv:    o.simEnv,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start service: %w", err)
+	}
+	opt, err := redis.ParseURL(s.RedisURL)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	opt.ClientName = "tt-bench"
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 0}}
+	return &Service{Stack: s, API: client.New(s.APIURL, client.WithHTTPClient(hc)), Redis: redis.NewClient(opt), binDir: o.binDir}, nil
+}
+
+// Stop stops everything.
+func (s *Service) Stop() {
+	_ = s.Redis.Close()
+	s.Stack.Stop()
+}
+
+// SimStats reads the simulator's counters.
+func (s *Service) SimStats(ctx context.Context) (llmsim.Stats, error) {
+	var st llmsim.Stats
+	err := getJSON(ctx, s.Stack.SimURL+"/sim/stats", &st)
+	return st, err
+}
+
+// ResetSim resets the simulator's counters.
+func (s *Service) ResetSim(ctx context.Context) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.Stack.SimURL+"/sim/stats/reset", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+func getJSON(ctx context.Context, url string, v any) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return jsonDecode(resp.Body, v)
+}
+
+// RSS returns a process's resident set size in bytes.
+func RSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// metric reads one unlabelled gauge from a Prometheus text endpoint.
+func metric(ctx context.Context, url, name string) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found at %s", name, url)
+}
+
+// commandCalls sums the calls in INFO commandstats, and returns them by command.
+func commandCalls(ctx context.Context, rdb *redis.Client) (int64, map[string]int64, error) {
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, nil, err
+	}
+	by := map[string]int64{}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+		by[strings.TrimPrefix(name, "cmdstat_")] = n
+		total += n
+	}
+	return total, by, nil
+}
+
+// waitFor polls cond every 20 ms until it holds or d passes.
+func waitFor(ctx context.Context, d time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(d)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v waiting for %s", d, what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

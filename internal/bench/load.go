@@ -1,0 +1,109 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/timetravel-ai/timetravel/internal/client"
+)
+
+// LoadReport is what the load scenario measured.
+type LoadReport struct {
+	Jobs         int     `json:"jobs"`
+	ProviderCap  int     `json:"provider_cap"`
+	Completed    int     `json:"completed"`
+	PeakInFlight int64   `json:"sim_peak_in_flight"`
+	QueueWait    Summary `json:"queue_wait"`
+	Total        Summary `json:"total"`
+	WallSeconds  float64 `json:"wall_seconds"`
+}
+
+// RunLoad submits jobs all at once with snapshot latency 1 s and at most
+// providerCap snapshot calls in flight (the workers' snapshot concurrency),
+// and follows every job to its end.
+func RunLoad(ctx context.Context, binDir string, jobs, providerCap int, log io.Writer) (LoadReport, error) {
+	rep := LoadReport{Jobs: jobs, ProviderCap: providerCap}
+	svc, err := startService(ctx, serviceOptions{binDir: binDir,
+		workerEnv: merge(benchModels, map[string]string{"SNAPSHOT_CONCURRENCY": strconv.Itoa(providerCap), "AGGREGATE_CONCURRENCY": "64"}),
+		apiEnv:    map[string]string{"JOB_DEADLINE": "15m"},
+		simEnv:    simLatencyEnv(time.Second, 300*time.Millisecond, 300*time.Millisecond, 100*time.Millisecond)})
+	if err != nil {
+		return rep, err
+	}
+	defer svc.Stop()
+
+	type result struct {
+		total, wait time.Duration
+		status      string
+		err         error
+	}
+	results := make([]result, jobs)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range jobs {
+		wg.Go(func() {
+			t0 := time.Now()
+			acc, err := svc.API.Submit(ctx, client.SubmitRequest{Question: fmt.Sprintf("Load question %d: how did this change?", i)})
+			if err != nil {
+				results[i].err = err
+				return
+			}
+			_, err = svc.API.Events(ctx, acc.JobID, "", func(ev client.Event) error {
+				if ev.Terminal() {
+					results[i].total = time.Since(t0)
+					var d client.JobCompletedData
+					_ = ev.Decode(&d)
+					results[i].status = string(d.Status)
+				}
+				return nil
+			})
+			if err != nil {
+				results[i].err = err
+				return
+			}
+			v, err := svc.API.Job(ctx, acc.JobID)
+			if err != nil {
+				results[i].err = err
+				return
+			}
+			if v.Timings.QueueWaitMS != nil {
+				results[i].wait = time.Duration(*v.Timings.QueueWaitMS) * time.Millisecond
+			}
+		})
+	}
+	wg.Wait()
+	rep.WallSeconds = time.Since(start).Seconds()
+	var totals, waits []time.Duration
+	for i, r := range results {
+		if r.err != nil {
+			fmt.Fprintf(log, "load job %d: %v\n", i, r.err)
+			continue
+		}
+		if r.status == "completed" {
+			rep.Completed++
+		}
+		totals = append(totals, r.total)
+		waits = append(waits, r.wait)
+	}
+	rep.Total, rep.QueueWait = Summarize(totals), Summarize(waits)
+	st, err := svc.SimStats(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.PeakInFlight = st.Models[simSnapshot].PeakInFlight
+	return rep, nil
+}
+
+func merge(ms ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}

@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+)
+
+// Report gathers the scenarios that ran.
+type Report struct {
+	When       time.Time         `json:"when"`
+	Machine    string            `json:"machine"`
+	Seed       *SeedReport       `json:"seed,omitempty"`
+	Latency    *LatencyReport    `json:"latency,omitempty"`
+	Throughput *ThroughputReport `json:"throughput,omitempty"`
+	Load       *LoadReport       `json:"load,omitempty"`
+	SSE        *SSEReport        `json:"sse,omitempty"`
+	Memory     *MemoryReport     `json:"memory,omitempty"`
+	Targets    []Target          `json:"targets"`
+}
+
+// Target is one performance target and whether the run met it.
+type Target struct {
+	Name string `json:"name"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+// MachineDescription names the machine a report ran on.
+func MachineDescription() string {
+	return fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+}
+
+// Evaluate fills Targets from the scenarios that ran.
+func (r *Report) Evaluate() {
+	add := func(name string, met bool, format string, args ...any) {
+		r.Targets = append(r.Targets, Target{Name: name, Got: fmt.Sprintf(format, args...), Met: met})
+	}
+	if l := r.Latency; l != nil {
+		add("service p50 within 25 ms of the critical path", l.Overhead.P50 < 25, "%.1f ms", l.Overhead.P50)
+		add("service p95 within 60 ms of the critical path", l.Overhead.P95 < 60, "%.1f ms", l.Overhead.P95)
+		add("first text within 30 ms of the simulator's TTFT (p50)", l.FirstTextOverhead.P50 < 30, "%.1f ms", l.FirstTextOverhead.P50)
+	}
+	if s := r.SSE; s != nil && len(s.Points) > 0 {
+		last := s.Points[len(s.Points)-1]
+		add(fmt.Sprintf("api RSS under 200 MB at %d SSE subscribers", last.Subscribers), last.RSSMB < 200, "%.1f MB", last.RSSMB)
+		lo, hi := last.RedisConns, last.RedisConns
+		for _, p := range s.Points {
+			lo, hi = min(lo, p.RedisConns), max(hi, p.RedisConns)
+		}
+		add("api Redis connections constant as subscribers grow", hi-lo <= 2, "%d..%d", lo, hi)
+	}
+	if m := r.Memory; m != nil {
+		add(fmt.Sprintf("worker RSS under 150 MB with %d calls in flight", m.InFlight), m.WorkerRSSMB < 150, "%.1f MB", m.WorkerRSSMB)
+	}
+	if l := r.Load; l != nil {
+		add(fmt.Sprintf("load: all %d jobs complete", l.Jobs), l.Completed == l.Jobs, "%d", l.Completed)
+		add(fmt.Sprintf("load: provider cap %d never exceeded", l.ProviderCap), l.PeakInFlight <= int64(l.ProviderCap), "peak %d", l.PeakInFlight)
+	}
+}
+
+// Print writes the report as tables.
+func (r *Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "\nMachine: %s\n", r.Machine)
+	if s := r.Seed; s != nil {
+		fmt.Fprintf(w, "\n## Against the design it replaces (same simulator; critical path %.0f ms)\n\n", s.CriticalPathMS)
+		fmt.Fprintf(w, "| design | p50 ms | p95 ms | p50 / critical path |\n| --- | --- | --- | --- |\n")
+		for _, row := range []struct {
+			name string
+			s    Summary
+		}{{"sequential, in-process (original)", s.Sequential}, {"concurrent snapshots, in-process (optimised original)", s.Concurrent}, {"this service: API, queue, SSE", s.Service}} {
+			fmt.Fprintf(w, "| %s | %.0f | %.0f | %.2f |\n", row.name, row.s.P50, row.s.P95, row.s.P50/s.CriticalPathMS)
+		}
+	}
+	if l := r.Latency; l != nil {
+		fmt.Fprintf(w, "\n## Latency (%d sequential jobs; critical path %.0f ms; simulator TTFT %.0f ms)\n\n", l.Total.N, l.CriticalPathMS, l.SimTTFTMS)
+		fmt.Fprintf(w, "| measure | p50 ms | p95 ms | max ms |\n| --- | --- | --- | --- |\n")
+		for _, row := range []struct {
+			name string
+			s    Summary
+		}{{"POST → job.completed on SSE", l.Total}, {"overhead over the critical path", l.Overhead}, {"POST → first snapshot text", l.FirstText},
+			{"first text over the simulator's TTFT", l.FirstTextOverhead}, {"POST round trip", l.Submit}, {"queue wait (service timing)", l.QueueWait}, {"fan-in (service timing)", l.FanIn}} {
+			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f |\n", row.name, row.s.P50, row.s.P95, row.s.Max)
+		}
+	}
+	if t := r.Throughput; t != nil {
+		fmt.Fprintf(w, "\n## Throughput (%d clients, %.0f s, simulator at zero latency)\n\n", t.Clients, t.Seconds)
+		fmt.Fprintf(w, "| completed | failed | jobs/s | Redis commands/job | Redis bytes per finished job | job latency p50 / p95 ms |\n| --- | --- | --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "| %d | %d | %.1f | %.0f | %.0f | %.1f / %.1f |\n", t.Completed, t.Failed, t.JobsPerSecond, t.CommandsPerJob, t.RedisBytesPerJob, t.Latency.P50, t.Latency.P95)
+		fmt.Fprintf(w, "\nTop Redis commands per job: %v\n", t.TopCommands)
+	}
+	if l := r.Load; l != nil {
+		fmt.Fprintf(w, "\n## Load (%d jobs at once, snapshot 1 s, provider cap %d)\n\n", l.Jobs, l.ProviderCap)
+		fmt.Fprintf(w, "| completed | peak in flight | queue wait p50 / p95 ms | total p50 / p95 ms | wall s |\n| --- | --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "| %d | %d | %.0f / %.0f | %.0f / %.0f | %.1f |\n", l.Completed, l.PeakInFlight, l.QueueWait.P50, l.QueueWait.P95, l.Total.P50, l.Total.P95, l.WallSeconds)
+	}
+	if s := r.SSE; s != nil {
+		fmt.Fprintf(w, "\n## SSE scale (one api process, %d live jobs)\n\n", s.Jobs)
+		fmt.Fprintf(w, "| subscribers | api RSS MB | api goroutines | api Redis connections |\n| --- | --- | --- | --- |\n")
+		for _, p := range s.Points {
+			fmt.Fprintf(w, "| %d | %.1f | %.0f | %d |\n", p.Subscribers, p.RSSMB, p.Goroutines, p.RedisConns)
+		}
+	}
+	if m := r.Memory; m != nil {
+		fmt.Fprintf(w, "\n## Worker memory\n\n| LLM calls in flight | worker RSS MB | idle RSS MB |\n| --- | --- | --- |\n| %d | %.1f | %.1f |\n", m.InFlight, m.WorkerRSSMB, m.IdleRSSMB)
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintf(w, "\n## Targets\n\n| target | got | met |\n| --- | --- | --- |\n")
+		for _, t := range r.Targets {
+			met := "yes"
+			if !t.Met {
+				met = "NO"
+			}
+			fmt.Fprintf(w, "| %s | %s | %s |\n", t.Name, t.Got, met)
+		}
+	}
+}

@@ -1,0 +1,151 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/llm"
+	"github.com/timetravel-ai/timetravel/internal/stack"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
+)
+
+// SeedReport compares the design this service replaces with the service.
+type SeedReport struct {
+	CriticalPathMS float64 `json:"critical_path_ms"`
+	// Sequential: snapshots one after another, one key-change call per
+	// consecutive pair, then the narrative (the original algorithm).
+	Sequential Summary `json:"sequential"`
+	// Concurrent: snapshots at once, one batched key-change call, then the
+	// narrative (its optimised version).
+	Concurrent Summary `json:"concurrent"`
+	// Service: this service through the API, queue and SSE.
+	Service Summary `json:"service"`
+}
+
+// simLatencyEnv is the simulator configuration shared by the scenarios with
+// realistic latency.
+func simLatencyEnv(snapshot, extract, narrative, ttft time.Duration) map[string]string {
+	return map[string]string{
+		"LLMSIM_TTFT": ttft.String(),
+		"LLMSIM_LATENCY": fmt.Sprintf("%s=%s,%s=%s,%s=%s", simSnapshot, snapshot, simExtract, extract,
+			simNarrative, narrative),
+	}
+}
+
+var benchModels = map[string]string{
+	"LLM_MODEL": simSnapshot, "LLM_EXTRACTION_MODEL": simExtract, "LLM_NARRATIVE_MODEL": simNarrative,
+}
+
+// RunSeed times runs of each of the three designs against one simulator with
+// the given latencies.
+func RunSeed(ctx context.Context, binDir string, runs int, cfg LatencyConfig, log io.Writer) (SeedReport, error) {
+	rep := SeedReport{CriticalPathMS: ms(cfg.Snapshot + max(cfg.KeyChange, cfg.Narrative))}
+	svc, err := startService(ctx, serviceOptions{binDir: binDir, workerEnv: benchModels,
+		simEnv: simLatencyEnv(cfg.Snapshot, cfg.KeyChange, cfg.Narrative, cfg.TTFT)})
+	if err != nil {
+		return rep, err
+	}
+	defer svc.Stop()
+	model := llm.New(config.LLM{BaseURL: svc.Stack.SimURL + "/v1", APIKey: stack.SimAPIKey, APIType: "openai", Timeout: time.Minute})
+	question := "What are the best AI models?"
+	spec, ferr := job.Submission{Question: &question}.Validate(time.Now())
+	if ferr != nil {
+		return rep, ferr
+	}
+
+	var seq, conc, service []time.Duration
+	for i := range runs + 1 { // the first run of each warms up
+		d, err := sequential(ctx, model, spec)
+		if err != nil {
+			return rep, fmt.Errorf("sequential: %w", err)
+		}
+		if i > 0 {
+			seq = append(seq, d)
+		}
+		d, err = concurrent(ctx, model, spec)
+		if err != nil {
+			return rep, fmt.Errorf("concurrent: %w", err)
+		}
+		if i > 0 {
+			conc = append(conc, d)
+		}
+		r, err := timeJob(ctx, svc.API, question)
+		if err != nil {
+			return rep, fmt.Errorf("service: %w", err)
+		}
+		if i > 0 {
+			service = append(service, r.total)
+		}
+		if i > 0 {
+			fmt.Fprintf(log, "seed run %d: sequential %.0f ms, concurrent %.0f ms, service %.0f ms\n", i, ms(seq[i-1]), ms(conc[i-1]), ms(r.total))
+		}
+	}
+	rep.Sequential, rep.Concurrent, rep.Service = Summarize(seq), Summarize(conc), Summarize(service)
+	return rep, nil
+}
+
+func snapshotCall(ctx context.Context, m *llm.Client, spec job.Spec, i int) (job.Snapshot, error) {
+	tp := spec.TimePoints[i]
+	p := timetravel.Snapshot(spec.Question, tp, spec.Complexity)
+	resp, err := m.Stream(ctx, llm.Request{Model: simSnapshot, System: p.System, User: p.User, MaxTokens: p.MaxTokens}, func(string) error { return nil })
+	return job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Text: resp.Text, Status: job.SnapshotCompleted}, err
+}
+
+func narrativeCall(ctx context.Context, m *llm.Client, spec job.Spec, snaps []job.Snapshot) error {
+	p := timetravel.Narrative(spec.Question, snaps, spec.Complexity)
+	_, err := m.Complete(ctx, llm.Request{Model: simNarrative, System: p.System, User: p.User, MaxTokens: p.MaxTokens})
+	return err
+}
+
+// sequential is the original algorithm.
+func sequential(ctx context.Context, m *llm.Client, spec job.Spec) (time.Duration, error) {
+	start := time.Now()
+	snaps := make([]job.Snapshot, len(spec.TimePoints))
+	for i := range spec.TimePoints {
+		s, err := snapshotCall(ctx, m, spec, i)
+		if err != nil {
+			return 0, err
+		}
+		snaps[i] = s
+	}
+	for i := 0; i+1 < len(snaps); i++ {
+		p := timetravel.KeyChanges(spec.Question, snaps[i:i+2])
+		if _, err := m.Complete(ctx, llm.Request{Model: simExtract, System: p.System, User: p.User, JSON: true}); err != nil {
+			return 0, err
+		}
+	}
+	if err := narrativeCall(ctx, m, spec, snaps); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// concurrent is the optimised version of the original.
+func concurrent(ctx context.Context, m *llm.Client, spec job.Spec) (time.Duration, error) {
+	start := time.Now()
+	snaps := make([]job.Snapshot, len(spec.TimePoints))
+	errs := make([]error, len(spec.TimePoints))
+	var wg sync.WaitGroup
+	for i := range spec.TimePoints {
+		wg.Go(func() { snaps[i], errs[i] = snapshotCall(ctx, m, spec, i) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	p := timetravel.KeyChanges(spec.Question, snaps)
+	if _, err := m.Complete(ctx, llm.Request{Model: simExtract, System: p.System, User: p.User, JSON: true}); err != nil {
+		return 0, err
+	}
+	if err := narrativeCall(ctx, m, spec, snaps); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
