@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,7 +101,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 	status, msg := job.StatusCompleted, ""
 	if missing := len(j.Snapshots) - len(done); missing > 0 {
 		status = job.StatusPartial
-		msg = fmt.Sprintf("%d of %d snapshots missing (%d failed, %d unfinished at the deadline)", missing, len(j.Snapshots), failed, len(unfinished))
+		msg = missingMessage(j.Snapshots)
 	}
 	if agg.KeyChangesError != "" || agg.NarrativeError != "" {
 		status = job.StatusPartial
@@ -174,4 +175,21 @@ func (h *Handlers) narrative(ctx context.Context, j *job.Job, owner string, done
 	}
 	agg.Narrative = resp.Text
 	return h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeCompleted, map[string]string{"text": resp.Text})
+}
+
+// missingMessage says which snapshots a partial job lacks and why, e.g.
+// "2 of 4 snapshots missing: March 2023 failed; May 2024 unfinished at the
+// deadline".
+func missingMessage(snaps []job.Snapshot) string {
+	var parts []string
+	for _, s := range snaps {
+		switch s.Status {
+		case job.SnapshotCompleted:
+		case job.SnapshotFailed:
+			parts = append(parts, s.Label+" failed")
+		default:
+			parts = append(parts, s.Label+" unfinished at the deadline")
+		}
+	}
+	return fmt.Sprintf("%d of %d snapshots missing: %s", len(parts), len(snaps), strings.Join(parts, "; "))
 }

@@ -24,6 +24,7 @@ func (r *recorder) send(s string) error {
 func noTimeFlush(b *batcher) { b.last = time.Now().Add(time.Hour) }
 
 func TestBatcherFirstPieceAtOnceThenBatches(t *testing.T) {
+	t.Parallel()
 	r := &recorder{}
 	b := newBatcher(r.send)
 	if err := b.flush(); err != nil || len(r.sent) != 0 {
@@ -71,6 +72,7 @@ func TestBatcherFirstPieceAtOnceThenBatches(t *testing.T) {
 }
 
 func TestBatcherFlushesAfterInterval(t *testing.T) {
+	t.Parallel()
 	r := &recorder{}
 	b := newBatcher(r.send)
 	_ = b.add("a")
@@ -87,6 +89,7 @@ func TestBatcherFlushesAfterInterval(t *testing.T) {
 }
 
 func TestBatcherReturnsSendError(t *testing.T) {
+	t.Parallel()
 	boom := errors.New("boom")
 	r := &recorder{err: boom}
 	b := newBatcher(r.send)

@@ -76,10 +76,18 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		log.Info("snapshot stopped: job closed or attempt superseded", "reason", callErr)
 		return nil
 	}
-	if callErr != nil && ctx.Err() != nil {
+	if callErr != nil && errors.Is(ctx.Err(), context.Canceled) {
 		// The job closed (HandleSnapshot tells) or the worker is stopping
 		// (asynq hands the task back).
 		return fmt.Errorf("snapshot %d of job %s interrupted: %w", p.Index, p.JobID, context.Cause(ctx))
+	}
+	// Past the task's own timeout the outcome is still recorded, with a
+	// context of its own, so that a last attempt counts towards fan-in.
+	wctx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
 	}
 
 	out := store.SnapshotOutcome{Text: resp.Text}
@@ -87,7 +95,7 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		out = store.SnapshotOutcome{Err: callErr, Retry: llm.Retryable(callErr) && !lastAttempt(ctx)}
 		log.Warn("snapshot call failed", "err", callErr, "retry", out.Retry)
 	}
-	fan, err = h.store.FinishSnapshot(ctx, p.JobID, p.Index, owner, out)
+	fan, err = h.store.FinishSnapshot(wctx, p.JobID, p.Index, owner, out)
 	switch {
 	case stopQuietly(err) || errors.Is(err, store.ErrSnapshotDone):
 		return nil
