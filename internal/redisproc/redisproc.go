@@ -174,3 +174,6 @@ func (s *Server) Stop() {
 		}
 	})
 }
+
+// Pid returns the server's process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }

@@ -1,16 +1,20 @@
 // Package service is the common start and stop of the service's processes:
 // configuration read and validated once, a JSON logger, and signal handling
 // (the first SIGINT or SIGTERM starts a graceful shutdown, a second one
-// exits at once).
+// exits at once). With PPROF_ADDR set (e.g. 127.0.0.1:6060), net/http/pprof
+// is served there, on a listener of its own.
 package service
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only when PPROF_ADDR is set
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
 )
@@ -39,6 +43,17 @@ func Main(name string, run func(ctx context.Context, cfg config.Config, log *slo
 		log.Warn("second signal; exiting now", "signal", s.String())
 		os.Exit(1)
 	}()
+
+	if addr := os.Getenv("PPROF_ADDR"); addr != "" {
+		// Profiling on a listener of its own, never on the public one.
+		go func() {
+			srv := &http.Server{Addr: addr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second}
+			log.Info("pprof listening", "addr", addr)
+			if err := srv.ListenAndServe(); err != nil {
+				log.Warn("pprof server", "err", err)
+			}
+		}()
+	}
 
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("exiting", "err", err)
