@@ -3,7 +3,7 @@
 //
 //	bench [-json FILE] [scenario ...]
 //
-// Scenarios: seed, latency, throughput, load, sse, memory (default: all).
+// Scenarios: seed, latency, throughput, load, sse, memory, faults (default: all).
 // Every scenario starts its own Redis, simulator, worker and api on free
 // loopback ports, is bounded in requests and time, and stops by itself.
 package main
@@ -32,7 +32,7 @@ func main() {
 	}
 }
 
-var all = []string{"seed", "latency", "throughput", "load", "sse", "memory"}
+var all = []string{"seed", "latency", "throughput", "load", "sse", "memory", "faults"}
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string) error {
 	sseSubs := fs.Int("subscribers", 5000, "sse: SSE subscribers")
 	sseJobs := fs.Int("sse-jobs", 500, "sse: live jobs they subscribe to")
 	memCalls := fs.Int("calls", 200, "memory: LLM calls in flight")
+	faultJobs := fs.Int("faults-jobs", 200, "faults: jobs per run (without and with simulated faults)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,6 +111,12 @@ func run(ctx context.Context, args []string) error {
 				return fmt.Errorf("memory: %w", err)
 			}
 			rep.Memory = &r
+		case "faults":
+			r, err := bench.RunFaults(ctx, dir, *faultJobs, log)
+			if err != nil {
+				return fmt.Errorf("faults: %w", err)
+			}
+			rep.Faults = &r
 		}
 	}
 	rep.Evaluate()

@@ -8,6 +8,16 @@
 //	LLMSIM_TOKENS_PER_SECOND  token rate after the first token (default 50; 0 = no delay)
 //	LLMSIM_LATENCY            fixed total latency per model, e.g.
 //	                          "sim-snapshot=1s,sim-extract=300ms,sim-narrative=300ms"
+//	LLMSIM_FAULTS             fault rules per model, model=fault:rate[+fault:rate...]
+//	                          separated by commas, "*" for every model, e.g.
+//	                          "sim-snapshot=500:0.10+429:0.05,sim-extract=bad_json:1";
+//	                          faults: 429, 500, 503, hang, slow_first_token, break, bad_json
+//	LLMSIM_FAULT_SEED         seed of the fault decisions, a positive integer (default 1)
+//	LLMSIM_RETRY_AFTER        delay a 429 fault asks for in Retry-After (default 1s)
+//	LLMSIM_SLOW_FIRST_TOKEN   first token time under slow_first_token (default 5s)
+//
+// Faults can also be set at run time (POST /sim/faults) and per request (the
+// X-Llmsim-Fault header); see package internal/llmsim.
 //
 // It stops gracefully on SIGINT or SIGTERM.
 package main
@@ -56,17 +66,22 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	sim := llmsim.New(cfg)
 	srv := &http.Server{
-		Handler:           llmsim.New(cfg),
+		Handler:           sim,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
+	// Requests held by the hang fault would otherwise hold up the shutdown.
+	srv.RegisterOnShutdown(sim.Close)
 	latency := make(map[string]string, len(cfg.Latency))
 	for model, d := range cfg.Latency {
 		latency[model] = d.String()
 	}
 	slog.Info("llmsim listening", "addr", ln.Addr().String(), "ttft", cfg.TTFT.String(),
-		"tokens_per_second", cfg.TokensPerSecond, "latency", latency)
+		"tokens_per_second", cfg.TokensPerSecond, "latency", latency,
+		"faults", llmsim.FormatFaults(cfg.Faults), "fault_seed", cfg.FaultSeed,
+		"retry_after", cfg.RetryAfter.String(), "slow_first_token", cfg.SlowFirstToken.String())
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -98,7 +113,8 @@ func loadConfig(getenv func(string) string) (string, llmsim.Config, error) {
 	if addr == "" {
 		addr = ":8090"
 	}
-	cfg := llmsim.Config{TTFT: 200 * time.Millisecond, TokensPerSecond: 50}
+	cfg := llmsim.Config{TTFT: 200 * time.Millisecond, TokensPerSecond: 50, FaultSeed: llmsim.DefaultFaultSeed,
+		RetryAfter: llmsim.DefaultRetryAfter, SlowFirstToken: llmsim.DefaultSlowFirstToken}
 
 	if v := getenv("LLMSIM_TTFT"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -125,5 +141,38 @@ func loadConfig(getenv func(string) string) (string, llmsim.Config, error) {
 		return "", cfg, fmt.Errorf("LLMSIM_LATENCY: %w", err)
 	}
 	cfg.Latency = latency
+
+	faults, err := llmsim.ParseFaults(getenv("LLMSIM_FAULTS"))
+	if err != nil {
+		return "", cfg, fmt.Errorf("LLMSIM_FAULTS: %w", err)
+	}
+	cfg.Faults = faults
+	if v := getenv("LLMSIM_FAULT_SEED"); v != "" {
+		seed, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return "", cfg, fmt.Errorf("LLMSIM_FAULT_SEED: %w", err)
+		}
+		if seed == 0 {
+			return "", cfg, fmt.Errorf("LLMSIM_FAULT_SEED: %q must be a positive integer", v)
+		}
+		cfg.FaultSeed = seed
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"LLMSIM_RETRY_AFTER", &cfg.RetryAfter}, {"LLMSIM_SLOW_FIRST_TOKEN", &cfg.SlowFirstToken}} {
+		v := getenv(d.name)
+		if v == "" {
+			continue
+		}
+		dur, err := time.ParseDuration(v)
+		if err != nil {
+			return "", cfg, fmt.Errorf("%s: %w", d.name, err)
+		}
+		if dur <= 0 {
+			return "", cfg, fmt.Errorf("%s: %q must be positive", d.name, v)
+		}
+		*d.dst = dur
+	}
 	return addr, cfg, nil
 }

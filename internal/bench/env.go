@@ -111,6 +111,47 @@ func RSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
+// CPUTime returns the user plus system CPU time a process has used.
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may
+	// contain spaces: state is field 3, utime 14, stime 15.
+	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(u+st) * time.Second / ticks, nil
+}
+
+// cpuByProcess reads the CPU time of the service's processes.
+func (s *Service) cpuByProcess() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	add := func(name string, pid int) {
+		if d, err := CPUTime(pid); err == nil {
+			out[name] += d
+		}
+	}
+	add("api", s.Stack.API.Pid())
+	for _, w := range s.Stack.WorkerList() {
+		add("worker", w.Pid())
+	}
+	if s.Stack.Sim != nil {
+		add("llmsim", s.Stack.Sim.Pid())
+	}
+	add("redis", s.Stack.Redis.Pid())
+	return out
+}
+
 // metric reads one unlabelled gauge from a Prometheus text endpoint.
 func metric(ctx context.Context, url, name string) (float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

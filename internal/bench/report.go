@@ -17,6 +17,7 @@ type Report struct {
 	Load       *LoadReport       `json:"load,omitempty"`
 	SSE        *SSEReport        `json:"sse,omitempty"`
 	Memory     *MemoryReport     `json:"memory,omitempty"`
+	Faults     *FaultsReport     `json:"faults,omitempty"`
 	Targets    []Target          `json:"targets"`
 }
 
@@ -58,6 +59,11 @@ func (r *Report) Evaluate() {
 		add(fmt.Sprintf("load: all %d jobs complete", l.Jobs), l.Completed == l.Jobs, "%d", l.Completed)
 		add(fmt.Sprintf("load: provider cap %d never exceeded", l.ProviderCap), l.PeakInFlight <= int64(l.ProviderCap), "peak %d", l.PeakInFlight)
 	}
+	if f := r.Faults; f != nil {
+		add("≥ 99% of jobs completed under faults", f.CompletedPct >= 99, "%d of %d (%.1f%%)", f.WithFaults.Completed, f.Jobs, f.CompletedPct)
+		add("provider calls ≤ 1.3x fault-free", f.FaultFree.ProviderCalls > 0 && f.CallRatio <= 1.3, "%.2fx (%d / %d)",
+			f.CallRatio, f.WithFaults.ProviderCalls, f.FaultFree.ProviderCalls)
+	}
 }
 
 // Print writes the report as tables.
@@ -88,7 +94,7 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "\n## Throughput (%d clients, %.0f s, simulator at zero latency)\n\n", t.Clients, t.Seconds)
 		fmt.Fprintf(w, "| completed | failed | jobs/s | Redis commands/job | Redis bytes per finished job | job latency p50 / p95 ms |\n| --- | --- | --- | --- | --- | --- |\n")
 		fmt.Fprintf(w, "| %d | %d | %.1f | %.0f | %.0f | %.1f / %.1f |\n", t.Completed, t.Failed, t.JobsPerSecond, t.CommandsPerJob, t.RedisBytesPerJob, t.Latency.P50, t.Latency.P95)
-		fmt.Fprintf(w, "\nTop Redis commands per job: %v\n", t.TopCommands)
+		fmt.Fprintf(w, "\nTop Redis commands per job: %v\nCPU ms per job by process: %v\n", t.TopCommands, roundMap(t.CPUPerJobMS))
 	}
 	if l := r.Load; l != nil {
 		fmt.Fprintf(w, "\n## Load (%d jobs at once, snapshot 1 s, provider cap %d)\n\n", l.Jobs, l.ProviderCap)
@@ -105,6 +111,22 @@ func (r *Report) Print(w io.Writer) {
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "\n## Worker memory\n\n| LLM calls in flight | worker RSS MB | idle RSS MB |\n| --- | --- | --- |\n| %d | %.1f | %.1f |\n", m.InFlight, m.WorkerRSSMB, m.IdleRSSMB)
 	}
+	if f := r.Faults; f != nil {
+		fmt.Fprintf(w, "\n## Faults (%d jobs, 50 at a time; simulator LLMSIM_FAULTS=%s, Retry-After %.0f s)\n\n", f.Jobs, f.Faults, f.RetryAfterSeconds)
+		fmt.Fprintf(w, "| run | completed | statuses | provider calls | faults injected | job p50 / p95 ms | wall s |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, row := range []struct {
+			name string
+			r    FaultRun
+		}{{"fault-free", f.FaultFree}, {"with faults", f.WithFaults}} {
+			fmt.Fprintf(w, "| %s | %d (%.1f%%) | %s | %d | %s | %.0f / %.0f | %.1f |\n", row.name, row.r.Completed,
+				pct(row.r.Completed, f.Jobs), formatStatuses(row.r.Statuses), row.r.ProviderCalls,
+				formatFaultCounts(row.r.FaultsInjected), row.r.Total.P50, row.r.Total.P95, row.r.WallSeconds)
+		}
+		fmt.Fprintf(w, "\nProvider calls with faults / without: %.2fx\n", f.CallRatio)
+		if c := f.WithFaults.Causes; c != nil {
+			fmt.Fprintf(w, "Errors of the jobs not completed under faults, by stage: %s; e.g. %q\n", formatStatuses(c), f.WithFaults.Example)
+		}
+	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(w, "\n## Targets\n\n| target | got | met |\n| --- | --- | --- |\n")
 		for _, t := range r.Targets {
@@ -115,4 +137,20 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "| %s | %s | %s |\n", t.Name, t.Got, met)
 		}
 	}
+}
+
+func roundMap(m map[string]float64) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = fmt.Sprintf("%.2f", v)
+	}
+	return out
+}
+
+// pct returns n of total in percent (0 when total is 0).
+func pct(n, total int) float64 {
+	if total == 0 {
+		return 0
+	}
+	return 100 * float64(n) / float64(total)
 }

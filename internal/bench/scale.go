@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,7 @@ func RunSSEScale(ctx context.Context, binDir string, jobs, subscribers int, log 
 	svc, err := startService(ctx, serviceOptions{binDir: binDir,
 		// Slow snapshots keep the jobs open and streaming while we measure.
 		workerEnv: merge(benchModels, map[string]string{"SNAPSHOT_CONCURRENCY": "64"}),
-		apiEnv:    map[string]string{"JOB_DEADLINE": "10m"},
+		apiEnv:    map[string]string{"JOB_DEADLINE": "10m", "PPROF_ADDR": os.Getenv("BENCH_API_PPROF")},
 		simEnv:    merge(simLatencyEnv(5*time.Minute, time.Second, time.Second, time.Second), map[string]string{"LLMSIM_TOKENS_PER_SECOND": "5"})})
 	if err != nil {
 		return rep, err

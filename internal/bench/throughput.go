@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,13 +24,16 @@ type ThroughputReport struct {
 	TopCommands      map[string]int64 `json:"top_commands_per_job"`
 	RedisBytesPerJob float64          `json:"redis_bytes_per_finished_job"`
 	Latency          Summary          `json:"latency"`
+	// CPUPerJobMS is the CPU time each process spent per completed job; the
+	// load generator (this process) is "bench".
+	CPUPerJobMS map[string]float64 `json:"cpu_ms_per_job"`
 }
 
 // RunThroughput runs clients that each submit a job and follow it to its end,
 // in a loop, for d, against a simulator that answers at once.
 func RunThroughput(ctx context.Context, binDir string, clients int, d time.Duration, workerEnv map[string]string, log io.Writer) (ThroughputReport, error) {
 	rep := ThroughputReport{Clients: clients}
-	wenv := map[string]string{"SNAPSHOT_CONCURRENCY": "64", "AGGREGATE_CONCURRENCY": "32"}
+	wenv := map[string]string{"SNAPSHOT_CONCURRENCY": "64", "AGGREGATE_CONCURRENCY": "32", "PPROF_ADDR": os.Getenv("BENCH_WORKER_PPROF")}
 	for k, v := range workerEnv {
 		wenv[k] = v
 	}
@@ -52,6 +56,8 @@ func RunThroughput(ctx context.Context, binDir string, clients int, d time.Durat
 	if err != nil {
 		return rep, err
 	}
+	cpuBefore := svc.cpuByProcess()
+	benchBefore, _ := CPUTime(os.Getpid())
 
 	var (
 		completed, failed atomic.Int64
@@ -79,6 +85,8 @@ func RunThroughput(ctx context.Context, binDir string, clients int, d time.Durat
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpuAfter := svc.cpuByProcess()
+	benchAfter, _ := CPUTime(os.Getpid())
 	total, by, err := commandCalls(ctx, svc.Redis)
 	if err != nil {
 		return rep, err
@@ -95,6 +103,10 @@ func RunThroughput(ctx context.Context, binDir string, clients int, d time.Durat
 		rep.CommandsPerJob = float64(total) / n
 		rep.RedisBytesPerJob = float64(memAfter-memBefore) / n
 		rep.TopCommands = top(by, 8, n)
+		rep.CPUPerJobMS = map[string]float64{"bench": ms(benchAfter-benchBefore) / n}
+		for k, v := range cpuAfter {
+			rep.CPUPerJobMS[k] = ms(v-cpuBefore[k]) / n
+		}
 	}
 	rep.Latency = Summarize(lat)
 	return rep, nil

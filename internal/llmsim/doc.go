@@ -10,8 +10,11 @@
 //	GET  /v1/models             the configured models
 //	GET  /v1/models/{model}     one model
 //	GET  /healthz               200 "ok"
-//	GET  /sim/stats             request and in-flight counters (see [Stats])
-//	POST /sim/stats/reset       reset the counters
+//	GET  /sim/stats             request, in-flight and fault counters (see [Stats])
+//	POST /sim/stats/reset       reset the counters and the request numbering
+//	GET  /sim/faults            the fault rules in force (see [FaultState])
+//	POST /sim/faults            set a runtime fault rule: a [FaultRule] as JSON
+//	DELETE /sim/faults          clear the runtime fault rules (?model=M: only M's)
 //
 // Every answer is generated deterministically from the model name, the dates
 // (YYYY-MM-DD) found in the messages and the question (the user messages), and
@@ -31,4 +34,24 @@
 // Timing follows [Config]: time to first token, tokens per second, or a fixed
 // total latency per model. Waiting uses timers and stops as soon as the
 // request's context is cancelled; with zero delays nothing waits at all.
+//
+// # Faults
+//
+// The simulator injects provider faults into chat completions, for
+// resilience tests: 429 with Retry-After, 500, 503, a hang that sends
+// nothing until the client gives up, a slow first token, a stream broken
+// mid-way, and invalid JSON in JSON mode (see [FaultKind]). Faults come from
+// rules per model, in [Config].Faults (the llmsim command reads them from
+// LLMSIM_FAULTS, in the syntax of [ParseFaults]) or set at run time with
+// POST /sim/faults, for example
+//
+//	{"model":"sim-snapshot","faults":[{"kind":"503","rate":1}],"count":1}
+//
+// for "the next request of sim-snapshot gets a 503"; or per request with
+// the [FaultHeader] header. Rule decisions are deterministic: whether the
+// Nth request of a model gets a fault is a pure function of the seed, the
+// model, N and the rule's faults (see [PickFault]), so a re-run with the same
+// seed and the same request order per model sees the same faults. The
+// faults injected are counted by kind in [Stats], and [Control] drives all
+// this from another process.
 package llmsim

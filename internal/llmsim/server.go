@@ -12,8 +12,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // WordsHeader is the request header that asks for an exact number of words
@@ -42,6 +44,20 @@ type Config struct {
 	// comes at the latency; a non-streaming response is sent after the
 	// latency. Models not listed take TTFT + tokens/TokensPerSecond.
 	Latency map[string]time.Duration
+	// Faults are the fault rules of the models (see [FaultRule]), at most
+	// one per model; rules set at run time through POST /sim/faults or
+	// [Server.SetRuntimeFaults] take precedence. A request can also force
+	// faults with [FaultHeader].
+	Faults []FaultRule
+	// FaultSeed seeds the fault decisions (see [PickFault]); zero means
+	// [DefaultFaultSeed].
+	FaultSeed uint64
+	// RetryAfter is the delay a 429 fault asks for; zero or less means
+	// [DefaultRetryAfter].
+	RetryAfter time.Duration
+	// SlowFirstToken is the earliest time of the first token under the
+	// slow_first_token fault; zero or less means [DefaultSlowFirstToken].
+	SlowFirstToken time.Duration
 	// Logger receives debug logs about requests; nil discards them.
 	Logger *slog.Logger
 }
@@ -49,15 +65,21 @@ type Config struct {
 // Server is the simulator. It implements [http.Handler]; create it with
 // [New]. It is safe for concurrent use.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	mux   *http.ServeMux
-	stats *stats
-	seq   atomic.Uint64
+	cfg       Config
+	log       *slog.Logger
+	mux       *http.ServeMux
+	stats     *stats
+	faults    *faultTable
+	seq       atomic.Uint64
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
-// New returns a simulator with the given timing. Negative durations count as
-// zero; cfg.Latency is copied.
+// New returns a simulator with the given configuration. Negative durations
+// count as zero (or as the default where the field says so); cfg.Latency
+// and cfg.Faults are copied. New panics when a rule of cfg.Faults fails
+// [FaultRule.Validate] or two rules name the same model: check rules with
+// [ParseFaults] or [FaultRule.Validate] first.
 func New(cfg Config) *Server {
 	cfg.TTFT = max(cfg.TTFT, 0)
 	if math.IsNaN(cfg.TokensPerSecond) || math.IsInf(cfg.TokensPerSecond, 0) || cfg.TokensPerSecond < 0 {
@@ -71,8 +93,28 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.FaultSeed == 0 {
+		cfg.FaultSeed = DefaultFaultSeed
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = DefaultRetryAfter
+	}
+	if cfg.SlowFirstToken <= 0 {
+		cfg.SlowFirstToken = DefaultSlowFirstToken
+	}
+	for i, r := range cfg.Faults {
+		if err := r.Validate(); err != nil {
+			panic(fmt.Sprintf("llmsim: Config.Faults[%d]: %v", i, err))
+		}
+		if slices.ContainsFunc(cfg.Faults[:i], func(o FaultRule) bool { return o.Model == r.Model }) {
+			panic(fmt.Sprintf("llmsim: Config.Faults[%d]: model %q has two rules", i, r.Model))
+		}
+	}
+	faults := newFaultTable(cfg.FaultSeed, cfg.Faults)
+	cfg.Faults = nil // the table owns the rules
 
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), stats: newStats()}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), stats: newStats(), faults: faults,
+		closed: make(chan struct{})}
 	routes := map[string]http.HandlerFunc{
 		"POST /v1/chat/completions": s.handleChat,
 		"GET /v1/models":            s.handleModels,
@@ -80,11 +122,18 @@ func New(cfg Config) *Server {
 		"GET /healthz":              s.handleHealth,
 		"GET /sim/stats":            s.handleStats,
 		"POST /sim/stats/reset":     s.handleReset,
+		"GET /sim/faults":           s.handleGetFaults,
+		"POST /sim/faults":          s.handleSetFaults,
+		"DELETE /sim/faults":        s.handleClearFaults,
 	}
+	paths := make(map[string]bool)
 	for pattern, h := range routes {
 		s.mux.HandleFunc(pattern, h)
-		// The same path with any other method gets an OpenAI-style 405.
 		_, path, _ := strings.Cut(pattern, " ")
+		paths[path] = true
+	}
+	for path := range paths {
+		// The same path with any other method gets an OpenAI-style 405.
 		s.mux.HandleFunc(path, s.handleMethodNotAllowed)
 	}
 	s.mux.HandleFunc("/", s.handleNotFound)
@@ -97,14 +146,47 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // Stats returns a snapshot of the request counters.
 func (s *Server) Stats() Stats { return s.stats.snapshot() }
 
-// ResetStats zeroes the request counts and lowers each peak to the current
-// number of requests in flight.
+// ResetStats zeroes the request and fault counts and lowers each peak to the
+// current number of requests in flight. Request numbering for fault
+// decisions starts again from 1 for every model.
 func (s *Server) ResetStats() { s.stats.reset() }
+
+// SetRuntimeFaults installs rule, replacing the runtime rule of the same
+// model if any. Runtime rules take precedence over Config.Faults; a rule
+// with a Count lasts for that many requests of the model. It returns the
+// error of [FaultRule.Validate], and then changes nothing.
+func (s *Server) SetRuntimeFaults(rule FaultRule) error {
+	if err := s.faults.set(rule); err != nil {
+		return fmt.Errorf("llmsim: %w", err)
+	}
+	return nil
+}
+
+// ClearRuntimeFaults removes the runtime rules of the given models, or all
+// runtime rules when none is given. Config.Faults rules stay.
+func (s *Server) ClearRuntimeFaults(models ...string) { s.faults.clear(models...) }
+
+// Faults returns the fault rules in force.
+func (s *Server) Faults() FaultState { return s.faults.state() }
+
+// Close ends the requests held by the hang fault (their connections are
+// aborted) and makes later hang faults end at once the same way. Other
+// requests are not affected. Call it when the HTTP server shuts down, e.g.
+// with [http.Server.RegisterOnShutdown], so that hung requests do not hold
+// up a graceful shutdown. It is safe to call more than once.
+func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closed) }) }
 
 // WaitIdle blocks until no chat completion is in flight or ctx ends. A
 // request counts as finished once its handler has returned, which happens
 // promptly after its client disconnects.
 func (s *Server) WaitIdle(ctx context.Context) error { return s.stats.waitIdle(ctx) }
+
+// WaitInFlight blocks until at least n chat completions of model (of any
+// model when model is "") are in flight, or ctx ends. Tests use it to act
+// while requests are being answered, e.g. held by the hang fault.
+func (s *Server) WaitInFlight(ctx context.Context, model string, n int64) error {
+	return s.stats.waitInFlight(ctx, model, n)
+}
 
 // ParseLatency parses per-model latencies written as
 // "model=duration,model=duration", for example
@@ -192,6 +274,39 @@ func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
 	s.writeJSON(w, http.StatusOK, s.Stats())
 }
 
+func (s *Server) handleGetFaults(w http.ResponseWriter, _ *http.Request) {
+	s.writeJSON(w, http.StatusOK, s.Faults())
+}
+
+// handleSetFaults installs the runtime rule in the body, a [FaultRule] as
+// JSON.
+func (s *Server) handleSetFaults(w http.ResponseWriter, r *http.Request) {
+	var rule FaultRule
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rule); err != nil {
+		s.writeError(w, invalid("invalid_json", "We could not parse the fault rule: %v.", err))
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		s.writeError(w, invalid("invalid_json", "The request body must hold a single JSON object."))
+		return
+	}
+	if err := s.faults.set(rule); err != nil {
+		s.writeError(w, invalid("invalid_fault_rule", "%v.", err))
+		return
+	}
+	s.log.Debug("runtime fault rule set", "model", rule.Model, "faults", rule.Faults, "count", rule.Count)
+	s.writeJSON(w, http.StatusOK, s.Faults())
+}
+
+// handleClearFaults removes the runtime rules of the models named by
+// ?model= (repeatable), or all of them.
+func (s *Server) handleClearFaults(w http.ResponseWriter, r *http.Request) {
+	s.ClearRuntimeFaults(r.URL.Query()["model"]...)
+	s.writeJSON(w, http.StatusOK, s.Faults())
+}
+
 // modelObject is an entry of GET /v1/models.
 type modelObject struct {
 	ID      string `json:"id"`
@@ -259,7 +374,8 @@ type call struct {
 	prompt
 	stream       bool
 	includeUsage bool
-	maxTokens    int // 0 for no limit
+	maxTokens    int         // 0 for no limit
+	forced       []FaultKind // from FaultHeader
 }
 
 // decodeChat reads and validates a chat completion request. wordsHeader is the
@@ -490,17 +606,50 @@ type completion struct {
 // handleChat answers POST /v1/chat/completions.
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	c, apiErr := decodeChat(http.MaxBytesReader(w, r.Body, maxBodyBytes), r.Header.Get(WordsHeader))
+	if apiErr == nil {
+		c.forced, apiErr = parseFaultHeader(r.Header.Values(FaultHeader))
+	}
 	if apiErr != nil {
 		s.log.Debug("bad chat request", "status", apiErr.status, "code", apiErr.Code, "error", apiErr.Message)
 		s.writeError(w, apiErr)
 		return
 	}
-	end := s.stats.begin(c.model)
+	n, end := s.stats.begin(c.model)
 	defer end()
 	clk := &clock{start: time.Now()}
 	defer clk.stop()
+	f := s.planFaults(c, n)
+	ctx := r.Context()
 
-	tokens := tokenize(generate(c.prompt))
+	id := "chatcmpl-sim-" + strconv.FormatUint(s.seq.Add(1), 10)
+	logDone := func(tokens int, err error) {
+		s.log.Debug("chat completion", "id", id, "model", c.model, "n", n, "stream", c.stream,
+			"faults", f.kinds, "tokens", tokens, "duration", time.Since(clk.start), "error", err)
+	}
+	switch {
+	case f.status != nil:
+		if f.status.status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", retryAfterSeconds(s.cfg.RetryAfter))
+			w.Header().Set("Retry-After-Ms", strconv.FormatInt(s.cfg.RetryAfter.Milliseconds(), 10))
+		}
+		s.writeError(w, f.status)
+		logDone(0, f.status)
+		return
+	case f.hang:
+		select {
+		case <-ctx.Done():
+			logDone(0, fmt.Errorf("hang: %w", context.Cause(ctx)))
+		case <-s.closed:
+			logDone(0, errors.New("hang: simulator closed"))
+		}
+		panic(http.ErrAbortHandler)
+	}
+
+	text := generate(c.prompt)
+	if f.badJSON {
+		text = malformJSON(text)
+	}
+	tokens := tokenize(text)
 	finish := "stop"
 	if c.maxTokens > 0 && len(tokens) > c.maxTokens {
 		tokens, finish = tokens[:c.maxTokens], "length"
@@ -508,13 +657,25 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	u := usage{PromptTokens: promptTokens(c.messages), CompletionTokens: len(tokens)}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	p := s.paceFor(c.model, len(tokens))
-	id := "chatcmpl-sim-" + strconv.FormatUint(s.seq.Add(1), 10)
+	if f.slow && s.cfg.SlowFirstToken > p.first {
+		shift := s.cfg.SlowFirstToken - p.first
+		p.first += shift
+		p.end += shift
+	}
+	breakAt := -1
+	if f.brk {
+		breakAt = len(tokens) / 2
+	}
 	created := clk.start.Unix()
 
 	var err error
 	if c.stream {
-		err = s.stream(r.Context(), w, clk, p, tokens, finish, c, u, id, created)
-	} else if err = clk.waitUntil(r.Context(), p.end); err == nil {
+		err = s.stream(ctx, w, clk, p, tokens, breakAt, finish, c, u, id, created)
+	} else if f.brk {
+		if err = clk.waitUntil(ctx, p.end/2); err == nil {
+			err = errBreak
+		}
+	} else if err = clk.waitUntil(ctx, p.end); err == nil {
 		s.writeJSON(w, http.StatusOK, completion{
 			ID: id, Object: "chat.completion", Created: created, Model: c.model, Usage: u,
 			Choices: []completionChoice{{
@@ -523,14 +684,80 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			}},
 		})
 	}
-	s.log.Debug("chat completion", "id", id, "model", c.model, "stream", c.stream,
-		"tokens", len(tokens), "duration", time.Since(clk.start), "error", err)
+	logDone(len(tokens), err)
+	if errors.Is(err, errBreak) {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// errBreak ends a response broken by the break fault.
+var errBreak = errors.New("break fault: connection aborted mid-answer")
+
+// faultPlan is what the faults of one request do.
+type faultPlan struct {
+	kinds   []FaultKind // injected, as counted in the stats
+	status  *apiError   // 429, 500 or 503 instead of the answer
+	hang    bool
+	slow    bool
+	brk     bool
+	badJSON bool
+}
+
+// planFaults decides the faults of request number n of c's model: those
+// forced by FaultHeader, else the rule's pick; and counts them.
+func (s *Server) planFaults(c *call, n int64) faultPlan {
+	kinds := c.forced
+	if len(kinds) == 0 {
+		if k, ok := s.faults.pick(c.model, n); ok {
+			kinds = []FaultKind{k}
+		}
+	}
+	var f faultPlan
+	for _, k := range kinds {
+		switch k {
+		case FaultRateLimit:
+			f.status = &apiError{status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded",
+				Message: fmt.Sprintf("Rate limit reached for %s (simulated). Please try again in %s.", c.model, s.cfg.RetryAfter)}
+		case FaultServerError:
+			f.status = &apiError{status: http.StatusInternalServerError, Type: "server_error", Code: "server_error",
+				Message: "The server had an error while processing your request (simulated). Sorry about that!"}
+		case FaultUnavailable:
+			f.status = &apiError{status: http.StatusServiceUnavailable, Type: "server_error", Code: "service_unavailable",
+				Message: "The engine is currently overloaded, please try again later (simulated)."}
+		case FaultHang:
+			f.hang = true
+		case FaultSlowFirstToken:
+			f.slow = true
+		case FaultBreak:
+			f.brk = true
+		case FaultBadJSON:
+			if !c.jsonMode {
+				continue // only JSON mode answers can be bad JSON
+			}
+			f.badJSON = true
+		}
+		f.kinds = append(f.kinds, k)
+		s.stats.countFault(c.model, k)
+	}
+	return f
+}
+
+// malformJSON turns a JSON answer into text that is not valid JSON: a label,
+// then the first half of the JSON.
+func malformJSON(text string) string {
+	i := len(text) / 2
+	for i > 0 && !utf8.RuneStart(text[i]) {
+		i--
+	}
+	return "[Simulated malformed JSON] " + text[:i]
 }
 
 // stream writes tokens as server-sent events, one token per chunk, at the
-// pace p. It returns early when ctx ends or a write fails.
+// pace p. It returns early when ctx ends or a write fails. With breakAt >= 0
+// it returns errBreak when token breakAt is due, having sent the tokens
+// before it; the caller must then abort the connection.
 func (s *Server) stream(ctx context.Context, w http.ResponseWriter, clk *clock, p pace,
-	tokens []string, finish string, c *call, u usage, id string, created int64,
+	tokens []string, breakAt int, finish string, c *call, u usage, id string, created int64,
 ) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -561,6 +788,9 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, clk *clock, 
 		if err := clk.waitUntil(ctx, p.at(i)); err != nil {
 			return err
 		}
+		if i == breakAt {
+			return errBreak
+		}
 		ck.Choices[0].Delta = delta{Content: tok}
 		if i == 0 {
 			ck.Choices[0].Delta.Role = "assistant"
@@ -571,6 +801,9 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, clk *clock, 
 	}
 	if err := clk.waitUntil(ctx, p.end); err != nil {
 		return err
+	}
+	if breakAt >= 0 {
+		return errBreak
 	}
 	ck.Choices[0] = chunkChoice{FinishReason: &finish}
 	if err := send(ck); err != nil {

@@ -17,6 +17,9 @@ type Counters struct {
 	// PeakInFlight is the highest InFlight seen since the start or the last
 	// reset.
 	PeakInFlight int64 `json:"peak_in_flight"`
+	// Faults counts the faults injected since the start or the last reset,
+	// by kind. A request counts in Requests whether it got a fault or not.
+	Faults FaultCounts `json:"faults"`
 }
 
 // Stats is a snapshot of the counters, as served by GET /sim/stats.
@@ -31,17 +34,20 @@ type stats struct {
 	total  Counters
 	models map[string]*Counters
 	idle   chan struct{} // closed while nothing is in flight
+	began  chan struct{} // closed and replaced when a request begins
 }
 
 func newStats() *stats {
 	idle := make(chan struct{})
 	close(idle)
-	return &stats{models: make(map[string]*Counters), idle: idle}
+	return &stats{models: make(map[string]*Counters), idle: idle, began: make(chan struct{})}
 }
 
-// begin counts a request for model as started and returns the function that
-// counts it as finished; that function must be called exactly once.
-func (st *stats) begin(model string) (end func()) {
+// begin counts a request for model as started and returns its number among
+// the model's requests since the start or the last reset (from 1), and the
+// function that counts it as finished; that function must be called exactly
+// once.
+func (st *stats) begin(model string) (n int64, end func()) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	m := st.models[model]
@@ -57,7 +63,9 @@ func (st *stats) begin(model string) (end func()) {
 		c.InFlight++
 		c.PeakInFlight = max(c.PeakInFlight, c.InFlight)
 	}
-	return func() {
+	close(st.began)
+	st.began = make(chan struct{})
+	return m.Requests, func() {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		m.InFlight--
@@ -65,6 +73,21 @@ func (st *stats) begin(model string) (end func()) {
 		if st.total.InFlight == 0 {
 			close(st.idle)
 		}
+	}
+}
+
+// countFault counts a fault of kind k injected into a request of model,
+// which must be in flight.
+func (st *stats) countFault(model string, k FaultKind) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if m := st.models[model]; m != nil {
+		if p := m.Faults.counter(k); p != nil {
+			*p++
+		}
+	}
+	if p := st.total.Faults.counter(k); p != nil {
+		*p++
 	}
 }
 
@@ -78,17 +101,19 @@ func (st *stats) snapshot() Stats {
 	return s
 }
 
-// reset zeroes the request counts and lowers the peaks to the current
-// in-flight numbers; models with nothing in flight are forgotten.
+// reset zeroes the request and fault counts and lowers the peaks to the
+// current in-flight numbers; models with nothing in flight are forgotten.
 func (st *stats) reset() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.total.Requests = 0
 	st.total.PeakInFlight = st.total.InFlight
+	st.total.Faults = FaultCounts{}
 	maps.DeleteFunc(st.models, func(_ string, c *Counters) bool { return c.InFlight == 0 })
 	for _, c := range st.models {
 		c.Requests = 0
 		c.PeakInFlight = c.InFlight
+		c.Faults = FaultCounts{}
 	}
 }
 
@@ -102,5 +127,28 @@ func (st *stats) waitIdle(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("llmsim: wait for idle: %w", context.Cause(ctx))
+	}
+}
+
+// waitInFlight blocks until at least n requests of model ("" for any model)
+// are in flight, or ctx ends.
+func (st *stats) waitInFlight(ctx context.Context, model string, n int64) error {
+	for {
+		st.mu.Lock()
+		c := &st.total
+		if model != "" {
+			c = st.models[model]
+		}
+		ok := c != nil && c.InFlight >= n
+		began := st.began
+		st.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-began:
+		case <-ctx.Done():
+			return fmt.Errorf("llmsim: wait for %d requests in flight: %w", n, context.Cause(ctx))
+		}
 	}
 }
