@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/store"
 )
 
 // retryHintMS is the reconnect delay suggested to SSE clients.
@@ -29,13 +30,13 @@ func (s *Server) streamEvents(c *gin.Context) {
 		abort(c, http.StatusBadRequest, CodeInvalidField, field, "%s must be an event id such as 1732590000000-0", field)
 		return
 	}
-	n, err := s.rdb.Exists(c.Request.Context(), events.StreamKey(id)).Result()
-	if err != nil {
-		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not read the job; try again")
+	status, err := s.store.Status(c.Request.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		abort(c, http.StatusNotFound, CodeJobNotFound, "", "no job %q (unknown or expired)", id)
 		return
 	}
-	if n == 0 {
-		abort(c, http.StatusNotFound, CodeJobNotFound, "", "no job %q (unknown or expired)", id)
+	if err != nil {
+		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not read the job; try again")
 		return
 	}
 
@@ -57,13 +58,30 @@ func (s *Server) streamEvents(c *gin.Context) {
 	defer cancel()
 	defer context.AfterFunc(s.drain, cancel)()
 
-	err = s.hub.Follow(ctx, id, func(e events.Event) error {
+	emit := func(e events.Event) error {
 		if _, err := w.Write(frame(e)); err != nil {
 			return err
 		}
 		w.Flush()
 		return nil
-	}, events.FollowOptions{
+	}
+	if status.Terminal() {
+		// An ended job's stream only grows by webhook events, which come
+		// after the terminal one: replay what is there and close, even for
+		// a client that resumes after the terminal event.
+		evs, err := events.Read(ctx, s.rdb, id, after)
+		if err != nil {
+			s.log.Warn("read events of ended job", "job_id", id, "err", err)
+			return
+		}
+		for _, e := range evs {
+			if emit(e) != nil {
+				return
+			}
+		}
+		return
+	}
+	err = s.hub.Follow(ctx, id, emit, events.FollowOptions{
 		After:     after,
 		Heartbeat: s.cfg.SSEHeartbeat,
 		Idle: func() error {

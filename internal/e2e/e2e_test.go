@@ -324,6 +324,24 @@ func TestPipeline(t *testing.T) {
 		if !strings.HasPrefix(body, "retry: ") || strings.Count(body, "\nevent: ") != 1 || !strings.Contains(body, "id: "+full[len(full)-1].ID+"\nevent: job.completed\n") {
 			t.Fatalf("resumed body:\n%s", body)
 		}
+		// Resuming after the terminal event gets nothing more, and the
+		// stream closes instead of waiting.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.apiURL+"/api/jobs/"+id+"/events", nil)
+		req.Header.Set("Last-Event-ID", full[len(full)-1].ID)
+		resp2, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp2.Body.Close()
+		var b2 bytes.Buffer
+		if _, err := b2.ReadFrom(resp2.Body); err != nil {
+			t.Fatalf("stream after the end did not close: %v", err)
+		}
+		if strings.Contains(b2.String(), "event:") {
+			t.Fatalf("events after the terminal one:\n%s", b2.String())
+		}
 	})
 
 	t.Run("cancel stops running calls and ends the job", func(t *testing.T) {
