@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -73,8 +74,83 @@ type LLM struct {
 	ExtractionModel string `env:"LLM_EXTRACTION_MODEL" envDefault:"gpt-4o-mini"`
 	// NarrativeModel writes the narrative; empty means the job's model.
 	NarrativeModel string `env:"LLM_NARRATIVE_MODEL"`
-	// Timeout bounds one LLM call, first byte to last.
+	// Timeout bounds one request to the provider, from sending it to the
+	// last token.
 	Timeout time.Duration `env:"LLM_TIMEOUT" envDefault:"90s"`
+	// FirstTokenTimeout bounds the wait for the first token of a streamed
+	// answer; zero means only Timeout applies.
+	FirstTokenTimeout time.Duration `env:"LLM_FIRST_TOKEN_TIMEOUT" envDefault:"30s"`
+
+	// MaxInFlight caps the requests in flight at the default provider,
+	// across all worker processes; RPM and TPM limit its requests and
+	// tokens per minute (0: unlimited). Providers of LLM_PROVIDERS have
+	// their own, with MaxInFlight as the default cap.
+	MaxInFlight int `env:"LLM_MAX_IN_FLIGHT" envDefault:"64"`
+	RPM         int `env:"LLM_RPM" envDefault:"0"`
+	TPM         int `env:"LLM_TPM" envDefault:"0"`
+	// ProvidersJSON declares several providers as a JSON array (see
+	// Provider). Empty: one provider from the OPENAI_* variables.
+	ProvidersJSON string `env:"LLM_PROVIDERS"`
+	// FallbacksSpec lists, per model, the models to use when it is out of
+	// service: "gpt-4o=gpt-4o-mini|gpt-3.5-turbo,sim-a=sim-b".
+	FallbacksSpec string `env:"LLM_FALLBACKS"`
+	// MaxAttempts bounds the requests one call sends to one model within a
+	// task run (its fallbacks get as many each).
+	MaxAttempts int `env:"LLM_MAX_ATTEMPTS" envDefault:"4"`
+	// RetryMaxWait is the longest wait between two attempts inside a task;
+	// a provider asking for a longer one (Retry-After) gets the work handed
+	// back to the queue with that delay instead.
+	RetryMaxWait time.Duration `env:"LLM_RETRY_MAX_WAIT" envDefault:"5s"`
+	// CapacityWait bounds how long a task waits for provider capacity (the
+	// in-flight cap, RPM, TPM) before it goes back to the queue, without
+	// using up a retry.
+	CapacityWait time.Duration `env:"LLM_CAPACITY_WAIT" envDefault:"2s"`
+	// A model's breaker at its provider opens when, within
+	// BreakerWindow, at least BreakerFailures requests failed (429, 5xx,
+	// timeouts, broken streams) and they are at least BreakerFailureRatio
+	// of the window's requests; it stays open BreakerOpenFor. Shared by
+	// every worker.
+	BreakerFailures     int           `env:"LLM_BREAKER_FAILURES" envDefault:"20"`
+	BreakerFailureRatio float64       `env:"LLM_BREAKER_FAILURE_RATIO" envDefault:"0.5"`
+	BreakerWindow       time.Duration `env:"LLM_BREAKER_WINDOW" envDefault:"30s"`
+	BreakerOpenFor      time.Duration `env:"LLM_BREAKER_OPEN_FOR" envDefault:"30s"`
+
+	// Providers is the resolved provider list: from LLM_PROVIDERS, or the
+	// one default provider. Filled by LoadFrom; API keys are read from the
+	// variables the providers name.
+	Providers []Provider `env:"-"`
+	// Fallbacks maps a model to its ordered fallbacks. Filled by LoadFrom.
+	Fallbacks map[string][]string `env:"-"`
+}
+
+// Provider is one OpenAI-compatible endpoint and its limits. Its JSON form
+// is an element of LLM_PROVIDERS:
+//
+//	{"name": "openai", "base_url": "https://api.openai.com/v1",
+//	 "api_key_env": "OPENAI_API_KEY", "models": ["gpt-4o", "gpt-4o-mini"],
+//	 "max_in_flight": 64, "rpm": 500, "tpm": 200000, "api_type": "openai"}
+//
+// The first provider also serves every model that no provider lists.
+type Provider struct {
+	// Name identifies the provider in logs and in the Redis keys of its
+	// limits; letters, digits, '.', '_' and '-'.
+	Name    string `json:"name"`
+	BaseURL string `json:"base_url"`
+	// APIKeyEnv names the variable that holds the API key; empty for
+	// providers that need none.
+	APIKeyEnv string `json:"api_key_env,omitempty"`
+	// APIKey is read from APIKeyEnv. Never logged.
+	APIKey string `json:"-"`
+	// APIType is "openai" (default) or "azure"; APIVersion is the Azure API
+	// version (default OPENAI_API_VERSION).
+	APIType    string   `json:"api_type,omitempty"`
+	APIVersion string   `json:"api_version,omitempty"`
+	Models     []string `json:"models,omitempty"`
+	// MaxInFlight caps the requests in flight cluster-wide (default
+	// LLM_MAX_IN_FLIGHT); RPM and TPM are per-minute limits, 0 = none.
+	MaxInFlight int `json:"max_in_flight,omitempty"`
+	RPM         int `json:"rpm,omitempty"`
+	TPM         int `json:"tpm,omitempty"`
 }
 
 // Load reads the environment and validates the result.
@@ -92,6 +168,13 @@ func LoadFrom(environ map[string]string) (Config, error) {
 	}
 	if err := env.ParseWithOptions(&c, opts); err != nil {
 		return c, fmt.Errorf("config: %w", nameVariables(err))
+	}
+	getenv := os.Getenv
+	if environ != nil {
+		getenv = func(k string) string { return environ[k] }
+	}
+	if err := c.LLM.resolve(getenv); err != nil {
+		return c, err
 	}
 	if err := c.Validate(); err != nil {
 		return c, err
@@ -150,6 +233,7 @@ func (c Config) Validate() error {
 	if c.LLM.Timeout < time.Second {
 		bad("LLM_TIMEOUT", "must be at least 1s, got %s", c.LLM.Timeout)
 	}
+	errs = append(errs, c.LLM.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -186,6 +270,8 @@ func structValue(v reflect.Value) slog.Value {
 		f, fv := v.Type().Field(i), v.Field(i)
 		name := strings.Split(f.Tag.Get("env"), ",")[0]
 		switch {
+		case name == "-" || !f.IsExported():
+			// Derived from other variables, which are logged; may hold keys.
 		case f.Type.Kind() == reflect.Struct && name == "":
 			attrs = append(attrs, slog.Attr{Key: f.Name, Value: structValue(fv)})
 		case f.Type == reflect.TypeOf(time.Duration(0)):

@@ -32,12 +32,26 @@ func TestLoadFromDefaults(t *testing.T) {
 		ShutdownTimeout:      25 * time.Second,
 		SnapshotMaxRetry:     3,
 		LLM: LLM{
-			BaseURL:         "https://api.openai.com/v1",
-			APIType:         "openai",
-			APIVersion:      "2024-06-01",
-			Model:           "gpt-4o",
-			ExtractionModel: "gpt-4o-mini",
-			Timeout:         90 * time.Second,
+			BaseURL:             "https://api.openai.com/v1",
+			APIType:             "openai",
+			APIVersion:          "2024-06-01",
+			Model:               "gpt-4o",
+			ExtractionModel:     "gpt-4o-mini",
+			Timeout:             90 * time.Second,
+			FirstTokenTimeout:   30 * time.Second,
+			MaxInFlight:         64,
+			MaxAttempts:         4,
+			RetryMaxWait:        5 * time.Second,
+			CapacityWait:        2 * time.Second,
+			BreakerFailures:     20,
+			BreakerFailureRatio: 0.5,
+			BreakerWindow:       30 * time.Second,
+			BreakerOpenFor:      30 * time.Second,
+			Providers: []Provider{{
+				Name: DefaultProvider, BaseURL: "https://api.openai.com/v1", APIKeyEnv: "OPENAI_API_KEY",
+				APIType: "openai", APIVersion: "2024-06-01", MaxInFlight: 64,
+			}},
+			Fallbacks: map[string][]string{},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -48,26 +62,36 @@ func TestLoadFromDefaults(t *testing.T) {
 func TestLoadFromOverrides(t *testing.T) {
 	t.Parallel()
 	got, err := LoadFrom(map[string]string{
-		"REDIS_URL":             "rediss://:pw@cache.internal:6380/2",
-		"LOG_LEVEL":             "debug",
-		"API_ADDR":              "127.0.0.1:18080",
-		"JOB_DEADLINE":          "45s",
-		"JOB_RETENTION":         "2h",
-		"SSE_HEARTBEAT":         "100ms",
-		"WORKER_ADDR":           ":19090",
-		"SNAPSHOT_CONCURRENCY":  "4",
-		"AGGREGATE_CONCURRENCY": "2",
-		"TASK_CHECK_INTERVAL":   "1ms",
-		"SHUTDOWN_TIMEOUT":      "0s",
-		"SNAPSHOT_MAX_RETRY":    "0",
-		"OPENAI_BASE_URL":       "http://localhost:11434/v1",
-		"OPENAI_API_KEY":        "k",
-		"OPENAI_API_TYPE":       "azure",
-		"OPENAI_API_VERSION":    "2025-01-01",
-		"LLM_MODEL":             "llama3.1:8b",
-		"LLM_EXTRACTION_MODEL":  "qwen2.5:3b",
-		"LLM_NARRATIVE_MODEL":   "mistral",
-		"LLM_TIMEOUT":           "1s",
+		"REDIS_URL":               "rediss://:pw@cache.internal:6380/2",
+		"LOG_LEVEL":               "debug",
+		"API_ADDR":                "127.0.0.1:18080",
+		"JOB_DEADLINE":            "45s",
+		"JOB_RETENTION":           "2h",
+		"SSE_HEARTBEAT":           "100ms",
+		"WORKER_ADDR":             ":19090",
+		"SNAPSHOT_CONCURRENCY":    "4",
+		"AGGREGATE_CONCURRENCY":   "2",
+		"TASK_CHECK_INTERVAL":     "1ms",
+		"SHUTDOWN_TIMEOUT":        "0s",
+		"SNAPSHOT_MAX_RETRY":      "0",
+		"OPENAI_BASE_URL":         "http://localhost:11434/v1",
+		"OPENAI_API_KEY":          "k",
+		"OPENAI_API_TYPE":         "azure",
+		"OPENAI_API_VERSION":      "2025-01-01",
+		"LLM_MODEL":               "llama3.1:8b",
+		"LLM_EXTRACTION_MODEL":    "qwen2.5:3b",
+		"LLM_NARRATIVE_MODEL":     "mistral",
+		"LLM_TIMEOUT":             "1s",
+		"LLM_FIRST_TOKEN_TIMEOUT": "0s",
+		"LLM_MAX_IN_FLIGHT":       "3",
+		"LLM_RPM":                 "600",
+		"LLM_TPM":                 "90000",
+		"LLM_FALLBACKS":           "llama3.1:8b=mistral|qwen2.5:3b, mistral = qwen2.5:3b",
+		"LLM_MAX_ATTEMPTS":        "1",
+		"LLM_RETRY_MAX_WAIT":      "0s",
+		"LLM_CAPACITY_WAIT":       "500ms",
+		"LLM_BREAKER_FAILURES":    "2",
+		"LLM_BREAKER_OPEN_FOR":    "1s",
 	})
 	if err != nil {
 		t.Fatalf("LoadFrom: %v", err)
@@ -86,14 +110,29 @@ func TestLoadFromOverrides(t *testing.T) {
 		ShutdownTimeout:      0,
 		SnapshotMaxRetry:     0,
 		LLM: LLM{
-			BaseURL:         "http://localhost:11434/v1",
-			APIKey:          "k",
-			APIType:         "azure",
-			APIVersion:      "2025-01-01",
-			Model:           "llama3.1:8b",
-			ExtractionModel: "qwen2.5:3b",
-			NarrativeModel:  "mistral",
-			Timeout:         time.Second,
+			BaseURL:             "http://localhost:11434/v1",
+			APIKey:              "k",
+			APIType:             "azure",
+			APIVersion:          "2025-01-01",
+			Model:               "llama3.1:8b",
+			ExtractionModel:     "qwen2.5:3b",
+			NarrativeModel:      "mistral",
+			Timeout:             time.Second,
+			MaxInFlight:         3,
+			RPM:                 600,
+			TPM:                 90000,
+			FallbacksSpec:       "llama3.1:8b=mistral|qwen2.5:3b, mistral = qwen2.5:3b",
+			MaxAttempts:         1,
+			CapacityWait:        500 * time.Millisecond,
+			BreakerFailures:     2,
+			BreakerFailureRatio: 0.5,
+			BreakerWindow:       30 * time.Second,
+			BreakerOpenFor:      time.Second,
+			Providers: []Provider{{
+				Name: DefaultProvider, BaseURL: "http://localhost:11434/v1", APIKeyEnv: "OPENAI_API_KEY", APIKey: "k",
+				APIType: "azure", APIVersion: "2025-01-01", MaxInFlight: 3, RPM: 600, TPM: 90000,
+			}},
+			Fallbacks: map[string][]string{"llama3.1:8b": {"mistral", "qwen2.5:3b"}, "mistral": {"qwen2.5:3b"}},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -133,6 +172,35 @@ func TestLoadFromInvalid(t *testing.T) {
 		{"LLM_EXTRACTION_MODEL", " ", "empty"},
 		{"LLM_TIMEOUT", "10ms", "10ms"},
 		{"LLM_TIMEOUT", "abc", `"abc"`},
+		{"LLM_FIRST_TOKEN_TIMEOUT", "-1s", "negative"},
+		{"LLM_FIRST_TOKEN_TIMEOUT", "10ms", "10ms"},
+		{"LLM_MAX_IN_FLIGHT", "0", "0"},
+		{"LLM_MAX_IN_FLIGHT", "lots", `"lots"`},
+		{"LLM_RPM", "-1", "-1"},
+		{"LLM_TPM", "-5", "-5"},
+		{"LLM_MAX_ATTEMPTS", "0", "0"},
+		{"LLM_MAX_ATTEMPTS", "11", "11"},
+		{"LLM_RETRY_MAX_WAIT", "2m", "2m0s"},
+		{"LLM_CAPACITY_WAIT", "-1s", "-1s"},
+		{"LLM_CAPACITY_WAIT", "1m", "1m0s"},
+		{"LLM_BREAKER_FAILURES", "0", "0"},
+		{"LLM_BREAKER_OPEN_FOR", "10ms", "10ms"},
+		{"LLM_FALLBACKS", "gpt-4o", `"gpt-4o"`},
+		{"LLM_FALLBACKS", "a=b,a=c", `"a" given twice`},
+		{"LLM_FALLBACKS", "a=a", "itself"},
+		{"LLM_FALLBACKS", "a=b|b", "twice"},
+		{"LLM_FALLBACKS", "a=b||c", "empty"},
+		{"LLM_PROVIDERS", "{", "JSON array"},
+		{"LLM_PROVIDERS", "[]", "empty provider list"},
+		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","colour":"red"}]`, "colour"},
+		{"LLM_PROVIDERS", `[{"name":"a b","base_url":"http://x"}]`, `"a b"`},
+		{"LLM_PROVIDERS", `[{"name":"a","base_url":"x"}]`, "base_url"},
+		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x"},{"name":"a","base_url":"http://y"}]`, "twice"},
+		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","api_type":"gcp"}]`, `"gcp"`},
+		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","max_in_flight":-1}]`, "max_in_flight"},
+		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","rpm":-1}]`, "rpm"},
+		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","models":["m"]},{"name":"b","base_url":"http://y","models":["m"]}]`, "also served"},
+		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","api_key_env":"NOT_SET_ANYWHERE"}]`, "empty or not set"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -317,6 +385,67 @@ func TestLogValueRedisWithoutPassword(t *testing.T) {
 		_, m := logged(t, c)
 		if got := m["REDIS_URL"]; got != u {
 			t.Errorf("RedisURL logged as %v, want it unchanged (%s)", got, u)
+		}
+	}
+}
+
+func TestLoadFromProviders(t *testing.T) {
+	t.Parallel()
+	c, err := LoadFrom(map[string]string{
+		"LLM_MAX_IN_FLIGHT":  "16",
+		"OPENAI_API_VERSION": "2025-02-01",
+		"LLM_PROVIDERS": `[
+			{"name":"openai","base_url":"https://api.openai.com/v1","api_key_env":"KEY_A","models":["gpt-4o","gpt-4o-mini"],"max_in_flight":64,"rpm":500,"tpm":200000},
+			{"name":"local","base_url":"http://127.0.0.1:11434/v1","models":["llama3.1:8b"]},
+			{"name":"az","base_url":"https://r.example/","api_key_env":"KEY_B","api_type":"azure","api_version":"2024-10-21"}
+		]`,
+		"KEY_A":         "sk-provider-a-SECRET",
+		"KEY_B":         "sk-provider-b-SECRET",
+		"LLM_FALLBACKS": "gpt-4o=llama3.1:8b",
+	})
+	if err != nil {
+		t.Fatalf("LoadFrom: %v", err)
+	}
+	want := []Provider{
+		{Name: "openai", BaseURL: "https://api.openai.com/v1", APIKeyEnv: "KEY_A", APIKey: "sk-provider-a-SECRET", APIType: "openai",
+			APIVersion: "2025-02-01", Models: []string{"gpt-4o", "gpt-4o-mini"}, MaxInFlight: 64, RPM: 500, TPM: 200000},
+		{Name: "local", BaseURL: "http://127.0.0.1:11434/v1", APIType: "openai", APIVersion: "2025-02-01",
+			Models: []string{"llama3.1:8b"}, MaxInFlight: 16},
+		{Name: "az", BaseURL: "https://r.example/", APIKeyEnv: "KEY_B", APIKey: "sk-provider-b-SECRET", APIType: "azure",
+			APIVersion: "2024-10-21", MaxInFlight: 16},
+	}
+	if !reflect.DeepEqual(c.LLM.Providers, want) {
+		t.Errorf("Providers =\n%+v\nwant\n%+v", c.LLM.Providers, want)
+	}
+	if !reflect.DeepEqual(c.LLM.Fallbacks, map[string][]string{"gpt-4o": {"llama3.1:8b"}}) {
+		t.Errorf("Fallbacks = %v", c.LLM.Fallbacks)
+	}
+	out, m := logged(t, c)
+	if strings.Contains(out, "SECRET") {
+		t.Errorf("a provider's API key is in the log: %s", out)
+	}
+	llm, _ := m["LLM"].(map[string]any)
+	if got, _ := llm["LLM_PROVIDERS"].(string); !strings.Contains(got, `"api_key_env":"KEY_A"`) {
+		t.Errorf("LLM_PROVIDERS logged as %q, want the declaration (which names key variables, not keys)", got)
+	}
+}
+
+func TestParseFallbacks(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		spec string
+		want map[string][]string
+	}{
+		{"", map[string][]string{}},
+		{"  ", map[string][]string{}},
+		{"gpt-4o=gpt-4o-mini|gpt-3.5-turbo,sim-a=sim-b", map[string][]string{"gpt-4o": {"gpt-4o-mini", "gpt-3.5-turbo"}, "sim-a": {"sim-b"}}},
+		{" a = b | c ", map[string][]string{"a": {"b", "c"}}},
+		{"a=b,b=a", map[string][]string{"a": {"b"}, "b": {"a"}}},
+	}
+	for _, tt := range tests {
+		got, err := ParseFallbacks(tt.spec)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseFallbacks(%q) = %v, %v; want %v", tt.spec, got, err, tt.want)
 		}
 	}
 }

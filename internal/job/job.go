@@ -75,7 +75,11 @@ type Spec struct {
 }
 
 // Snapshot is one time point's answer and its bookkeeping. Times are Unix
-// milliseconds; zero means "not yet".
+// milliseconds; zero means "not yet". Model is the model asked and, once the
+// snapshot is done, the model that answered (a fallback when the model was
+// out of service). Attempts counts the deliveries of its task that claimed
+// it; LLMAttempts the requests sent to providers for it over all of them,
+// failed ones included.
 type Snapshot struct {
 	Index       int            `json:"index"`
 	Date        string         `json:"date"`
@@ -84,6 +88,7 @@ type Snapshot struct {
 	Text        string         `json:"text,omitempty"`
 	Model       string         `json:"model,omitempty"`
 	Attempts    int            `json:"attempts"`
+	LLMAttempts int            `json:"llm_attempts,omitempty"`
 	Error       string         `json:"error,omitempty"`
 	StartedAt   int64          `json:"started_at_ms,omitempty"`
 	CompletedAt int64          `json:"completed_at_ms,omitempty"`
@@ -108,6 +113,12 @@ type Aggregate struct {
 	StartedAt       int64       `json:"started_at_ms,omitempty"`
 	KeyChangesMS    int64       `json:"key_changes_ms,omitempty"`
 	NarrativeMS     int64       `json:"narrative_ms,omitempty"`
+	// The models that answered the key changes and the narrative, and the
+	// requests each call sent (failed ones included).
+	KeyChangesModel       string `json:"key_changes_model,omitempty"`
+	KeyChangesLLMAttempts int    `json:"key_changes_llm_attempts,omitempty"`
+	NarrativeModel        string `json:"narrative_model,omitempty"`
+	NarrativeLLMAttempts  int    `json:"narrative_llm_attempts,omitempty"`
 }
 
 // Job is the full state of a job as stored.
@@ -138,6 +149,10 @@ type Timings struct {
 	// concurrently.
 	KeyChangesMS *int64 `json:"key_changes_ms,omitempty"`
 	NarrativeMS  *int64 `json:"narrative_ms,omitempty"`
+	// KeyChangesLLMAttempts and NarrativeLLMAttempts count the requests
+	// the two aggregation calls sent to providers, failed ones included.
+	KeyChangesLLMAttempts int `json:"key_changes_llm_attempts,omitempty"`
+	NarrativeLLMAttempts  int `json:"narrative_llm_attempts,omitempty"`
 	// TotalMS is from acceptance to the terminal state.
 	TotalMS *int64 `json:"total_ms,omitempty"`
 }
@@ -182,6 +197,7 @@ func (j *Job) Timings() Timings {
 		if a.NarrativeMS > 0 {
 			t.NarrativeMS = ptr(a.NarrativeMS)
 		}
+		t.KeyChangesLLMAttempts, t.NarrativeLLMAttempts = a.KeyChangesLLMAttempts, a.NarrativeLLMAttempts
 	}
 	if !j.FinishedAt.IsZero() {
 		t.TotalMS = ptr(max(j.FinishedAt.UnixMilli()-created, 0))

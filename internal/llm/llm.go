@@ -1,7 +1,10 @@
 // Package llm calls an OpenAI-compatible chat completion endpoint (OpenAI,
 // Azure OpenAI, Ollama, vLLM, LiteLLM, the bundled simulator) through one
-// pooled HTTP transport, in streaming and JSON modes, and classifies failures
-// into retryable and permanent ones.
+// pooled HTTP transport, in streaming and JSON modes, with a total and a
+// first-token timeout. It classifies failures into retryable and permanent
+// ones, reads the provider's Retry-After, and holds the one retry policy of
+// the service (Policy, QueueDelay). A Client sends one request per call;
+// package gateway adds limits, breakers, retries and fallbacks.
 package llm
 
 import (
@@ -9,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -19,24 +23,60 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/config"
 )
 
-// Client is safe for concurrent use; create one per process.
+// Client calls one provider. It is safe for concurrent use; create one per
+// provider and process. It sends exactly one request per call: retries,
+// limits and fallbacks are the caller's (see package gateway).
 type Client struct {
-	oa      *openai.Client
-	timeout time.Duration
+	oa         *openai.Client
+	timeout    time.Duration
+	firstToken time.Duration
 }
 
-// New returns a Client for the provider in cfg.
+// Options configure a Client.
+type Options struct {
+	// BaseURL is the API root; for azure, the resource endpoint.
+	BaseURL string
+	// APIKey authenticates; never logged.
+	APIKey string
+	// APIType is "openai" (any OpenAI-compatible endpoint) or "azure".
+	APIType    string
+	APIVersion string
+	// Timeout bounds one request, from sending it to the last token.
+	Timeout time.Duration
+	// FirstTokenTimeout bounds the wait for the first token of a stream;
+	// zero means none.
+	FirstTokenTimeout time.Duration
+	// Transport carries the requests; nil means a pooled transport of the
+	// client's own (NewTransport). Share one between the clients of a
+	// process.
+	Transport http.RoundTripper
+}
+
+// New returns a Client for the default provider of cfg (the OPENAI_*
+// variables).
 func New(cfg config.LLM) *Client {
+	return NewClient(Options{
+		BaseURL: cfg.BaseURL, APIKey: cfg.APIKey, APIType: cfg.APIType, APIVersion: cfg.APIVersion,
+		Timeout: cfg.Timeout, FirstTokenTimeout: cfg.FirstTokenTimeout,
+	})
+}
+
+// NewClient returns a Client for one provider.
+func NewClient(o Options) *Client {
 	var oc openai.ClientConfig
-	if cfg.APIType == "azure" {
-		oc = openai.DefaultAzureConfig(cfg.APIKey, cfg.BaseURL)
-		oc.APIVersion = cfg.APIVersion
+	if o.APIType == "azure" {
+		oc = openai.DefaultAzureConfig(o.APIKey, o.BaseURL)
+		oc.APIVersion = o.APIVersion
 	} else {
-		oc = openai.DefaultConfig(cfg.APIKey)
-		oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
+		oc = openai.DefaultConfig(o.APIKey)
+		oc.BaseURL = strings.TrimRight(o.BaseURL, "/")
 	}
-	oc.HTTPClient = &http.Client{Transport: NewTransport()}
-	return &Client{oa: openai.NewClientWithConfig(oc), timeout: cfg.Timeout}
+	base := o.Transport
+	if base == nil {
+		base = NewTransport()
+	}
+	oc.HTTPClient = &http.Client{Transport: retryAfterTransport{base: base, now: time.Now}}
+	return &Client{oa: openai.NewClientWithConfig(oc), timeout: o.Timeout, firstToken: o.FirstTokenTimeout}
 }
 
 // NewTransport returns the pooled transport shared by every call: many idle
@@ -68,10 +108,17 @@ type Request struct {
 
 // Response is a finished completion.
 type Response struct {
-	Text             string
-	Model            string
+	Text string
+	// Model is the model that answered, as the provider names it.
+	Model string
+	// Requested is the model the answering request asked for: the call's
+	// model, or one of its fallbacks when a gateway fell back.
+	Requested        string
 	PromptTokens     int
 	CompletionTokens int
+	// Attempts counts the requests sent for the call, failed ones included
+	// (a Client sends one; a gateway may retry). Set on errors too.
+	Attempts int
 	// FirstToken is the time from sending the request to the first text.
 	FirstToken time.Duration
 	Duration   time.Duration
@@ -101,20 +148,32 @@ func (r Request) chat(stream bool) openai.ChatCompletionRequest {
 
 // Stream runs the completion in streaming mode and hands each piece of text
 // to onText as it arrives; an error from onText stops the call and is
-// returned as is. The call is bounded by the configured timeout. A stream
-// that ends without a finish reason is an error (ErrBrokenStream).
+// returned as is. The call is bounded by the timeout, and its first token by
+// the first-token timeout (both ErrTimeout). A stream that ends without a
+// finish reason is an error (ErrBrokenStream).
 func (c *Client) Stream(ctx context.Context, r Request, onText func(string) error) (Response, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, ErrTimeout)
+	ctx, cancel := c.bound(ctx)
 	defer cancel()
+	firstToken := func() {}
+	if c.firstToken > 0 {
+		var stop context.CancelCauseFunc
+		ctx, stop = context.WithCancelCause(ctx)
+		defer stop(nil)
+		t := time.AfterFunc(c.firstToken, func() {
+			stop(fmt.Errorf("%w: no first token within %s", ErrTimeout, c.firstToken))
+		})
+		defer t.Stop()
+		firstToken = func() { t.Stop() }
+	}
 	start := time.Now()
+	resp := Response{Model: r.Model, Requested: r.Model, Attempts: 1}
 	s, err := c.oa.CreateChatCompletionStream(ctx, r.chat(true))
 	if err != nil {
-		return Response{}, classify(ctx, err)
+		return resp, classify(ctx, err)
 	}
 	defer s.Close()
 	var (
 		b        strings.Builder
-		resp     = Response{Model: r.Model}
 		finished bool
 	)
 	for {
@@ -123,6 +182,7 @@ func (c *Client) Stream(ctx context.Context, r Request, onText func(string) erro
 			break
 		}
 		if err != nil {
+			resp.Text = b.String()
 			return resp, classify(ctx, err)
 		}
 		if chunk.Model != "" {
@@ -135,13 +195,16 @@ func (c *Client) Stream(ctx context.Context, r Request, onText func(string) erro
 		for _, ch := range chunk.Choices {
 			if ch.FinishReason != "" {
 				finished = true
+				firstToken()
 			}
 			if t := ch.Delta.Content; t != "" {
 				if resp.FirstToken == 0 {
 					resp.FirstToken = time.Since(start)
+					firstToken()
 				}
 				b.WriteString(t)
 				if err := onText(t); err != nil {
+					resp.Text = b.String()
 					return resp, err
 				}
 			}
@@ -155,22 +218,67 @@ func (c *Client) Stream(ctx context.Context, r Request, onText func(string) erro
 	return resp, nil
 }
 
+// bound returns the context of one request: a slot for the provider's
+// Retry-After and the timeout.
+func (c *Client) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx = withRetrySlot(ctx)
+	if c.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, c.timeout, fmt.Errorf("%w after %s", ErrTimeout, c.timeout))
+}
+
 // Complete runs the completion without streaming, bounded by the timeout.
 func (c *Client) Complete(ctx context.Context, r Request) (Response, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, ErrTimeout)
+	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	start := time.Now()
+	resp := Response{Model: r.Model, Requested: r.Model, Attempts: 1}
 	out, err := c.oa.CreateChatCompletion(ctx, r.chat(false))
 	if err != nil {
-		return Response{}, classify(ctx, err)
+		return resp, classify(ctx, err)
 	}
 	if len(out.Choices) == 0 {
-		return Response{}, fmt.Errorf("%w: answer has no choices", ErrBadAnswer)
+		return resp, fmt.Errorf("%w: answer has no choices", ErrBadAnswer)
 	}
 	d := time.Since(start)
-	return Response{
-		Text: out.Choices[0].Message.Content, Model: out.Model,
-		PromptTokens: out.Usage.PromptTokens, CompletionTokens: out.Usage.CompletionTokens,
-		FirstToken: d, Duration: d,
-	}, nil
+	if out.Model != "" {
+		resp.Model = out.Model
+	}
+	resp.Text = out.Choices[0].Message.Content
+	resp.PromptTokens, resp.CompletionTokens = out.Usage.PromptTokens, out.Usage.CompletionTokens
+	resp.FirstToken, resp.Duration = d, d
+	return resp, nil
+}
+
+type logKey struct{}
+
+// WithLogger returns ctx carrying log, for the logs of the calls made with
+// it (e.g. a logger with the job's id).
+func WithLogger(ctx context.Context, log *slog.Logger) context.Context {
+	return context.WithValue(ctx, logKey{}, log)
+}
+
+// LoggerFrom returns the logger ctx carries, or def.
+func LoggerFrom(ctx context.Context, def *slog.Logger) *slog.Logger {
+	if l, ok := ctx.Value(logKey{}).(*slog.Logger); ok && l != nil {
+		return l
+	}
+	return def
+}
+
+type capacityWaitKey struct{}
+
+// WithCapacityWait returns ctx asking the calls made with it to wait up to
+// d for provider capacity, instead of the configured wait.
+func WithCapacityWait(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, capacityWaitKey{}, d)
+}
+
+// CapacityWaitFrom returns the capacity wait ctx asks for, or def.
+func CapacityWaitFrom(ctx context.Context, def time.Duration) time.Duration {
+	if d, ok := ctx.Value(capacityWaitKey{}).(time.Duration); ok {
+		return d
+	}
+	return def
 }

@@ -535,3 +535,75 @@ func TestConnectionRefusedIsRetryable(t *testing.T) {
 		t.Errorf("Retryable(%v) = false", err)
 	}
 }
+
+func TestRetryAfterIsCaptured(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"Stream", "Complete"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Retry-After", "2")
+				w.Header().Set("Retry-After-Ms", "1500")
+				w.WriteHeader(http.StatusTooManyRequests)
+				io.WriteString(w, `{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`)
+			})
+			c := f.client(30 * time.Second)
+			var err error
+			if mode == "Stream" {
+				_, err = c.Stream(context.Background(), Request{Model: "m", User: "u"}, func(string) error { return nil })
+			} else {
+				_, err = c.Complete(context.Background(), Request{Model: "m", User: "u"})
+			}
+			var se *StatusError
+			if !errors.As(err, &se) || se.StatusCode != 429 {
+				t.Fatalf("error = %v, want a 429 StatusError", err)
+			}
+			if se.RetryAfter != 1500*time.Millisecond {
+				t.Errorf("RetryAfter = %s, want 1.5s from Retry-After-Ms", se.RetryAfter)
+			}
+			if d, ok := RetryAfter(fmt.Errorf("call: %w", err)); !ok || d != 1500*time.Millisecond {
+				t.Errorf("RetryAfter(err) = %s, %v", d, ok)
+			}
+		})
+	}
+}
+
+func TestFirstTokenTimeout(t *testing.T) {
+	t.Parallel()
+	t.Run("headers, then nothing", func(t *testing.T) {
+		t.Parallel()
+		f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+			startSSE(w)
+			hang(w, r)
+		})
+		c := NewClient(Options{BaseURL: f.srv.URL + "/v1", APIType: "openai", Timeout: time.Minute, FirstTokenTimeout: 200 * time.Millisecond})
+		start := time.Now()
+		resp, err := c.Stream(context.Background(), Request{Model: "m", User: "u"}, func(string) error { return nil })
+		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "no first token within 200ms") {
+			t.Fatalf("error = %v, want a first-token timeout", err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("the call took %s", d)
+		}
+		if !Retryable(err) || resp.Attempts != 1 || resp.Requested != "m" {
+			t.Errorf("Retryable = %v, response %+v", Retryable(err), resp)
+		}
+	})
+	t.Run("a slow stream after the first token is bounded by the total only", func(t *testing.T) {
+		t.Parallel()
+		f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+			s := startSSE(w)
+			s.delta("a")
+			time.Sleep(400 * time.Millisecond) // the provider's pace, past the first-token bound
+			s.delta("b")
+			s.finish("stop")
+			s.done()
+		})
+		c := NewClient(Options{BaseURL: f.srv.URL + "/v1", APIType: "openai", Timeout: time.Minute, FirstTokenTimeout: 200 * time.Millisecond})
+		resp, err := c.Stream(context.Background(), Request{Model: "m", User: "u"}, func(string) error { return nil })
+		if err != nil || resp.Text != "ab" {
+			t.Fatalf("Stream = %+v, %v", resp, err)
+		}
+	})
+}

@@ -614,7 +614,13 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, apiErr)
 		return
 	}
-	n, end := s.stats.begin(c.model)
+	n, endStats := s.stats.begin(c.model)
+	// A request stops counting as in flight just before the last bytes of
+	// its answer are written, so that a client that has read the whole
+	// answer never sees it still counted (a capped client may then send the
+	// next request at once).
+	var endOnce sync.Once
+	end := func() { endOnce.Do(endStats) }
 	defer end()
 	clk := &clock{start: time.Now()}
 	defer clk.stop()
@@ -632,6 +638,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", retryAfterSeconds(s.cfg.RetryAfter))
 			w.Header().Set("Retry-After-Ms", strconv.FormatInt(s.cfg.RetryAfter.Milliseconds(), 10))
 		}
+		end()
 		s.writeError(w, f.status)
 		logDone(0, f.status)
 		return
@@ -670,12 +677,13 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 
 	var err error
 	if c.stream {
-		err = s.stream(ctx, w, clk, p, tokens, breakAt, finish, c, u, id, created)
+		err = s.stream(ctx, w, clk, p, tokens, breakAt, finish, c, u, id, created, end)
 	} else if f.brk {
 		if err = clk.waitUntil(ctx, p.end/2); err == nil {
 			err = errBreak
 		}
 	} else if err = clk.waitUntil(ctx, p.end); err == nil {
+		end()
 		s.writeJSON(w, http.StatusOK, completion{
 			ID: id, Object: "chat.completion", Created: created, Model: c.model, Usage: u,
 			Choices: []completionChoice{{
@@ -755,9 +763,10 @@ func malformJSON(text string) string {
 // stream writes tokens as server-sent events, one token per chunk, at the
 // pace p. It returns early when ctx ends or a write fails. With breakAt >= 0
 // it returns errBreak when token breakAt is due, having sent the tokens
-// before it; the caller must then abort the connection.
+// before it; the caller must then abort the connection. done is called just
+// before the final chunks are written.
 func (s *Server) stream(ctx context.Context, w http.ResponseWriter, clk *clock, p pace,
-	tokens []string, breakAt int, finish string, c *call, u usage, id string, created int64,
+	tokens []string, breakAt int, finish string, c *call, u usage, id string, created int64, done func(),
 ) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -805,6 +814,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, clk *clock, 
 	if breakAt >= 0 {
 		return errBreak
 	}
+	done()
 	ck.Choices[0] = chunkChoice{FinishReason: &finish}
 	if err := send(ck); err != nil {
 		return err

@@ -51,7 +51,9 @@ return {'ok', s.attempts}
 `)
 
 // snapFinishScript: ARGV[3] index, ARGV[4] owner, ARGV[5] outcome
-// (completed | failed | retry), ARGV[6] now ms, ARGV[7] text, ARGV[8] error.
+// (completed | failed | retry), ARGV[6] now ms, ARGV[7] text, ARGV[8] error,
+// ARGV[9] the model that answered (empty: unchanged), ARGV[10] the LLM
+// requests of this attempt (added to the snapshot's llm_attempts).
 // Records the outcome once for the owning attempt; completed and failed count
 // towards fan-in. Returns {'ok', done, n} | {'stale'} | {'done', done, n} |
 // {'closed', status} | {'gone'}.
@@ -65,6 +67,9 @@ if s.status == 'completed' or s.status == 'failed' then
   return {'done', tonumber(redis.call('HGET', KEYS[1], 'done')), tonumber(v[4])}
 end
 local outcome = ARGV[5]
+if ARGV[9] ~= '' then s.model = ARGV[9] end
+local tries = tonumber(ARGV[10]) or 0
+if tries > 0 then s.llm_attempts = (s.llm_attempts or 0) + tries end
 if outcome == 'retry' then
   s.status = 'pending'
   s.error = ARGV[8]

@@ -205,6 +205,12 @@ type SnapshotOutcome struct {
 	// back to pending for a later attempt, without it the snapshot fails.
 	Err   error
 	Retry bool
+	// Model is the model that answered (or last failed); empty keeps the
+	// one recorded at the start.
+	Model string
+	// LLMAttempts is the requests this attempt sent; they add up over the
+	// snapshot's attempts.
+	LLMAttempts int
 }
 
 // FinishSnapshot records the owner attempt's outcome. Completed and failed
@@ -220,7 +226,7 @@ func (s *Store) FinishSnapshot(ctx context.Context, jobID string, index int, own
 		}
 	}
 	res, err := snapFinishScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, index, owner, outcome,
-		s.now().UnixMilli(), out.Text, errMsg).Slice()
+		s.now().UnixMilli(), out.Text, errMsg, out.Model, out.LLMAttempts).Slice()
 	if err != nil {
 		return FanIn{}, fmt.Errorf("finish snapshot %d of job %s: %w", index, jobID, err)
 	}

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -254,5 +255,34 @@ func TestFinishRejectsNonTerminal(t *testing.T) {
 	b := setup(t, 1)
 	if err := b.store.Finish(context.Background(), b.job.ID, job.StatusRunning, "", nil); err == nil {
 		t.Fatal("Finish with a non-terminal status succeeded")
+	}
+}
+
+func TestFinishRecordsAnsweringModelAndLLMAttempts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	_, _, _ = b.store.StartSnapshot(ctx, b.job.ID, 0, "a", "sim-a")
+	// The first delivery spent 3 requests and handed the work back.
+	if _, err := b.store.FinishSnapshot(ctx, b.job.ID, 0, "a", store.SnapshotOutcome{Err: errors.New("503"), Retry: true, Model: "sim-a", LLMAttempts: 3}); err != nil {
+		t.Fatal(err)
+	}
+	// The second fell back to sim-b after one more request to sim-a.
+	_, _, _ = b.store.StartSnapshot(ctx, b.job.ID, 0, "b", "sim-a")
+	if _, err := b.store.FinishSnapshot(ctx, b.job.ID, 0, "b", store.SnapshotOutcome{Text: "t", Model: "sim-b", LLMAttempts: 2}); err != nil {
+		t.Fatal(err)
+	}
+	j, _ := b.store.Get(ctx, b.job.ID)
+	if s := j.Snapshots[0]; s.Status != job.SnapshotCompleted || s.Model != "sim-b" || s.LLMAttempts != 5 || s.Attempts != 2 {
+		t.Fatalf("snapshot %+v; want completed by sim-b after 5 requests in 2 attempts", s)
+	}
+	evs, err := events.Read(ctx, b.db.Client, b.job.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Type == events.SnapshotCompleted && !strings.Contains(string(e.Data), `"model":"sim-b"`) {
+			t.Errorf("snapshot.completed %s does not name the answering model", e.Data)
+		}
 	}
 }

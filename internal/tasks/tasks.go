@@ -56,6 +56,26 @@ func SnapshotTaskID(jobID string, index int) string {
 // AggregateTaskID is the fixed asynq task id of a job's aggregation.
 func AggregateTaskID(jobID string) string { return jobID + ":aggregate" }
 
+// HandBackSpare is the delivery each task gets beyond its retry budget.
+// asynq archives a task whose handler returns an error once its retries are
+// spent, even when Config.IsFailure says the error is no failure; the spare
+// delivery lets a task hand its work back (no provider capacity) on its last
+// attempt too. Handlers count the budget themselves with LastAttempt, and on
+// their last attempt return an error only to hand the work back.
+const HandBackSpare = 1
+
+// AggregateMaxRetry is the retry budget of an aggregation task.
+const AggregateMaxRetry = 5
+
+// LastAttempt reports whether this run of a task is the last of its retry
+// budget (the spare delivery aside): if its work fails now, it fails for
+// good.
+func LastAttempt(ctx context.Context) bool {
+	n, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return !ok1 || !ok2 || n >= maxRetry-HandBackSpare
+}
+
 // Enqueuer puts a job's tasks on the queues.
 type Enqueuer struct {
 	client   *asynq.Client
@@ -79,7 +99,7 @@ func (e *Enqueuer) EnqueueAggregate(ctx context.Context, j *job.Job) error {
 		asynq.Queue(QueueAggregate),
 		asynq.TaskID(AggregateTaskID(j.ID)),
 		asynq.ProcessAt(j.Deadline),
-		asynq.MaxRetry(5),
+		asynq.MaxRetry(AggregateMaxRetry+HandBackSpare),
 		asynq.Timeout(5*time.Minute),
 	)
 	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
@@ -99,7 +119,7 @@ func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
 		_, err := e.client.EnqueueContext(ctx, asynq.NewTask(TypeSnapshot, p),
 			asynq.Queue(QueueSnapshot),
 			asynq.TaskID(SnapshotTaskID(j.ID, i)),
-			asynq.MaxRetry(e.maxRetry),
+			asynq.MaxRetry(e.maxRetry+HandBackSpare),
 			asynq.Timeout(e.timeout),
 		)
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
@@ -35,7 +36,11 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 	if err == nil || stopQuietly(err) || errors.Is(context.Cause(work), errJobClosed) {
 		return nil
 	}
-	if lastAttempt(ctx) {
+	if errors.Is(err, llm.ErrNoCapacity) {
+		log.Debug("no provider capacity; aggregation handed back", "reason", err)
+		return err
+	}
+	if tasks.LastAttempt(ctx) {
 		// No job may be left without an end.
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -86,14 +91,64 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 	if j.Aggregate != nil {
 		agg.StartedAt = j.Aggregate.StartedAt
 	}
+	// Capacity before anything is written: without it the aggregation goes
+	// back to the queue, without using up a retry, unless the deadline
+	// passed long ago (then the calls fail and say so). The two calls run
+	// side by side when both get capacity at once, else one after the other.
+	kcReq := h.keyChangesRequest(j, done)
+	narrReq := h.narrativeRequest(j, done)
+	overdue := time.Now().After(j.Deadline.Add(aggregateGrace))
+	// A lack of capacity goes back to the queue (until overdue), and so
+	// does trouble with the limits' store; an open breaker is the call's
+	// failure.
+	handBack := func(err error) bool {
+		return (errors.Is(err, llm.ErrNoCapacity) && !overdue) ||
+			(err != nil && !errors.Is(err, llm.ErrNoCapacity) && !errors.Is(err, llm.ErrCircuitOpen))
+	}
+	kcCtx, narrCtx := ctx, ctx
+	var kcPre, narrPre error
+	sequential := false
+	if len(done) >= 2 {
+		var release func()
+		kcCtx, release, kcPre = h.admit(ctx, kcReq)
+		defer release()
+		if handBack(kcPre) {
+			return fmt.Errorf("aggregation of job %s: %w", jobID, kcPre)
+		}
+		narrCtx, release, narrPre = h.admit(llm.WithCapacityWait(ctx, secondCallWait), narrReq)
+		defer release()
+		if errors.Is(narrPre, llm.ErrNoCapacity) && kcPre == nil {
+			// The key changes hold a slot: the narrative follows them, and
+			// may wait longer, holding only this aggregation's worker slot.
+			sequential, narrPre, narrCtx = true, nil, llm.WithCapacityWait(ctx, sequentialCallWait)
+		} else if handBack(narrPre) {
+			return fmt.Errorf("aggregation of job %s: %w", jobID, narrPre)
+		}
+	} else {
+		var release func()
+		narrCtx, release, narrPre = h.admit(ctx, narrReq)
+		defer release()
+		if handBack(narrPre) {
+			return fmt.Errorf("aggregation of job %s: %w", jobID, narrPre)
+		}
+	}
+	kcCtx, narrCtx = llm.WithLogger(kcCtx, log), llm.WithLogger(narrCtx, log)
 	var (
 		wg      sync.WaitGroup
 		kcErr   error
 		narrErr error
 	)
-	wg.Go(func() { kcErr = h.keyChanges(ctx, j, owner, done, agg) })
-	wg.Go(func() { narrErr = h.narrative(ctx, j, owner, done, agg) })
-	wg.Wait()
+	if sequential {
+		log.Debug("provider capacity for one call: key changes, then narrative")
+		kcErr = h.keyChanges(kcCtx, j, owner, done, kcReq, kcPre, agg)
+		if kcErr == nil {
+			narrErr = h.narrative(narrCtx, j, owner, done, narrReq, narrPre, agg)
+		}
+	} else {
+		wg.Go(func() { kcErr = h.keyChanges(kcCtx, j, owner, done, kcReq, kcPre, agg) })
+		wg.Go(func() { narrErr = h.narrative(narrCtx, j, owner, done, narrReq, narrPre, agg) })
+		wg.Wait()
+	}
 	if err := errors.Join(kcErr, narrErr); err != nil {
 		return err
 	}
@@ -116,18 +171,51 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 	return nil
 }
 
+// Capacity waits of the aggregation.
+const (
+	// aggregateGrace is how long past the job's deadline an aggregation may
+	// still go back to the queue for lack of provider capacity.
+	aggregateGrace = 2 * time.Minute
+	// secondCallWait bounds the wait for the second call's capacity before
+	// the two calls run one after the other instead.
+	secondCallWait = 200 * time.Millisecond
+	// sequentialCallWait bounds the capacity wait of the narrative that
+	// follows the key changes.
+	sequentialCallWait = 30 * time.Second
+)
+
+func (h *Handlers) keyChangesRequest(j *job.Job, done []job.Snapshot) llm.Request {
+	req := llmRequest(h.models.Extraction, timetravel.KeyChanges(j.Spec.Question, done))
+	req.JSON = true
+	req.Temperature = 0
+	return req
+}
+
+func (h *Handlers) narrativeRequest(j *job.Job, done []job.Snapshot) llm.Request {
+	model := h.models.Narrative
+	if model == "" {
+		model = j.Spec.Model
+	}
+	if model == "" {
+		model = h.models.Snapshot
+	}
+	return llmRequest(model, timetravel.Narrative(j.Spec.Question, done, j.Spec.Complexity))
+}
+
 // keyChanges fills agg's key changes and emits their event. A failed or
 // malformed answer is recorded on agg, not returned: only store errors are.
-func (h *Handlers) keyChanges(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, agg *job.Aggregate) error {
+// pre is the admission's error, if any: then no call is made.
+func (h *Handlers) keyChanges(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, req llm.Request, pre error, agg *job.Aggregate) error {
 	if len(done) < 2 {
 		return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesCompleted, map[string]any{"key_changes": agg.KeyChanges})
 	}
 	start := time.Now()
-	pr := timetravel.KeyChanges(j.Spec.Question, done)
-	req := llmRequest(h.models.Extraction, pr)
-	req.JSON = true
-	req.Temperature = 0
-	resp, err := h.llm.Complete(ctx, req)
+	var resp llm.Response
+	err := pre
+	if err == nil {
+		resp, err = h.llm.Complete(ctx, req)
+	}
+	agg.KeyChangesModel, agg.KeyChangesLLMAttempts = resp.Requested, resp.Attempts
 	if err == nil {
 		agg.KeyChanges, err = timetravel.ParseKeyChanges(resp.Text, done)
 	}
@@ -144,24 +232,22 @@ func (h *Handlers) keyChanges(ctx context.Context, j *job.Job, owner string, don
 }
 
 // narrative streams the evolution narrative onto the job's events and fills
-// agg. Model failures are recorded on agg; store errors are returned.
-func (h *Handlers) narrative(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, agg *job.Aggregate) error {
+// agg. Model failures are recorded on agg; store errors are returned. pre is
+// the admission's error, if any: then no call is made.
+func (h *Handlers) narrative(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, req llm.Request, pre error, agg *job.Aggregate) error {
 	start := time.Now()
-	model := h.models.Narrative
-	if model == "" {
-		model = j.Spec.Model
-	}
-	if model == "" {
-		model = h.models.Snapshot
-	}
-	pr := timetravel.Narrative(j.Spec.Question, done, j.Spec.Complexity)
 	b := newBatcher(func(text string) error {
 		return h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeDelta, events.DeltaData{Text: text})
 	})
-	resp, err := h.llm.Stream(ctx, llmRequest(model, pr), b.add)
+	var resp llm.Response
+	err := pre
+	if err == nil {
+		resp, err = h.llm.Stream(ctx, req, b.add)
+	}
 	if err == nil {
 		err = b.flush()
 	}
+	agg.NarrativeModel, agg.NarrativeLLMAttempts = resp.Requested, resp.Attempts
 	agg.NarrativeMS = max(time.Since(start).Milliseconds(), 1)
 	if stopQuietly(err) {
 		return err

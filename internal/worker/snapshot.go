@@ -43,6 +43,21 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	if model == "" {
 		model = h.models.Snapshot
 	}
+	pr := timetravel.Snapshot(p.Question, job.TimePoint{Date: p.Date, Label: p.Label}, job.Complexity(p.Complexity))
+	req := llmRequest(model, pr)
+	// Capacity first: without it the task goes back to the queue having
+	// recorded nothing, and without using up a retry.
+	callCtx, release, admitErr := h.admit(ctx, req)
+	defer release()
+	switch {
+	case errors.Is(admitErr, llm.ErrNoCapacity):
+		log.Debug("no provider capacity; snapshot handed back", "reason", admitErr)
+		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, admitErr)
+	case admitErr != nil && !errors.Is(admitErr, llm.ErrCircuitOpen):
+		// Trouble with the limits' store: asynq tries again.
+		return fmt.Errorf("snapshot %d of job %s: admit: %w", p.Index, p.JobID, admitErr)
+	}
+
 	owner := uuid.NewString()
 	attempt, fan, err := h.store.StartSnapshot(ctx, p.JobID, p.Index, owner, model)
 	switch {
@@ -63,12 +78,17 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	log = log.With("attempt", attempt, "model", model)
 	log.Debug("snapshot started")
 
-	pr := timetravel.Snapshot(p.Question, job.TimePoint{Date: p.Date, Label: p.Label}, job.Complexity(p.Complexity))
 	b := newBatcher(func(text string) error {
 		return h.store.AppendSnapshotText(ctx, p.JobID, p.Index, owner, text)
 	})
 	start := time.Now()
-	resp, callErr := h.llm.Stream(ctx, llmRequest(model, pr), b.add)
+	var (
+		resp    llm.Response
+		callErr = admitErr // every model's breaker open
+	)
+	if callErr == nil {
+		resp, callErr = h.llm.Stream(llm.WithLogger(callCtx, log), req, b.add)
+	}
 	if callErr == nil {
 		callErr = b.flush()
 	}
@@ -90,10 +110,16 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		defer cancel()
 	}
 
-	out := store.SnapshotOutcome{Text: resp.Text}
+	out := store.SnapshotOutcome{Text: resp.Text, Model: resp.Requested, LLMAttempts: resp.Attempts}
 	if callErr != nil {
-		out = store.SnapshotOutcome{Err: callErr, Retry: llm.Retryable(callErr) && !lastAttempt(ctx)}
-		log.Warn("snapshot call failed", "err", callErr, "retry", out.Retry)
+		// No capacity for a retry inside the call: handed back like a
+		// lack of capacity at the start, which uses up no retry.
+		handBack := errors.Is(callErr, llm.ErrNoCapacity)
+		out = store.SnapshotOutcome{
+			Err: callErr, Retry: handBack || (llm.Retryable(callErr) && !tasks.LastAttempt(ctx)),
+			Model: resp.Requested, LLMAttempts: resp.Attempts,
+		}
+		log.Warn("snapshot call failed", "err", callErr, "retry", out.Retry, "llm_attempts", resp.Attempts)
 	}
 	fan, err = h.store.FinishSnapshot(wctx, p.JobID, p.Index, owner, out)
 	switch {
@@ -106,7 +132,8 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, callErr)
 	}
 	log.Info("snapshot done", "ok", callErr == nil, "ms", time.Since(start).Milliseconds(),
-		"first_token_ms", resp.FirstToken.Milliseconds(), "done", fan.Done, "of", fan.Total)
+		"first_token_ms", resp.FirstToken.Milliseconds(), "answered_by", resp.Requested, "llm_attempts", resp.Attempts,
+		"done", fan.Done, "of", fan.Total)
 	if fan.Last() {
 		return h.promote(p.JobID)
 	}
@@ -181,11 +208,13 @@ func stopQuietly(err error) bool {
 	return errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound)
 }
 
-// lastAttempt reports whether asynq will not retry this task if it fails.
-func lastAttempt(ctx context.Context) bool {
-	n, ok1 := asynq.GetRetryCount(ctx)
-	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
-	return !ok1 || !ok2 || n >= maxRetry
+// admit takes provider capacity for r's first request ahead of the call,
+// when the model guards capacity (see Admitter); otherwise it does nothing.
+func (h *Handlers) admit(ctx context.Context, r llm.Request) (context.Context, func(), error) {
+	if a, ok := h.llm.(Admitter); ok {
+		return a.Admit(ctx, r)
+	}
+	return ctx, func() {}, nil
 }
 
 func llmRequest(model string, p timetravel.Prompt) llm.Request {

@@ -5,9 +5,9 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -19,6 +19,8 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/gateway"
+	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -28,6 +30,16 @@ import (
 type Model interface {
 	Stream(ctx context.Context, r llm.Request, onText func(string) error) (llm.Response, error)
 	Complete(ctx context.Context, r llm.Request) (llm.Response, error)
+}
+
+// Admitter is a Model that guards provider capacity (gateway.Gateway).
+// Admit takes what the first request of a call of r needs, ahead of the
+// call, and returns a context that carries it to the call, and a function
+// that frees it if the call is not made. Its llm.ErrNoCapacity means the
+// task should go back to the queue; llm.ErrCircuitOpen, that every model
+// that could answer is out of service.
+type Admitter interface {
+	Admit(ctx context.Context, r llm.Request) (context.Context, func(), error)
 }
 
 // Models names the models of each step.
@@ -62,11 +74,86 @@ func NewHandlers(st *store.Store, m Model, insp tasks.Inspector, closed Watcher,
 	return &Handlers{store: st, llm: m, insp: insp, closed: closed, models: models, log: log}
 }
 
-// retryDelay backs off exponentially from 1 s with jitter, capped at 30 s.
-// asynq's scheduling works in whole seconds.
-func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
-	d := time.Second << min(n, 5)
-	return min(d+rand.N(d/2+1), 30*time.Second)
+// Where retries happen: an LLM call retries failed requests itself, briefly
+// and a bounded number of times, and falls back to other models (package
+// gateway); what it cannot fix in the task's run goes back to asynq:
+//   - a lack of provider capacity (llm.ErrNoCapacity) is handed back without
+//     using up a retry (isFailure), after a short jittered delay;
+//   - other retryable failures (spent attempts, a long Retry-After, an open
+//     breaker) use up a retry, after an exponential backoff that is never
+//     shorter than the wait the error names (llm.QueueDelay).
+
+// isFailure tells asynq which errors use up a retry: all but a hand-back
+// for lack of capacity.
+func isFailure(err error) bool { return !errors.Is(err, llm.ErrNoCapacity) }
+
+// retryDelay is the wait before asynq runs a task again (whole seconds).
+func retryDelay(n int, err error, _ *asynq.Task) time.Duration { return llm.QueueDelay(n, err) }
+
+// Queue is one line of the worker's layout: a queue, the task type its
+// asynq server handles, its handler and its concurrency cap per process.
+type Queue struct {
+	Name        string
+	TaskType    string
+	Concurrency int
+	Handler     asynq.HandlerFunc
+}
+
+// Layout returns the worker's queues, each served by an asynq server of its
+// own. A further queue is one more line here (and its concurrency
+// variable).
+func (h *Handlers) Layout(cfg config.Config) []Queue {
+	return []Queue{
+		{tasks.QueueSnapshot, tasks.TypeSnapshot, cfg.SnapshotConcurrency, h.HandleSnapshot},
+		{tasks.QueueAggregate, tasks.TypeAggregate, cfg.AggregateConcurrency, h.HandleAggregate},
+	}
+}
+
+// ServerOptions are the settings every queue server shares.
+type ServerOptions struct {
+	TaskCheckInterval        time.Duration
+	DelayedTaskCheckInterval time.Duration
+	ShutdownTimeout          time.Duration
+	Log                      *slog.Logger
+}
+
+// StartServers starts one asynq server per queue, with the retry rules
+// above. On error it stops those it started. The caller shuts them down.
+func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([]*asynq.Server, error) {
+	if o.DelayedTaskCheckInterval <= 0 {
+		o.DelayedTaskCheckInterval = time.Second
+	}
+	var started []*asynq.Server
+	for _, q := range queues {
+		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency:              q.Concurrency,
+			Queues:                   map[string]int{q.Name: 1},
+			TaskCheckInterval:        o.TaskCheckInterval,
+			DelayedTaskCheckInterval: o.DelayedTaskCheckInterval,
+			ShutdownTimeout:          o.ShutdownTimeout,
+			IsFailure:                isFailure,
+			RetryDelayFunc:           retryDelay,
+			Logger:                   asynqLogger{o.Log},
+			LogLevel:                 asynq.WarnLevel,
+			ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+				if !isFailure(err) {
+					o.Log.Debug("task handed back", "queue", q.Name, "type", t.Type(), "reason", err)
+					return
+				}
+				o.Log.Warn("task failed", "queue", q.Name, "type", t.Type(), "err", err)
+			}),
+		})
+		mux := asynq.NewServeMux()
+		mux.HandleFunc(q.TaskType, q.Handler)
+		if err := srv.Start(mux); err != nil {
+			for _, s := range started {
+				s.Shutdown()
+			}
+			return nil, fmt.Errorf("start %s server: %w", q.Name, err)
+		}
+		started = append(started, srv)
+	}
+	return started, nil
 }
 
 // Run starts one asynq server per queue and the health endpoint, and blocks
@@ -80,50 +167,35 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer rdb.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	st := store.New(rdb, cfg.JobRetention)
+	// One Pub/Sub connection per announcement channel: jobs that close, and
+	// provider slots that free up.
 	closed := events.NewHub(rdb, store.ClosedChannel, log)
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	defer stopHub()
-	go func() { _ = closed.Run(hubCtx) }()
-	h := NewHandlers(st, llm.New(cfg.LLM), insp, closed, Models{
+	released := events.NewHub(rdb, limit.ReleasedChannel, log)
+	hubCtx, stopHubs := context.WithCancel(context.Background())
+	var hubs sync.WaitGroup
+	defer func() {
+		stopHubs()
+		hubs.Wait()
+	}()
+	for _, hub := range []*events.Hub{closed, released} {
+		hubs.Go(func() { _ = hub.Run(hubCtx) })
+	}
+	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log})
+	h := NewHandlers(st, gw, insp, closed, Models{
 		Snapshot: cfg.LLM.Model, Extraction: cfg.LLM.ExtractionModel, Narrative: cfg.LLM.NarrativeModel,
 	}, log)
 
-	servers := []struct {
-		queue       string
-		concurrency int
-		taskType    string
-		handler     asynq.HandlerFunc
-	}{
-		{tasks.QueueSnapshot, cfg.SnapshotConcurrency, tasks.TypeSnapshot, h.HandleSnapshot},
-		{tasks.QueueAggregate, cfg.AggregateConcurrency, tasks.TypeAggregate, h.HandleAggregate},
+	started, err := StartServers(rdb, h.Layout(cfg), ServerOptions{
+		TaskCheckInterval: cfg.TaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout, Log: log,
+	})
+	if err != nil {
+		return err
 	}
-	var started []*asynq.Server
 	defer func() {
 		for _, s := range started {
 			s.Shutdown()
 		}
 	}()
-	for _, q := range servers {
-		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-			Concurrency:              q.concurrency,
-			Queues:                   map[string]int{q.queue: 1},
-			TaskCheckInterval:        cfg.TaskCheckInterval,
-			DelayedTaskCheckInterval: time.Second,
-			ShutdownTimeout:          cfg.ShutdownTimeout,
-			RetryDelayFunc:           retryDelay,
-			Logger:                   asynqLogger{log},
-			LogLevel:                 asynq.WarnLevel,
-			ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-				log.Warn("task failed", "queue", q.queue, "type", t.Type(), "err", err)
-			}),
-		})
-		mux := asynq.NewServeMux()
-		mux.HandleFunc(q.taskType, q.handler)
-		if err := srv.Start(mux); err != nil {
-			return fmt.Errorf("start %s server: %w", q.queue, err)
-		}
-		started = append(started, srv)
-	}
 
 	httpSrv := &http.Server{Addr: cfg.WorkerAddr, Handler: healthMux(rdb), ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.WorkerAddr)
@@ -132,8 +204,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
+	providers := make([]string, len(cfg.LLM.Providers))
+	for i, p := range cfg.LLM.Providers {
+		providers[i] = p.Name
+	}
 	log.Info("worker started", "addr", ln.Addr().String(), "snapshot_concurrency", cfg.SnapshotConcurrency,
-		"aggregate_concurrency", cfg.AggregateConcurrency, "task_check_interval", cfg.TaskCheckInterval)
+		"aggregate_concurrency", cfg.AggregateConcurrency, "task_check_interval", cfg.TaskCheckInterval.String(),
+		"providers", providers)
 
 	select {
 	case <-ctx.Done():
