@@ -220,8 +220,16 @@ func (b *Breaker) doneFunc(trial string) func(error) {
 		once.Do(func() {
 			b.mu.Lock()
 			defer b.mu.Unlock()
-			// Every outcome is written, successes too: the failure ratio
-			// needs the window's full count of requests.
+			if trial == "" && !b.failure(outcome) {
+				// While a closed breaker's window has no failure, successes
+				// change nothing that matters: one read instead of a locked
+				// write. From the window's first failure on, every outcome
+				// is written, so the failure ratio is taken over the
+				// requests since then (never lower than the true ratio).
+				if st, err := b.read(); err == nil && st.State == gobreaker.StateClosed && st.Counts.TotalFailures == 0 {
+					return
+				}
+			}
 			_, _ = b.step(func() (gobreaker.State, error) {
 				ran := false
 				_, err := b.dcb.Execute(func() (struct{}, error) {

@@ -9,6 +9,7 @@ package llm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -177,13 +178,21 @@ func (c *Client) Stream(ctx context.Context, r Request, onText func(string) erro
 		finished bool
 	)
 	for {
-		chunk, err := s.Recv()
+		// RecvRaw and a decoder of only the fields used here: decoding each
+		// chunk into go-openai's full response type was a third of the
+		// worker's CPU time at high throughput (bench throughput, pprof).
+		raw, err := s.RecvRaw()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			resp.Text = b.String()
 			return resp, classify(ctx, err)
+		}
+		var chunk streamChunk
+		if err := json.Unmarshal(raw, &chunk); err != nil {
+			resp.Text = b.String()
+			return resp, fmt.Errorf("%w: undecodable stream chunk: %v", ErrBrokenStream, err)
 		}
 		if chunk.Model != "" {
 			resp.Model = chunk.Model
@@ -216,6 +225,21 @@ func (c *Client) Stream(ctx context.Context, r Request, onText func(string) erro
 		return resp, fmt.Errorf("%w: no finish reason after %d characters", ErrBrokenStream, b.Len())
 	}
 	return resp, nil
+}
+
+// streamChunk is the part of a chat.completion.chunk that Stream uses.
+type streamChunk struct {
+	Model   string `json:"model"`
+	Choices []struct {
+		Delta struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
 }
 
 // bound returns the context of one request: a slot for the provider's
