@@ -22,13 +22,15 @@ type LoadReport struct {
 	WallSeconds  float64 `json:"wall_seconds"`
 }
 
-// RunLoad submits jobs all at once with snapshot latency 1 s and at most
-// providerCap snapshot calls in flight (the workers' snapshot concurrency),
-// and follows every job to its end.
+// RunLoad submits jobs all at once with snapshot latency 1 s and a provider
+// cap of providerCap requests in flight (LLM_MAX_IN_FLIGHT, enforced across
+// workers on Redis; the worker could run twice as many snapshot tasks), and
+// follows every job to its end.
 func RunLoad(ctx context.Context, binDir string, jobs, providerCap int, log io.Writer) (LoadReport, error) {
 	rep := LoadReport{Jobs: jobs, ProviderCap: providerCap}
 	svc, err := startService(ctx, serviceOptions{binDir: binDir,
-		workerEnv: merge(benchModels, map[string]string{"SNAPSHOT_CONCURRENCY": strconv.Itoa(providerCap), "AGGREGATE_CONCURRENCY": "64"}),
+		workerEnv: merge(benchModels, map[string]string{"LLM_MAX_IN_FLIGHT": strconv.Itoa(providerCap),
+			"SNAPSHOT_CONCURRENCY": strconv.Itoa(2 * providerCap), "AGGREGATE_CONCURRENCY": "64"}),
 		apiEnv:    map[string]string{"JOB_DEADLINE": "15m"},
 		simEnv:    simLatencyEnv(time.Second, 300*time.Millisecond, 300*time.Millisecond, 100*time.Millisecond)})
 	if err != nil {
@@ -94,7 +96,7 @@ func RunLoad(ctx context.Context, binDir string, jobs, providerCap int, log io.W
 	if err != nil {
 		return rep, err
 	}
-	rep.PeakInFlight = st.Models[simSnapshot].PeakInFlight
+	rep.PeakInFlight = st.Total.PeakInFlight // every model shares the provider's cap
 	return rep, nil
 }
 

@@ -134,7 +134,7 @@ type MemoryReport struct {
 func RunMemory(ctx context.Context, binDir string, calls int, log io.Writer) (MemoryReport, error) {
 	var rep MemoryReport
 	svc, err := startService(ctx, serviceOptions{binDir: binDir,
-		workerEnv: merge(benchModels, map[string]string{"SNAPSHOT_CONCURRENCY": fmt.Sprint(calls)}),
+		workerEnv: merge(benchModels, map[string]string{"SNAPSHOT_CONCURRENCY": fmt.Sprint(calls), "LLM_MAX_IN_FLIGHT": fmt.Sprint(calls + 16)}),
 		apiEnv:    map[string]string{"JOB_DEADLINE": "10m"},
 		simEnv:    merge(simLatencyEnv(2*time.Minute, time.Second, time.Second, 100*time.Millisecond), map[string]string{"LLMSIM_TOKENS_PER_SECOND": "5"})})
 	if err != nil {
