@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/version"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take to finish
@@ -44,6 +45,7 @@ import (
 const shutdownTimeout = 15 * time.Second
 
 func main() {
+	version.HandleFlag()
 	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx)

@@ -349,8 +349,8 @@ func TestDockerfilesBuildStaticBinaries(t *testing.T) {
 				t.Fatal("go build has no -ldflags")
 			}
 			ld := strings.Fields(b.args[i+1])
-			if !slices.Contains(ld, "-s") || !slices.Contains(ld, "-w") || !strings.Contains(b.args[i+1], "-X main.version="+version) {
-				t.Errorf("-ldflags %q, want -s -w -X main.version=${VERSION}", b.args[i+1])
+			if !slices.Contains(ld, "-s") || !slices.Contains(ld, "-w") || !strings.Contains(b.args[i+1], "-X github.com/timetravel-ai/timetravel/internal/version.Version="+version) {
+				t.Errorf("-ldflags %q, want -s -w -X .../internal/version.Version=${VERSION}", b.args[i+1])
 			}
 			if b.output != "/out/"+img.cmd || b.args[len(b.args)-1] != "./cmd/"+img.cmd {
 				t.Errorf("go build -o %s %s, want -o /out/%s ./cmd/%s", b.output, b.args[len(b.args)-1], img.cmd, img.cmd)

@@ -17,11 +17,13 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/version"
 )
 
 // Main runs run with the process's configuration, logger and a context that
 // ends on the first signal, and exits the process with its outcome.
 func Main(name string, run func(ctx context.Context, cfg config.Config, log *slog.Logger) error) {
+	version.HandleFlag()
 	cfg, err := config.Load()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -30,7 +32,7 @@ func Main(name string, run func(ctx context.Context, cfg config.Config, log *slo
 	level, _ := config.ParseLogLevel(cfg.LogLevel)
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", name)
 	slog.SetDefault(log)
-	log.Info("starting", "config", cfg)
+	log.Info("starting", "version", version.Version, "config", cfg)
 
 	ctx, stop := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
