@@ -15,6 +15,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
 // Accepted is the answer to a new job.
@@ -59,6 +60,16 @@ func (s *Server) submit(c *gin.Context) {
 	if ferr != nil {
 		abort(c, http.StatusBadRequest, CodeInvalidField, ferr.Field, "%s", ferr.Message)
 		return
+	}
+	if spec.CallbackURL != "" {
+		if !s.webhooksOn {
+			abort(c, http.StatusBadRequest, CodeInvalidField, "callback_url", "callback_url cannot be used: webhooks are not configured on this server")
+			return
+		}
+		if err := s.callbacks.ValidateURL(c.Request.Context(), spec.CallbackURL); err != nil {
+			abort(c, http.StatusBadRequest, CodeInvalidField, "callback_url", "callback_url: %v", err)
+			return
+		}
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -174,12 +185,34 @@ func (s *Server) cancelJob(c *gin.Context) {
 		return
 	}
 	// The job is closed: whatever still runs stops at its next write. Removing
-	// and cancelling its tasks just saves the work.
-	if err := tasks.Withdraw(s.insp, j.ID, indexes(len(j.Snapshots)), true); err != nil {
+	// and cancelling its tasks just saves the work, except the aggregation
+	// task's: scheduled at the deadline, it queues the webhook of a job it
+	// finds ended, so it is withdrawn only once the webhook is queued. The
+	// client going away does not stop these steps.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
+	defer cancel()
+	queued := true
+	if err := s.queueWebhook(ctx, j); err != nil {
+		queued = false
+		s.log.Warn("could not queue the webhook of the canceled job; its aggregation task will", "job_id", j.ID, "err", err)
+	}
+	if err := tasks.Withdraw(s.insp, j.ID, indexes(len(j.Snapshots)), queued); err != nil {
 		s.log.Warn("withdraw tasks of canceled job", "job_id", j.ID, "err", err)
 	}
 	s.log.Info("job canceled", "job_id", j.ID)
 	if j, ok = s.loadJob(c); ok {
 		c.JSON(http.StatusOK, j.View())
 	}
+}
+
+// queueWebhook puts the delivery of an ended job's webhook on the queue and
+// marks it pending; nothing when the job has no callback URL.
+func (s *Server) queueWebhook(ctx context.Context, j *job.Job) error {
+	if j.Spec.CallbackURL == "" {
+		return nil
+	}
+	if err := s.enq.EnqueueWebhook(ctx, j.ID, webhook.MaxRetries); err != nil {
+		return err
+	}
+	return s.store.WebhookQueued(ctx, j.ID)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
 // MaxBodyBytes bounds a request body.
@@ -36,6 +37,10 @@ type Server struct {
 	hub   *events.Hub
 	log   *slog.Logger
 	now   func() time.Time
+	// callbacks checks callback URLs; webhooksOn says whether a webhook
+	// secret is configured (without one, a callback_url is refused).
+	callbacks  webhook.Policy
+	webhooksOn bool
 
 	// draining is set when shutdown starts: readiness fails and SSE streams
 	// end with a reconnect hint.
@@ -58,6 +63,9 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 		now:   time.Now,
 		drain: drain,
 		stop:  stop,
+
+		callbacks:  cfg.Webhook.Policy(),
+		webhooksOn: cfg.Webhook.Enabled(),
 	}
 }
 

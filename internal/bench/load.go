@@ -31,8 +31,8 @@ func RunLoad(ctx context.Context, binDir string, jobs, providerCap int, log io.W
 	svc, err := startService(ctx, serviceOptions{binDir: binDir,
 		workerEnv: merge(benchModels, map[string]string{"LLM_MAX_IN_FLIGHT": strconv.Itoa(providerCap),
 			"SNAPSHOT_CONCURRENCY": strconv.Itoa(2 * providerCap), "AGGREGATE_CONCURRENCY": "64"}),
-		apiEnv:    map[string]string{"JOB_DEADLINE": "15m"},
-		simEnv:    simLatencyEnv(time.Second, 300*time.Millisecond, 300*time.Millisecond, 100*time.Millisecond)})
+		apiEnv: map[string]string{"JOB_DEADLINE": "15m"},
+		simEnv: simLatencyEnv(time.Second, 300*time.Millisecond, 300*time.Millisecond, 100*time.Millisecond)})
 	if err != nil {
 		return rep, err
 	}

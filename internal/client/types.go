@@ -17,6 +17,8 @@ type SubmitRequest struct {
 	Model           string      `json:"model,omitempty"`
 	Complexity      string      `json:"complexity,omitempty"`
 	ForceTimeTravel bool        `json:"force_time_travel,omitempty"`
+	// CallbackURL gets the job's result in a signed webhook when it ends.
+	CallbackURL string `json:"callback_url,omitempty"`
 }
 
 // TimePoint is one requested time point: Date is "YYYY-MM-DD" or "today".
@@ -86,6 +88,10 @@ const (
 	EventNarrativeCompleted  = "narrative.completed"
 	EventNarrativeFailed     = "narrative.failed"
 	EventJobCompleted        = "job.completed"
+	// After job.completed, in a replay of an ended job's stream only: the
+	// outcome of the webhook to the job's callback URL.
+	EventWebhookDelivered = "webhook.delivered"
+	EventWebhookFailed    = "webhook.failed"
 )
 
 // Event is one Server-Sent Event of a job's stream.
@@ -186,4 +192,12 @@ type JobCompletedData struct {
 	JobID  string     `json:"job_id"`
 	Status job.Status `json:"status"`
 	Error  string     `json:"error,omitempty"`
+}
+
+// WebhookData is the data of webhook.delivered and webhook.failed.
+type WebhookData struct {
+	WebhookID  string `json:"webhook_id"`
+	Attempts   int    `json:"attempts"`
+	StatusCode int    `json:"status_code,omitempty"`
+	Error      string `json:"error,omitempty"`
 }

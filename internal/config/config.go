@@ -4,6 +4,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
 // Config is the configuration of the api and worker processes. Each process
@@ -55,6 +58,73 @@ type Config struct {
 
 	// LLM is the provider configuration.
 	LLM LLM
+
+	// Webhook configures the callbacks to a job's callback_url.
+	Webhook Webhook
+}
+
+// Webhook configures the delivery of a job's result to the callback_url its
+// submission named, when the job ends. The api checks callback URLs against
+// the same policy that the worker enforces when it connects.
+type Webhook struct {
+	// Secret signs deliveries per Standard Webhooks ("whsec_<base64>", a key
+	// of 24 to 64 bytes). Empty: webhooks are off and the api refuses a
+	// callback_url. Never logged.
+	Secret string `env:"WEBHOOK_SECRET"`
+	// PreviousSecret, during a rotation, signs deliveries too, so that
+	// receivers still holding it verify them. Never logged.
+	PreviousSecret string `env:"WEBHOOK_SECRET_PREVIOUS"`
+	// AllowHTTP admits plain http:// callback URLs (development and
+	// tests); otherwise only https:// is.
+	AllowHTTP bool `env:"WEBHOOK_ALLOW_HTTP" envDefault:"false"`
+	// AllowCIDRs lists addresses or ranges ("127.0.0.1/32,10.1.0.0/16")
+	// admitted although they are loopback, private or link-local.
+	AllowCIDRs string `env:"WEBHOOK_ALLOW_CIDRS"`
+	// AttemptTimeout bounds one delivery attempt, from connecting to the
+	// answer. (Field names are unique in Config: parse errors name the
+	// variable by the field's name.)
+	AttemptTimeout time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"15s"`
+	// Concurrency caps the deliveries one worker process makes at once.
+	Concurrency int `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
+}
+
+// Enabled reports whether webhooks are configured (a secret is set).
+func (w Webhook) Enabled() bool { return w.Secret != "" }
+
+// Policy is the check of callback URLs and of the addresses deliveries
+// connect to.
+func (w Webhook) Policy() webhook.Policy {
+	allow, _ := webhook.ParsePrefixes(w.AllowCIDRs) // validated at load
+	return webhook.Policy{AllowHTTP: w.AllowHTTP, Allow: allow}
+}
+
+// Signer signs deliveries with the secret and, during a rotation, the
+// previous one; nil when webhooks are off. Its errors never contain a
+// secret.
+func (w Webhook) Signer() (*webhook.Signer, error) {
+	if !w.Enabled() {
+		return nil, nil
+	}
+	return webhook.NewSigner(w.Secret, w.PreviousSecret)
+}
+
+// Bounds of a webhook secret's key, per the Standard Webhooks
+// specification.
+const (
+	minWebhookKey = 24
+	maxWebhookKey = 64
+)
+
+// checkWebhookSecret says what is wrong with a secret, without repeating it.
+func checkWebhookSecret(secret string) error {
+	if _, err := webhook.NewSigner(secret, ""); err != nil {
+		return err
+	}
+	key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if len(key) < minWebhookKey || len(key) > maxWebhookKey {
+		return fmt.Errorf("the key after whsec_ must be %d to %d bytes (base64), got %d bytes", minWebhookKey, maxWebhookKey, len(key))
+	}
+	return nil
 }
 
 // LLM configures the OpenAI-compatible provider.
@@ -234,6 +304,28 @@ func (c Config) Validate() error {
 		bad("LLM_TIMEOUT", "must be at least 1s, got %s", c.LLM.Timeout)
 	}
 	errs = append(errs, c.LLM.validate()...)
+	w := c.Webhook
+	if w.Secret != "" {
+		if err := checkWebhookSecret(w.Secret); err != nil {
+			bad("WEBHOOK_SECRET", "%v", err)
+		}
+	}
+	if w.PreviousSecret != "" {
+		if w.Secret == "" {
+			bad("WEBHOOK_SECRET_PREVIOUS", "a previous secret is only used alongside a current one, which is not set")
+		} else if err := checkWebhookSecret(w.PreviousSecret); err != nil {
+			bad("WEBHOOK_SECRET_PREVIOUS", "%v", err)
+		}
+	}
+	if _, err := webhook.ParsePrefixes(w.AllowCIDRs); err != nil {
+		bad("WEBHOOK_ALLOW_CIDRS", "%v", err)
+	}
+	if w.AttemptTimeout < 100*time.Millisecond || w.AttemptTimeout > 5*time.Minute {
+		bad("WEBHOOK_TIMEOUT", "must be between 100ms and 5m, got %s", w.AttemptTimeout)
+	}
+	if w.Concurrency < 1 {
+		bad("WEBHOOK_CONCURRENCY", "must be at least 1, got %d", w.Concurrency)
+	}
 	return errors.Join(errs...)
 }
 
@@ -251,6 +343,12 @@ func (c Config) LogValue() slog.Value {
 	masked := c
 	if masked.LLM.APIKey != "" {
 		masked.LLM.APIKey = "****"
+	}
+	if masked.Webhook.Secret != "" {
+		masked.Webhook.Secret = "****"
+	}
+	if masked.Webhook.PreviousSecret != "" {
+		masked.Webhook.PreviousSecret = "****"
 	}
 	if u, err := url.Parse(masked.RedisURL); err == nil && u.User != nil {
 		if _, has := u.User.Password(); has {

@@ -53,6 +53,7 @@ func TestLoadFromDefaults(t *testing.T) {
 			}},
 			Fallbacks: map[string][]string{},
 		},
+		Webhook: Webhook{AttemptTimeout: 15 * time.Second, Concurrency: 8},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom(empty) =\n%+v\nwant\n%+v", got, want)
@@ -92,6 +93,12 @@ func TestLoadFromOverrides(t *testing.T) {
 		"LLM_CAPACITY_WAIT":       "500ms",
 		"LLM_BREAKER_FAILURES":    "2",
 		"LLM_BREAKER_OPEN_FOR":    "1s",
+		"WEBHOOK_SECRET":          testSecretB,
+		"WEBHOOK_SECRET_PREVIOUS": testSecretA,
+		"WEBHOOK_ALLOW_HTTP":      "true",
+		"WEBHOOK_ALLOW_CIDRS":     "127.0.0.1/32, ::1",
+		"WEBHOOK_TIMEOUT":         "2s",
+		"WEBHOOK_CONCURRENCY":     "3",
 	})
 	if err != nil {
 		t.Fatalf("LoadFrom: %v", err)
@@ -133,6 +140,10 @@ func TestLoadFromOverrides(t *testing.T) {
 				APIType: "azure", APIVersion: "2025-01-01", MaxInFlight: 3, RPM: 600, TPM: 90000,
 			}},
 			Fallbacks: map[string][]string{"llama3.1:8b": {"mistral", "qwen2.5:3b"}, "mistral": {"qwen2.5:3b"}},
+		},
+		Webhook: Webhook{
+			Secret: testSecretB, PreviousSecret: testSecretA, AllowHTTP: true,
+			AllowCIDRs: "127.0.0.1/32, ::1", AttemptTimeout: 2 * time.Second, Concurrency: 3,
 		},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -201,6 +212,15 @@ func TestLoadFromInvalid(t *testing.T) {
 		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","rpm":-1}]`, "rpm"},
 		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","models":["m"]},{"name":"b","base_url":"http://y","models":["m"]}]`, "also served"},
 		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","api_key_env":"NOT_SET_ANYWHERE"}]`, "empty or not set"},
+		{"WEBHOOK_SECRET", "plain-secret", "whsec_"},
+		{"WEBHOOK_SECRET", "whsec_***", "base64"},
+		{"WEBHOOK_SECRET", "whsec_c2hvcnQ=", "24 to 64 bytes"},
+		{"WEBHOOK_SECRET_PREVIOUS", testSecretA, "current one"},
+		{"WEBHOOK_ALLOW_HTTP", "sometimes", `"sometimes"`},
+		{"WEBHOOK_ALLOW_CIDRS", "10.0.0.0/8,not-a-range", `"not-a-range"`},
+		{"WEBHOOK_TIMEOUT", "10ms", "10ms"},
+		{"WEBHOOK_TIMEOUT", "1h", "1h0m0s"},
+		{"WEBHOOK_CONCURRENCY", "0", "0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -224,6 +244,79 @@ func TestLoadFromInvalid(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Webhook secrets of the Standard Webhooks form (24-byte keys).
+const (
+	testSecretA = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	testSecretB = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+)
+
+func TestWebhookSecretErrorsDoNotRepeatIt(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"TOPSECRETvalue", "whsec_TOPSECRET***", "whsec_VE9QU0VDUkVU"} {
+		for _, name := range []string{"WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"} {
+			env := map[string]string{name: v}
+			if name == "WEBHOOK_SECRET_PREVIOUS" {
+				env["WEBHOOK_SECRET"] = testSecretA
+			}
+			_, err := LoadFrom(env)
+			if err == nil {
+				t.Fatalf("%s=%q accepted", name, v)
+			}
+			if strings.Contains(err.Error(), v) || strings.Contains(err.Error(), strings.TrimPrefix(v, "whsec_")) {
+				t.Errorf("error %q repeats the secret", err)
+			}
+		}
+	}
+}
+
+func TestWebhookPolicyAndSigner(t *testing.T) {
+	t.Parallel()
+	off, err := LoadFrom(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := off.Webhook.Signer(); off.Webhook.Enabled() || s != nil || err != nil {
+		t.Errorf("without a secret: enabled %v, signer %v, %v; want off", off.Webhook.Enabled(), s, err)
+	}
+	if p := off.Webhook.Policy(); p.AllowHTTP || len(p.Allow) != 0 {
+		t.Errorf("default policy %+v, want https only and no allow-list", p)
+	}
+	on, err := LoadFrom(map[string]string{"WEBHOOK_SECRET": testSecretA, "WEBHOOK_ALLOW_HTTP": "1", "WEBHOOK_ALLOW_CIDRS": "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := on.Webhook.Signer(); !on.Webhook.Enabled() || s == nil || err != nil {
+		t.Errorf("with a secret: enabled %v, signer %v, %v", on.Webhook.Enabled(), s, err)
+	}
+	if p := on.Webhook.Policy(); !p.AllowHTTP || len(p.Allow) != 1 || p.Allow[0].String() != "127.0.0.1/32" {
+		t.Errorf("policy %+v, want http allowed and 127.0.0.1/32", p)
+	}
+}
+
+func TestLogValueMasksWebhookSecrets(t *testing.T) {
+	t.Parallel()
+	c, err := LoadFrom(map[string]string{"WEBHOOK_SECRET": testSecretB, "WEBHOOK_SECRET_PREVIOUS": testSecretA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, m := logged(t, c)
+	for _, secret := range []string{testSecretA, testSecretB} {
+		if strings.Contains(out, strings.TrimPrefix(secret, "whsec_")) {
+			t.Errorf("webhook secret in log: %s", out)
+		}
+	}
+	wh, _ := m["Webhook"].(map[string]any)
+	if wh["WEBHOOK_SECRET"] != "****" || wh["WEBHOOK_SECRET_PREVIOUS"] != "****" {
+		t.Errorf("webhook secrets logged as %v / %v, want ****", wh["WEBHOOK_SECRET"], wh["WEBHOOK_SECRET_PREVIOUS"])
+	}
+	if wh["WEBHOOK_TIMEOUT"] != "15s" {
+		t.Errorf("WEBHOOK_TIMEOUT logged as %v, want 15s", wh["WEBHOOK_TIMEOUT"])
+	}
+	if c.Webhook.Secret != testSecretB {
+		t.Error("LogValue changed the config")
 	}
 }
 
@@ -421,7 +514,7 @@ func TestLoadFromProviders(t *testing.T) {
 		t.Errorf("Fallbacks = %v", c.LLM.Fallbacks)
 	}
 	out, m := logged(t, c)
-	if strings.Contains(out, "SECRET") {
+	if strings.Contains(out, "-SECRET") {
 		t.Errorf("a provider's API key is in the log: %s", out)
 	}
 	llm, _ := m["LLM"].(map[string]any)
@@ -448,4 +541,29 @@ func TestParseFallbacks(t *testing.T) {
 			t.Errorf("ParseFallbacks(%q) = %v, %v; want %v", tt.spec, got, err, tt.want)
 		}
 	}
+}
+
+// Parse errors name the variable by the Go field's name (nameVariables), so
+// field names must not repeat anywhere in Config.
+func TestFieldNamesAreUnique(t *testing.T) {
+	t.Parallel()
+	seen := map[string]string{}
+	var walk func(rt reflect.Type, path string)
+	walk = func(rt reflect.Type, path string) {
+		for i := range rt.NumField() {
+			f := rt.Field(i)
+			if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
+				walk(f.Type, path+f.Name+".")
+				continue
+			}
+			if f.Tag.Get("env") == "" || f.Tag.Get("env") == "-" {
+				continue
+			}
+			if prev, dup := seen[f.Name]; dup {
+				t.Errorf("field name %s is used by %s and %s%s", f.Name, prev, path, f.Name)
+			}
+			seen[f.Name] = path + f.Name
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
 }

@@ -395,8 +395,8 @@ var wantTriggers = []string{"snapshot_pending", "snapshot_active", "aggregate_pe
 
 // wantFormula is the ScaledObject's formula for the given concurrencies
 // (autoscaling.yaml explains it).
-func wantFormula(snapshot, aggregate int) string {
-	return fmt.Sprintf("max(max((snapshot_pending + snapshot_active) / %d, (aggregate_pending + aggregate_active) / %d), webhook_pending / 16)", snapshot, aggregate)
+func wantFormula(snapshot, aggregate, webhook int) string {
+	return fmt.Sprintf("max(max((snapshot_pending + snapshot_active) / %d, (aggregate_pending + aggregate_active) / %d), webhook_pending / %d)", snapshot, aggregate, webhook)
 }
 
 func TestScaledObject(t *testing.T) {
@@ -430,8 +430,8 @@ func TestScaledObject(t *testing.T) {
 			t.Fatal("no scalingModifiers: pending and running tasks would not add up")
 		}
 		sm := spec.Advanced.ScalingModifiers
-		if want := wantFormula(cfg.SnapshotConcurrency, cfg.AggregateConcurrency); sm.Formula != want {
-			t.Errorf("formula\n  %s\nwant (from SNAPSHOT_CONCURRENCY and AGGREGATE_CONCURRENCY)\n  %s", sm.Formula, want)
+		if want := wantFormula(cfg.SnapshotConcurrency, cfg.AggregateConcurrency, cfg.Webhook.Concurrency); sm.Formula != want {
+			t.Errorf("formula\n  %s\nwant (from SNAPSHOT_CONCURRENCY, AGGREGATE_CONCURRENCY and WEBHOOK_CONCURRENCY)\n  %s", sm.Formula, want)
 		}
 		if sm.Target != "1" || sm.MetricType != "AverageValue" {
 			t.Errorf("scalingModifiers target %q metricType %q, want 1 AverageValue (the formula counts pods)", sm.Target, sm.MetricType)

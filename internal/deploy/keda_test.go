@@ -13,9 +13,8 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 )
 
-// queueWebhook is the webhook queue's name; it has no constant in
-// internal/tasks yet.
-const queueWebhook = "webhook"
+// queueWebhook is the webhook queue's name.
+const queueWebhook = tasks.QueueWebhook
 
 // TestScaledObjectListsAreAsynqKeys checks that the Redis lists the KEDA
 // triggers read are the ones asynq uses: it enqueues a different number of

@@ -467,6 +467,8 @@ func TestPipeline(t *testing.T) {
 			{"empty time points", "application/json", `{"question":"x","time_points":[]}`, 400, "invalid_field", "time_points"},
 			{"unknown complexity", "application/json", `{"question":"x","complexity":"epic"}`, 400, "invalid_field", "complexity"},
 			{"bad model", "application/json", `{"question":"x","model":"a b"}`, 400, "invalid_field", "model"},
+			{"callback without webhooks configured", "application/json", `{"question":"x","callback_url":"https://93.184.215.14/hook"}`, 400, "invalid_field", "callback_url"},
+			{"callback not a string", "application/json", `{"question":"x","callback_url":["https://93.184.215.14/hook"]}`, 400, "invalid_field", "callback_url"},
 			{"body too large", "application/json", `{"question":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "body_too_large", ""},
 			{"wrong content type", "text/plain", `{"question":"x"}`, 415, "unsupported_media_type", ""},
 			{"no content type", "", `{"question":"x"}`, 415, "unsupported_media_type", ""},

@@ -27,6 +27,11 @@ const (
 	NarrativeCompleted  = "narrative.completed"
 	NarrativeFailed     = "narrative.failed"
 	JobCompleted        = "job.completed"
+	// The outcome of the delivery of the job's result to its callback URL;
+	// they come after job.completed, so live followers never see them (a
+	// replay of an ended job's stream does).
+	WebhookDelivered = "webhook.delivered"
+	WebhookFailed    = "webhook.failed"
 )
 
 // Channel is the Pub/Sub channel on which writers announce "job <id> has new
@@ -92,4 +97,13 @@ type CompletedData struct {
 	JobID  string `json:"job_id"`
 	Status string `json:"status"`
 	Error  string `json:"error,omitempty"`
+}
+
+// WebhookData is the payload of webhook.delivered and webhook.failed.
+type WebhookData struct {
+	// WebhookID is the webhook-id header of every attempt: msg_<job id>.
+	WebhookID  string `json:"webhook_id"`
+	Attempts   int    `json:"attempts"`
+	StatusCode int    `json:"status_code,omitempty"`
+	Error      string `json:"error,omitempty"`
 }

@@ -72,6 +72,9 @@ type Spec struct {
 	Model           string      `json:"model,omitempty"`
 	Complexity      Complexity  `json:"complexity"`
 	ForceTimeTravel bool        `json:"force_time_travel,omitempty"`
+	// CallbackURL, when set, gets the job's result in a signed webhook
+	// once the job ends. It was checked at submission (webhook.Policy).
+	CallbackURL string `json:"callback_url,omitempty"`
 }
 
 // Snapshot is one time point's answer and its bookkeeping. Times are Unix
@@ -121,6 +124,32 @@ type Aggregate struct {
 	NarrativeLLMAttempts  int    `json:"narrative_llm_attempts,omitempty"`
 }
 
+// WebhookStatus is the state of the delivery of a job's result to its
+// callback URL.
+type WebhookStatus string
+
+// Webhook delivery statuses: pending from the moment the delivery is
+// queued until it is delivered (a 2xx answer) or has failed for good.
+const (
+	WebhookPending   WebhookStatus = "pending"
+	WebhookDelivered WebhookStatus = "delivered"
+	WebhookFailed    WebhookStatus = "failed"
+)
+
+// Final reports whether the delivery has its outcome.
+func (s WebhookStatus) Final() bool { return s == WebhookDelivered || s == WebhookFailed }
+
+// Webhook is the delivery state of a job's callback. LastStatusCode and
+// LastError describe the latest attempt that did not deliver (the status
+// code also that of the one that did); Attempts counts the requests made.
+type Webhook struct {
+	Status         WebhookStatus `json:"status"`
+	Attempts       int           `json:"attempts"`
+	LastStatusCode int           `json:"last_status_code,omitempty"`
+	LastError      string        `json:"last_error,omitempty"`
+	DeliveredAt    *time.Time    `json:"delivered_at,omitempty"`
+}
+
 // Job is the full state of a job as stored.
 type Job struct {
 	ID         string     `json:"job_id"`
@@ -132,6 +161,8 @@ type Job struct {
 	Snapshots  []Snapshot `json:"snapshots"`
 	Aggregate  *Aggregate `json:"-"`
 	Error      string     `json:"-"`
+	// Webhook is the callback's delivery state; nil until it is queued.
+	Webhook *Webhook `json:"-"`
 }
 
 // Timings are the per-stage durations of a job in milliseconds; a stage that
@@ -223,6 +254,8 @@ type View struct {
 	Narrative       string      `json:"narrative"`
 	Timings         Timings     `json:"timings"`
 	Errors          []string    `json:"errors"`
+	CallbackURL     string      `json:"callback_url,omitempty"`
+	Webhook         *Webhook    `json:"webhook,omitempty"`
 }
 
 // View returns the client-facing form of the job. Errors lists, in a stable
@@ -241,6 +274,8 @@ func (j *Job) View() View {
 		KeyChanges:      []KeyChange{},
 		Timings:         j.Timings(),
 		Errors:          []string{},
+		CallbackURL:     j.Spec.CallbackURL,
+		Webhook:         j.Webhook,
 	}
 	if !j.FinishedAt.IsZero() {
 		f := j.FinishedAt.UTC()

@@ -289,12 +289,41 @@ func TestViewJSONOfNewJob(t *testing.T) {
 			t.Errorf("%s = %s, want %s", k, got, w)
 		}
 	}
-	for _, absent := range []string{"model", "finished_at"} {
+	for _, absent := range []string{"model", "finished_at", "callback_url", "webhook"} {
 		if got, ok := m[absent]; ok {
 			t.Errorf("%s present (%s), want it omitted", absent, got)
 		}
 	}
 	if len(m) != len(want) {
 		t.Errorf("JSON has %d fields, want %d: %s", len(m), len(want), b)
+	}
+}
+
+func TestViewJSONOfWebhook(t *testing.T) {
+	t.Parallel()
+	at := t0.Add(2 * time.Second)
+	j := &Job{
+		ID: "0190", Status: StatusCompleted, CreatedAt: t0, Deadline: t0.Add(time.Minute), FinishedAt: t0.Add(time.Second),
+		Spec:    Spec{Question: "q", Complexity: ComplexityStandard, CallbackURL: "https://example.com/hook"},
+		Webhook: &Webhook{Status: WebhookDelivered, Attempts: 2, LastStatusCode: 204, DeliveredAt: &at},
+	}
+	b, err := json.Marshal(j.View())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(m["callback_url"]); got != `"https://example.com/hook"` {
+		t.Errorf("callback_url = %s", got)
+	}
+	if got, want := string(m["webhook"]), `{"status":"delivered","attempts":2,"last_status_code":204,"delivered_at":"2026-11-26T10:00:02Z"}`; got != want {
+		t.Errorf("webhook = %s, want %s", got, want)
+	}
+	for s, final := range map[WebhookStatus]bool{WebhookPending: false, WebhookDelivered: true, WebhookFailed: true} {
+		if s.Final() != final {
+			t.Errorf("%s.Final() = %v", s, !final)
+		}
 	}
 }

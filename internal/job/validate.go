@@ -41,6 +41,9 @@ type Submission struct {
 	Model           string           `json:"model"`
 	Complexity      string           `json:"complexity"`
 	ForceTimeTravel bool             `json:"force_time_travel"`
+	// CallbackURL is checked by the api against its webhook policy (it
+	// needs configuration and DNS); Validate only carries it over.
+	CallbackURL string `json:"callback_url"`
 }
 
 // TimePointInput is a time point as written by a client: "YYYY-MM-DD",
@@ -168,6 +171,7 @@ func (s Submission) Validate(now time.Time) (Spec, *FieldError) {
 		return spec, &FieldError{"complexity", fmt.Sprintf("complexity must be brief, standard or detailed, not %q", truncate(s.Complexity, 40))}
 	}
 	spec.ForceTimeTravel = s.ForceTimeTravel
+	spec.CallbackURL = strings.TrimSpace(s.CallbackURL)
 	return spec, nil
 }
 

@@ -737,3 +737,16 @@ func FuzzSubmission(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateCarriesCallbackURL(t *testing.T) {
+	t.Parallel()
+	q := "q"
+	spec, ferr := Submission{Question: &q, CallbackURL: "  https://example.com/hook?x=1 "}.Validate(time.Now())
+	if ferr != nil || spec.CallbackURL != "https://example.com/hook?x=1" {
+		t.Fatalf("spec %+v, %v; want the callback URL trimmed", spec, ferr)
+	}
+	spec, _ = Submission{Question: &q}.Validate(time.Now())
+	if spec.CallbackURL != "" {
+		t.Fatalf("callback URL %q without one submitted", spec.CallbackURL)
+	}
+}

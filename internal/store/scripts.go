@@ -142,3 +142,52 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[9], ARGV[2])
 return {'ok', id}
 `)
+
+// webhookQueuedScript: marks the job's webhook delivery pending unless it
+// has a state already. Returns {'ok'} | {'gone'}.
+var webhookQueuedScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
+if redis.call('HEXISTS', KEYS[1], 'webhook') == 0 then
+  redis.call('HSET', KEYS[1], 'webhook', cjson.encode({status = 'pending', attempts = 0}))
+end
+return {'ok'}
+`)
+
+// webhookAttemptScript: ARGV[3] outcome (pending | delivered | failed),
+// ARGV[4] now ms, ARGV[5] the receiver's status code (0: none), ARGV[6]
+// error, ARGV[7] webhook id, ARGV[8] ms the job is kept at least while its
+// delivery is pending. Counts one attempt of a delivery that has no outcome
+// yet and records it; a final outcome appends webhook.<outcome> (after the
+// job's terminal event). Returns {'ok', attempts} | {'done', status} |
+// {'gone'}.
+var webhookAttemptScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'webhook')
+if not v[1] then return {'gone'} end
+local w = {status = 'pending', attempts = 0}
+if v[2] then w = cjson.decode(v[2]) end
+if w.status == 'delivered' or w.status == 'failed' then return {'done', w.status} end
+local outcome = ARGV[3]
+local code = tonumber(ARGV[5]) or 0
+w.attempts = (w.attempts or 0) + 1
+w.status = outcome
+if code > 0 then w.last_status_code = code else w.last_status_code = nil end
+if outcome == 'delivered' then
+  w.last_error = nil
+  w.delivered_at_ms = tonumber(ARGV[4])
+else
+  w.last_error = ARGV[6]
+end
+redis.call('HSET', KEYS[1], 'webhook', cjson.encode(w))
+if outcome == 'pending' and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[8]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+end
+if outcome ~= 'pending' then
+  local d = {webhook_id = ARGV[7], attempts = w.attempts}
+  if code > 0 then d.status_code = code end
+  if outcome == 'failed' then d.error = ARGV[6] end
+  redis.call('XADD', KEYS[2], '*', 't', 'webhook.' .. outcome, 'd', cjson.encode(d))
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
+return {'ok', w.attempts}
+`)

@@ -151,6 +151,13 @@ func decodeJob(id string, h map[string]string) (*job.Job, error) {
 		ms, _ := strconv.ParseInt(started, 10, 64)
 		j.Aggregate = &job.Aggregate{StartedAt: ms}
 	}
+	if raw := h["webhook"]; raw != "" {
+		var w webhookRecord
+		if err := json.Unmarshal([]byte(raw), &w); err != nil {
+			return nil, fmt.Errorf("decode job %s webhook: %w", id, err)
+		}
+		j.Webhook = w.state()
+	}
 	return j, nil
 }
 
@@ -300,6 +307,84 @@ func (s *Store) Finish(ctx context.Context, jobID string, status job.Status, err
 		return nil
 	}
 	return resultErr(res)
+}
+
+// webhookRecord is how a job's webhook state is stored (field "webhook",
+// written by the scripts).
+type webhookRecord struct {
+	Status         string `json:"status"`
+	Attempts       int    `json:"attempts"`
+	LastStatusCode int    `json:"last_status_code,omitempty"`
+	LastError      string `json:"last_error,omitempty"`
+	DeliveredAtMS  int64  `json:"delivered_at_ms,omitempty"`
+}
+
+func (r webhookRecord) state() *job.Webhook {
+	w := &job.Webhook{Status: job.WebhookStatus(r.Status), Attempts: r.Attempts, LastStatusCode: r.LastStatusCode, LastError: r.LastError}
+	if r.DeliveredAtMS > 0 {
+		t := time.UnixMilli(r.DeliveredAtMS).UTC()
+		w.DeliveredAt = &t
+	}
+	return w
+}
+
+// WebhookQueued marks the job's webhook delivery pending, once its task is
+// on the queue. A delivery that has a state already (the task may have run
+// first) keeps it. ErrNotFound: no such job.
+func (s *Store) WebhookQueued(ctx context.Context, jobID string) error {
+	res, err := webhookQueuedScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID).Slice()
+	if err != nil {
+		return fmt.Errorf("mark webhook of job %s queued: %w", jobID, err)
+	}
+	if res[0] == "ok" {
+		return nil
+	}
+	return resultErr(res)
+}
+
+// WebhookAttempt is the outcome of one delivery attempt of a job's webhook.
+type WebhookAttempt struct {
+	// Status is pending (another attempt follows), delivered or failed
+	// (for good).
+	Status job.WebhookStatus
+	// StatusCode is the receiver's answer; 0 when there was none.
+	StatusCode int
+	// Error says why it was not delivered.
+	Error string
+	// WebhookID is the delivery's webhook-id, named in the event.
+	WebhookID string
+}
+
+// WebhookKeep is how long, at least, a job is kept after an attempt of its
+// webhook failed and another follows: longer than the longest retry delay
+// (webhook.Schedule), so that the retries, which span more than a day, find
+// the job even with a short JOB_RETENTION.
+const WebhookKeep = 12 * time.Hour
+
+// RecordWebhook counts a delivery attempt and records its outcome; a final
+// one (delivered, failed) appends webhook.delivered or webhook.failed to the
+// job's stream, after its terminal event. A pending one keeps the job at
+// least WebhookKeep longer. It returns the attempts so far.
+// ErrClosed: the delivery already had its outcome, nothing changed;
+// ErrNotFound: the job is gone.
+func (s *Store) RecordWebhook(ctx context.Context, jobID string, a WebhookAttempt) (int, error) {
+	switch a.Status {
+	case job.WebhookPending, job.WebhookDelivered, job.WebhookFailed:
+	default:
+		return 0, fmt.Errorf("record webhook of job %s: unknown status %q", jobID, a.Status)
+	}
+	res, err := webhookAttemptScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, string(a.Status),
+		s.now().UnixMilli(), a.StatusCode, a.Error, a.WebhookID, WebhookKeep.Milliseconds()).Slice()
+	if err != nil {
+		return 0, fmt.Errorf("record webhook of job %s: %w", jobID, err)
+	}
+	switch res[0] {
+	case "ok":
+		return int(toInt(res, 1)), nil
+	case "done":
+		return 0, fmt.Errorf("%w (webhook %v)", ErrClosed, res[1])
+	}
+	return 0, resultErr(res)
 }
 
 func resultErr(res []any) error {

@@ -22,12 +22,14 @@ import (
 const (
 	QueueSnapshot  = "snapshot"
 	QueueAggregate = "aggregate"
+	QueueWebhook   = "webhook"
 )
 
 // Task types.
 const (
 	TypeSnapshot  = "timetravel:snapshot"
 	TypeAggregate = "timetravel:aggregate"
+	TypeWebhook   = "timetravel:webhook"
 )
 
 // SnapshotPayload is everything a snapshot task needs, so that the worker
@@ -47,6 +49,12 @@ type AggregatePayload struct {
 	JobID string `json:"job_id"`
 }
 
+// WebhookPayload names the job whose result goes to its callback URL; the
+// handler reads the job, so that the delivery carries its final state.
+type WebhookPayload struct {
+	JobID string `json:"job_id"`
+}
+
 // SnapshotTaskID is the fixed asynq task id of snapshot index of a job; a
 // second enqueue of the same snapshot is refused by asynq.
 func SnapshotTaskID(jobID string, index int) string {
@@ -55,6 +63,19 @@ func SnapshotTaskID(jobID string, index int) string {
 
 // AggregateTaskID is the fixed asynq task id of a job's aggregation.
 func AggregateTaskID(jobID string) string { return jobID + ":aggregate" }
+
+// WebhookTaskID is the fixed asynq task id of the delivery of a job's
+// webhook.
+func WebhookTaskID(jobID string) string { return jobID + ":webhook" }
+
+// WebhookRetention is how long a webhook task is kept after it ended
+// (delivered, or archived after failing for good): while it is, a second
+// enqueue of the job's delivery conflicts and does nothing.
+const WebhookRetention = 24 * time.Hour
+
+// webhookTaskTimeout bounds one run of a webhook task; each attempt has its
+// own, shorter timeout (WEBHOOK_TIMEOUT, at most 5 minutes).
+const webhookTaskTimeout = 10 * time.Minute
 
 // HandBackSpare is the delivery each task gets beyond its retry budget.
 // asynq archives a task whose handler returns an error once its retries are
@@ -125,6 +146,26 @@ func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return fmt.Errorf("enqueue snapshot %d of job %s: %w", i, j.ID, err)
 		}
+	}
+	return nil
+}
+
+// EnqueueWebhook puts the delivery of the job's webhook on the webhook
+// queue, to run now, with maxRetry retries (webhook.MaxRetries). The task
+// id is fixed and the task is kept for WebhookRetention after it ended, so
+// that enqueuing again (every path that sees the job ended does) is a
+// conflict, which counts as enqueued, and never a second delivery.
+func (e *Enqueuer) EnqueueWebhook(ctx context.Context, jobID string, maxRetry int) error {
+	p, _ := json.Marshal(WebhookPayload{JobID: jobID})
+	_, err := e.client.EnqueueContext(ctx, asynq.NewTask(TypeWebhook, p),
+		asynq.Queue(QueueWebhook),
+		asynq.TaskID(WebhookTaskID(jobID)),
+		asynq.MaxRetry(maxRetry),
+		asynq.Retention(WebhookRetention),
+		asynq.Timeout(webhookTaskTimeout),
+	)
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue webhook of job %s: %w", jobID, err)
 	}
 	return nil
 }

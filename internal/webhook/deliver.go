@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -61,15 +62,15 @@ type Result struct {
 	Err error
 }
 
-// Send makes one attempt to POST body to url with id as the webhook-id.
-func (s *Sender) Send(ctx context.Context, url, id string, body []byte) Result {
+// Send makes one attempt to POST body to target with id as the webhook-id.
+func (s *Sender) Send(ctx context.Context, target, id string, body []byte) Result {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	h, err := s.signer.Headers(id, s.now(), body)
 	if err != nil {
 		return Result{Err: err}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return Result{Err: fmt.Errorf("build request: %w", err)}
 	}
@@ -78,6 +79,12 @@ func (s *Sender) Send(ctx context.Context, url, id string, body []byte) Result {
 	req.Header.Set("User-Agent", "timetravel-webhook/1")
 	resp, err := s.client.Do(req)
 	if err != nil {
+		// The URL may carry the receiver's own token in its query: errors
+		// are recorded on the job and logged, so they leave it out.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		// A refused address is final; timeouts and network errors are not.
 		if isRefused(err) {
 			return Result{Err: fmt.Errorf("refused: %w", err)}

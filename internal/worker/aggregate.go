@@ -34,6 +34,15 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 	defer stop()
 	err := h.aggregate(work, p.JobID)
 	if err == nil || stopQuietly(err) || errors.Is(context.Cause(work), errJobClosed) {
+		// The job ended, by this run or before it (then BeginAggregate
+		// said ErrClosed): its webhook goes on the queue. This task is the
+		// safety net of every path that ends a job (it stays scheduled at
+		// the deadline until then): when queuing fails, asynq runs it
+		// again, and the next run finds the job ended and queues again.
+		if werr := h.queueWebhook(ctx, p.JobID); werr != nil {
+			log.Warn("could not queue the webhook; the aggregation task will try again", "err", werr)
+			return werr
+		}
 		return nil
 	}
 	if errors.Is(err, llm.ErrNoCapacity) {
@@ -46,6 +55,11 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 		defer cancel()
 		ferr := h.store.Finish(fctx, p.JobID, job.StatusFailed, "aggregation failed: "+err.Error(), nil)
 		log.Error("aggregation failed for good; job failed", "err", err, "finish_err", ferr)
+		if werr := h.queueWebhook(ctx, p.JobID); werr != nil {
+			// The spare delivery finds the job ended and queues again.
+			log.Warn("could not queue the webhook; the aggregation task will try again", "err", werr)
+			return werr
+		}
 		return nil
 	}
 	log.Warn("aggregation failed; will retry", "err", err)

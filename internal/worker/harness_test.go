@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
@@ -301,6 +302,9 @@ type options struct {
 	// noServers leaves the asynq servers out, for tests that call the
 	// handlers themselves.
 	noServers bool
+	// webhooks turns on webhooks (with the harness' enqueuer when it names
+	// none) and the webhook queue's server.
+	webhooks *worker.Webhooks
 }
 
 func newHarness(t *testing.T, o options) *harness {
@@ -329,10 +333,46 @@ func newHarness(t *testing.T, o options) *harness {
 	closed := runHub(t, db.Client, store.ClosedChannel, log)
 	hs.h = worker.NewHandlers(hs.store, hs.model, hs.insp, closed,
 		worker.Models{Snapshot: snapModel, Extraction: extractModel, Narrative: narrModel}, log)
+	if o.webhooks != nil {
+		w := *o.webhooks
+		if w.Enqueuer == nil {
+			w.Enqueuer = hs.enq
+		}
+		hs.h.SetWebhooks(w)
+	}
 	if !o.noServers {
 		hs.startServers(log)
+		if o.webhooks != nil {
+			hs.startWebhookServer(log)
+		}
 	}
 	return hs
+}
+
+// startWebhookServer starts the webhook queue's server from the worker's
+// own layout line (its retry delay included), with a forwarder that moves
+// due retries every 100 ms.
+func (hs *harness) startWebhookServer(log *slog.Logger) {
+	hs.t.Helper()
+	var queues []worker.Queue
+	for _, q := range hs.h.Layout(config.Config{SnapshotConcurrency: 1, AggregateConcurrency: 1, Webhook: config.Webhook{Concurrency: 4}}) {
+		if q.Name == tasks.QueueWebhook {
+			queues = append(queues, q)
+		}
+	}
+	if len(queues) != 1 || queues[0].RetryDelay == nil {
+		hs.t.Fatalf("the layout has no webhook queue with a retry delay of its own: %+v", queues)
+	}
+	servers, err := worker.StartServers(hs.rdb, queues, worker.ServerOptions{
+		TaskCheckInterval: 10 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
+		ShutdownTimeout: 2 * time.Second, Log: log,
+	})
+	if err != nil {
+		hs.t.Fatal(err)
+	}
+	for _, s := range servers {
+		hs.t.Cleanup(s.Shutdown)
+	}
 }
 
 func runHub(t *testing.T, rdb *redis.Client, channel string, log *slog.Logger) *events.Hub {
@@ -406,7 +446,12 @@ func newJob(t *testing.T, dates []string, deadline time.Duration) *job.Job {
 // the deadline first, then the job, then its snapshots.
 func (hs *harness) submit(dates []string, deadline time.Duration) *job.Job {
 	hs.t.Helper()
-	j := newJob(hs.t, dates, deadline)
+	return hs.submitJob(newJob(hs.t, dates, deadline))
+}
+
+// submitJob is submit for a job made by the test.
+func (hs *harness) submitJob(j *job.Job) *job.Job {
+	hs.t.Helper()
 	ctx := context.Background()
 	if err := hs.enq.EnqueueAggregate(ctx, j); err != nil {
 		hs.t.Fatal(err)

@@ -1,6 +1,7 @@
 // Package worker runs the asynq task handlers of a time-travel job: one
-// snapshot per time point, then one aggregation. Each queue gets an asynq
-// server of its own, so that each has its own concurrency cap.
+// snapshot per time point, then one aggregation, then, for a job with a
+// callback URL, the webhook delivery. Each queue gets an asynq server of
+// its own, so that each has its own concurrency cap.
 package worker
 
 import (
@@ -24,6 +25,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
 // Model is the LLM the handlers call.
@@ -59,12 +61,13 @@ type Watcher interface {
 
 // Handlers are the task handlers. They are safe for concurrent use.
 type Handlers struct {
-	store  *store.Store
-	llm    Model
-	insp   tasks.Inspector
-	closed Watcher
-	models Models
-	log    *slog.Logger
+	store    *store.Store
+	llm      Model
+	insp     tasks.Inspector
+	closed   Watcher
+	models   Models
+	log      *slog.Logger
+	webhooks Webhooks
 }
 
 // NewHandlers wires the handlers. closed announces jobs that closed
@@ -91,12 +94,14 @@ func isFailure(err error) bool { return !errors.Is(err, llm.ErrNoCapacity) }
 func retryDelay(n int, err error, _ *asynq.Task) time.Duration { return llm.QueueDelay(n, err) }
 
 // Queue is one line of the worker's layout: a queue, the task type its
-// asynq server handles, its handler and its concurrency cap per process.
+// asynq server handles, its handler, its concurrency cap per process and,
+// optionally, its own retry delay (nil: retryDelay, the LLM work's).
 type Queue struct {
 	Name        string
 	TaskType    string
 	Concurrency int
 	Handler     asynq.HandlerFunc
+	RetryDelay  asynq.RetryDelayFunc
 }
 
 // Layout returns the worker's queues, each served by an asynq server of its
@@ -104,8 +109,9 @@ type Queue struct {
 // variable).
 func (h *Handlers) Layout(cfg config.Config) []Queue {
 	return []Queue{
-		{tasks.QueueSnapshot, tasks.TypeSnapshot, cfg.SnapshotConcurrency, h.HandleSnapshot},
-		{tasks.QueueAggregate, tasks.TypeAggregate, cfg.AggregateConcurrency, h.HandleAggregate},
+		{tasks.QueueSnapshot, tasks.TypeSnapshot, cfg.SnapshotConcurrency, h.HandleSnapshot, nil},
+		{tasks.QueueAggregate, tasks.TypeAggregate, cfg.AggregateConcurrency, h.HandleAggregate, nil},
+		{tasks.QueueWebhook, tasks.TypeWebhook, cfg.Webhook.Concurrency, h.HandleWebhook, h.webhookRetryDelay},
 	}
 }
 
@@ -125,6 +131,10 @@ func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([
 	}
 	var started []*asynq.Server
 	for _, q := range queues {
+		delay := q.RetryDelay
+		if delay == nil {
+			delay = retryDelay
+		}
 		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 			Concurrency:              q.Concurrency,
 			Queues:                   map[string]int{q.Name: 1},
@@ -132,7 +142,7 @@ func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([
 			DelayedTaskCheckInterval: o.DelayedTaskCheckInterval,
 			ShutdownTimeout:          o.ShutdownTimeout,
 			IsFailure:                isFailure,
-			RetryDelayFunc:           retryDelay,
+			RetryDelayFunc:           delay,
 			Logger:                   asynqLogger{o.Log},
 			LogLevel:                 asynq.WarnLevel,
 			ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
@@ -160,7 +170,7 @@ func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([
 // until ctx ends; then it stops taking tasks, lets running ones finish within
 // the shutdown timeout, and hands the rest back to the queues.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	rdb, err := cfg.NewRedis("tt-worker", 2*(cfg.SnapshotConcurrency+cfg.AggregateConcurrency)+16, false)
+	rdb, err := cfg.NewRedis("tt-worker", 2*(cfg.SnapshotConcurrency+cfg.AggregateConcurrency+cfg.Webhook.Concurrency)+16, false)
 	if err != nil {
 		return err
 	}
@@ -184,6 +194,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	h := NewHandlers(st, gw, insp, closed, Models{
 		Snapshot: cfg.LLM.Model, Extraction: cfg.LLM.ExtractionModel, Narrative: cfg.LLM.NarrativeModel,
 	}, log)
+	signer, err := cfg.Webhook.Signer()
+	if err != nil {
+		return fmt.Errorf("config: WEBHOOK_SECRET: %w", err)
+	}
+	wh := Webhooks{Enqueuer: tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), 0, 0)}
+	if signer != nil {
+		wh.Sender = webhook.NewSender(cfg.Webhook.Policy(), signer, cfg.Webhook.AttemptTimeout)
+	}
+	h.SetWebhooks(wh)
 
 	started, err := StartServers(rdb, h.Layout(cfg), ServerOptions{
 		TaskCheckInterval: cfg.TaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout, Log: log,
@@ -209,8 +228,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		providers[i] = p.Name
 	}
 	log.Info("worker started", "addr", ln.Addr().String(), "snapshot_concurrency", cfg.SnapshotConcurrency,
-		"aggregate_concurrency", cfg.AggregateConcurrency, "task_check_interval", cfg.TaskCheckInterval.String(),
-		"providers", providers)
+		"aggregate_concurrency", cfg.AggregateConcurrency, "webhook_concurrency", cfg.Webhook.Concurrency,
+		"webhooks", signer != nil, "task_check_interval", cfg.TaskCheckInterval.String(), "providers", providers)
 
 	select {
 	case <-ctx.Done():
