@@ -26,6 +26,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeUnavailable      = "unavailable"
 	CodeInternal         = "internal"
+	CodeUnauthorized     = "unauthorized"
 )
 
 // ErrorBody is the JSON body of every error answer.

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
@@ -201,6 +202,12 @@ func (s *Server) cancelJob(c *gin.Context) {
 	}
 	s.log.Info("job canceled", "job_id", j.ID)
 	if j, ok = s.loadJob(c); ok {
+		// The api ended this job: it records its timings.
+		sample := monitoring.FromJob(j)
+		sample.Observe()
+		if err := monitoring.New(s.rdb).Record(ctx, sample); err != nil {
+			s.log.Warn("record the canceled job's timings", "job_id", j.ID, "err", err)
+		}
 		c.JSON(http.StatusOK, j.View())
 	}
 }

@@ -4,18 +4,19 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/timetravel-ai/timetravel/internal/metrics"
 )
 
 // metricsHandler serves the api's Prometheus metrics from a registry of its
 // own (so that several servers can live in one test process): Go runtime and
-// process collectors, plus the api's Redis connections and SSE clients.
+// process collectors, job durations (observed on cancel), plus the api's
+// Redis connections and SSE clients.
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
+	metrics.RegisterAPI(reg)
 	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "timetravel_api_redis_pool_connections",
 			Help: "Connections in the api's Redis pool (the SSE hub holds one more, for Pub/Sub).",

@@ -15,12 +15,18 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/tracing"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -47,12 +53,16 @@ type Server struct {
 	draining atomic.Bool
 	drain    context.Context
 	stop     context.CancelFunc
+
+	// admin is the queue admin UI; nil when not mounted (no credentials).
+	admin *asynqmon.HTTPHandler
 }
 
-// New wires a Server on rdb.
+// New wires a Server on rdb. With admin credentials configured it opens
+// the queue admin UI's own Redis connections: call Close when done.
 func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server {
 	drain, stop := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		cfg:   cfg,
 		rdb:   rdb,
 		store: store.New(rdb, cfg.JobRetention),
@@ -67,6 +77,23 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 		callbacks:  cfg.Webhook.Policy(),
 		webhooksOn: cfg.Webhook.Enabled(),
 	}
+	if cfg.Admin.Mounted() {
+		ui, err := newAdminUI(cfg)
+		if err != nil {
+			log.Error("queue admin UI not mounted", "err", err)
+		} else {
+			s.admin = ui
+		}
+	}
+	return s
+}
+
+// Close frees what New opened (the admin UI's connections).
+func (s *Server) Close() error {
+	if s.admin != nil {
+		return s.admin.Close()
+	}
+	return nil
 }
 
 // Handler returns the HTTP routes.
@@ -87,12 +114,66 @@ func (s *Server) Handler() http.Handler {
 	r.GET("/readyz", s.ready)
 	r.GET("/metrics", gin.WrapH(s.metricsHandler()))
 
-	a := r.Group("/api")
+	// The SSE route has no tracing middleware at all: a span would last as
+	// long as the client stays connected, and the middleware's frame alone
+	// pushed each stream's goroutine stack to the next size (16 KB instead
+	// of 8 KB: +40 MB at 5,000 clients, bench sse).
+	r.GET(streamRoute, s.streamEvents)
+
+	a := r.Group("/api", s.trace())
 	a.POST("/time-travel", s.submit)
 	a.GET("/jobs/:id", s.getJob)
 	a.DELETE("/jobs/:id", s.cancelJob)
-	a.GET("/jobs/:id/events", s.streamEvents)
+
+	m := a.Group("/monitoring")
+	m.GET("/stats", s.monitoringStats)
+	m.GET("/latency-breakdown", s.latencyBreakdown)
+	m.GET("/alerts", s.monitoringAlerts)
+	m.GET("/metrics", gin.WrapH(s.metricsHandler()))
+
+	if s.admin != nil {
+		// asynqmon routes under its RootPath itself: no prefix stripping.
+		ui := gin.WrapH(s.admin)
+		auth := adminAuth(s.cfg.Admin)
+		r.Any(AdminRoot, auth, ui)
+		r.Any(AdminRoot+"/*path", auth, ui)
+	}
 	return r
+}
+
+// untraced are the routes without spans or request logs.
+func untraced(route string) bool {
+	return route == "/healthz" || route == "/readyz" || route == "/metrics" || route == "/api/monitoring/metrics"
+}
+
+// streamRoute is the SSE route, which is not traced (see Handler); its
+// request log is written when the stream ends.
+const streamRoute = "/api/jobs/:id/events"
+
+// trace starts the request's server span, a child of the caller's
+// traceparent if any; the job's tasks carry it on (package tracing).
+func (s *Server) trace() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		route := c.FullPath()
+		if route == "" || untraced(route) {
+			c.Next()
+			return
+		}
+		ctx := tracing.ExtractHTTP(c.Request.Context(), propagation.HeaderCarrier(c.Request.Header))
+		ctx, span := tracing.Tracer().Start(ctx, c.Request.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", c.Request.Method), attribute.String("http.route", route)))
+		defer span.End()
+		c.Request = c.Request.WithContext(ctx)
+		c.Next()
+		status := c.Writer.Status()
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if id, ok := c.Get("job_id"); ok {
+			span.SetAttributes(attribute.String("job_id", fmt.Sprint(id)))
+		}
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+	}
 }
 
 func (s *Server) ready(c *gin.Context) {
@@ -121,7 +202,7 @@ func (s *Server) logRequests() gin.HandlerFunc {
 		start := time.Now()
 		c.Next()
 		route := c.FullPath()
-		if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+		if untraced(route) {
 			return
 		}
 		level := slog.LevelDebug
@@ -133,6 +214,7 @@ func (s *Server) logRequests() gin.HandlerFunc {
 		if id, ok := c.Get("job_id"); ok {
 			attrs = append(attrs, "job_id", id)
 		}
+		attrs = append(attrs, tracing.LogAttrs(c.Request.Context())...)
 		s.log.Log(c.Request.Context(), level, "request", attrs...)
 	}
 }
@@ -141,6 +223,21 @@ func (s *Server) logRequests() gin.HandlerFunc {
 // first, SSE clients are told to reconnect elsewhere, and in-flight requests
 // get up to 10 s to finish.
 func (s *Server) Run(ctx context.Context) error {
+	if err := s.cfg.ValidateAPI(); err != nil {
+		return err
+	}
+	if s.cfg.Admin.Enabled && !s.cfg.Admin.HasCredentials() {
+		s.log.Warn("queue admin UI not mounted: no credentials (ADMIN_USER and ADMIN_PASSWORD, or ADMIN_TOKEN)")
+	}
+	shutdownTracing, err := tracing.Setup(ctx, "api")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
 	ln, err := net.Listen("tcp", s.cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listen on API_ADDR %s: %w", s.cfg.APIAddr, err)

@@ -103,9 +103,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	if s := r.SSE; s != nil {
 		fmt.Fprintf(w, "\n## SSE scale (one api process, %d live jobs)\n\n", s.Jobs)
-		fmt.Fprintf(w, "| subscribers | api RSS MB | api goroutines | api Redis connections |\n| --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "| subscribers | api RSS MB | heap in use MB | stacks MB | api goroutines | api Redis connections |\n| --- | --- | --- | --- | --- | --- |\n")
 		for _, p := range s.Points {
-			fmt.Fprintf(w, "| %d | %.1f | %.0f | %d |\n", p.Subscribers, p.RSSMB, p.Goroutines, p.RedisConns)
+			fmt.Fprintf(w, "| %d | %.1f | %.1f | %.1f | %.0f | %d |\n", p.Subscribers, p.RSSMB, p.HeapMB, p.StackMB, p.Goroutines, p.RedisConns)
 		}
 	}
 	if m := r.Memory; m != nil {

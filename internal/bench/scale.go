@@ -20,6 +20,8 @@ type SSEPoint struct {
 	RSSMB       float64 `json:"api_rss_mb"`
 	Goroutines  float64 `json:"api_goroutines"`
 	RedisConns  int     `json:"api_redis_connections"`
+	HeapMB      float64 `json:"api_heap_inuse_mb"`
+	StackMB     float64 `json:"api_stack_inuse_mb"`
 }
 
 // SSEReport is what the SSE scale scenario measured.
@@ -36,7 +38,7 @@ func RunSSEScale(ctx context.Context, binDir string, jobs, subscribers int, log 
 	svc, err := startService(ctx, serviceOptions{binDir: binDir,
 		// Slow snapshots keep the jobs open and streaming while we measure.
 		workerEnv: merge(benchModels, map[string]string{"SNAPSHOT_CONCURRENCY": "64"}),
-		apiEnv:    map[string]string{"JOB_DEADLINE": "10m", "PPROF_ADDR": os.Getenv("BENCH_API_PPROF")},
+		apiEnv:    map[string]string{"JOB_DEADLINE": "10m", "PPROF_ADDR": os.Getenv("BENCH_API_PPROF"), "GODEBUG": os.Getenv("BENCH_API_GODEBUG"), "GOGC": os.Getenv("BENCH_API_GOGC")},
 		simEnv:    merge(simLatencyEnv(5*time.Minute, time.Second, time.Second, time.Second), map[string]string{"LLMSIM_TOKENS_PER_SECOND": "5"})})
 	if err != nil {
 		return rep, err
@@ -70,9 +72,13 @@ func RunSSEScale(ctx context.Context, binDir string, jobs, subscribers int, log 
 			return err
 		}
 		conns := int(pool) + 1 // the hub's Pub/Sub connection
-		p := SSEPoint{Subscribers: n, RSSMB: float64(rss) / (1 << 20), Goroutines: g, RedisConns: conns}
+		heap, _ := metric(ctx, svc.Stack.APIURL+"/metrics", "go_memstats_heap_inuse_bytes")
+		stack, _ := metric(ctx, svc.Stack.APIURL+"/metrics", "go_memstats_stack_inuse_bytes")
+		p := SSEPoint{Subscribers: n, RSSMB: float64(rss) / (1 << 20), Goroutines: g, RedisConns: conns,
+			HeapMB: heap / (1 << 20), StackMB: stack / (1 << 20)}
 		rep.Points = append(rep.Points, p)
-		fmt.Fprintf(log, "sse: %5d subscribers: api RSS %.1f MB, %0.f goroutines, %d Redis connections\n", n, p.RSSMB, g, conns)
+		fmt.Fprintf(log, "sse: %5d subscribers: api RSS %.1f MB (heap %.1f, stacks %.1f), %0.f goroutines, %d Redis connections\n",
+			n, p.RSSMB, p.HeapMB, p.StackMB, g, conns)
 		return nil
 	}
 	if err := measure(0); err != nil {

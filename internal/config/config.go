@@ -61,6 +61,65 @@ type Config struct {
 
 	// Webhook configures the callbacks to a job's callback_url.
 	Webhook Webhook
+
+	// Env names the deployment: "production" (or "prod") makes the api
+	// refuse to start with the admin UI enabled and no credentials.
+	Env string `env:"ENV" envDefault:"development"`
+
+	// Admin configures the queue admin UI (asynqmon) of the api.
+	Admin Admin
+
+	// Alerts are the thresholds of GET /api/monitoring/alerts.
+	Alerts Alerts
+}
+
+// Admin configures the asynqmon UI the api serves at /admin/queues. It is
+// mounted only with credentials: basic auth (User and Password) or a bearer
+// token (Token), or both.
+type Admin struct {
+	// Enabled turns the UI on (when credentials are set).
+	Enabled bool `env:"ADMIN_UI_ENABLED" envDefault:"true"`
+	// User and Password are the basic-auth credentials. Never logged.
+	User     string `env:"ADMIN_USER"`
+	Password string `env:"ADMIN_PASSWORD"`
+	// Token is a bearer token (Authorization: Bearer <token>). Never logged.
+	Token string `env:"ADMIN_TOKEN"`
+	// ReadWrite lets the UI change tasks and queues (delete, run, pause);
+	// otherwise it is read-only.
+	ReadWrite bool `env:"ADMIN_READ_WRITE" envDefault:"false"`
+}
+
+// HasCredentials reports whether basic auth or a token is configured.
+func (a Admin) HasCredentials() bool {
+	return (a.User != "" && a.Password != "") || a.Token != ""
+}
+
+// Mounted reports whether the api serves the UI.
+func (a Admin) Mounted() bool { return a.Enabled && a.HasCredentials() }
+
+// Alerts are p95 thresholds over Window of the jobs that ended; zero turns
+// an alert off.
+type Alerts struct {
+	Window             time.Duration `env:"ALERT_WINDOW" envDefault:"15m"`
+	TotalP95Warning    time.Duration `env:"ALERT_TOTAL_P95_WARNING" envDefault:"45s"`
+	TotalP95Critical   time.Duration `env:"ALERT_TOTAL_P95_CRITICAL" envDefault:"90s"`
+	SnapshotP95Warning time.Duration `env:"ALERT_SNAPSHOT_P95_WARNING" envDefault:"30s"`
+}
+
+// Production reports whether Env names a production deployment.
+func (c Config) Production() bool {
+	e := strings.ToLower(strings.TrimSpace(c.Env))
+	return e == "production" || e == "prod"
+}
+
+// ValidateAPI reports the settings the api cannot start with: in
+// production, the admin UI enabled without credentials.
+func (c Config) ValidateAPI() error {
+	a := c.Admin
+	if c.Production() && a.Enabled && !a.HasCredentials() {
+		return errors.New("config: ADMIN_UI_ENABLED: the queue admin UI is enabled in production (ENV) without credentials: set ADMIN_USER and ADMIN_PASSWORD or ADMIN_TOKEN, or set ADMIN_UI_ENABLED=false")
+	}
+	return nil
 }
 
 // Webhook configures the delivery of a job's result to the callback_url its
@@ -326,6 +385,19 @@ func (c Config) Validate() error {
 	if w.Concurrency < 1 {
 		bad("WEBHOOK_CONCURRENCY", "must be at least 1, got %d", w.Concurrency)
 	}
+	if (c.Admin.User == "") != (c.Admin.Password == "") {
+		bad("ADMIN_USER", "ADMIN_USER and ADMIN_PASSWORD go together")
+	}
+	al := c.Alerts
+	if al.Window < time.Minute || al.Window > 24*time.Hour {
+		bad("ALERT_WINDOW", "must be between 1m and 24h, got %s", al.Window)
+	}
+	if al.TotalP95Warning < 0 || al.TotalP95Critical < 0 || al.SnapshotP95Warning < 0 {
+		bad("ALERT_TOTAL_P95_WARNING", "alert thresholds must not be negative")
+	}
+	if al.TotalP95Warning > 0 && al.TotalP95Critical > 0 && al.TotalP95Critical < al.TotalP95Warning {
+		bad("ALERT_TOTAL_P95_CRITICAL", "must not be below ALERT_TOTAL_P95_WARNING (%s), got %s", al.TotalP95Warning, al.TotalP95Critical)
+	}
 	return errors.Join(errs...)
 }
 
@@ -349,6 +421,12 @@ func (c Config) LogValue() slog.Value {
 	}
 	if masked.Webhook.PreviousSecret != "" {
 		masked.Webhook.PreviousSecret = "****"
+	}
+	if masked.Admin.Password != "" {
+		masked.Admin.Password = "****"
+	}
+	if masked.Admin.Token != "" {
+		masked.Admin.Token = "****"
 	}
 	if u, err := url.Parse(masked.RedisURL); err == nil && u.User != nil {
 		if _, has := u.User.Password(); has {

@@ -54,6 +54,9 @@ func TestLoadFromDefaults(t *testing.T) {
 			Fallbacks: map[string][]string{},
 		},
 		Webhook: Webhook{AttemptTimeout: 15 * time.Second, Concurrency: 8},
+		Env:     "development",
+		Admin:   Admin{Enabled: true},
+		Alerts:  Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom(empty) =\n%+v\nwant\n%+v", got, want)
@@ -145,6 +148,9 @@ func TestLoadFromOverrides(t *testing.T) {
 			Secret: testSecretB, PreviousSecret: testSecretA, AllowHTTP: true,
 			AllowCIDRs: "127.0.0.1/32, ::1", AttemptTimeout: 2 * time.Second, Concurrency: 3,
 		},
+		Env:    "development",
+		Admin:  Admin{Enabled: true},
+		Alerts: Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom =\n%+v\nwant\n%+v", got, want)

@@ -245,17 +245,27 @@ func (h *Hub) drain(ctx context.Context, key string, last *string, emit func(Eve
 // readRange reads up to readBatch entries of key from start, sharing the
 // read with concurrent callers asking for the same range. The returned slice
 // is shared: callers must not modify it.
+//
+// The read runs on a goroutine of its own (DoChan): the Redis client's call
+// path is deep, and run on the follower's goroutine it would grow that
+// goroutine's stack for as long as the client stays connected, which at
+// thousands of SSE clients is most of the api's memory.
 func (h *Hub) readRange(ctx context.Context, key, start string) ([]redis.XMessage, error) {
-	v, err, _ := h.reads.Do(key+" "+start, func() (any, error) {
+	ch := h.reads.DoChan(key+" "+start, func() (any, error) {
 		// Detached from one caller's cancellation: others may be waiting.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		return h.rdb.XRangeN(rctx, key, start, "+", readBatch).Result()
 	})
-	if err != nil {
-		return nil, err
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.([]redis.XMessage), nil
 	}
-	return v.([]redis.XMessage), nil
 }
 
 // Read returns the events of jobID after the given id (all when empty),

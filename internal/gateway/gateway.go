@@ -28,11 +28,16 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/timetravel-ai/timetravel/internal/breaker"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
+	"github.com/timetravel-ai/timetravel/internal/metrics"
+	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
 
 // Caller sends one request to one provider (an *llm.Client).
@@ -130,6 +135,8 @@ func New(cfg config.LLM, o Options) *Gateway {
 		IsExcluded:   excluded,
 		OnStateChange: func(name string, from, to breaker.State) {
 			o.Log.Warn("circuit breaker changed state", "breaker", name, "from", from.String(), "to", to.String())
+			prov, model, _ := strings.Cut(name, "/")
+			metrics.BreakerState.WithLabelValues(prov, model).Set(metrics.BreakerStateValue(to.String()))
 		},
 	})
 	return g
@@ -222,14 +229,19 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int) (*ticket,
 		}
 		return nil, err
 	}
+	waitStart := time.Now()
 	pass, err := p.gate.Enter(ctx, tokens, llm.CapacityWaitFrom(ctx, g.capacityWait))
+	waited := time.Since(waitStart)
 	if err != nil {
 		done(errNotSent)
 		if errors.Is(err, limit.ErrNoCapacity) {
+			metrics.CapacityWait.WithLabelValues(p.name, "gave_up").Observe(waited.Seconds())
+			metrics.CapacityGiveUps.WithLabelValues(p.name).Inc()
 			return nil, &kindError{kind: llm.ErrNoCapacity, err: err}
 		}
 		return nil, err
 	}
+	metrics.CapacityWait.WithLabelValues(p.name, "admitted").Observe(waited.Seconds())
 	return &ticket{done: done, pass: pass}, nil
 }
 
@@ -387,11 +399,39 @@ func (g *Gateway) send(ctx context.Context, r llm.Request, onText func(string) e
 		ctx, cancel = context.WithDeadlineCause(ctx, dl.Add(-deadlineMargin), errOutOfTime)
 		defer cancel()
 	}
-	c := g.route(r.Model).client
+	p := g.route(r.Model)
+	ctx, span := tracing.Tracer().Start(ctx, "llm.request", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(
+			attribute.String("gen_ai.provider.name", p.name),
+			attribute.String("gen_ai.request.model", r.Model),
+			attribute.Bool("llm.stream", onText != nil),
+			attribute.Int("gen_ai.request.max_tokens", r.MaxTokens),
+		))
+	start := time.Now()
+	var (
+		resp llm.Response
+		err  error
+	)
 	if onText == nil {
-		return c.Complete(ctx, r)
+		resp, err = p.client.Complete(ctx, r)
+	} else {
+		resp, err = p.client.Stream(ctx, r, onText)
 	}
-	return c.Stream(ctx, r, onText)
+	metrics.ObserveLLMRequest(p.name, r.Model, time.Since(start), resp.FirstToken, onText != nil, resp.PromptTokens, resp.CompletionTokens, err)
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.Int("gen_ai.usage.input_tokens", resp.PromptTokens),
+			attribute.Int("gen_ai.usage.output_tokens", resp.CompletionTokens),
+			attribute.Int64("llm.first_token_ms", resp.FirstToken.Milliseconds()),
+			attribute.String("llm.outcome", metrics.Outcome(err)),
+		)
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, metrics.Outcome(err))
+		}
+	}
+	span.End()
+	return resp, err
 }
 
 // deadlineMargin is the time kept before the caller's deadline.

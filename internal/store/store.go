@@ -47,6 +47,9 @@ func New(rdb redis.UniversalClient, retention time.Duration) *Store {
 	return &Store{rdb: rdb, retention: retention, now: time.Now}
 }
 
+// Redis returns the client the store uses.
+func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
 // ClosedChannel is the Pub/Sub channel on which the store announces that a
 // job stopped taking snapshot work (aggregation began) or ended; the message
 // is the job id. Workers listen on it to stop work that became useless.

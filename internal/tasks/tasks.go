@@ -1,6 +1,8 @@
 // Package tasks is the queue contract between the api and the workers: task
 // types, queues, payloads, task ids and enqueue options. Changing a payload
-// here changes it for both sides at once.
+// here changes it for both sides at once. Every task carries the W3C trace
+// context of the context it was enqueued with in its headers (package
+// tracing); handlers extract it with StartSpan.
 package tasks
 
 import (
@@ -13,8 +15,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
 
 // Queues. Each has its own asynq server in the worker, hence its own
@@ -116,7 +121,7 @@ func NewEnqueuer(c *asynq.Client, maxRetry int, timeout time.Duration) *Enqueuer
 // before anything else of the job.
 func (e *Enqueuer) EnqueueAggregate(ctx context.Context, j *job.Job) error {
 	p, _ := json.Marshal(AggregatePayload{JobID: j.ID})
-	_, err := e.client.EnqueueContext(ctx, asynq.NewTask(TypeAggregate, p),
+	_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeAggregate, p, tracing.Headers(ctx)),
 		asynq.Queue(QueueAggregate),
 		asynq.TaskID(AggregateTaskID(j.ID)),
 		asynq.ProcessAt(j.Deadline),
@@ -132,12 +137,13 @@ func (e *Enqueuer) EnqueueAggregate(ctx context.Context, j *job.Job) error {
 // EnqueueSnapshots puts one task per time point on the snapshot queue. A task
 // that exists already (same id) counts as enqueued.
 func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
+	headers := tracing.Headers(ctx)
 	for i, tp := range j.Spec.TimePoints {
 		p, _ := json.Marshal(SnapshotPayload{
 			JobID: j.ID, Index: i, Question: j.Spec.Question, Date: tp.Date, Label: tp.Label,
 			Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
 		})
-		_, err := e.client.EnqueueContext(ctx, asynq.NewTask(TypeSnapshot, p),
+		_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeSnapshot, p, headers),
 			asynq.Queue(QueueSnapshot),
 			asynq.TaskID(SnapshotTaskID(j.ID, i)),
 			asynq.MaxRetry(e.maxRetry+HandBackSpare),
@@ -157,7 +163,7 @@ func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
 // conflict, which counts as enqueued, and never a second delivery.
 func (e *Enqueuer) EnqueueWebhook(ctx context.Context, jobID string, maxRetry int) error {
 	p, _ := json.Marshal(WebhookPayload{JobID: jobID})
-	_, err := e.client.EnqueueContext(ctx, asynq.NewTask(TypeWebhook, p),
+	_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeWebhook, p, tracing.Headers(ctx)),
 		asynq.Queue(QueueWebhook),
 		asynq.TaskID(WebhookTaskID(jobID)),
 		asynq.MaxRetry(maxRetry),
@@ -217,4 +223,13 @@ func Withdraw(insp Inspector, jobID string, indexes []int, withAggregate bool) e
 func isPrecondition(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "already running") || strings.Contains(s, "already in pending") || strings.Contains(s, "active state")
+}
+
+// StartSpan starts the span of a task's run, a child of the trace context
+// in the task's headers (the span that enqueued it), with the job id.
+// The caller ends it.
+func StartSpan(ctx context.Context, t *asynq.Task, name, jobID string) (context.Context, trace.Span) {
+	ctx = tracing.Extract(ctx, t.Headers())
+	return tracing.Tracer().Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("job_id", jobID), attribute.String("task.type", t.Type())))
 }

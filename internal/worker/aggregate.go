@@ -15,8 +15,10 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
+	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/timetravel"
+	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
 
 // HandleAggregate ends a job: it runs either when the last snapshot finished
@@ -29,10 +31,13 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
 		return fmt.Errorf("decode aggregate payload: %v: %w", err, asynq.SkipRetry)
 	}
-	log := h.log.With("job_id", p.JobID, "stage", "aggregate")
+	ctx, span := tasks.StartSpan(ctx, t, "aggregate", p.JobID)
+	defer span.End()
+	log := h.log.With("job_id", p.JobID, "stage", "aggregate").With(tracing.LogAttrs(ctx)...)
 	work, stop := h.stopWhenClosed(ctx, p.JobID, true)
 	defer stop()
 	err := h.aggregate(work, p.JobID)
+	defer func() { endSpan(span, err) }()
 	if err == nil || stopQuietly(err) || errors.Is(context.Cause(work), errJobClosed) {
 		// The job ended, by this run or before it (then BeginAggregate
 		// said ErrClosed): its webhook goes on the queue. This task is the
@@ -54,6 +59,9 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ferr := h.store.Finish(fctx, p.JobID, job.StatusFailed, "aggregation failed: "+err.Error(), nil)
+		if ferr == nil {
+			h.jobEnded(fctx, p.JobID)
+		}
 		log.Error("aggregation failed for good; job failed", "err", err, "finish_err", ferr)
 		if werr := h.queueWebhook(ctx, p.JobID); werr != nil {
 			// The spare delivery finds the job ended and queues again.
@@ -72,7 +80,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 	if err != nil {
 		return err
 	}
-	log := h.log.With("job_id", jobID, "stage", "aggregate")
+	log := h.log.With("job_id", jobID, "stage", "aggregate").With(tracing.LogAttrs(ctx)...)
 
 	var unfinished []int
 	var done []job.Snapshot
@@ -98,7 +106,11 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 		if len(unfinished) > 0 {
 			msg = fmt.Sprintf("deadline passed with no snapshot completed (%d failed, %d unfinished)", failed, len(unfinished))
 		}
-		return h.store.Finish(ctx, jobID, job.StatusFailed, msg, j.Aggregate)
+		if err := h.store.Finish(ctx, jobID, job.StatusFailed, msg, j.Aggregate); err != nil {
+			return err
+		}
+		h.jobEnded(ctx, jobID)
+		return nil
 	}
 
 	agg := &job.Aggregate{KeyChanges: []job.KeyChange{}}
@@ -181,6 +193,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 	if err := h.store.Finish(ctx, jobID, status, msg, agg); err != nil {
 		return err
 	}
+	h.jobEnded(ctx, jobID)
 	log.Info("job finished", "status", status, "snapshots", len(done), "of", len(j.Snapshots))
 	return nil
 }
@@ -292,4 +305,22 @@ func missingMessage(snaps []job.Snapshot) string {
 		}
 	}
 	return fmt.Sprintf("%d of %d snapshots missing: %s", len(parts), len(snaps), strings.Join(parts, "; "))
+}
+
+// jobEnded records a job that this process ended: its duration and stage
+// durations on the metrics, and its sample for the monitoring endpoints, in
+// one pipelined write. It reads the job once; failures are only logged.
+func (h *Handlers) jobEnded(ctx context.Context, jobID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	j, err := h.store.Get(ctx, jobID)
+	if err != nil {
+		h.log.Warn("read the ended job for its timings", "job_id", jobID, "err", err)
+		return
+	}
+	s := monitoring.FromJob(j)
+	s.Observe()
+	if err := monitoring.New(h.store.Redis()).Record(ctx, s); err != nil {
+		h.log.Warn("record the job's timings", "job_id", jobID, "err", err)
+	}
 }

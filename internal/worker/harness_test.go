@@ -292,6 +292,8 @@ type harness struct {
 	hub   *events.Hub // job events, for following jobs
 	h     *worker.Handlers
 	model *fakeModel
+	// dbURL is the database's redis:// URL (sim harness), for an api on it.
+	dbURL string
 }
 
 type options struct {

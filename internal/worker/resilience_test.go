@@ -89,6 +89,7 @@ func newSimHarness(t *testing.T, o simOptions) *simHarness {
 		insp:  asynq.NewInspectorFromRedisClient(db.Client),
 		enq:   tasks.NewEnqueuer(asynq.NewClientFromRedisClient(db.Client), maxRetry, time.Minute),
 		model: newFakeModel(nil), // unused: the gateway answers
+		dbURL: db.URL,
 	}
 	hs.hub = runHub(t, db.Client, events.Channel, log)
 	closed := runHub(t, db.Client, store.ClosedChannel, log)

@@ -10,12 +10,16 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/timetravel"
+	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
 
 // HandleSnapshot answers one time point of a job. It streams the model's text
@@ -27,7 +31,10 @@ func (h *Handlers) HandleSnapshot(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
 		return fmt.Errorf("decode snapshot payload: %v: %w", err, asynq.SkipRetry)
 	}
-	log := h.log.With("job_id", p.JobID, "snapshot", p.Index, "date", p.Date)
+	ctx, span := tasks.StartSpan(ctx, t, "snapshot", p.JobID)
+	span.SetAttributes(attribute.Int("snapshot.index", p.Index), attribute.String("snapshot.date", p.Date))
+	defer span.End()
+	log := h.log.With("job_id", p.JobID, "snapshot", p.Index, "date", p.Date).With(tracing.LogAttrs(ctx)...)
 	work, stop := h.stopWhenClosed(ctx, p.JobID, false)
 	defer stop()
 	err := h.snapshot(work, p, log)
@@ -35,7 +42,16 @@ func (h *Handlers) HandleSnapshot(ctx context.Context, t *asynq.Task) error {
 		log.Info("snapshot stopped: job closed while it ran")
 		return nil
 	}
+	endSpan(span, err)
 	return err
+}
+
+// endSpan marks a task's span failed when its run returns an error (a
+// retry or a hand-back).
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
 }
 
 func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *slog.Logger) error {

@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/tracing"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -48,18 +48,8 @@ func (h *Handlers) SetWebhooks(w Webhooks) {
 }
 
 // webhookDeliveries counts delivery attempts by outcome: delivered, retry
-// (another attempt follows) and failed (for good). The worker serves the
-// default registry on /metrics.
-var webhookDeliveries = promauto.NewCounterVec(prometheus.CounterOpts{
-	Name: "timetravel_webhook_deliveries_total",
-	Help: "Webhook delivery attempts by outcome: delivered, retry (another attempt follows), failed (for good).",
-}, []string{"outcome"})
-
-func init() {
-	for _, o := range []string{"delivered", "retry", "failed"} {
-		webhookDeliveries.WithLabelValues(o)
-	}
-}
+// (another attempt follows) and failed (for good).
+var webhookDeliveries = metrics.WebhookDeliveries
 
 // errWebhooksOff is an attempt's failure on a worker without a secret.
 var errWebhooksOff = errors.New("webhooks are not configured on this worker (no secret)")
@@ -160,7 +150,9 @@ func (h *Handlers) HandleWebhook(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
 		return fmt.Errorf("decode webhook payload: %v: %w", err, asynq.SkipRetry)
 	}
-	log := h.log.With("job_id", p.JobID, "stage", "webhook")
+	ctx, span := tasks.StartSpan(ctx, t, "webhook", p.JobID)
+	defer span.End()
+	log := h.log.With("job_id", p.JobID, "stage", "webhook").With(tracing.LogAttrs(ctx)...)
 	j, err := h.store.Get(ctx, p.JobID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

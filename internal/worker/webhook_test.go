@@ -22,6 +22,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 	"github.com/timetravel-ai/timetravel/internal/worker"
@@ -564,10 +565,12 @@ func TestWebhookRetriesUntilDelivered(t *testing.T) {
 }
 
 // deliveryCounts reads timetravel_webhook_deliveries_total by outcome from
-// the default registry, which the worker serves on /metrics.
+// a registry as the worker's /metrics has it.
 func deliveryCounts(t *testing.T) map[string]float64 {
 	t.Helper()
-	mfs, err := prometheus.DefaultGatherer.Gather()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.WebhookDeliveries)
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
@@ -23,8 +24,10 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
+	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/tracing"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -175,6 +178,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
+	shutdownTracing, err := tracing.Setup(ctx, "worker")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	st := store.New(rdb, cfg.JobRetention)
 	// One Pub/Sub connection per announcement channel: jobs that close, and
@@ -254,13 +266,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
+// MetricsHandler serves the worker's Prometheus metrics from a registry of
+// its own (package metrics: jobs, stages, LLM requests, breakers, capacity
+// waits, webhooks, and asynq's queue metrics read through rdb).
+func MetricsHandler(rdb redis.UniversalClient) http.Handler {
+	reg := prometheus.NewRegistry()
+	metrics.RegisterWorker(reg, asynq.NewInspectorFromRedisClient(rdb))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
 func healthMux(rdb redis.UniversalClient) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
-	mux.Handle("GET /metrics", promhttp.Handler())
+	mux.Handle("GET /metrics", MetricsHandler(rdb))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()

@@ -1,0 +1,222 @@
+// Package metrics declares the service's Prometheus collectors once, all
+// named timetravel_*, and registers them on a registry the caller passes in:
+// the api and the worker each serve a registry of their own.
+//
+// Durations are in seconds, in histograms whose buckets (LatencyBuckets)
+// span LLM latencies, from 50 ms to 2 minutes.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/timetravel-ai/timetravel/internal/llm"
+)
+
+// LatencyBuckets are the histogram buckets of every duration, in seconds.
+var LatencyBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120}
+
+// Stages of a job, the values of the stage label.
+const (
+	StageQueueWait  = "queue_wait"
+	StageSnapshot   = "snapshot"
+	StageSnapshots  = "snapshots"
+	StageFanIn      = "fan_in"
+	StageKeyChanges = "key_changes"
+	StageNarrative  = "narrative"
+	StageTotal      = "total"
+)
+
+// Stages lists the stages in the order of a job.
+var Stages = []string{StageQueueWait, StageSnapshot, StageSnapshots, StageFanIn, StageKeyChanges, StageNarrative, StageTotal}
+
+var (
+	// JobDuration is the time from acceptance to the terminal state, by
+	// terminal status; observed where a job ends (the worker's
+	// aggregation, the api's cancel).
+	JobDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "timetravel_job_duration_seconds",
+		Help:    "Time from acceptance to the terminal state of a job, by terminal status.",
+		Buckets: LatencyBuckets,
+	}, []string{"status"})
+
+	// StageDuration is the duration of each stage of the jobs that ended
+	// (snapshot: each snapshot's own).
+	StageDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "timetravel_stage_duration_seconds",
+		Help:    "Duration of a stage of the jobs that ended: queue_wait, snapshot (each), snapshots, fan_in, key_changes, narrative, total.",
+		Buckets: LatencyBuckets,
+	}, []string{"stage"})
+
+	// LLMRequestDuration is the duration of one request to a provider, by
+	// outcome.
+	LLMRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "timetravel_llm_request_duration_seconds",
+		Help:    "Duration of one request to an LLM provider, by provider, model and outcome.",
+		Buckets: LatencyBuckets,
+	}, []string{"provider", "model", "outcome"})
+
+	// LLMRequests counts requests to providers by outcome (ok or the
+	// error's kind).
+	LLMRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timetravel_llm_requests_total",
+		Help: "Requests to LLM providers by provider, model and outcome: ok, rate_limited, server_error, client_error, timeout, broken_stream, canceled, error.",
+	}, []string{"provider", "model", "outcome"})
+
+	// LLMTimeToFirstToken is the time to the first text of streamed answers.
+	LLMTimeToFirstToken = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "timetravel_llm_time_to_first_token_seconds",
+		Help:    "Time from sending a streamed LLM request to its first text.",
+		Buckets: LatencyBuckets,
+	}, []string{"provider", "model"})
+
+	// LLMTokens counts tokens by direction: in (prompt) and out (completion).
+	LLMTokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timetravel_llm_tokens_total",
+		Help: "Tokens of answered LLM requests, by direction: in (prompt), out (completion).",
+	}, []string{"provider", "model", "direction"})
+
+	// BreakerState is each breaker's state: 0 closed, 1 half-open, 2 open,
+	// as this process last saw it change.
+	BreakerState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "timetravel_llm_breaker_state",
+		Help: "Circuit breaker state per provider and model as this process last saw it change: 0 closed, 1 half-open, 2 open.",
+	}, []string{"provider", "model"})
+
+	// CapacityWait is the time spent waiting for provider capacity (in-flight
+	// cap, RPM, TPM), by result: admitted or gave_up.
+	CapacityWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "timetravel_llm_capacity_wait_seconds",
+		Help:    "Time waited for provider capacity (in-flight cap, RPM, TPM), by provider and result: admitted, gave_up.",
+		Buckets: LatencyBuckets,
+	}, []string{"provider", "result"})
+
+	// CapacityGiveUps counts capacity waits that ended without capacity
+	// (the work went back to the queue).
+	CapacityGiveUps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timetravel_llm_capacity_giveups_total",
+		Help: "Waits for provider capacity that gave up (the work went back to the queue), by provider.",
+	}, []string{"provider"})
+
+	// WebhookDeliveries counts webhook delivery attempts by outcome.
+	WebhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timetravel_webhook_deliveries_total",
+		Help: "Webhook delivery attempts by outcome: delivered, retry (another attempt follows), failed (for good).",
+	}, []string{"outcome"})
+)
+
+func init() {
+	for _, o := range []string{"delivered", "retry", "failed"} {
+		WebhookDeliveries.WithLabelValues(o)
+	}
+}
+
+// RegisterAPI registers the api's collectors on reg: the Go runtime and
+// process collectors and the job durations (the api observes a cancel).
+func RegisterAPI(reg prometheus.Registerer) {
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		JobDuration, StageDuration,
+	)
+}
+
+// RegisterWorker registers the worker's collectors on reg: the Go runtime
+// and process collectors, jobs, stages, LLM requests, breakers, capacity
+// waits, webhooks and, with insp, asynq's queue metrics (asynq_*).
+func RegisterWorker(reg prometheus.Registerer, insp *asynq.Inspector) {
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		JobDuration, StageDuration,
+		LLMRequestDuration, LLMRequests, LLMTimeToFirstToken, LLMTokens,
+		BreakerState, CapacityWait, CapacityGiveUps, WebhookDeliveries,
+	)
+	if insp != nil {
+		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
+	}
+}
+
+// ObserveJob records a job that ended: its duration by status and each
+// stage's duration, from the job's timings in milliseconds (nil: the stage
+// did not happen). snapshots holds each snapshot's own duration (0: it did
+// not finish).
+func ObserveJob(status string, stages map[string]int64, snapshots []int64) {
+	if ms, ok := stages[StageTotal]; ok {
+		JobDuration.WithLabelValues(status).Observe(seconds(ms))
+	}
+	for stage, ms := range stages {
+		StageDuration.WithLabelValues(stage).Observe(seconds(ms))
+	}
+	for _, ms := range snapshots {
+		if ms > 0 {
+			StageDuration.WithLabelValues(StageSnapshot).Observe(seconds(ms))
+		}
+	}
+}
+
+func seconds(ms int64) float64 { return float64(ms) / 1000 }
+
+// ObserveLLMRequest records one request to a provider.
+func ObserveLLMRequest(provider, model string, d time.Duration, firstToken time.Duration, streamed bool, promptTokens, completionTokens int, err error) {
+	outcome := Outcome(err)
+	LLMRequests.WithLabelValues(provider, model, outcome).Inc()
+	LLMRequestDuration.WithLabelValues(provider, model, outcome).Observe(d.Seconds())
+	if streamed && firstToken > 0 {
+		LLMTimeToFirstToken.WithLabelValues(provider, model).Observe(firstToken.Seconds())
+	}
+	if promptTokens > 0 {
+		LLMTokens.WithLabelValues(provider, model, "in").Add(float64(promptTokens))
+	}
+	if completionTokens > 0 {
+		LLMTokens.WithLabelValues(provider, model, "out").Add(float64(completionTokens))
+	}
+}
+
+// Outcome names the kind of an LLM request's error; "ok" for nil.
+func Outcome(err error) string {
+	var se *llm.StatusError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &se):
+		switch {
+		case se.StatusCode == http.StatusTooManyRequests:
+			return "rate_limited"
+		case se.StatusCode >= 500:
+			return "server_error"
+		case se.StatusCode == http.StatusRequestTimeout:
+			return "timeout"
+		default:
+			return "client_error"
+		}
+	case errors.Is(err, llm.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, llm.ErrBrokenStream):
+		return "broken_stream"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, llm.ErrBadAnswer):
+		return "bad_answer"
+	}
+	return "error"
+}
+
+// BreakerStateValue maps a breaker state's name (closed, half-open, open)
+// to the gauge's value.
+func BreakerStateValue(state string) float64 {
+	switch state {
+	case "open":
+		return 2
+	case "half-open":
+		return 1
+	}
+	return 0
+}
