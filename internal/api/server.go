@@ -229,15 +229,6 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Admin.Enabled && !s.cfg.Admin.HasCredentials() {
 		s.log.Warn("queue admin UI not mounted: no credentials (ADMIN_USER and ADMIN_PASSWORD, or ADMIN_TOKEN)")
 	}
-	shutdownTracing, err := tracing.Setup(ctx, "api")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = shutdownTracing(sctx)
-	}()
 	ln, err := net.Listen("tcp", s.cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listen on API_ADDR %s: %w", s.cfg.APIAddr, err)

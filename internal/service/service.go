@@ -1,7 +1,8 @@
 // Package service is the common start and stop of the service's processes:
 // configuration read and validated once, a JSON logger, and signal handling
 // (the first SIGINT or SIGTERM starts a graceful shutdown, a second one
-// exits at once). With PPROF_ADDR set (e.g. 127.0.0.1:6060), net/http/pprof
+// exits at once), and OpenTelemetry tracing from the OTEL_* variables. With
+// PPROF_ADDR set (e.g. 127.0.0.1:6060), net/http/pprof
 // is served there, on a listener of its own.
 package service
 
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/tracing"
 	"github.com/timetravel-ai/timetravel/internal/version"
 )
 
@@ -56,6 +58,18 @@ func Main(name string, run func(ctx context.Context, cfg config.Config, log *slo
 			}
 		}()
 	}
+
+	// Tracing from the standard OTEL_* variables; a no-op when they are unset.
+	shutdownTracing, err := tracing.Setup(ctx, name)
+	if err != nil {
+		log.Error("tracing", "err", err)
+		os.Exit(2)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
 
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("exiting", "err", err)

@@ -27,7 +27,6 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
-	"github.com/timetravel-ai/timetravel/internal/tracing"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -178,15 +177,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
-	shutdownTracing, err := tracing.Setup(ctx, "worker")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = shutdownTracing(sctx)
-	}()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	st := store.New(rdb, cfg.JobRetention)
 	// One Pub/Sub connection per announcement channel: jobs that close, and
