@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/timetravel-ai/timetravel/internal/redistest"
@@ -16,23 +15,11 @@ import (
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// otherProcess returns a new client of db, as another worker would have.
-func otherProcess(t *testing.T, db redistest.DB) *redis.Client {
-	t.Helper()
-	opt, err := redis.ParseURL(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
 func TestStoreLock(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	a := NewStore(db.Client, "tt:breaker:")
-	b := NewStore(otherProcess(t, db), "tt:breaker:")
+	b := NewStore(db.NewClient(t), "tt:breaker:")
 	b.LockWait = 50 * time.Millisecond
 	if err := a.Lock("m"); err != nil {
 		t.Fatal(err)
@@ -77,7 +64,7 @@ func TestStoreCompareAndSet(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	a := NewStore(db.Client, "p:")
-	b := NewStore(otherProcess(t, db), "p:")
+	b := NewStore(db.NewClient(t), "p:")
 	if d, err := a.GetData("s"); d != nil || err != nil {
 		t.Fatalf("GetData of nothing = %q, %v", d, err)
 	}
@@ -165,7 +152,7 @@ func TestBreakerLifecycleSharedByTwoProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w2, err := NewSet(NewStore(otherProcess(t, db), "tt:breaker:"), testSettings(3, openFor)).Get("sim/sim-a")
+	w2, err := NewSet(NewStore(db.NewClient(t), "tt:breaker:"), testSettings(3, openFor)).Get("sim/sim-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +279,7 @@ func TestBreakerCountsEveryConcurrentOutcome(t *testing.T) {
 	for p := range procs {
 		rdb := db.Client
 		if p > 0 {
-			rdb = otherProcess(t, db)
+			rdb = db.NewClient(t)
 		}
 		b, err := NewSet(NewStore(rdb, "tt:breaker:"), testSettings(1000, time.Minute)).Get("p/m")
 		if err != nil {

@@ -18,19 +18,6 @@ import (
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// client returns a new client of the test's database, as another process
-// would have, closed at the end of the test.
-func client(t *testing.T, db redistest.DB) *redis.Client {
-	t.Helper()
-	opt, err := redis.ParseURL(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
 // scriptCalls counts the scripts a client runs.
 type scriptCalls struct{ n atomic.Int64 }
 
@@ -72,7 +59,7 @@ func TestSemaphoreCapNeverExceeded(t *testing.T) {
 	var wg sync.WaitGroup
 	for p := range procs {
 		// Each "process" has its own client, hub and semaphore value.
-		rdb := client(t, db)
+		rdb := db.NewClient(t)
 		sem := NewSemaphore(rdb, "sim", capacity, SemaphoreOptions{Wake: runHub(t, rdb)})
 		for w := range workers {
 			wg.Go(func() {
@@ -182,7 +169,7 @@ func TestSemaphoreReleaseWakesWaiter(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := &scriptCalls{}
-	waiterRDB := client(t, db)
+	waiterRDB := db.NewClient(t)
 	waiterRDB.AddHook(calls)
 	waiter := NewSemaphore(waiterRDB, "wake", 1, SemaphoreOptions{Wake: hub})
 	got := make(chan error, 1)
@@ -238,7 +225,7 @@ func TestSemaphoreWaitIsBoundedAndDoesNotSpin(t *testing.T) {
 	}
 	defer l.Release(context.Background())
 	calls := &scriptCalls{}
-	rdb := client(t, db)
+	rdb := db.NewClient(t)
 	rdb.AddHook(calls)
 	waiter := NewSemaphore(rdb, "busy", 1, SemaphoreOptions{})
 	start := time.Now()

@@ -86,3 +86,16 @@ func New(t testing.TB) DB {
 	t.Cleanup(func() { _ = c.Close() })
 	return DB{URL: s.URL(idx), Addr: s.Addr, Index: idx, Client: c}
 }
+
+// NewClient returns another client of the database, with connections of its
+// own, as another process would have. It is closed at the end of the test.
+func (d DB) NewClient(t testing.TB) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
