@@ -13,9 +13,9 @@ func TestNormalizeQuestionSameKey(t *testing.T) {
 		{"What are the best AI models?", "What are the best AI models!"},
 		{"What are the best AI models?", "What are the best AI models."},
 		{"What are the best AI models?", "What\tare the\nbest AI models?"},
-		{"What are the best AI models?", "What are the best ＡＩ models？"}, // full-width
+		{"What are the best AI models?", "What are the best ＡＩ models？"},      // full-width
 		{"What are the best AI models?", "What\u00a0are the best AI models?"}, // no-break space
-		{"Is ﬁne-tuning worth it?", "Is fine-tuning worth it?"},             // ligature
+		{"Is ﬁne-tuning worth it?", "Is fine-tuning worth it?"},               // ligature
 		{"Where is Zürich?", "where is zürich"},
 		{"Where is Zu\u0308rich?", "Where is Zürich?"}, // combining diaeresis
 	}
