@@ -36,7 +36,7 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 	log := h.log.With("job_id", p.JobID, "stage", "aggregate").With(tracing.LogAttrs(ctx)...)
 	work, stop := h.stopWhenClosed(ctx, p.JobID, true)
 	defer stop()
-	err := h.aggregate(work, p.JobID)
+	ended, err := h.aggregate(work, p.JobID)
 	defer func() { endSpan(span, err) }()
 	if err == nil || stopQuietly(err) || errors.Is(context.Cause(work), errJobClosed) {
 		// The job ended, by this run or before it (then BeginAggregate
@@ -44,7 +44,7 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 		// safety net of every path that ends a job (it stays scheduled at
 		// the deadline until then): when queuing fails, asynq runs it
 		// again, and the next run finds the job ended and queues again.
-		if werr := h.queueWebhook(ctx, p.JobID); werr != nil {
+		if werr := h.queueWebhook(ctx, p.JobID, ended); werr != nil {
 			log.Warn("could not queue the webhook; the aggregation task will try again", "err", werr)
 			return werr
 		}
@@ -59,11 +59,12 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ferr := h.store.Finish(fctx, p.JobID, job.StatusFailed, "aggregation failed: "+err.Error(), nil)
+		var ended *job.Job
 		if ferr == nil {
-			h.jobEnded(fctx, p.JobID)
+			ended = h.jobEnded(fctx, p.JobID)
 		}
 		log.Error("aggregation failed for good; job failed", "err", err, "finish_err", ferr)
-		if werr := h.queueWebhook(ctx, p.JobID); werr != nil {
+		if werr := h.queueWebhook(ctx, p.JobID, ended); werr != nil {
 			// The spare delivery finds the job ended and queues again.
 			log.Warn("could not queue the webhook; the aggregation task will try again", "err", werr)
 			return werr
@@ -74,11 +75,13 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
+// aggregate runs the aggregation of jobID and returns the job as it ended,
+// when this run ended it (nil otherwise, or when that read failed).
+func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error) {
 	owner := uuid.NewString()
 	j, err := h.store.BeginAggregate(ctx, jobID, owner)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	log := h.log.With("job_id", jobID, "stage", "aggregate").With(tracing.LogAttrs(ctx)...)
 
@@ -107,10 +110,9 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 			msg = fmt.Sprintf("deadline passed with no snapshot completed (%d failed, %d unfinished)", failed, len(unfinished))
 		}
 		if err := h.store.Finish(ctx, jobID, job.StatusFailed, msg, j.Aggregate); err != nil {
-			return err
+			return nil, err
 		}
-		h.jobEnded(ctx, jobID)
-		return nil
+		return h.jobEnded(ctx, jobID), nil
 	}
 
 	agg := &job.Aggregate{KeyChanges: []job.KeyChange{}}
@@ -139,7 +141,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 		kcCtx, release, kcPre = h.admit(ctx, kcReq)
 		defer release()
 		if handBack(kcPre) {
-			return fmt.Errorf("aggregation of job %s: %w", jobID, kcPre)
+			return nil, fmt.Errorf("aggregation of job %s: %w", jobID, kcPre)
 		}
 		narrCtx, release, narrPre = h.admit(llm.WithCapacityWait(ctx, secondCallWait), narrReq)
 		defer release()
@@ -148,14 +150,14 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 			// may wait longer, holding only this aggregation's worker slot.
 			sequential, narrPre, narrCtx = true, nil, llm.WithCapacityWait(ctx, sequentialCallWait)
 		} else if handBack(narrPre) {
-			return fmt.Errorf("aggregation of job %s: %w", jobID, narrPre)
+			return nil, fmt.Errorf("aggregation of job %s: %w", jobID, narrPre)
 		}
 	} else {
 		var release func()
 		narrCtx, release, narrPre = h.admit(ctx, narrReq)
 		defer release()
 		if handBack(narrPre) {
-			return fmt.Errorf("aggregation of job %s: %w", jobID, narrPre)
+			return nil, fmt.Errorf("aggregation of job %s: %w", jobID, narrPre)
 		}
 	}
 	kcCtx, narrCtx = llm.WithLogger(kcCtx, log), llm.WithLogger(narrCtx, log)
@@ -176,7 +178,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 		wg.Wait()
 	}
 	if err := errors.Join(kcErr, narrErr); err != nil {
-		return err
+		return nil, err
 	}
 
 	status, msg := job.StatusCompleted, ""
@@ -191,11 +193,10 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) error {
 		}
 	}
 	if err := h.store.Finish(ctx, jobID, status, msg, agg); err != nil {
-		return err
+		return nil, err
 	}
-	h.jobEnded(ctx, jobID)
 	log.Info("job finished", "status", status, "snapshots", len(done), "of", len(j.Snapshots))
-	return nil
+	return h.jobEnded(ctx, jobID), nil
 }
 
 // Capacity waits of the aggregation.
@@ -309,18 +310,20 @@ func missingMessage(snaps []job.Snapshot) string {
 
 // jobEnded records a job that this process ended: its duration and stage
 // durations on the metrics, and its sample for the monitoring endpoints, in
-// one pipelined write. It reads the job once; failures are only logged.
-func (h *Handlers) jobEnded(ctx context.Context, jobID string) {
+// one pipelined write. It reads the job once and returns it (for the
+// webhook), or nil when the read failed; failures are only logged.
+func (h *Handlers) jobEnded(ctx context.Context, jobID string) *job.Job {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	j, err := h.store.Get(ctx, jobID)
 	if err != nil {
 		h.log.Warn("read the ended job for its timings", "job_id", jobID, "err", err)
-		return
+		return nil
 	}
 	s := monitoring.FromJob(j)
 	s.Observe()
 	if err := monitoring.New(h.store.Redis()).Record(ctx, s); err != nil {
 		h.log.Warn("record the job's timings", "job_id", jobID, "err", err)
 	}
+	return j
 }

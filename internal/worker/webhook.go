@@ -85,15 +85,18 @@ func (h *Handlers) webhookRetryDelay(n int, err error, _ *asynq.Task) time.Durat
 // ends a job, or finds it ended, calls it: the fixed task id makes repeats
 // harmless. It reads the job with a context of its own: ctx may be the
 // cancelled one of work that stopped because the job ended.
-func (h *Handlers) queueWebhook(ctx context.Context, jobID string) error {
+func (h *Handlers) queueWebhook(ctx context.Context, jobID string, j *job.Job) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	j, err := h.store.Get(ctx, jobID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
+	if j == nil {
+		var err error
+		j, err = h.store.Get(ctx, jobID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if !j.Status.Terminal() || j.Spec.CallbackURL == "" || (j.Webhook != nil && j.Webhook.Status.Final()) {
 		return nil
