@@ -27,6 +27,11 @@ const (
 	CodeUnavailable      = "unavailable"
 	CodeInternal         = "internal"
 	CodeUnauthorized     = "unauthorized"
+	CodeInvalidHeader    = "invalid_header"
+	// CodeIdempotencyMismatch: an Idempotency-Key reused with another body.
+	CodeIdempotencyMismatch = "idempotency_key_reused"
+	// CodeIdempotencyInProgress: the key's first request is still running.
+	CodeIdempotencyInProgress = "idempotency_key_in_progress"
 )
 
 // ErrorBody is the JSON body of every error answer.

@@ -12,18 +12,28 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/timetravel-ai/timetravel/internal/idempotency"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
-// Accepted is the answer to a new job.
+// Accepted is the answer to a submission: the job that answers it.
 type Accepted struct {
 	JobID  string     `json:"job_id"`
 	Status job.Status `json:"status"`
-	Links  Links      `json:"links"`
+	// Joined is set when the request joined an identical job in flight
+	// instead of starting one.
+	Joined bool `json:"joined,omitempty"`
+	// Cached is set when the whole job was served from the caches: it has
+	// ended already, and its event stream holds every event.
+	Cached bool `json:"cached,omitempty"`
+	// CachedSnapshots counts the snapshots answered from the cache.
+	CachedSnapshots int   `json:"cached_snapshots,omitempty"`
+	Links           Links `json:"links"`
 }
 
 // Links point at a job's resources.
@@ -32,16 +42,31 @@ type Links struct {
 	Events string `json:"events"`
 }
 
-func (s *Server) submit(c *gin.Context) {
+func links(jobID string) Links {
+	self := "/api/jobs/" + jobID
+	return Links{Self: self, Events: self + "/events"}
+}
+
+// IdempotencyHeader is the request header that makes a submission
+// idempotent; IdempotentReplayedHeader marks an answer that repeats an
+// earlier request's job.
+const (
+	IdempotencyHeader        = "Idempotency-Key"
+	IdempotentReplayedHeader = "Idempotent-Replayed"
+)
+
+// decodeJSON decodes the JSON request body into v, strictly (no unknown
+// fields, nothing after the object), and answers the error itself: false
+// means the request is answered.
+func decodeJSON(c *gin.Context, v any) bool {
 	mt, _, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
 	if err != nil || mt != "application/json" {
 		abort(c, http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "", "Content-Type must be application/json, got %q", c.GetHeader("Content-Type"))
-		return
+		return false
 	}
-	var sub job.Submission
 	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
-	err = dec.Decode(&sub)
+	err = dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
 			err = errors.New("request body has data after the JSON object")
@@ -54,63 +79,127 @@ func (s *Server) submit(c *gin.Context) {
 	if err != nil {
 		status, detail := decodeError(err)
 		c.AbortWithStatusJSON(status, ErrorBody{Error: detail})
-		return
+		return false
 	}
-	now := s.now()
-	spec, ferr := sub.Validate(now)
+	return true
+}
+
+// validSpec validates a submission and its callback URL; false means the
+// request is answered with the problem.
+func (s *Server) validSpec(c *gin.Context, sub job.Submission) (job.Spec, bool) {
+	spec, ferr := sub.Validate(s.now())
 	if ferr != nil {
 		abort(c, http.StatusBadRequest, CodeInvalidField, ferr.Field, "%s", ferr.Message)
-		return
+		return spec, false
 	}
 	if spec.CallbackURL != "" {
 		if !s.webhooksOn {
 			abort(c, http.StatusBadRequest, CodeInvalidField, "callback_url", "callback_url cannot be used: webhooks are not configured on this server")
-			return
+			return spec, false
 		}
 		if err := s.callbacks.ValidateURL(c.Request.Context(), spec.CallbackURL); err != nil {
 			abort(c, http.StatusBadRequest, CodeInvalidField, "callback_url", "callback_url: %v", err)
+			return spec, false
+		}
+	}
+	return spec, true
+}
+
+func (s *Server) submit(c *gin.Context) {
+	var sub job.Submission
+	if !decodeJSON(c, &sub) {
+		return
+	}
+	spec, ok := s.validSpec(c, sub)
+	if !ok {
+		return
+	}
+	ctx := c.Request.Context()
+	_, idem := c.Request.Header[IdempotencyHeader]
+	var key, hash string
+	if idem {
+		key = c.GetHeader(IdempotencyHeader)
+		if err := idempotency.CheckKey(key); err != nil {
+			abort(c, http.StatusBadRequest, CodeInvalidHeader, IdempotencyHeader, "%v", err)
+			return
+		}
+		var err error
+		if hash, err = idempotency.BodyHash(sub); err != nil {
+			abort(c, http.StatusInternalServerError, CodeInternal, "", "could not hash the request")
+			return
+		}
+		id, err := s.idem.Wait(ctx, key, hash, idempotencyWait)
+		switch {
+		case errors.Is(err, idempotency.ErrMismatch):
+			abort(c, http.StatusUnprocessableEntity, CodeIdempotencyMismatch, IdempotencyHeader,
+				"Idempotency-Key %q was used with a different request body; use a new key for a new request", clipID(key))
+			return
+		case errors.Is(err, idempotency.ErrInProgress):
+			abort(c, http.StatusConflict, CodeIdempotencyInProgress, IdempotencyHeader,
+				"a request with Idempotency-Key %q is still in progress; try again shortly", clipID(key))
+			return
+		case err != nil:
+			s.log.Error("idempotency key", "err", err)
+			abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "the job could not be queued; try again")
+			return
+		case id != "":
+			s.replay(c, id)
 			return
 		}
 	}
-	id, err := uuid.NewV7()
+	out, err := s.intake.Submit(ctx, spec)
 	if err != nil {
-		abort(c, http.StatusInternalServerError, CodeInternal, "", "could not make a job id")
-		return
-	}
-	j := &job.Job{
-		ID: id.String(), Spec: spec, Status: job.StatusQueued,
-		CreatedAt: now, Deadline: now.Add(s.cfg.JobDeadline),
-	}
-	c.Set("job_id", j.ID)
-	if err := s.accept(c.Request.Context(), j); err != nil {
-		s.log.Error("accept job", "job_id", j.ID, "err", err)
+		s.log.Error("accept job", "err", err)
+		if idem {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			if aerr := s.idem.Abandon(actx, key, hash); aerr != nil {
+				s.log.Warn("free idempotency key", "err", aerr)
+			}
+			cancel()
+		}
 		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "the job could not be queued; try again")
 		return
 	}
-	self := "/api/jobs/" + j.ID
-	c.Header("Location", self)
-	c.JSON(http.StatusAccepted, Accepted{JobID: j.ID, Status: job.StatusQueued, Links: Links{Self: self, Events: self + "/events"}})
+	j := out.Job
+	c.Set("job_id", j.ID)
+	if idem {
+		if err := s.idem.Complete(ctx, key, hash, j.ID); err != nil {
+			// The job runs; a retry within a minute is told to wait, a
+			// later one starts another job.
+			s.log.Warn("record idempotency key", "job_id", j.ID, "err", err)
+		}
+	}
+	l := links(j.ID)
+	c.Header("Location", l.Self)
+	c.JSON(http.StatusAccepted, Accepted{
+		JobID: j.ID, Status: j.Status, Joined: out.Joined, Cached: out.Cached,
+		CachedSnapshots: out.CachedSnapshots, Links: l,
+	})
 }
 
-// accept stores the job and enqueues its tasks. The order is what keeps every
-// job ending: the aggregation, scheduled at the deadline, goes first, so that
-// a crash after any later step still ends the job at its deadline.
-func (s *Server) accept(ctx context.Context, j *job.Job) error {
-	if err := s.enq.EnqueueAggregate(ctx, j); err != nil {
-		return err
+// idempotencyWait bounds the wait of a request whose Idempotency-Key a
+// concurrent request holds while it decides its job.
+const idempotencyWait = 2 * time.Second
+
+// replay answers a submission with the job of an earlier request with the
+// same Idempotency-Key.
+func (s *Server) replay(c *gin.Context, jobID string) {
+	c.Set("job_id", jobID)
+	j, err := s.store.Get(c.Request.Context(), jobID)
+	if errors.Is(err, store.ErrNotFound) {
+		abort(c, http.StatusNotFound, CodeJobNotFound, "", "the job of this Idempotency-Key (%s) has expired", jobID)
+		return
 	}
-	if _, err := s.store.Create(ctx, j); err != nil {
-		return err
+	if err != nil {
+		s.log.Error("read job", "job_id", jobID, "err", err)
+		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not read the job; try again")
+		return
 	}
-	if err := s.enq.EnqueueSnapshots(ctx, j); err != nil {
-		// The job exists and the client will not get its id: end it now.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = s.store.Finish(fctx, j.ID, job.StatusFailed, "could not queue the snapshots", nil)
-		_ = tasks.Withdraw(s.insp, j.ID, indexes(len(j.Spec.TimePoints)), true)
-		return err
-	}
-	return nil
+	metrics.IdempotentReplays.Inc()
+	l := links(j.ID)
+	c.Header("Location", l.Self)
+	c.Header(IdempotentReplayedHeader, "true")
+	c.JSON(http.StatusAccepted, Accepted{JobID: j.ID, Status: j.Status, Cached: j.Cached(), Links: l})
 }
 
 func indexes(n int) []int {
@@ -197,8 +286,14 @@ func (s *Server) cancelJob(c *gin.Context) {
 		queued = false
 		s.log.Warn("could not queue the webhook of the canceled job; its aggregation task will", "job_id", j.ID, "err", err)
 	}
-	if err := tasks.Withdraw(s.insp, j.ID, indexes(len(j.Snapshots)), queued); err != nil {
+	if err := tasks.Withdraw(s.insp, tasks.LaneOf(j.Spec.Warm), j.ID, indexes(len(j.Snapshots)), queued); err != nil {
 		s.log.Warn("withdraw tasks of canceled job", "job_id", j.ID, "err", err)
+	}
+	if j.Fingerprint != "" {
+		// Identical requests start a job of their own from now on.
+		if err := s.inflight.Release(ctx, j.Fingerprint, j.ID); err != nil {
+			s.log.Warn("release the canceled job's in-flight entry", "job_id", j.ID, "err", err)
+		}
 	}
 	s.log.Info("job canceled", "job_id", j.ID)
 	if j, ok = s.loadJob(c); ok {

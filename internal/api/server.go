@@ -22,8 +22,11 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/idempotency"
+	"github.com/timetravel-ai/timetravel/internal/intake"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
@@ -56,6 +59,13 @@ type Server struct {
 
 	// admin is the queue admin UI; nil when not mounted (no credentials).
 	admin *asynqmon.HTTPHandler
+
+	// intake serves submissions (caches, deduplication, queuing); idem
+	// keeps Idempotency-Keys; inflight is the deduplication registry, to
+	// release a canceled job's entry.
+	intake   *intake.Intake
+	idem     *idempotency.Keys
+	inflight *cache.Inflight
 }
 
 // New wires a Server on rdb. With admin credentials configured it opens
@@ -76,7 +86,11 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 
 		callbacks:  cfg.Webhook.Policy(),
 		webhooksOn: cfg.Webhook.Enabled(),
+
+		idem:     idempotency.New(rdb, cfg.Cache.IdempotencyTTL),
+		inflight: cache.NewInflight(rdb),
 	}
+	s.intake = intake.FromConfig(cfg, rdb, s.store, s.enq, s.insp, log)
 	if cfg.Admin.Mounted() {
 		ui, err := newAdminUI(cfg)
 		if err != nil {
@@ -124,6 +138,7 @@ func (s *Server) Handler() http.Handler {
 	a.POST("/time-travel", s.submit)
 	a.GET("/jobs/:id", s.getJob)
 	a.DELETE("/jobs/:id", s.cancelJob)
+	a.POST("/cache/warm", s.warmCache)
 
 	m := a.Group("/monitoring")
 	m.GET("/stats", s.monitoringStats)

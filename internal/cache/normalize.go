@@ -1,6 +1,9 @@
-// Package cache will hold the snapshot and result caches and the in-flight
-// deduplication of time-travel jobs. For now it holds the question
-// normalisation their keys are built on.
+// Package cache holds what lets the service answer a question it has seen
+// without asking a model again: the question normalisation every key is
+// built on, the snapshot cache (one answer as of one date), the result
+// cache (key changes and narrative, by the snapshots they were made from),
+// and the in-flight registry that makes identical requests share one job.
+// Everything lives in Redis and is shared by every process.
 package cache
 
 import (

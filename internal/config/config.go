@@ -71,6 +71,10 @@ type Config struct {
 
 	// Alerts are the thresholds of GET /api/monitoring/alerts.
 	Alerts Alerts
+
+	// Cache configures the answer caches, deduplication, idempotency keys
+	// and cache warming.
+	Cache Cache
 }
 
 // Admin configures the asynqmon UI the api serves at /admin/queues. It is
@@ -363,6 +367,7 @@ func (c Config) Validate() error {
 		bad("LLM_TIMEOUT", "must be at least 1s, got %s", c.LLM.Timeout)
 	}
 	errs = append(errs, c.LLM.validate()...)
+	errs = append(errs, c.Cache.validate()...)
 	w := c.Webhook
 	if w.Secret != "" {
 		if err := checkWebhookSecret(w.Secret); err != nil {

@@ -57,6 +57,10 @@ func TestLoadFromDefaults(t *testing.T) {
 		Env:     "development",
 		Admin:   Admin{Enabled: true},
 		Alerts:  Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second},
+		Cache: Cache{
+			Caching: true, PastTTL: 720 * time.Hour, TodayTTL: time.Hour, Dedup: true, IdempotencyTTL: 24 * time.Hour,
+			WarmSchedule: "@every 1h", WarmShare: 0.25, WarmConcurrency: 2,
+		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom(empty) =\n%+v\nwant\n%+v", got, want)
@@ -102,6 +106,15 @@ func TestLoadFromOverrides(t *testing.T) {
 		"WEBHOOK_ALLOW_CIDRS":     "127.0.0.1/32, ::1",
 		"WEBHOOK_TIMEOUT":         "2s",
 		"WEBHOOK_CONCURRENCY":     "3",
+		"CACHE_ENABLED":           "false",
+		"CACHE_PAST_TTL":          "48h",
+		"CACHE_TODAY_TTL":         "10m",
+		"DEDUP_ENABLED":           "false",
+		"IDEMPOTENCY_TTL":         "1h",
+		"CACHE_WARM_QUESTIONS":    "What are the best AI models?\n\n  Who leads in EV sales?  \n",
+		"CACHE_WARM_SCHEDULE":     "0 * * * *",
+		"CACHE_WARM_SHARE":        "0.5",
+		"CACHE_WARM_CONCURRENCY":  "1",
 	})
 	if err != nil {
 		t.Fatalf("LoadFrom: %v", err)
@@ -151,9 +164,23 @@ func TestLoadFromOverrides(t *testing.T) {
 		Env:    "development",
 		Admin:  Admin{Enabled: true},
 		Alerts: Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second},
+		Cache: Cache{
+			PastTTL: 48 * time.Hour, TodayTTL: 10 * time.Minute, IdempotencyTTL: time.Hour,
+			WarmQuestions: []string{"What are the best AI models?", "", "  Who leads in EV sales?  ", ""},
+			WarmSchedule:  "0 * * * *", WarmShare: 0.5, WarmConcurrency: 1,
+		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestCacheQuestions(t *testing.T) {
+	t.Parallel()
+	c := Cache{WarmQuestions: []string{"What are the best AI models?", "", "  Who leads in EV sales?  ", " "}}
+	want := []string{"What are the best AI models?", "Who leads in EV sales?"}
+	if got := c.Questions(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Questions() = %q, want %q", got, want)
 	}
 }
 
@@ -207,6 +234,16 @@ func TestLoadFromInvalid(t *testing.T) {
 		{"LLM_FALLBACKS", "a=a", "itself"},
 		{"LLM_FALLBACKS", "a=b|b", "twice"},
 		{"LLM_FALLBACKS", "a=b||c", "empty"},
+		{"CACHE_PAST_TTL", "30s", "30s"},
+		{"CACHE_TODAY_TTL", "0s", "0s"},
+		{"CACHE_TODAY_TTL", "1000h", "past dates"},
+		{"IDEMPOTENCY_TTL", "1s", "1s"},
+		{"CACHE_WARM_SCHEDULE", "hourly", `"hourly"`},
+		{"CACHE_WARM_SCHEDULE", "@every 1x", ""},
+		{"CACHE_WARM_SHARE", "0", "0"},
+		{"CACHE_WARM_SHARE", "1.5", "1.5"},
+		{"CACHE_WARM_CONCURRENCY", "0", "0"},
+		{"CACHE_WARM_QUESTIONS", "ok?\nbad\u0001question", "question 2"},
 		{"LLM_PROVIDERS", "{", "JSON array"},
 		{"LLM_PROVIDERS", "[]", "empty provider list"},
 		{"LLM_PROVIDERS", `[{"name":"a","base_url":"http://x","colour":"red"}]`, "colour"},

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -55,7 +56,8 @@ func TestProviderCapAcrossWorkers(t *testing.T) {
 	ids := make([]string, jobs)
 	for i := range jobs {
 		wg.Go(func() {
-			ids[i] = submit(t, e, client.SubmitRequest{Question: "What are the best AI models?", TimePoints: twoDates, Complexity: "brief"})
+			// Questions of their own: identical ones would share a job.
+			ids[i] = submit(t, e, client.SubmitRequest{Question: fmt.Sprintf("What are the best AI models? (%d)", i), TimePoints: twoDates, Complexity: "brief"})
 		})
 	}
 	wg.Wait()
@@ -162,7 +164,8 @@ func TestBreakerSharedAcrossWorkers(t *testing.T) {
 	if got := terminalStatus(t, collect(t, e, c)); got != "completed" {
 		t.Fatalf("job C (the trial) ended %s, want completed: %v", got, jobView(t, e, c).Errors)
 	}
-	d := submit(t, e, client.SubmitRequest{Question: "Which model is best?"})
+	// Another question: job C cached its answer for 2023-01-01.
+	d := submit(t, e, client.SubmitRequest{Question: "Which model is best now?"})
 	if got := terminalStatus(t, collect(t, e, d)); got != "completed" {
 		t.Fatalf("job D ended %s, want completed: %v", got, jobView(t, e, d).Errors)
 	}

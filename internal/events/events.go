@@ -12,6 +12,8 @@ package events
 import (
 	"encoding/json"
 	"regexp"
+
+	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
 // Event names, as sent in the SSE "event:" field.
@@ -78,6 +80,43 @@ type AcceptedData struct {
 	Complexity string         `json:"complexity"`
 	Deadline   string         `json:"deadline"`
 	TimePoints []TimePointRef `json:"time_points"`
+	// Cached is set when the whole job is served from the caches: its
+	// events follow at once.
+	Cached bool `json:"cached,omitempty"`
+}
+
+// SnapshotStartedData is the payload of snapshot.started. Attempt counts
+// the deliveries of the snapshot's task (0 for a cached answer).
+type SnapshotStartedData struct {
+	Index   int    `json:"index"`
+	Date    string `json:"date"`
+	Label   string `json:"label"`
+	Attempt int    `json:"attempt"`
+	Cached  bool   `json:"cached,omitempty"`
+}
+
+// SnapshotCompletedData is the payload of snapshot.completed.
+type SnapshotCompletedData struct {
+	Index      int    `json:"index"`
+	Date       string `json:"date"`
+	Label      string `json:"label"`
+	Model      string `json:"model,omitempty"`
+	Text       string `json:"text"`
+	DurationMS int64  `json:"duration_ms"`
+	// Cached is set when the answer came from the snapshot cache.
+	Cached bool `json:"cached,omitempty"`
+}
+
+// KeyChangesData is the payload of key_changes.completed.
+type KeyChangesData struct {
+	KeyChanges []job.KeyChange `json:"key_changes"`
+	Cached     bool            `json:"cached,omitempty"`
+}
+
+// NarrativeData is the payload of narrative.completed.
+type NarrativeData struct {
+	Text   string `json:"text"`
+	Cached bool   `json:"cached,omitempty"`
 }
 
 // DeltaData is the payload of snapshot.delta (with Index) and
@@ -97,6 +136,8 @@ type CompletedData struct {
 	JobID  string `json:"job_id"`
 	Status string `json:"status"`
 	Error  string `json:"error,omitempty"`
+	// Cached is set when the whole job was served from the caches.
+	Cached bool `json:"cached,omitempty"`
 }
 
 // WebhookData is the payload of webhook.delivered and webhook.failed.

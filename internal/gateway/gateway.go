@@ -50,6 +50,9 @@ type provider struct {
 	name   string
 	client Caller
 	gate   *limit.Gate
+	// background caps the requests of background work in flight at the
+	// provider, across the cluster: its share of the gate's cap.
+	background *limit.Semaphore
 }
 
 // Gateway is safe for concurrent use; create one per process.
@@ -78,6 +81,10 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Callers overrides the provider clients, by provider name (tests).
 	Callers map[string]Caller
+	// BackgroundShare is the share of each provider's in-flight cap that
+	// background work (llm.WithBackground) may use, at least one request;
+	// 0 means 1 (no cap of its own).
+	BackgroundShare float64
 }
 
 // New returns the Gateway of the providers, fallbacks, limits and breaker
@@ -114,11 +121,12 @@ func New(cfg config.LLM, o Options) *Gateway {
 				Timeout: cfg.Timeout, FirstTokenTimeout: cfg.FirstTokenTimeout, Transport: transport,
 			})
 		}
+		semOpts := limit.SemaphoreOptions{TTL: o.LeaseTTL, Wake: o.Wake, Log: o.Log}
 		p := &provider{
-			name:   pc.Name,
-			client: client,
-			gate: limit.NewGate(o.Redis, pc.Name, limit.Limits{MaxInFlight: pc.MaxInFlight, RPM: pc.RPM, TPM: pc.TPM},
-				limit.SemaphoreOptions{TTL: o.LeaseTTL, Wake: o.Wake, Log: o.Log}),
+			name:       pc.Name,
+			client:     client,
+			gate:       limit.NewGate(o.Redis, pc.Name, limit.Limits{MaxInFlight: pc.MaxInFlight, RPM: pc.RPM, TPM: pc.TPM}, semOpts),
+			background: limit.NewSemaphore(o.Redis, pc.Name+":background", BackgroundCap(pc.MaxInFlight, o.BackgroundShare), semOpts),
 		}
 		g.providers = append(g.providers, p)
 		for _, m := range pc.Models {
@@ -140,6 +148,16 @@ func New(cfg config.LLM, o Options) *Gateway {
 		},
 	})
 	return g
+}
+
+// BackgroundCap is the number of requests background work may have in
+// flight at a provider whose cap is maxInFlight: share of it, rounded
+// down, at least 1.
+func BackgroundCap(maxInFlight int, share float64) int {
+	if share <= 0 || share > 1 {
+		share = 1
+	}
+	return max(int(float64(maxInFlight)*share), 1)
 }
 
 // errNotSent is the outcome of an admission that sent no request.
@@ -194,6 +212,8 @@ func estimate(r llm.Request) int {
 type ticket struct {
 	done func(error)
 	pass *limit.Pass
+	// bg is background work's slot of its share; nil for other work.
+	bg *limit.Lease
 }
 
 // leave reports the request's outcome and frees its capacity.
@@ -203,13 +223,25 @@ func (t *ticket) leave(err error, resp llm.Response) {
 		used = resp.PromptTokens + resp.CompletionTokens
 	}
 	t.pass.Leave(used)
+	t.releaseBackground()
 	t.done(err)
 }
 
 // cancel frees a ticket whose request was never sent.
 func (t *ticket) cancel() {
 	t.pass.Cancel()
+	t.releaseBackground()
 	t.done(errNotSent)
+}
+
+func (t *ticket) releaseBackground() {
+	if t.bg == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = t.bg.Release(ctx) // a lost release expires with the lease
+	t.bg = nil
 }
 
 // enter admits one request of model at its provider: the breaker first
@@ -230,9 +262,31 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int) (*ticket,
 		return nil, err
 	}
 	waitStart := time.Now()
-	pass, err := p.gate.Enter(ctx, tokens, llm.CapacityWaitFrom(ctx, g.capacityWait))
+	maxWait := llm.CapacityWaitFrom(ctx, g.capacityWait)
+	var bg *limit.Lease
+	if llm.Background(ctx) {
+		// Background work takes a slot of its share first, then one of
+		// the provider's: it never holds more than its share.
+		bg, err = p.background.Acquire(ctx, maxWait)
+		if err != nil {
+			done(errNotSent)
+			if errors.Is(err, limit.ErrFull) {
+				metrics.CapacityGiveUps.WithLabelValues(p.name).Inc()
+				return nil, &kindError{kind: llm.ErrNoCapacity, err: &limit.NoCapacityError{
+					Gate: p.name, Limit: fmt.Sprintf("background share of %d in flight", p.background.Cap())}}
+			}
+			return nil, err
+		}
+		maxWait = max(maxWait-time.Since(waitStart), 0)
+	}
+	pass, err := p.gate.Enter(ctx, tokens, maxWait)
 	waited := time.Since(waitStart)
 	if err != nil {
+		if bg != nil {
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = bg.Release(rctx)
+			cancel()
+		}
 		done(errNotSent)
 		if errors.Is(err, limit.ErrNoCapacity) {
 			metrics.CapacityWait.WithLabelValues(p.name, "gave_up").Observe(waited.Seconds())
@@ -242,7 +296,7 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int) (*ticket,
 		return nil, err
 	}
 	metrics.CapacityWait.WithLabelValues(p.name, "admitted").Observe(waited.Seconds())
-	return &ticket{done: done, pass: pass}, nil
+	return &ticket{done: done, pass: pass, bg: bg}, nil
 }
 
 // Admission is capacity held ahead of a call (see Admit).

@@ -72,10 +72,32 @@ type Spec struct {
 	Model           string      `json:"model,omitempty"`
 	Complexity      Complexity  `json:"complexity"`
 	ForceTimeTravel bool        `json:"force_time_travel,omitempty"`
+	// Cache says whether the job may reuse cached answers: CacheUse, or
+	// CacheBypass (also set by ForceTimeTravel), which skips cache reads
+	// but still writes what the job computes.
+	Cache CacheMode `json:"cache"`
 	// CallbackURL, when set, gets the job's result in a signed webhook
 	// once the job ends. It was checked at submission (webhook.Policy).
 	CallbackURL string `json:"callback_url,omitempty"`
+	// Warm marks a cache-warming job: its tasks run on the warm queue,
+	// within the provider capacity share of warming.
+	Warm bool `json:"warm,omitempty"`
 }
+
+// CacheMode is how a job uses the answer caches.
+type CacheMode string
+
+// Cache modes.
+const (
+	// CacheUse reads cached answers and writes new ones.
+	CacheUse CacheMode = "use"
+	// CacheBypass computes every answer afresh and writes them to the
+	// cache for later jobs.
+	CacheBypass CacheMode = "bypass"
+)
+
+// ReadsCache reports whether the job may be served cached answers.
+func (s Spec) ReadsCache() bool { return s.Cache != CacheBypass && !s.ForceTimeTravel }
 
 // Snapshot is one time point's answer and its bookkeeping. Times are Unix
 // milliseconds; zero means "not yet". Model is the model asked and, once the
@@ -95,6 +117,9 @@ type Snapshot struct {
 	Error       string         `json:"error,omitempty"`
 	StartedAt   int64          `json:"started_at_ms,omitempty"`
 	CompletedAt int64          `json:"completed_at_ms,omitempty"`
+	// Cached is set when the answer came from the snapshot cache (no
+	// model was called for it).
+	Cached bool `json:"cached,omitempty"`
 }
 
 // KeyChange lists what changed between two consecutive snapshots.
@@ -122,6 +147,9 @@ type Aggregate struct {
 	KeyChangesLLMAttempts int    `json:"key_changes_llm_attempts,omitempty"`
 	NarrativeModel        string `json:"narrative_model,omitempty"`
 	NarrativeLLMAttempts  int    `json:"narrative_llm_attempts,omitempty"`
+	// Cached is set when the key changes and the narrative came from the
+	// result cache.
+	Cached bool `json:"cached,omitempty"`
 }
 
 // WebhookStatus is the state of the delivery of a job's result to its
@@ -163,6 +191,23 @@ type Job struct {
 	Error      string     `json:"-"`
 	// Webhook is the callback's delivery state; nil until it is queued.
 	Webhook *Webhook `json:"-"`
+	// Fingerprint identifies the request for in-flight deduplication
+	// (package cache); empty when the job takes no part in it.
+	Fingerprint string `json:"-"`
+}
+
+// Cached reports whether the whole job was served from the caches: every
+// snapshot and the aggregation.
+func (j *Job) Cached() bool {
+	if j.Aggregate == nil || !j.Aggregate.Cached {
+		return false
+	}
+	for _, s := range j.Snapshots {
+		if !s.Cached {
+			return false
+		}
+	}
+	return true
 }
 
 // Timings are the per-stage durations of a job in milliseconds; a stage that
@@ -240,22 +285,26 @@ func ptr(v int64) *int64 { return &v }
 
 // View is how a job is shown to clients (GET /api/jobs/{id}).
 type View struct {
-	ID              string      `json:"job_id"`
-	Status          Status      `json:"status"`
-	Question        string      `json:"question"`
-	Model           string      `json:"model,omitempty"`
-	Complexity      Complexity  `json:"complexity"`
-	ForceTimeTravel bool        `json:"force_time_travel"`
-	CreatedAt       time.Time   `json:"created_at"`
-	Deadline        time.Time   `json:"deadline"`
-	FinishedAt      *time.Time  `json:"finished_at,omitempty"`
-	Snapshots       []Snapshot  `json:"snapshots"`
-	KeyChanges      []KeyChange `json:"key_changes"`
-	Narrative       string      `json:"narrative"`
-	Timings         Timings     `json:"timings"`
-	Errors          []string    `json:"errors"`
-	CallbackURL     string      `json:"callback_url,omitempty"`
-	Webhook         *Webhook    `json:"webhook,omitempty"`
+	ID              string     `json:"job_id"`
+	Status          Status     `json:"status"`
+	Question        string     `json:"question"`
+	Model           string     `json:"model,omitempty"`
+	Complexity      Complexity `json:"complexity"`
+	ForceTimeTravel bool       `json:"force_time_travel"`
+	Cache           CacheMode  `json:"cache"`
+	// Cached is set when the whole job was served from the caches.
+	Cached      bool        `json:"cached"`
+	Warm        bool        `json:"warm,omitempty"`
+	CreatedAt   time.Time   `json:"created_at"`
+	Deadline    time.Time   `json:"deadline"`
+	FinishedAt  *time.Time  `json:"finished_at,omitempty"`
+	Snapshots   []Snapshot  `json:"snapshots"`
+	KeyChanges  []KeyChange `json:"key_changes"`
+	Narrative   string      `json:"narrative"`
+	Timings     Timings     `json:"timings"`
+	Errors      []string    `json:"errors"`
+	CallbackURL string      `json:"callback_url,omitempty"`
+	Webhook     *Webhook    `json:"webhook,omitempty"`
 }
 
 // View returns the client-facing form of the job. Errors lists, in a stable
@@ -268,6 +317,9 @@ func (j *Job) View() View {
 		Model:           j.Spec.Model,
 		Complexity:      j.Spec.Complexity,
 		ForceTimeTravel: j.Spec.ForceTimeTravel,
+		Cache:           j.Spec.Cache,
+		Cached:          j.Cached(),
+		Warm:            j.Spec.Warm,
 		CreatedAt:       j.CreatedAt.UTC(),
 		Deadline:        j.Deadline.UTC(),
 		Snapshots:       j.Snapshots,

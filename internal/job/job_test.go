@@ -281,6 +281,8 @@ func TestViewJSONOfNewJob(t *testing.T) {
 		"snapshots":         `[{"index":0,"date":"2023-01-01","label":"January 2023","status":"pending","attempts":0}]`,
 		"key_changes":       `[]`,
 		"narrative":         `""`,
+		"cache":             `""`,
+		"cached":            `false`,
 		"timings":           `{}`,
 		"errors":            `[]`,
 	}

@@ -41,6 +41,9 @@ type Submission struct {
 	Model           string           `json:"model"`
 	Complexity      string           `json:"complexity"`
 	ForceTimeTravel bool             `json:"force_time_travel"`
+	// Cache is "use" (the default) or "bypass" (skip cache reads, as
+	// force_time_travel does).
+	Cache string `json:"cache"`
 	// CallbackURL is checked by the api against its webhook policy (it
 	// needs configuration and DNS); Validate only carries it over.
 	CallbackURL string `json:"callback_url"`
@@ -171,6 +174,17 @@ func (s Submission) Validate(now time.Time) (Spec, *FieldError) {
 		return spec, &FieldError{"complexity", fmt.Sprintf("complexity must be brief, standard or detailed, not %q", truncate(s.Complexity, 40))}
 	}
 	spec.ForceTimeTravel = s.ForceTimeTravel
+	switch CacheMode(s.Cache) {
+	case "", CacheUse:
+		spec.Cache = CacheUse
+	case CacheBypass:
+		spec.Cache = CacheBypass
+	default:
+		return spec, &FieldError{"cache", fmt.Sprintf("cache must be use or bypass, not %q", truncate(s.Cache, 40))}
+	}
+	if spec.ForceTimeTravel {
+		spec.Cache = CacheBypass
+	}
 	spec.CallbackURL = strings.TrimSpace(s.CallbackURL)
 	return spec, nil
 }

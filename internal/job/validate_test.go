@@ -111,6 +111,7 @@ func TestValidateDefaults(t *testing.T) {
 			{Date: testToday, Label: "Today"},
 		},
 		Complexity: ComplexityStandard,
+		Cache:      CacheUse,
 	}
 	if !reflect.DeepEqual(spec, want) {
 		t.Errorf("spec =\n%+v\nwant\n%+v", spec, want)
@@ -643,6 +644,7 @@ func TestDecodeWholeSubmission(t *testing.T) {
 		Model:           "gpt-4o",
 		Complexity:      ComplexityBrief,
 		ForceTimeTravel: true,
+		Cache:           CacheBypass,
 	}
 	if !reflect.DeepEqual(spec, want) {
 		t.Errorf("spec =\n%+v\nwant\n%+v", spec, want)
@@ -748,5 +750,43 @@ func TestValidateCarriesCallbackURL(t *testing.T) {
 	spec, _ = Submission{Question: &q}.Validate(time.Now())
 	if spec.CallbackURL != "" {
 		t.Fatalf("callback URL %q without one submitted", spec.CallbackURL)
+	}
+}
+
+func TestValidateCache(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		cache     string
+		force     bool
+		want      CacheMode
+		readsFrom bool
+		ok        bool
+	}{
+		{"default", "", false, CacheUse, true, true},
+		{"use", "use", false, CacheUse, true, true},
+		{"bypass", "bypass", false, CacheBypass, false, true},
+		{"force_time_travel bypasses", "", true, CacheBypass, false, true},
+		{"force_time_travel wins over use", "use", true, CacheBypass, false, true},
+		{"case matters", "Bypass", false, "", false, false},
+		{"unknown", "only", false, "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			spec, ferr := Submission{Question: strp("q"), Cache: tt.cache, ForceTimeTravel: tt.force}.Validate(testNow)
+			if !tt.ok {
+				if ferr == nil || ferr.Field != "cache" {
+					t.Fatalf("cache %q: error %v, want one naming cache", tt.cache, ferr)
+				}
+				return
+			}
+			if ferr != nil {
+				t.Fatalf("cache %q refused: %v", tt.cache, ferr)
+			}
+			if spec.Cache != tt.want || spec.ReadsCache() != tt.readsFrom {
+				t.Errorf("Cache = %q, ReadsCache = %v; want %q, %v", spec.Cache, spec.ReadsCache(), tt.want, tt.readsFrom)
+			}
+		})
 	}
 }

@@ -299,6 +299,21 @@ func WithCapacityWait(ctx context.Context, d time.Duration) context.Context {
 	return context.WithValue(ctx, capacityWaitKey{}, d)
 }
 
+type backgroundKey struct{}
+
+// WithBackground marks the calls made with ctx as background work (cache
+// warming): they may only use the share of each provider's capacity set
+// aside for it, so that they never crowd out the work people wait for.
+func WithBackground(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// Background reports whether ctx marks background work.
+func Background(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
+}
+
 // CapacityWaitFrom returns the capacity wait ctx asks for, or def.
 func CapacityWaitFrom(ctx context.Context, def time.Duration) time.Duration {
 	if d, ok := ctx.Value(capacityWaitKey{}).(time.Duration); ok {

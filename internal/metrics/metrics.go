@@ -105,6 +105,36 @@ var (
 		Help: "Waits for provider capacity that gave up (the work went back to the queue), by provider.",
 	}, []string{"provider"})
 
+	// CacheLookups counts cache lookups by scope and result. Scope job is
+	// a submission's lookup of all its answers: hit (served wholly from
+	// the caches), partial (some reused), miss (none); scope snapshot and
+	// aggregate are a worker's lookups of one answer (hit or miss).
+	CacheLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timetravel_cache_lookups_total",
+		Help: "Cache lookups by scope (job: a submission's answers; snapshot, aggregate: a worker's lookup of one) and result: hit, partial, miss.",
+	}, []string{"scope", "result"})
+
+	// CacheCallsSaved counts the LLM calls that cached answers made
+	// unnecessary, by stage: snapshot, key_changes, narrative.
+	CacheCallsSaved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timetravel_cache_llm_calls_saved_total",
+		Help: "LLM calls not made because a cached answer was reused, by stage: snapshot, key_changes, narrative.",
+	}, []string{"stage"})
+
+	// JobsJoined counts submissions that joined an identical job in
+	// flight instead of starting one.
+	JobsJoined = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "timetravel_jobs_joined_total",
+		Help: "Submissions that joined an identical job in flight instead of starting another.",
+	})
+
+	// IdempotentReplays counts submissions answered with the job of an
+	// earlier request with the same Idempotency-Key.
+	IdempotentReplays = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "timetravel_idempotent_replays_total",
+		Help: "Submissions answered with the job of an earlier request with the same Idempotency-Key.",
+	})
+
 	// WebhookDeliveries counts webhook delivery attempts by outcome.
 	WebhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timetravel_webhook_deliveries_total",
@@ -116,15 +146,33 @@ func init() {
 	for _, o := range []string{"delivered", "retry", "failed"} {
 		WebhookDeliveries.WithLabelValues(o)
 	}
+	for _, r := range []string{CacheHit, CachePartial, CacheMiss} {
+		CacheLookups.WithLabelValues(CacheScopeJob, r)
+	}
+	for _, st := range []string{StageSnapshot, StageKeyChanges, StageNarrative} {
+		CacheCallsSaved.WithLabelValues(st)
+	}
 }
 
+// Cache lookup scopes and results (CacheLookups' labels).
+const (
+	CacheScopeJob       = "job"
+	CacheScopeSnapshot  = "snapshot"
+	CacheScopeAggregate = "aggregate"
+	CacheHit            = "hit"
+	CachePartial        = "partial"
+	CacheMiss           = "miss"
+)
+
 // RegisterAPI registers the api's collectors on reg: the Go runtime and
-// process collectors and the job durations (the api observes a cancel).
+// process collectors, the job durations (the api observes a cancel), and
+// the cache, deduplication and idempotency counters of submissions.
 func RegisterAPI(reg prometheus.Registerer) {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		JobDuration, StageDuration,
+		CacheLookups, CacheCallsSaved, JobsJoined, IdempotentReplays,
 	)
 }
 
@@ -138,6 +186,7 @@ func RegisterWorker(reg prometheus.Registerer, insp *asynq.Inspector) {
 		JobDuration, StageDuration,
 		LLMRequestDuration, LLMRequests, LLMTimeToFirstToken, LLMTokens,
 		BreakerState, CapacityWait, CapacityGiveUps, WebhookDeliveries,
+		CacheLookups, CacheCallsSaved, JobsJoined,
 	)
 	if insp != nil {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))

@@ -11,12 +11,18 @@ import "github.com/redis/go-redis/v9"
 // Statuses that accept snapshot work: queued, running.
 // Terminal statuses: completed, partial, failed, canceled.
 
-// createScript: ARGV[3] ttl ms, ARGV[4] job.accepted data, ARGV[5..] hash
-// field/value pairs. Returns the event id, or error "EXISTS".
+// createScript: ARGV[3] ttl ms, ARGV[4] the number E of events, ARGV[5 ..
+// 4+2E] their type/data pairs (job.accepted first), then the hash's
+// field/value pairs. Returns the first event's id, or error "EXISTS".
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('EXISTS') end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-local id = redis.call('XADD', KEYS[2], '*', 't', 'job.accepted', 'd', ARGV[4])
+local e = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5 + 2 * e))
+local id
+for i = 0, e - 1 do
+  local x = redis.call('XADD', KEYS[2], '*', 't', ARGV[5 + 2 * i], 'd', ARGV[6 + 2 * i])
+  if i == 0 then id = x end
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
@@ -53,7 +59,8 @@ return {'ok', s.attempts}
 // snapFinishScript: ARGV[3] index, ARGV[4] owner, ARGV[5] outcome
 // (completed | failed | retry), ARGV[6] now ms, ARGV[7] text, ARGV[8] error,
 // ARGV[9] the model that answered (empty: unchanged), ARGV[10] the LLM
-// requests of this attempt (added to the snapshot's llm_attempts).
+// requests of this attempt (added to the snapshot's llm_attempts), ARGV[11]
+// "1" when the text came from the snapshot cache.
 // Records the outcome once for the owning attempt; completed and failed count
 // towards fan-in. Returns {'ok', done, n} | {'stale'} | {'done', done, n} |
 // {'closed', status} | {'gone'}.
@@ -82,8 +89,10 @@ local d
 if outcome == 'completed' then
   s.text = ARGV[7]
   s.error = nil
+  local cached = nil
+  if ARGV[11] == '1' then s.cached = true; cached = true end
   d = cjson.encode({index = s.index, date = s.date, label = s.label, model = s.model, text = s.text,
-    duration_ms = s.completed_at_ms - (s.started_at_ms or s.completed_at_ms)})
+    duration_ms = s.completed_at_ms - (s.started_at_ms or s.completed_at_ms), cached = cached})
 else
   s.error = ARGV[8]
   d = cjson.encode({index = s.index, date = s.date, label = s.label, error = s.error})

@@ -61,40 +61,109 @@ func JobKey(jobID string) string { return "tt:{" + jobID + "}:job" }
 
 func keys(jobID string) []string { return []string{JobKey(jobID), events.StreamKey(jobID)} }
 
-// Create stores a new job with all snapshots pending and appends job.accepted.
-// The job expires after its deadline plus the retention unless it finishes
-// (which restarts the retention clock).
+// Create stores a new job and appends job.accepted. Snapshots the job
+// comes with as completed (answered from the cache) are stored done, each
+// announced like a worker's: snapshot.started, one snapshot.delta with the
+// whole text, snapshot.completed; the others are stored pending. A job that
+// comes with a terminal status and its aggregate (served wholly from the
+// caches) is stored ended, with its aggregation events and job.completed,
+// and kept for the retention; a job that has not ended expires after its
+// deadline plus the retention unless it finishes (which restarts the
+// retention clock).
 func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
 	spec, err := json.Marshal(j.Spec)
 	if err != nil {
 		return "", fmt.Errorf("encode spec: %w", err)
 	}
+	snaps := j.Snapshots
+	if len(snaps) != len(j.Spec.TimePoints) {
+		snaps = make([]job.Snapshot, len(j.Spec.TimePoints))
+	}
 	refs := make([]events.TimePointRef, len(j.Spec.TimePoints))
+	status := job.StatusQueued
+	if j.Status.Terminal() {
+		status = j.Status
+	}
 	fields := []any{
 		"spec", string(spec),
-		"status", string(job.StatusQueued),
+		"status", string(status),
 		"created", j.CreatedAt.UnixMilli(),
 		"deadline", j.Deadline.UnixMilli(),
 		"n", len(j.Spec.TimePoints),
-		"done", 0,
 	}
+	if j.Fingerprint != "" {
+		fields = append(fields, "fp", j.Fingerprint)
+	}
+	var evs []any
+	addEvent := func(typ string, data any) error {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", typ, err)
+		}
+		evs = append(evs, typ, string(b))
+		return nil
+	}
+	done := 0
+	var cached []job.Snapshot
 	for i, tp := range j.Spec.TimePoints {
 		refs[i] = events.TimePointRef{Index: i, Date: tp.Date, Label: tp.Label}
-		snap, err := json.Marshal(job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotPending})
+		snap := job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotPending}
+		if c := snaps[i]; c.Status == job.SnapshotCompleted {
+			snap.Status, snap.Text, snap.Model, snap.Cached = job.SnapshotCompleted, c.Text, c.Model, c.Cached
+			snap.StartedAt, snap.CompletedAt = c.StartedAt, c.CompletedAt
+			cached = append(cached, snap)
+			done++
+		}
+		b, err := json.Marshal(snap)
 		if err != nil {
 			return "", fmt.Errorf("encode snapshot: %w", err)
 		}
-		fields = append(fields, "s:"+strconv.Itoa(i), string(snap))
+		fields = append(fields, "s:"+strconv.Itoa(i), string(b))
 	}
-	accepted, err := json.Marshal(events.AcceptedData{
+	fields = append(fields, "done", done)
+	err = addEvent(events.JobAccepted, events.AcceptedData{
 		JobID: j.ID, Question: j.Spec.Question, Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
-		Deadline: j.Deadline.UTC().Format(time.RFC3339Nano), TimePoints: refs,
+		Deadline: j.Deadline.UTC().Format(time.RFC3339Nano), TimePoints: refs, Cached: j.Cached(),
 	})
 	if err != nil {
-		return "", fmt.Errorf("encode event: %w", err)
+		return "", err
+	}
+	for _, c := range cached {
+		i := c.Index
+		err = errors.Join(
+			addEvent(events.SnapshotStarted, events.SnapshotStartedData{Index: i, Date: c.Date, Label: c.Label, Cached: c.Cached}),
+			addEvent(events.SnapshotDelta, events.DeltaData{Index: &i, Text: c.Text}),
+			addEvent(events.SnapshotCompleted, events.SnapshotCompletedData{
+				Index: i, Date: c.Date, Label: c.Label, Model: c.Model, Text: c.Text, Cached: c.Cached,
+			}))
+		if err != nil {
+			return "", err
+		}
 	}
 	ttl := time.Until(j.Deadline) + s.retention
-	args := append([]any{events.Channel, j.ID, ttl.Milliseconds(), string(accepted)}, fields...)
+	if status.Terminal() {
+		ttl = s.retention
+		fields = append(fields, "finished", j.FinishedAt.UnixMilli(), "error", j.Error)
+		if a := j.Aggregate; a != nil {
+			b, err := json.Marshal(a)
+			if err != nil {
+				return "", fmt.Errorf("encode aggregate: %w", err)
+			}
+			fields = append(fields, "agg", string(b))
+			err = errors.Join(
+				addEvent(events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: a.KeyChanges, Cached: a.Cached}),
+				addEvent(events.NarrativeDelta, events.DeltaData{Text: a.Narrative}),
+				addEvent(events.NarrativeCompleted, events.NarrativeData{Text: a.Narrative, Cached: a.Cached}))
+			if err != nil {
+				return "", err
+			}
+		}
+		if err := addEvent(events.JobCompleted, events.CompletedData{JobID: j.ID, Status: string(status), Error: j.Error, Cached: j.Cached()}); err != nil {
+			return "", err
+		}
+	}
+	args := append([]any{events.Channel, j.ID, ttl.Milliseconds(), len(evs) / 2}, evs...)
+	args = append(args, fields...)
 	id, err := createScript.Run(ctx, s.rdb, keys(j.ID), args...).Text()
 	if err != nil {
 		if strings.Contains(err.Error(), "EXISTS") {
@@ -138,6 +207,7 @@ func decodeJob(id string, h map[string]string) (*job.Job, error) {
 	j.Deadline = msTime(h["deadline"])
 	j.FinishedAt = msTime(h["finished"])
 	j.Error = h["error"]
+	j.Fingerprint = h["fp"]
 	n, _ := strconv.Atoi(h["n"])
 	j.Snapshots = make([]job.Snapshot, n)
 	for i := range n {
@@ -221,6 +291,8 @@ type SnapshotOutcome struct {
 	// LLMAttempts is the requests this attempt sent; they add up over the
 	// snapshot's attempts.
 	LLMAttempts int
+	// Cached is set when Text came from the snapshot cache.
+	Cached bool
 }
 
 // FinishSnapshot records the owner attempt's outcome. Completed and failed
@@ -235,8 +307,12 @@ func (s *Store) FinishSnapshot(ctx context.Context, jobID string, index int, own
 			outcome = "retry"
 		}
 	}
+	cached := ""
+	if out.Cached {
+		cached = "1"
+	}
 	res, err := snapFinishScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, index, owner, outcome,
-		s.now().UnixMilli(), out.Text, errMsg, out.Model, out.LLMAttempts).Slice()
+		s.now().UnixMilli(), out.Text, errMsg, out.Model, out.LLMAttempts, cached).Slice()
 	if err != nil {
 		return FanIn{}, fmt.Errorf("finish snapshot %d of job %s: %w", index, jobID, err)
 	}

@@ -28,6 +28,9 @@ const (
 	QueueSnapshot  = "snapshot"
 	QueueAggregate = "aggregate"
 	QueueWebhook   = "webhook"
+	// QueueWarm carries every task of cache-warming jobs and the periodic
+	// warming itself, so that warming has a concurrency cap of its own.
+	QueueWarm = "warm"
 )
 
 // Task types.
@@ -35,7 +38,29 @@ const (
 	TypeSnapshot  = "timetravel:snapshot"
 	TypeAggregate = "timetravel:aggregate"
 	TypeWebhook   = "timetravel:webhook"
+	// TypeWarm warms the cache for the configured questions.
+	TypeWarm = "timetravel:warm"
 )
+
+// Lane is the pair of queues a job's tasks run on.
+type Lane struct {
+	Snapshot, Aggregate string
+}
+
+// Lanes: user jobs run on the snapshot and aggregate queues, cache-warming
+// jobs on the warm queue.
+var (
+	UserLane = Lane{Snapshot: QueueSnapshot, Aggregate: QueueAggregate}
+	WarmLane = Lane{Snapshot: QueueWarm, Aggregate: QueueWarm}
+)
+
+// LaneOf returns the lane of a job (of a warming job when warm).
+func LaneOf(warm bool) Lane {
+	if warm {
+		return WarmLane
+	}
+	return UserLane
+}
 
 // SnapshotPayload is everything a snapshot task needs, so that the worker
 // reads nothing before calling the model.
@@ -47,6 +72,10 @@ type SnapshotPayload struct {
 	Label      string `json:"label"`
 	Model      string `json:"model,omitempty"`
 	Complexity string `json:"complexity"`
+	// NoCacheRead says the job bypasses cache reads (it still writes).
+	NoCacheRead bool `json:"no_cache_read,omitempty"`
+	// Warm says the job is a cache-warming job (its lane is WarmLane).
+	Warm bool `json:"warm,omitempty"`
 }
 
 // AggregatePayload names the job to aggregate.
@@ -122,7 +151,7 @@ func NewEnqueuer(c *asynq.Client, maxRetry int, timeout time.Duration) *Enqueuer
 func (e *Enqueuer) EnqueueAggregate(ctx context.Context, j *job.Job) error {
 	p, _ := json.Marshal(AggregatePayload{JobID: j.ID})
 	_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeAggregate, p, tracing.Headers(ctx)),
-		asynq.Queue(QueueAggregate),
+		asynq.Queue(LaneOf(j.Spec.Warm).Aggregate),
 		asynq.TaskID(AggregateTaskID(j.ID)),
 		asynq.ProcessAt(j.Deadline),
 		asynq.MaxRetry(AggregateMaxRetry+HandBackSpare),
@@ -134,17 +163,23 @@ func (e *Enqueuer) EnqueueAggregate(ctx context.Context, j *job.Job) error {
 	return nil
 }
 
-// EnqueueSnapshots puts one task per time point on the snapshot queue. A task
-// that exists already (same id) counts as enqueued.
+// EnqueueSnapshots puts one task per time point on the job's snapshot
+// queue, except for the snapshots the job already has (answered from the
+// cache). A task that exists already (same id) counts as enqueued.
 func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
 	headers := tracing.Headers(ctx)
+	lane := LaneOf(j.Spec.Warm)
 	for i, tp := range j.Spec.TimePoints {
+		if i < len(j.Snapshots) && j.Snapshots[i].Status.Done() {
+			continue
+		}
 		p, _ := json.Marshal(SnapshotPayload{
 			JobID: j.ID, Index: i, Question: j.Spec.Question, Date: tp.Date, Label: tp.Label,
 			Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
+			NoCacheRead: !j.Spec.ReadsCache(), Warm: j.Spec.Warm,
 		})
 		_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeSnapshot, p, headers),
-			asynq.Queue(QueueSnapshot),
+			asynq.Queue(lane.Snapshot),
 			asynq.TaskID(SnapshotTaskID(j.ID, i)),
 			asynq.MaxRetry(e.maxRetry+HandBackSpare),
 			asynq.Timeout(e.timeout),
@@ -182,10 +217,11 @@ type Inspector interface {
 	DeleteTask(queue, id string) error
 }
 
-// Promote starts the job's aggregation now instead of at the deadline. It is
-// safe to call more than once and when aggregation already runs.
-func Promote(insp Inspector, jobID string) error {
-	err := insp.RunTask(QueueAggregate, AggregateTaskID(jobID))
+// Promote starts the job's aggregation, on lane, now instead of at the
+// deadline. It is safe to call more than once and when aggregation already
+// runs.
+func Promote(insp Inspector, lane Lane, jobID string) error {
+	err := insp.RunTask(lane.Aggregate, AggregateTaskID(jobID))
 	if err == nil || errors.Is(err, asynq.ErrTaskNotFound) {
 		// Not found: the aggregation already ran (it is not kept).
 		return nil
@@ -196,12 +232,12 @@ func Promote(insp Inspector, jobID string) error {
 	return fmt.Errorf("promote aggregation of job %s: %w", jobID, err)
 }
 
-// Withdraw removes the job's tasks that have not started: the given
+// Withdraw removes the job's tasks, on lane, that have not started: the given
 // snapshots and, with withAggregate, the aggregation. Running tasks are not
 // touched here: workers stop them when the store announces the job closed
 // (asynq's CancelProcessing would put them up for retry instead). Missing
 // tasks are fine: they ran or were removed already.
-func Withdraw(insp Inspector, jobID string, indexes []int, withAggregate bool) error {
+func Withdraw(insp Inspector, lane Lane, jobID string, indexes []int, withAggregate bool) error {
 	var errs []error
 	remove := func(queue, id string) {
 		err := insp.DeleteTask(queue, id)
@@ -210,10 +246,10 @@ func Withdraw(insp Inspector, jobID string, indexes []int, withAggregate bool) e
 		}
 	}
 	for _, i := range indexes {
-		remove(QueueSnapshot, SnapshotTaskID(jobID, i))
+		remove(lane.Snapshot, SnapshotTaskID(jobID, i))
 	}
 	if withAggregate {
-		remove(QueueAggregate, AggregateTaskID(jobID))
+		remove(lane.Aggregate, AggregateTaskID(jobID))
 	}
 	return errors.Join(errs...)
 }

@@ -74,3 +74,29 @@ func Narrative(question string, snaps []job.Snapshot, c job.Complexity) Prompt {
 	sys := `You are a historian of knowledge. Given answers to one question as they would have been given at successive dates, write a short narrative (one to three paragraphs) of how the answer evolved over time: what stayed, what changed, and what drove the changes. Refer to the dates by their labels. Plain prose, no lists, no headings.`
 	return Prompt{System: sys, User: b.String(), MaxTokens: budget}
 }
+
+// Models names the models of each step of a job, as configured.
+type Models struct {
+	// Snapshot answers snapshots of jobs that name no model.
+	Snapshot string
+	// Extraction makes the key-changes extraction.
+	Extraction string
+	// Narrative writes the narrative; empty means the job's snapshot model.
+	Narrative string
+}
+
+// SnapshotModel is the model asked for the snapshots of spec.
+func (m Models) SnapshotModel(spec job.Spec) string {
+	if spec.Model != "" {
+		return spec.Model
+	}
+	return m.Snapshot
+}
+
+// NarrativeModel is the model asked for the narrative of spec.
+func (m Models) NarrativeModel(spec job.Spec) string {
+	if m.Narrative != "" {
+		return m.Narrative
+	}
+	return m.SnapshotModel(spec)
+}

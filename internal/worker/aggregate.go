@@ -100,7 +100,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 	}
 	if len(unfinished) > 0 {
 		log.Warn("deadline passed with snapshots unfinished; withdrawing them", "unfinished", len(unfinished))
-		if err := tasks.Withdraw(h.insp, jobID, unfinished, false); err != nil {
+		if err := tasks.Withdraw(h.insp, tasks.LaneOf(j.Spec.Warm), jobID, unfinished, false); err != nil {
 			log.Warn("withdraw snapshot tasks", "err", err)
 		}
 	}
@@ -118,6 +118,16 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 	agg := &job.Aggregate{KeyChanges: []job.KeyChange{}}
 	if j.Aggregate != nil {
 		agg.StartedAt = j.Aggregate.StartedAt
+	}
+	if hit := h.cachedAggregate(ctx, j, done, log); hit != nil {
+		if err := h.serveCachedAggregate(ctx, j, owner, done, hit, agg); err != nil {
+			return nil, err
+		}
+		if err := h.store.Finish(ctx, jobID, job.StatusCompleted, "", agg); err != nil {
+			return nil, err
+		}
+		log.Info("job finished from the result cache", "snapshots", len(done))
+		return h.jobEnded(ctx, jobID), nil
 	}
 	// Capacity before anything is written: without it the aggregation goes
 	// back to the queue, without using up a retry, unless the deadline
@@ -195,6 +205,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 	if err := h.store.Finish(ctx, jobID, status, msg, agg); err != nil {
 		return nil, err
 	}
+	h.keepAggregate(ctx, j, done, agg, log)
 	log.Info("job finished", "status", status, "snapshots", len(done), "of", len(j.Snapshots))
 	return h.jobEnded(ctx, jobID), nil
 }
@@ -220,14 +231,7 @@ func (h *Handlers) keyChangesRequest(j *job.Job, done []job.Snapshot) llm.Reques
 }
 
 func (h *Handlers) narrativeRequest(j *job.Job, done []job.Snapshot) llm.Request {
-	model := h.models.Narrative
-	if model == "" {
-		model = j.Spec.Model
-	}
-	if model == "" {
-		model = h.models.Snapshot
-	}
-	return llmRequest(model, timetravel.Narrative(j.Spec.Question, done, j.Spec.Complexity))
+	return llmRequest(h.models.NarrativeModel(j.Spec), timetravel.Narrative(j.Spec.Question, done, j.Spec.Complexity))
 }
 
 // keyChanges fills agg's key changes and emits their event. A failed or
@@ -235,7 +239,7 @@ func (h *Handlers) narrativeRequest(j *job.Job, done []job.Snapshot) llm.Request
 // pre is the admission's error, if any: then no call is made.
 func (h *Handlers) keyChanges(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, req llm.Request, pre error, agg *job.Aggregate) error {
 	if len(done) < 2 {
-		return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesCompleted, map[string]any{"key_changes": agg.KeyChanges})
+		return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: agg.KeyChanges})
 	}
 	start := time.Now()
 	var resp llm.Response
@@ -256,7 +260,7 @@ func (h *Handlers) keyChanges(ctx context.Context, j *job.Job, owner string, don
 		agg.KeyChangesError = err.Error()
 		return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesFailed, events.ErrorData{Error: err.Error()})
 	}
-	return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesCompleted, map[string]any{"key_changes": agg.KeyChanges})
+	return h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: agg.KeyChanges})
 }
 
 // narrative streams the evolution narrative onto the job's events and fills
@@ -288,7 +292,7 @@ func (h *Handlers) narrative(ctx context.Context, j *job.Job, owner string, done
 		return h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeFailed, events.ErrorData{Error: err.Error()})
 	}
 	agg.Narrative = resp.Text
-	return h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeCompleted, map[string]string{"text": resp.Text})
+	return h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeCompleted, events.NarrativeData{Text: resp.Text})
 }
 
 // missingMessage says which snapshots a partial job lacks and why, e.g.
@@ -319,6 +323,12 @@ func (h *Handlers) jobEnded(ctx context.Context, jobID string) *job.Job {
 	if err != nil {
 		h.log.Warn("read the ended job for its timings", "job_id", jobID, "err", err)
 		return nil
+	}
+	h.releaseInflight(ctx, j)
+	if j.Spec.Warm {
+		// Warming jobs have no client: their timings would only blur
+		// those of the jobs people wait for.
+		return j
 	}
 	s := monitoring.FromJob(j)
 	s.Observe()

@@ -459,7 +459,7 @@ func TestCancelWhileSnapshotsRun(t *testing.T) {
 	if err := hs.store.Finish(ctx, j.ID, job.StatusCanceled, "canceled by the client", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := tasks.Withdraw(hs.insp, j.ID, []int{0, 1, 2}, true); err != nil {
+	if err := tasks.Withdraw(hs.insp, tasks.UserLane, j.ID, []int{0, 1, 2}, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range hs.model.waitReleased(t, 3, releaseBound) {

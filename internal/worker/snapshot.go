@@ -55,9 +55,9 @@ func endSpan(span trace.Span, err error) {
 }
 
 func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *slog.Logger) error {
-	model := p.Model
-	if model == "" {
-		model = h.models.Snapshot
+	model := h.models.SnapshotModel(job.Spec{Model: p.Model})
+	if hit := h.cachedSnapshot(ctx, p, model, log); hit != nil {
+		return h.serveCachedSnapshot(ctx, p, hit, log)
 	}
 	pr := timetravel.Snapshot(p.Question, job.TimePoint{Date: p.Date, Label: p.Label}, job.Complexity(p.Complexity))
 	req := llmRequest(model, pr)
@@ -82,7 +82,7 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		// the fan-in happened, in case the earlier delivery died before it.
 		log.Info("snapshot already done; duplicate delivery ignored")
 		if fan.Last() {
-			return h.promote(p.JobID)
+			return h.promote(p)
 		}
 		return nil
 	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrNotFound):
@@ -147,22 +147,22 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	if out.Retry {
 		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, callErr)
 	}
+	if callErr == nil {
+		h.keepSnapshot(ctx, p, resp.Requested, resp.Text, log)
+	}
 	log.Info("snapshot done", "ok", callErr == nil, "ms", time.Since(start).Milliseconds(),
 		"first_token_ms", resp.FirstToken.Milliseconds(), "answered_by", resp.Requested, "llm_attempts", resp.Attempts,
 		"done", fan.Done, "of", fan.Total)
 	if fan.Last() {
-		return h.promote(p.JobID)
+		return h.promote(p)
 	}
 	return nil
 }
 
-// promote starts the job's aggregation now. An error makes asynq retry the
-// snapshot task, whose next delivery promotes again.
-func (h *Handlers) promote(jobID string) error {
-	if err := tasks.Promote(h.insp, jobID); err != nil {
-		return err
-	}
-	return nil
+// promote starts the aggregation of the snapshot's job now. An error makes
+// asynq retry the snapshot task, whose next delivery promotes again.
+func (h *Handlers) promote(p tasks.SnapshotPayload) error {
+	return tasks.Promote(h.insp, tasks.LaneOf(p.Warm), p.JobID)
 }
 
 // errJobClosed is the cancellation cause of work whose job closed.

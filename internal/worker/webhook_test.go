@@ -324,7 +324,7 @@ func TestWebhookEveryTerminalStatus(t *testing.T) {
 				if info, err := hs.insp.GetTaskInfo(tasks.QueueWebhook, tasks.WebhookTaskID(j.ID)); err == nil {
 					hs.t.Fatalf("webhook task %+v before the safety net ran", info)
 				}
-				if err := tasks.Promote(hs.insp, j.ID); err != nil {
+				if err := tasks.Promote(hs.insp, tasks.UserLane, j.ID); err != nil {
 					hs.t.Fatal(err)
 				}
 			},

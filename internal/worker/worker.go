@@ -27,6 +27,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -47,14 +48,7 @@ type Admitter interface {
 }
 
 // Models names the models of each step.
-type Models struct {
-	// Snapshot answers snapshots of jobs that name no model.
-	Snapshot string
-	// Extraction makes the key-changes extraction.
-	Extraction string
-	// Narrative writes the narrative; empty means the job's model.
-	Narrative string
-}
+type Models = timetravel.Models
 
 // Watcher signals announcements about a job (see events.Hub.Watch).
 type Watcher interface {
@@ -70,6 +64,7 @@ type Handlers struct {
 	models   Models
 	log      *slog.Logger
 	webhooks Webhooks
+	caching  Caching
 }
 
 // NewHandlers wires the handlers. closed announces jobs that closed
@@ -95,25 +90,31 @@ func isFailure(err error) bool { return !errors.Is(err, llm.ErrNoCapacity) }
 // retryDelay is the wait before asynq runs a task again (whole seconds).
 func retryDelay(n int, err error, _ *asynq.Task) time.Duration { return llm.QueueDelay(n, err) }
 
-// Queue is one line of the worker's layout: a queue, the task type its
-// asynq server handles, its handler, its concurrency cap per process and,
+// Queue is one line of the worker's layout: a queue, the handler of each
+// task type its asynq server takes, its concurrency cap per process and,
 // optionally, its own retry delay (nil: retryDelay, the LLM work's).
 type Queue struct {
 	Name        string
-	TaskType    string
 	Concurrency int
-	Handler     asynq.HandlerFunc
+	Handlers    map[string]asynq.HandlerFunc
 	RetryDelay  asynq.RetryDelayFunc
 }
 
 // Layout returns the worker's queues, each served by an asynq server of its
 // own. A further queue is one more line here (and its concurrency
-// variable).
+// variable). The warm queue runs cache-warming jobs' snapshots and
+// aggregations as background work (llm.WithBackground) and the periodic
+// warming task.
 func (h *Handlers) Layout(cfg config.Config) []Queue {
 	return []Queue{
-		{tasks.QueueSnapshot, tasks.TypeSnapshot, cfg.SnapshotConcurrency, h.HandleSnapshot, nil},
-		{tasks.QueueAggregate, tasks.TypeAggregate, cfg.AggregateConcurrency, h.HandleAggregate, nil},
-		{tasks.QueueWebhook, tasks.TypeWebhook, cfg.Webhook.Concurrency, h.HandleWebhook, h.webhookRetryDelay},
+		{tasks.QueueSnapshot, cfg.SnapshotConcurrency, map[string]asynq.HandlerFunc{tasks.TypeSnapshot: h.HandleSnapshot}, nil},
+		{tasks.QueueAggregate, cfg.AggregateConcurrency, map[string]asynq.HandlerFunc{tasks.TypeAggregate: h.HandleAggregate}, nil},
+		{tasks.QueueWebhook, cfg.Webhook.Concurrency, map[string]asynq.HandlerFunc{tasks.TypeWebhook: h.HandleWebhook}, h.webhookRetryDelay},
+		{tasks.QueueWarm, max(cfg.Cache.WarmConcurrency, 1), map[string]asynq.HandlerFunc{
+			tasks.TypeSnapshot:  background(h.HandleSnapshot),
+			tasks.TypeAggregate: background(h.HandleAggregate),
+			tasks.TypeWarm:      h.HandleWarm,
+		}, nil},
 	}
 }
 
@@ -156,7 +157,9 @@ func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([
 			}),
 		})
 		mux := asynq.NewServeMux()
-		mux.HandleFunc(q.TaskType, q.Handler)
+		for typ, handler := range q.Handlers {
+			mux.HandleFunc(typ, handler)
+		}
 		if err := srv.Start(mux); err != nil {
 			for _, s := range started {
 				s.Shutdown()
@@ -172,7 +175,7 @@ func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([
 // until ctx ends; then it stops taking tasks, lets running ones finish within
 // the shutdown timeout, and hands the rest back to the queues.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	rdb, err := cfg.NewRedis("tt-worker", 2*(cfg.SnapshotConcurrency+cfg.AggregateConcurrency+cfg.Webhook.Concurrency)+16, false)
+	rdb, err := cfg.NewRedis("tt-worker", 2*(cfg.SnapshotConcurrency+cfg.AggregateConcurrency+cfg.Webhook.Concurrency+cfg.Cache.WarmConcurrency)+16, false)
 	if err != nil {
 		return err
 	}
@@ -192,7 +195,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	for _, hub := range []*events.Hub{closed, released} {
 		hubs.Go(func() { _ = hub.Run(hubCtx) })
 	}
-	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log})
+	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log, BackgroundShare: cfg.Cache.WarmShare})
 	h := NewHandlers(st, gw, insp, closed, Models{
 		Snapshot: cfg.LLM.Model, Extraction: cfg.LLM.ExtractionModel, Narrative: cfg.LLM.NarrativeModel,
 	}, log)
@@ -205,6 +208,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		wh.Sender = webhook.NewSender(cfg.Webhook.Policy(), signer, cfg.Webhook.AttemptTimeout)
 	}
 	h.SetWebhooks(wh)
+	h.SetCaching(cachingFromConfig(cfg, rdb, st, insp, log))
+	warming, err := StartWarming(rdb, cfg.Cache.WarmSchedule, cfg.Cache.Questions(), log)
+	if err != nil {
+		return err
+	}
+	if warming != nil {
+		defer warming.Shutdown()
+	}
 
 	started, err := StartServers(rdb, h.Layout(cfg), ServerOptions{
 		TaskCheckInterval: cfg.TaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout, Log: log,
