@@ -40,9 +40,16 @@ func startService(ctx context.Context, o serviceOptions) (*Service, error) {
 	if o.workers == 0 {
 		o.workers = 1
 	}
+	common := map[string]string{"LOG_LEVEL": "warn"}
+	for _, k := range []string{"LLM_MODEL", "LLM_EXTRACTION_MODEL", "LLM_NARRATIVE_MODEL"} {
+		// The models are the cluster's: the api's cache keys name them.
+		if v, ok := o.workerEnv[k]; ok {
+			common[k] = v
+		}
+	}
 	s, err := stack.Start(ctx, stack.Options{
 		BinDir: o.binDir, Sim: true, Workers: o.workers,
-		Env:       map[string]string{"LOG_LEVEL": "warn"},
+		Env:       common,
 		APIEnv:    o.apiEnv,
 		WorkerEnv: o.workerEnv,
 		SimEnv:    o.simEnv,

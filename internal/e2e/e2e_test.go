@@ -65,16 +65,17 @@ func startStack(t *testing.T, workers int, apiEnv, workerEnv map[string]string) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	wenv := map[string]string{
-		"LLM_MODEL": modelSnapshot, "LLM_EXTRACTION_MODEL": modelExtract, "LLM_NARRATIVE_MODEL": modelNarrative,
-		"SHUTDOWN_TIMEOUT": "2s",
-	}
+	wenv := map[string]string{"SHUTDOWN_TIMEOUT": "2s"}
 	for k, v := range workerEnv {
 		wenv[k] = v
 	}
 	s, err := stack.Start(ctx, stack.Options{
 		BinDir: binDir, Dir: t.TempDir(), Workers: workers, Sim: true,
-		Env:       map[string]string{"LOG_LEVEL": "info"},
+		// The models go to the api too: its cache keys name them.
+		Env: map[string]string{
+			"LOG_LEVEL": "info",
+			"LLM_MODEL": modelSnapshot, "LLM_EXTRACTION_MODEL": modelExtract, "LLM_NARRATIVE_MODEL": modelNarrative,
+		},
 		APIEnv:    apiEnv,
 		WorkerEnv: wenv,
 		SimEnv: map[string]string{

@@ -233,7 +233,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
-	s.API, err = s.startProc(ctx, BinAPI, "api", "API_ADDR", "/readyz", opts.APIEnv, nil)
+	s.API, err = s.startProc(ctx, BinAPI, "api", "API_ADDR", "/readyz", opts.APIEnv, s.simDefaults(false))
 	if err != nil {
 		return nil, err
 	}
@@ -262,18 +262,7 @@ func (s *Stack) StartWorker(ctx context.Context) (*Proc, error) {
 	s.nWorker++
 	name := fmt.Sprintf("worker-%d", s.nWorker)
 	s.mu.Unlock()
-	var extra map[string]string
-	if s.opts.Sim && s.Sim != nil {
-		// Simulated model names by default, so that no output suggests a
-		// real model answered; Env and WorkerEnv may name others.
-		extra = map[string]string{
-			"OPENAI_BASE_URL":      "http://" + s.Sim.Addr + "/v1",
-			"OPENAI_API_KEY":       SimAPIKey,
-			"LLM_MODEL":            "sim-model",
-			"LLM_EXTRACTION_MODEL": "sim-extract",
-		}
-	}
-	p, err := s.startProc(ctx, BinWorker, name, "WORKER_ADDR", "/readyz", s.opts.WorkerEnv, extra)
+	p, err := s.startProc(ctx, BinWorker, name, "WORKER_ADDR", "/readyz", s.opts.WorkerEnv, s.simDefaults(true))
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +270,23 @@ func (s *Stack) StartWorker(ctx context.Context) (*Proc, error) {
 	s.Workers = append(s.Workers, p)
 	s.mu.Unlock()
 	return p, nil
+}
+
+// simDefaults are the variables that point a worker at the simulator
+// (provider too) or name the simulated models (the api, whose cache keys
+// name the models the workers use, and never holds the provider's key).
+// The names are simulated ones by default, so that no output suggests a
+// real model answered; Env and the specific maps may name others.
+func (s *Stack) simDefaults(provider bool) map[string]string {
+	if !s.opts.Sim || s.Sim == nil {
+		return nil
+	}
+	m := map[string]string{"LLM_MODEL": "sim-model", "LLM_EXTRACTION_MODEL": "sim-extract"}
+	if provider {
+		m["OPENAI_BASE_URL"] = "http://" + s.Sim.Addr + "/v1"
+		m["OPENAI_API_KEY"] = SimAPIKey
+	}
+	return m
 }
 
 // WorkerList returns a copy of Workers, safe to call while StartWorker runs.

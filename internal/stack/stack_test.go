@@ -198,7 +198,7 @@ func TestStartStop(t *testing.T) {
 		}
 	}
 	a := childEnv(t, s.API)
-	if a["API_ADDR"] != s.API.Addr || a["X"] != "env" || a["Y"] != "api" || a["REDIS_URL"] != s.RedisURL || a["OPENAI_API_KEY"] != "" {
+	if a["API_ADDR"] != s.API.Addr || a["X"] != "env" || a["Y"] != "api" || a["REDIS_URL"] != s.RedisURL || a["OPENAI_API_KEY"] != "" || a["LLM_MODEL"] != "sim-model" {
 		t.Errorf("api env: %v", a)
 	}
 	if sim := childEnv(t, s.Sim); sim["LLMSIM_ADDR"] != s.Sim.Addr || sim["LLMSIM_TTFT"] != "5ms" {
