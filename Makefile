@@ -3,7 +3,7 @@
 GO ?= go
 BIN ?= bin
 
-.PHONY: all build test vet fmt-check demo bench bench-latency clean
+.PHONY: all build test vet fmt-check demo bench bench-latency bench-cached clean
 
 all: build
 
@@ -37,6 +37,12 @@ bench:
 bench-latency:
 	./scripts/ensure-redis
 	$(GO) run ./cmd/bench latency
+
+# Only the cached scenario: POST to terminal event of jobs served wholly
+# from the caches, 200 sequential jobs after one priming job.
+bench-cached:
+	./scripts/ensure-redis
+	$(GO) run ./cmd/bench cached
 
 clean:
 	rm -rf $(BIN)

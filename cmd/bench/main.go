@@ -3,7 +3,8 @@
 //
 //	bench [-json FILE] [scenario ...]
 //
-// Scenarios: seed, latency, throughput, load, sse, memory, faults (default: all).
+// Scenarios: seed, latency, throughput, load, sse, memory, faults, cached
+// (default: all).
 // Every scenario starts its own Redis, simulator, worker and api on free
 // loopback ports, is bounded in requests and time, and stops by itself.
 package main
@@ -32,7 +33,7 @@ func main() {
 	}
 }
 
-var all = []string{"seed", "latency", "throughput", "load", "sse", "memory", "faults"}
+var all = []string{"seed", "latency", "throughput", "load", "sse", "memory", "faults", "cached"}
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -48,6 +49,7 @@ func run(ctx context.Context, args []string) error {
 	sseJobs := fs.Int("sse-jobs", 500, "sse: live jobs they subscribe to")
 	memCalls := fs.Int("calls", 200, "memory: LLM calls in flight")
 	faultJobs := fs.Int("faults-jobs", 200, "faults: jobs per run (without and with simulated faults)")
+	cachedRuns := fs.Int("cached-runs", 200, "cached: timed jobs served from the caches")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -117,6 +119,12 @@ func run(ctx context.Context, args []string) error {
 				return fmt.Errorf("faults: %w", err)
 			}
 			rep.Faults = &r
+		case "cached":
+			r, err := bench.RunCached(ctx, dir, *cachedRuns, log)
+			if err != nil {
+				return fmt.Errorf("cached: %w", err)
+			}
+			rep.Cached = &r
 		}
 	}
 	rep.Evaluate()

@@ -18,6 +18,7 @@ type Report struct {
 	SSE        *SSEReport        `json:"sse,omitempty"`
 	Memory     *MemoryReport     `json:"memory,omitempty"`
 	Faults     *FaultsReport     `json:"faults,omitempty"`
+	Cached     *CachedReport     `json:"cached,omitempty"`
 	Targets    []Target          `json:"targets"`
 }
 
@@ -63,6 +64,12 @@ func (r *Report) Evaluate() {
 		add("≥ 99% of jobs completed under faults", f.CompletedPct >= 99, "%d of %d (%.1f%%)", f.WithFaults.Completed, f.Jobs, f.CompletedPct)
 		add("provider calls ≤ 1.3x fault-free", f.FaultFree.ProviderCalls > 0 && f.CallRatio <= 1.3, "%.2fx (%d / %d)",
 			f.CallRatio, f.WithFaults.ProviderCalls, f.FaultFree.ProviderCalls)
+	}
+	if c := r.Cached; c != nil {
+		add(fmt.Sprintf("cached job: POST → job.completed p50 under %d ms", cachedTargetP50MS), c.Total.P50 < cachedTargetP50MS,
+			"%.2f ms", c.Total.P50)
+		add("cached jobs: no simulator request", c.SimRequests == 0, "%d", c.SimRequests)
+		add("cached: other spelling of the question served from the caches", c.Hits == c.Runs, "%d of %d", c.Hits, c.Runs)
 	}
 }
 
@@ -126,6 +133,19 @@ func (r *Report) Print(w io.Writer) {
 		if c := f.WithFaults.Causes; c != nil {
 			fmt.Fprintf(w, "Errors of the jobs not completed under faults, by stage: %s; e.g. %q\n", formatStatuses(c), f.WithFaults.Example)
 		}
+	}
+	if c := r.Cached; c != nil {
+		fmt.Fprintf(w, "\n## Cached (%d sequential jobs served from the caches; priming job %.0f ms)\n\n", c.Total.N, c.PrimeMS)
+		fmt.Fprintf(w, "| measure | p50 ms | p95 ms | max ms |\n| --- | --- | --- | --- |\n")
+		for _, row := range []struct {
+			name string
+			s    Summary
+		}{{"POST → job.completed on SSE", c.Total}, {"POST round trip", c.Submit},
+			{fmt.Sprintf("other spelling: POST → job.completed (%d runs)", c.VariantTotal.N), c.VariantTotal}} {
+			fmt.Fprintf(w, "| %s | %.2f | %.2f | %.2f |\n", row.name, row.s.P50, row.s.P95, row.s.Max)
+		}
+		fmt.Fprintf(w, "\nOther spelling %q served from the caches: %d of %d. Simulator requests during the timed runs: %d.\n",
+			c.Variant, c.Hits, c.Runs, c.SimRequests)
 	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(w, "\n## Targets\n\n| target | got | met |\n| --- | --- | --- |\n")

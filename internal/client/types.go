@@ -66,7 +66,16 @@ func (t *TimePoint) UnmarshalJSON(b []byte) error {
 type Accepted struct {
 	JobID  string     `json:"job_id"`
 	Status job.Status `json:"status"`
-	Links  Links      `json:"links"`
+	// Joined is set when the request joined an identical job in flight
+	// instead of starting one: JobID is that job's.
+	Joined bool `json:"joined,omitempty"`
+	// Cached is set when the whole job was served from the caches: it has
+	// ended already, and its event stream holds every event up to
+	// job.completed.
+	Cached bool `json:"cached,omitempty"`
+	// CachedSnapshots counts the snapshots answered from the cache.
+	CachedSnapshots int   `json:"cached_snapshots,omitempty"`
+	Links           Links `json:"links"`
 }
 
 // Links are the API paths of an accepted job, relative to the API root.

@@ -202,10 +202,12 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 			msg = "part of the aggregation failed"
 		}
 	}
+	// Cached before the job ends: an identical request that sees it ended
+	// finds its result.
+	h.keepAggregate(ctx, j, done, agg, log)
 	if err := h.store.Finish(ctx, jobID, status, msg, agg); err != nil {
 		return nil, err
 	}
-	h.keepAggregate(ctx, j, done, agg, log)
 	log.Info("job finished", "status", status, "snapshots", len(done), "of", len(j.Snapshots))
 	return h.jobEnded(ctx, jobID), nil
 }

@@ -137,6 +137,11 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		}
 		log.Warn("snapshot call failed", "err", callErr, "retry", out.Retry, "llm_attempts", resp.Attempts)
 	}
+	if callErr == nil {
+		// Cached before the outcome is recorded: once a job has ended,
+		// every answer it was made of is in the cache.
+		h.keepSnapshot(wctx, p, resp.Requested, resp.Text, log)
+	}
 	fan, err = h.store.FinishSnapshot(wctx, p.JobID, p.Index, owner, out)
 	switch {
 	case stopQuietly(err) || errors.Is(err, store.ErrSnapshotDone):
@@ -146,9 +151,6 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	}
 	if out.Retry {
 		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, callErr)
-	}
-	if callErr == nil {
-		h.keepSnapshot(ctx, p, resp.Requested, resp.Text, log)
 	}
 	log.Info("snapshot done", "ok", callErr == nil, "ms", time.Since(start).Milliseconds(),
 		"first_token_ms", resp.FirstToken.Milliseconds(), "answered_by", resp.Requested, "llm_attempts", resp.Attempts,
