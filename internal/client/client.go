@@ -192,21 +192,30 @@ func jobPath(id string) string { return "/api/jobs/" + url.PathEscape(id) }
 
 // do sends a JSON request and decodes a 2xx JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	_, err := c.doWith(ctx, method, path, nil, in, out)
+	return err
+}
+
+// doWith is do with extra request headers; it returns the answer's headers.
+func (c *Client) doWith(ctx context.Context, method, path string, header http.Header, in, out any) (http.Header, error) {
 	u, err := c.endpoint(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("client: encode request: %w", err)
+			return nil, fmt.Errorf("client: encode request: %w", err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
 	}
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
@@ -214,26 +223,34 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("client: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return readAPIError(resp)
+		return resp.Header, readAPIError(resp)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
+		return resp.Header, fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // Submit creates a job (POST /api/time-travel) and returns the API's
 // acceptance. A refused request is an *APIError (e.g. code
 // "invalid_field" with Field naming the field).
+// With req.IdempotencyKey, a repeat of the same request within the key's
+// lifetime returns the first request's job (Accepted.Replayed).
 func (c *Client) Submit(ctx context.Context, req SubmitRequest) (Accepted, error) {
 	var a Accepted
-	if err := c.do(ctx, http.MethodPost, "/api/time-travel", req, &a); err != nil {
+	var header http.Header
+	if req.IdempotencyKey != "" {
+		header = http.Header{"Idempotency-Key": {req.IdempotencyKey}}
+	}
+	h, err := c.doWith(ctx, http.MethodPost, "/api/time-travel", header, req, &a)
+	if err != nil {
 		return Accepted{}, err
 	}
+	a.Replayed = h.Get("Idempotent-Replayed") == "true"
 	if a.JobID == "" {
 		return Accepted{}, errors.New("client: submit: answer has no job_id")
 	}

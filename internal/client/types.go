@@ -17,8 +17,13 @@ type SubmitRequest struct {
 	Model           string      `json:"model,omitempty"`
 	Complexity      string      `json:"complexity,omitempty"`
 	ForceTimeTravel bool        `json:"force_time_travel,omitempty"`
+	// Cache is "use" (the default) or "bypass" (skip cache reads).
+	Cache string `json:"cache,omitempty"`
 	// CallbackURL gets the job's result in a signed webhook when it ends.
 	CallbackURL string `json:"callback_url,omitempty"`
+	// IdempotencyKey, sent as the Idempotency-Key header, makes a repeat
+	// of this request return the first one's job.
+	IdempotencyKey string `json:"-"`
 }
 
 // TimePoint is one requested time point: Date is "YYYY-MM-DD" or "today".
@@ -76,6 +81,9 @@ type Accepted struct {
 	// CachedSnapshots counts the snapshots answered from the cache.
 	CachedSnapshots int   `json:"cached_snapshots,omitempty"`
 	Links           Links `json:"links"`
+	// Replayed is set when the answer repeats the job of an earlier
+	// request with the same idempotency key (header Idempotent-Replayed).
+	Replayed bool `json:"-"`
 }
 
 // Links are the API paths of an accepted job, relative to the API root.

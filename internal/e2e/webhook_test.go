@@ -298,3 +298,26 @@ func noSecretLogged(t *testing.T, e env, secret string, withMask bool) {
 		}
 	}
 }
+
+// A job served wholly from the caches ends at once and still gets its
+// webhook, like any other.
+func TestWebhookOfCachedJob(t *testing.T) {
+	t.Parallel()
+	wh := webhookEnv(whSecretA, "")
+	e := startStack(t, 1, wh, wh)
+	r := newHookReceiver(t, whSecretA, nil)
+	req := client.SubmitRequest{Question: "What are the best AI models?", TimePoints: twoDates, CallbackURL: r.url()}
+	first := submit(t, e, req)
+	checkDelivered(t, e, r, first, job.StatusCompleted, 1)
+	acc, err := e.api.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !acc.Cached || acc.JobID == first {
+		t.Fatalf("second submission %+v, want a new job served from cache", acc)
+	}
+	checkDelivered(t, e, r, acc.JobID, job.StatusCompleted, 1)
+	if v := jobView(t, e, acc.JobID); !v.Cached {
+		t.Errorf("the delivered job is not marked cached")
+	}
+}

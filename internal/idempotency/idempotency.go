@@ -140,11 +140,28 @@ func (k *Keys) Wait(ctx context.Context, key, hash string, maxWait time.Duration
 	}
 }
 
-// Complete records jobID as the job of key, for the key's lifetime.
+// completeScript: KEYS[1] the record; ARGV[1] the body hash, ARGV[2] the
+// completed record, ARGV[3] ttl ms. Records the job unless the key now
+// holds another body's record (this request's reservation expired and
+// another took the key). Returns 1, or 0 when refused.
+var completeScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v).h ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`)
+
+// Complete records jobID as the job of key, for the key's lifetime. It
+// returns ErrMismatch, recording nothing, when the key has meanwhile been
+// taken by a request with another body (this one's reservation expired).
 func (k *Keys) Complete(ctx context.Context, key, hash, jobID string) error {
 	b, _ := json.Marshal(record{Hash: hash, JobID: jobID})
-	if err := k.rdb.Set(ctx, redisKey(key), b, k.ttl).Err(); err != nil {
+	ok, err := completeScript.Run(ctx, k.rdb, []string{redisKey(key)}, hash, string(b), k.ttl.Milliseconds()).Int()
+	if err != nil {
 		return fmt.Errorf("record idempotency key: %w", err)
+	}
+	if ok == 0 {
+		return ErrMismatch
 	}
 	return nil
 }

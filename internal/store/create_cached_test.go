@@ -1,0 +1,281 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/store"
+)
+
+// streamEntry is one entry of a job's stream, read with XRANGE.
+type streamEntry struct {
+	typ  string
+	data map[string]any
+}
+
+func readStream(t *testing.T, b bundle) []streamEntry {
+	t.Helper()
+	msgs, err := b.db.Client.XRange(context.Background(), events.StreamKey(b.job.ID), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]streamEntry, len(msgs))
+	for i, m := range msgs {
+		typ, _ := m.Values["t"].(string)
+		raw, _ := m.Values["d"].(string)
+		var d map[string]any
+		if err := json.Unmarshal([]byte(raw), &d); err != nil {
+			t.Fatalf("entry %d (%s): data %q: %v", i, typ, raw, err)
+		}
+		out[i] = streamEntry{typ: typ, data: d}
+	}
+	return out
+}
+
+func entryTypes(es []streamEntry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.typ
+	}
+	return out
+}
+
+// cachedJob returns a job of n time points whose snapshots at the indexes
+// in cached come answered from the cache.
+func cachedJob(n int, cached ...int) *job.Job {
+	now := time.Now()
+	j := &job.Job{ID: "0190aaaa-0000-7000-8000-0000000000c1", Status: job.StatusQueued, CreatedAt: now, Deadline: now.Add(time.Minute)}
+	j.Spec = job.Spec{Question: "q?", Complexity: job.ComplexityStandard, Cache: job.CacheUse}
+	j.Snapshots = make([]job.Snapshot, n)
+	for i := range n {
+		d := time.Date(2023, time.Month(1+i), 1, 0, 0, 0, 0, time.UTC)
+		tp := job.TimePoint{Date: d.Format(job.DateLayout), Label: job.DefaultLabel(d)}
+		j.Spec.TimePoints = append(j.Spec.TimePoints, tp)
+		j.Snapshots[i] = job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotPending}
+	}
+	for _, i := range cached {
+		s := &j.Snapshots[i]
+		s.Status, s.Cached, s.Model = job.SnapshotCompleted, true, "cache-model"
+		s.Text = "answer " + s.Label
+		s.StartedAt, s.CompletedAt = now.UnixMilli(), now.UnixMilli()
+	}
+	return j
+}
+
+func create(t *testing.T, j *job.Job) bundle {
+	t.Helper()
+	db := redistest.New(t)
+	st := store.New(db.Client, time.Hour)
+	if _, err := st.Create(context.Background(), j); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	return bundle{db: db, store: st, job: j}
+}
+
+// checkCachedSnapshotEvents checks that es, from its start, holds the three
+// events of each of the cached snapshots of j, in index order, and returns
+// the rest.
+func checkCachedSnapshotEvents(t *testing.T, j *job.Job, es []streamEntry) []streamEntry {
+	t.Helper()
+	for _, s := range j.Snapshots {
+		if !s.Cached {
+			continue
+		}
+		if len(es) < 3 {
+			t.Fatalf("snapshot %d: %d events left, want its three", s.Index, len(es))
+		}
+		if got := entryTypes(es[:3]); !slices.Equal(got, []string{events.SnapshotStarted, events.SnapshotDelta, events.SnapshotCompleted}) {
+			t.Fatalf("snapshot %d: events %v", s.Index, got)
+		}
+		idx := float64(s.Index)
+		started, delta, completed := es[0].data, es[1].data, es[2].data
+		if started["index"] != idx || started["cached"] != true || started["date"] != s.Date || started["label"] != s.Label {
+			t.Errorf("snapshot %d: snapshot.started %v", s.Index, started)
+		}
+		if delta["index"] != idx || delta["text"] != s.Text {
+			t.Errorf("snapshot %d: snapshot.delta %v, want the whole text %q", s.Index, delta, s.Text)
+		}
+		if completed["index"] != idx || completed["cached"] != true || completed["text"] != s.Text || completed["model"] != s.Model {
+			t.Errorf("snapshot %d: snapshot.completed %v", s.Index, completed)
+		}
+		es = es[3:]
+	}
+	return es
+}
+
+func TestCreateWithCachedSnapshots(t *testing.T) {
+	t.Parallel()
+	j := cachedJob(4, 0, 2)
+	b := create(t, j)
+	ctx := context.Background()
+
+	got, err := b.store.Get(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != job.StatusQueued || len(got.Snapshots) != 4 {
+		t.Fatalf("job %+v", got)
+	}
+	for i, s := range got.Snapshots {
+		want := j.Snapshots[i]
+		if s.Status != want.Status || s.Cached != want.Cached || s.Text != want.Text || s.Model != want.Model || s.Index != i {
+			t.Errorf("snapshot %d stored as %+v, want %+v", i, s, want)
+		}
+	}
+	if got.Cached() || got.View().Cached {
+		t.Error("a job with snapshots still to answer reads as cached")
+	}
+	if v := b.db.Client.HGet(ctx, store.JobKey(j.ID), "done").Val(); v != "2" {
+		t.Errorf("done = %s, want 2", v)
+	}
+
+	es := readStream(t, b)
+	if len(es) == 0 || es[0].typ != events.JobAccepted {
+		t.Fatalf("events %v, want job.accepted first", entryTypes(es))
+	}
+	if _, ok := es[0].data["cached"]; ok {
+		t.Errorf("job.accepted %v says cached for a job not wholly cached", es[0].data)
+	}
+	if rest := checkCachedSnapshotEvents(t, j, es[1:]); len(rest) != 0 {
+		t.Errorf("events after the cached snapshots: %v", entryTypes(rest))
+	}
+	// The job has not ended: it lives until its deadline plus the retention.
+	if ttl := b.db.Client.PTTL(ctx, store.JobKey(j.ID)).Val(); ttl <= time.Hour || ttl > time.Hour+time.Minute {
+		t.Errorf("job TTL %s, want deadline + retention", ttl)
+	}
+
+	// The pending snapshots are the workers'; the cached ones are done.
+	if _, fan, err := b.store.StartSnapshot(ctx, j.ID, 0, "w", "m"); !errors.Is(err, store.ErrSnapshotDone) || fan.Done != 2 || fan.Total != 4 {
+		t.Errorf("start of a cached snapshot: %+v, %v; want ErrSnapshotDone with 2 of 4 done", fan, err)
+	}
+	if _, _, err := b.store.StartSnapshot(ctx, j.ID, 1, "w1", "m"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.FinishSnapshot(ctx, j.ID, 1, "w1", store.SnapshotOutcome{Text: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _ = b.store.StartSnapshot(ctx, j.ID, 3, "w3", "m")
+	fan, err := b.store.FinishSnapshot(ctx, j.ID, 3, "w3", store.SnapshotOutcome{Text: "t3"})
+	if err != nil || !fan.Last() || fan.Done != 4 {
+		t.Errorf("last worker snapshot: %+v, %v; want the fan-in complete at 4", fan, err)
+	}
+}
+
+func TestCreateWhollyCached(t *testing.T) {
+	t.Parallel()
+	j := cachedJob(3, 0, 1, 2)
+	j.Status = job.StatusCompleted
+	j.FinishedAt = j.CreatedAt.Add(5 * time.Millisecond)
+	j.Aggregate = &job.Aggregate{
+		KeyChanges: []job.KeyChange{{From: j.Snapshots[0].Date, To: j.Snapshots[1].Date, Changes: []string{"c"}}},
+		Narrative:  "It evolved.",
+		Cached:     true,
+	}
+	b := create(t, j)
+	ctx := context.Background()
+
+	got, err := b.store.Get(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != job.StatusCompleted || got.FinishedAt.UnixMilli() != j.FinishedAt.UnixMilli() {
+		t.Errorf("status %s, finished %s; want completed at %s", got.Status, got.FinishedAt, j.FinishedAt)
+	}
+	if !got.Cached() || !got.View().Cached {
+		t.Error("a wholly cached job does not read as cached")
+	}
+	if got.Aggregate == nil || got.Aggregate.Narrative != "It evolved." || len(got.Aggregate.KeyChanges) != 1 {
+		t.Errorf("aggregate %+v", got.Aggregate)
+	}
+	if v := b.db.Client.HGet(ctx, store.JobKey(j.ID), "done").Val(); v != "3" {
+		t.Errorf("done = %s, want 3", v)
+	}
+
+	es := readStream(t, b)
+	if len(es) == 0 || es[0].typ != events.JobAccepted || es[0].data["cached"] != true {
+		t.Fatalf("first event %v, want job.accepted marked cached", es[:min(1, len(es))])
+	}
+	rest := checkCachedSnapshotEvents(t, j, es[1:])
+	want := []string{events.KeyChangesCompleted, events.NarrativeDelta, events.NarrativeCompleted, events.JobCompleted}
+	if got := entryTypes(rest); !slices.Equal(got, want) {
+		t.Fatalf("events after the snapshots %v, want %v", got, want)
+	}
+	if kc, ok := rest[0].data["key_changes"].([]any); !ok || len(kc) != 1 || rest[0].data["cached"] != true {
+		t.Errorf("key_changes.completed %v", rest[0].data)
+	}
+	if rest[1].data["text"] != "It evolved." {
+		t.Errorf("narrative.delta %v, want the whole narrative", rest[1].data)
+	}
+	if rest[2].data["text"] != "It evolved." || rest[2].data["cached"] != true {
+		t.Errorf("narrative.completed %v", rest[2].data)
+	}
+	if d := rest[3].data; d["cached"] != true || d["status"] != string(job.StatusCompleted) || d["job_id"] != j.ID {
+		t.Errorf("job.completed %v", d)
+	}
+	// Ended: kept for the retention, no longer.
+	for _, key := range []string{store.JobKey(j.ID), events.StreamKey(j.ID)} {
+		if ttl := b.db.Client.PTTL(ctx, key).Val(); ttl > time.Hour || ttl < 59*time.Minute {
+			t.Errorf("%s TTL %s, want the retention", key, ttl)
+		}
+	}
+	// Nothing changes an ended job.
+	if err := b.store.Finish(ctx, j.ID, job.StatusCanceled, "", nil); err == nil {
+		t.Error("Finish of a job created ended succeeded")
+	}
+}
+
+func TestFinishSnapshotCached(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	ctx := context.Background()
+	for i, cached := range []bool{true, false} {
+		owner := string(rune('a' + i))
+		if _, _, err := b.store.StartSnapshot(ctx, b.job.ID, i, owner, "m"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.store.FinishSnapshot(ctx, b.job.ID, i, owner, store.SnapshotOutcome{Text: "t", Model: "m", Cached: cached}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j, err := b.store.Get(ctx, b.job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := j.Snapshots[0]; !s.Cached || s.Status != job.SnapshotCompleted || s.Text != "t" {
+		t.Errorf("snapshot 0 %+v, want completed and cached", s)
+	}
+	if s := j.Snapshots[1]; s.Cached || s.Status != job.SnapshotCompleted {
+		t.Errorf("snapshot 1 %+v, want completed, not cached", s)
+	}
+	var completed []streamEntry
+	for _, e := range readStream(t, b) {
+		if e.typ == events.SnapshotCompleted {
+			completed = append(completed, e)
+		}
+	}
+	if len(completed) != 2 {
+		t.Fatalf("%d snapshot.completed events, want 2", len(completed))
+	}
+	for _, e := range completed {
+		cached, has := e.data["cached"]
+		switch e.data["index"] {
+		case 0.0:
+			if cached != true {
+				t.Errorf("cached snapshot's snapshot.completed %v lacks \"cached\":true", e.data)
+			}
+		case 1.0:
+			if has {
+				t.Errorf("computed snapshot's snapshot.completed %v says cached", e.data)
+			}
+		default:
+			t.Errorf("snapshot.completed of index %v", e.data["index"])
+		}
+	}
+}
