@@ -30,6 +30,8 @@ const (
 	CodeInvalidHeader    = "invalid_header"
 	// CodeIdempotencyMismatch: an Idempotency-Key reused with another body.
 	CodeIdempotencyMismatch = "idempotency_key_reused"
+	// CodeCacheDisabled: cache warming asked of a server without caching.
+	CodeCacheDisabled = "cache_disabled"
 	// CodeIdempotencyInProgress: the key's first request is still running.
 	CodeIdempotencyInProgress = "idempotency_key_in_progress"
 )

@@ -49,6 +49,10 @@ const (
 // warmCache warms the cache for a list of questions now. Every question is
 // checked before any is warmed: one bad question refuses the request.
 func (s *Server) warmCache(c *gin.Context) {
+	if !s.intake.Caching() {
+		abort(c, http.StatusConflict, CodeCacheDisabled, "", "caching is off on this server (CACHE_ENABLED=false): there is nothing to warm")
+		return
+	}
 	var req WarmRequest
 	if !decodeJSON(c, &req) {
 		return

@@ -103,9 +103,14 @@ type jobTiming struct {
 var errNoText = errors.New("job ended without snapshot text")
 
 func timeJob(ctx context.Context, c *client.Client, question string) (jobTiming, error) {
+	return timeRequest(ctx, c, client.SubmitRequest{Question: question})
+}
+
+// timeRequest times one job of req, from POST to its terminal event.
+func timeRequest(ctx context.Context, c *client.Client, req client.SubmitRequest) (jobTiming, error) {
 	var r jobTiming
 	start := time.Now()
-	acc, err := c.Submit(ctx, client.SubmitRequest{Question: question})
+	acc, err := c.Submit(ctx, req)
 	if err != nil {
 		return r, err
 	}

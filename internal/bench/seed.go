@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/timetravel-ai/timetravel/internal/client"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
@@ -74,7 +75,9 @@ func RunSeed(ctx context.Context, binDir string, runs int, cfg LatencyConfig, lo
 		if i > 0 {
 			conc = append(conc, d)
 		}
-		r, err := timeJob(ctx, svc.API, question)
+		// The designs it is compared with cache nothing: neither may this
+		// run, which asks the same question every time.
+		r, err := timeRequest(ctx, svc.API, client.SubmitRequest{Question: question, Cache: "bypass"})
 		if err != nil {
 			return rep, fmt.Errorf("service: %w", err)
 		}

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/timetravel-ai/timetravel/internal/redistest"
 )
 
@@ -196,22 +194,6 @@ func TestAbandon(t *testing.T) {
 	}
 }
 
-// beginCounter counts the Begin scripts a client runs.
-type beginCounter struct{ n atomic.Int64 }
-
-func (c *beginCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *beginCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); name == "evalsha" || name == "eval" {
-			c.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (c *beginCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
 func TestWaitSeesCompletion(t *testing.T) {
 	t.Parallel()
 	k, db := newKeys(t)
@@ -222,7 +204,7 @@ func TestWaitSeesCompletion(t *testing.T) {
 	}
 	// The second request, in another process.
 	rdb := db.NewClient(t)
-	var tries beginCounter
+	var tries redistest.ScriptCounter
 	rdb.AddHook(&tries)
 	waiter := New(rdb, testTTL)
 	type result struct {
@@ -236,7 +218,7 @@ func TestWaitSeesCompletion(t *testing.T) {
 	}()
 	// Complete once the waiter has found the request in progress and
 	// tried again.
-	for tries.n.Load() < 2 {
+	for tries.Load() < 2 {
 		select {
 		case r := <-done:
 			t.Fatalf("Wait returned %q, %v before the first request completed", r.id, r.err)

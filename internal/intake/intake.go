@@ -57,6 +57,9 @@ func FromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, e
 	return New(o)
 }
 
+// Caching reports whether the intake serves answers from the caches.
+func (in *Intake) Caching() bool { return in.o.Cache != nil }
+
 // Intake is safe for concurrent use.
 type Intake struct {
 	o   Options
@@ -117,11 +120,21 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 		}
 	}
 	total := len(spec.TimePoints)
+	if in.o.Cache != nil && spec.ReadsCache() && !spec.Warm {
+		// Warming's lookups would blur the hit rate of people's requests.
+		result := metrics.CacheMiss
+		switch {
+		case agg != nil:
+			result = metrics.CacheHit
+		case n > 0:
+			result = metrics.CachePartial
+		}
+		metrics.CacheLookups.WithLabelValues(metrics.CacheScopeJob, result).Inc()
+	}
 	if agg != nil {
 		if spec.Warm {
 			return Outcome{Job: j, Cached: true, CachedSnapshots: n}, nil // nothing to warm
 		}
-		metrics.CacheLookups.WithLabelValues(metrics.CacheScopeJob, metrics.CacheHit).Inc()
 		return in.serveCached(ctx, j, hits, agg)
 	}
 
@@ -138,14 +151,6 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 		}
 	}
 
-	result := metrics.CacheMiss
-	if n > 0 {
-		result = metrics.CachePartial
-	}
-	if in.o.Cache != nil && spec.ReadsCache() && !spec.Warm {
-		// Warming's lookups would blur the hit rate of people's requests.
-		metrics.CacheLookups.WithLabelValues(metrics.CacheScopeJob, result).Inc()
-	}
 	fillSnapshots(j, hits, now)
 	if err := in.accept(ctx, j, n == total); err != nil {
 		if j.Fingerprint != "" {

@@ -18,22 +18,6 @@ import (
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// scriptCalls counts the scripts a client runs.
-type scriptCalls struct{ n atomic.Int64 }
-
-func (s *scriptCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (s *scriptCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); name == "evalsha" || name == "eval" {
-			s.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (s *scriptCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
 func runHub(t *testing.T, rdb *redis.Client) *events.Hub {
 	t.Helper()
 	hub := events.NewHub(rdb, ReleasedChannel, slog.New(slog.DiscardHandler))
@@ -168,7 +152,7 @@ func TestSemaphoreReleaseWakesWaiter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := &scriptCalls{}
+	calls := &redistest.ScriptCounter{}
 	waiterRDB := db.NewClient(t)
 	waiterRDB.AddHook(calls)
 	waiter := NewSemaphore(waiterRDB, "wake", 1, SemaphoreOptions{Wake: hub})
@@ -185,7 +169,7 @@ func TestSemaphoreReleaseWakesWaiter(t *testing.T) {
 	// Let the waiter find the slot taken and go to sleep on its backoff,
 	// which has grown to its maximum by then.
 	deadline := time.Now().Add(5 * time.Second)
-	for calls.n.Load() < 6 && time.Now().Before(deadline) {
+	for calls.Load() < 6 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond) // polling the waiter's progress, bounded
 	}
 	releasedAt := time.Now()
@@ -224,7 +208,7 @@ func TestSemaphoreWaitIsBoundedAndDoesNotSpin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Release(context.Background())
-	calls := &scriptCalls{}
+	calls := &redistest.ScriptCounter{}
 	rdb := db.NewClient(t)
 	rdb.AddHook(calls)
 	waiter := NewSemaphore(rdb, "busy", 1, SemaphoreOptions{})
@@ -238,7 +222,7 @@ func TestSemaphoreWaitIsBoundedAndDoesNotSpin(t *testing.T) {
 		t.Errorf("Acquire gave up after %s, want about 1s", d)
 	}
 	// Backoff 10 ms doubling to 250 ms: about ten tries in a second.
-	if n := calls.n.Load(); n < 3 || n > 20 {
+	if n := calls.Load(); n < 3 || n > 20 {
 		t.Errorf("%d tries in 1s of waiting; want a backoff, not a spin", n)
 	}
 

@@ -209,7 +209,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	h.SetWebhooks(wh)
 	h.SetCaching(cachingFromConfig(cfg, rdb, st, insp, log))
-	warming, err := StartWarming(rdb, cfg.Cache.WarmSchedule, cfg.Cache.Questions(), log)
+	var questions []string
+	if cfg.Cache.Caching {
+		questions = cfg.Cache.Questions()
+	} else if len(cfg.Cache.Questions()) > 0 {
+		log.Warn("CACHE_WARM_QUESTIONS ignored: caching is off (CACHE_ENABLED=false)")
+	}
+	warming, err := StartWarming(rdb, cfg.Cache.WarmSchedule, questions, log)
 	if err != nil {
 		return err
 	}
