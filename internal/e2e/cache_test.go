@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -70,6 +71,21 @@ func cachedFlag(t *testing.T, ev client.Event) bool {
 
 func snapKey(question, date, label string) string {
 	return cache.SnapshotID{Question: question, Model: modelSnapshot, Date: date, Label: label, Complexity: job.ComplexityStandard}.Key()
+}
+
+// scrape returns the Prometheus text at url.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // A question asked again is answered from the caches at once, with the
@@ -178,6 +194,20 @@ func TestCacheServesRepeatsNewDatesAndExpiresToday(t *testing.T) {
 	}
 	if n := snapshotCalls(t, e) - before; n != 1 {
 		t.Fatalf("after today expired: %d snapshot calls, want 1 (today)", n)
+	}
+
+	// The api counted the lookups and the calls the caches saved.
+	api := scrape(t, "http://"+e.stack.API.Addr+"/metrics")
+	for _, series := range []string{
+		`timetravel_cache_lookups_total{result="hit",scope="job"} 1`,
+		`timetravel_cache_lookups_total{result="partial",scope="job"} 2`,
+		`timetravel_cache_lookups_total{result="miss",scope="job"} 1`,
+		`timetravel_cache_llm_calls_saved_total{stage="snapshot"} 11`, // 4 + 4 + 3
+		`timetravel_cache_llm_calls_saved_total{stage="narrative"} 1`,
+	} {
+		if !strings.Contains(api, series+"\n") {
+			t.Errorf("api metrics lack %s", series)
+		}
 	}
 
 	// 5. Bypass: every snapshot is asked again, and the cache is written.
