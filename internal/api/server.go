@@ -76,7 +76,7 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 		cfg:   cfg,
 		rdb:   rdb,
 		store: store.New(rdb, cfg.JobRetention),
-		enq:   tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.LLM.Timeout+30*time.Second),
+		enq:   tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.SnapshotTaskTimeout()),
 		insp:  asynq.NewInspectorFromRedisClient(rdb),
 		hub:   events.NewHub(rdb, events.Channel, log),
 		log:   log,

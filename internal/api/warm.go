@@ -49,7 +49,7 @@ const (
 // warmCache warms the cache for a list of questions now. Every question is
 // checked before any is warmed: one bad question refuses the request.
 func (s *Server) warmCache(c *gin.Context) {
-	if !s.intake.Caching() {
+	if s.intake.Cache() == nil {
 		abort(c, http.StatusConflict, CodeCacheDisabled, "", "caching is off on this server (CACHE_ENABLED=false): there is nothing to warm")
 		return
 	}

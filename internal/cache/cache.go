@@ -72,9 +72,6 @@ func New(rdb redis.UniversalClient, ttl TTLs) *Cache {
 	return &Cache{rdb: rdb, ttl: ttl, now: time.Now}
 }
 
-// TTLs returns the cache's lifetimes.
-func (c *Cache) TTLs() TTLs { return c.ttl }
-
 // Snapshots looks up every id in one round trip. The result has one entry
 // per id, nil for a miss.
 func (c *Cache) Snapshots(ctx context.Context, ids []SnapshotID) ([]*Snapshot, error) {

@@ -517,11 +517,3 @@ func TestPutAggregateRefusesIncomplete(t *testing.T) {
 		}
 	}
 }
-
-func TestCacheTTLsAccessor(t *testing.T) {
-	t.Parallel()
-	c, _ := newCache(t)
-	if c.TTLs() != testTTLs {
-		t.Errorf("TTLs() = %+v, want %+v", c.TTLs(), testTTLs)
-	}
-}

@@ -39,6 +39,10 @@ type Cache struct {
 	WarmConcurrency int `env:"CACHE_WARM_CONCURRENCY" envDefault:"2"`
 }
 
+// SnapshotTaskTimeout bounds one run of a snapshot task: the longest model
+// call (LLM_TIMEOUT) plus time to record its outcome.
+func (c Config) SnapshotTaskTimeout() time.Duration { return c.LLM.Timeout + 30*time.Second }
+
 // MaxWarmQuestions bounds the questions warmed at once, from configuration
 // or from one POST /api/cache/warm.
 const MaxWarmQuestions = 100

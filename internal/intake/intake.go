@@ -57,8 +57,9 @@ func FromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, e
 	return New(o)
 }
 
-// Caching reports whether the intake serves answers from the caches.
-func (in *Intake) Caching() bool { return in.o.Cache != nil }
+// Cache returns the caches the intake serves answers from; nil when
+// caching is off.
+func (in *Intake) Cache() *cache.Cache { return in.o.Cache }
 
 // Intake is safe for concurrent use.
 type Intake struct {

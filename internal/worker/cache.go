@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/cache"
@@ -38,19 +37,12 @@ type Caching struct {
 // SetCaching turns on the caches' use. Call it before the servers start.
 func (h *Handlers) SetCaching(c Caching) { h.caching = c }
 
-// cachingFromConfig is the caching cfg turns on: the caches, the in-flight
-// registry, and the intake of warming jobs with the warm questions.
-func cachingFromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, insp tasks.Inspector, log *slog.Logger) Caching {
-	c := Caching{
-		Intake: intake.FromConfig(cfg, rdb, st,
-			tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.LLM.Timeout+30*time.Second), insp, log),
-		WarmQuestions: cfg.Cache.Questions(),
-		Inflight:      cache.NewInflight(rdb),
-	}
-	if cfg.Cache.Caching {
-		c.Cache = cache.New(rdb, cache.TTLs{Past: cfg.Cache.PastTTL, Today: cfg.Cache.TodayTTL})
-	}
-	return c
+// cachingFromConfig is the caching cfg turns on: the intake of warming
+// jobs (queued with enq) and the caches it reads, the in-flight registry,
+// and the warm questions.
+func cachingFromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, log *slog.Logger) Caching {
+	in := intake.FromConfig(cfg, rdb, st, enq, insp, log)
+	return Caching{Intake: in, Cache: in.Cache(), Inflight: cache.NewInflight(rdb), WarmQuestions: cfg.Cache.Questions()}
 }
 
 // snapshotID is the cache identity of a snapshot task's answer by model.

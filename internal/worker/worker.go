@@ -203,12 +203,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("config: WEBHOOK_SECRET: %w", err)
 	}
-	wh := Webhooks{Enqueuer: tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), 0, 0)}
+	// One enqueuer for webhooks and warming jobs' tasks.
+	enq := tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.SnapshotTaskTimeout())
+	wh := Webhooks{Enqueuer: enq}
 	if signer != nil {
 		wh.Sender = webhook.NewSender(cfg.Webhook.Policy(), signer, cfg.Webhook.AttemptTimeout)
 	}
 	h.SetWebhooks(wh)
-	h.SetCaching(cachingFromConfig(cfg, rdb, st, insp, log))
+	h.SetCaching(cachingFromConfig(cfg, rdb, st, enq, insp, log))
 	var questions []string
 	if cfg.Cache.Caching {
 		questions = cfg.Cache.Questions()
