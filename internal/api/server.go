@@ -77,7 +77,7 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 		rdb:   rdb,
 		store: store.New(rdb, cfg.JobRetention),
 		enq:   tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.SnapshotTaskTimeout()),
-		insp:  asynq.NewInspectorFromRedisClient(rdb),
+		insp:  tasks.NewInspector(rdb),
 		hub:   events.NewHub(rdb, events.Channel, log),
 		log:   log,
 		now:   time.Now,

@@ -1,7 +1,3 @@
-// Package breaker keeps circuit breakers whose state every process shares,
-// on Redis: gobreaker's DistributedCircuitBreaker over a SharedDataStore
-// implemented here, used in two short steps (admit a request, then record
-// its outcome) so that no lock is held while the request runs.
 package breaker
 
 import (
@@ -10,188 +6,328 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
-	"sync"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// ErrLockBusy: the store's lock stayed taken for the whole wait.
-var ErrLockBusy = errors.New("breaker lock busy")
-
-// ErrConflict: the shared state changed between its read and the write
-// that was based on it; nothing was written.
-var ErrConflict = errors.New("breaker state changed concurrently")
-
-// Store is a gobreaker.SharedDataStore on Redis.
+// Store keeps the breakers' shared state in Redis: one hash per breaker,
+// changed only by the two scripts below, so that every step (an admission,
+// an outcome) is atomic across processes and costs one round trip. Each
+// write renews the hash's expiry (the breaker's window, open time, trial
+// TTL and ramp added up), so a breaker nobody uses leaves nothing behind
+// and starts again closed.
 //
-//   - Lock is SET NX PX with a random token, retried with a short jittered
-//     backoff for up to LockWait; Unlock deletes the key only if it still
-//     holds this process' token, so that a lock that expired and was taken
-//     by another process is never released by the first.
-//   - SetData is a compare-and-set against what GetData returned last for
-//     the same name in this process: gobreaker reads the state before it
-//     takes the lock, and a plain write could undo another process' update
-//     made in between. On a conflict it returns ErrConflict and writes
-//     nothing; the caller repeats the whole step (see Breaker).
-//
-// Keys live under the prefix and expire StateTTL after their last write.
-// The methods take no context (the interface has none): each Redis call is
-// bounded by OpTimeout.
+// Processes sharing a breaker must use the same Settings: the scripts take
+// them as arguments, and a window of another length reads the hash's
+// buckets differently (counts are lost, never corrupted).
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
 
-	// LockTTL bounds how long a lock outlives a holder that died.
-	LockTTL time.Duration
-	// LockWait bounds how long Lock waits for a taken lock.
-	LockWait time.Duration
-	// StateTTL is how long an unused breaker's state is kept.
-	StateTTL time.Duration
-	// OpTimeout bounds each Redis call.
+	// OpTimeout bounds each Redis call (default 2 s). A store slower than
+	// this counts as unreachable: Allow admits the request without the
+	// breaker (fail open) and the outcome goes unrecorded.
 	OpTimeout time.Duration
-
-	mu     sync.Mutex
-	tokens map[string]string // lock name → token held by this process
-	seen   map[string]string // state name → value last read
 }
 
 // NewStore returns a Store whose keys start with prefix (e.g. "tt:breaker:").
 func NewStore(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{
-		rdb: rdb, prefix: prefix,
-		LockTTL: 2 * time.Second, LockWait: time.Second, StateTTL: 24 * time.Hour, OpTimeout: 2 * time.Second,
-		tokens: map[string]string{}, seen: map[string]string{},
-	}
+	return &Store{rdb: rdb, prefix: prefix, OpTimeout: 2 * time.Second}
 }
 
-func (s *Store) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.OpTimeout)
-}
+// key is the hash of the named breaker. "cb:" keeps it apart from the keys
+// of the gobreaker-based version, which expire on their own.
+func (s *Store) key(name string) string { return s.prefix + "cb:" + name }
 
-// Lock takes the named lock, waiting up to LockWait.
-func (s *Store) Lock(name string) error {
-	token := newToken()
-	ctx, cancel := context.WithTimeout(context.Background(), s.LockWait+s.OpTimeout)
-	defer cancel()
-	deadline := time.Now().Add(s.LockWait)
-	backoff := time.Millisecond
-	for {
-		ok, err := s.rdb.SetNX(ctx, s.prefix+name, token, s.LockTTL).Result()
-		if err != nil {
-			return fmt.Errorf("breaker store: lock %s: %w", name, err)
-		}
-		if ok {
-			s.mu.Lock()
-			s.tokens[name] = token
-			s.mu.Unlock()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("breaker store: lock %s: %w", name, ErrLockBusy)
-		}
-		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("breaker store: lock %s: %w", name, ctx.Err())
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 20*time.Millisecond)
-	}
-}
+// The hash of a breaker:
+//
+//	st      closed | open | half (absent: closed)
+//	gen     generation: changes on every transition, so that an outcome of a
+//	        request admitted in an earlier one is not counted; at least the
+//	        time of the transition (ms), so a hash that expired and was
+//	        created again never reuses one
+//	until   open: the time (ms) it half-opens
+//	t<i>    half-open: trial slot i, "token:expiry-ms"
+//	rf, rt  closed: the ramp's start and end (ms)
+//	rb, rc, ra  the ramp's current second, Allow calls and admissions in it
+//	w<i>    closed: window bucket i (of buckets, by admission time modulo),
+//	        "gen:bucket:requests:failures"
+//
+// Times are the callers' clocks (ms): processes sharing a breaker are
+// assumed to agree within well under a bucket.
+const luaPrelude = `
+local function fmt(n) return string.format('%d', n) end
+local function slot(v)
+  if not v then return nil end
+  local g, b, r, f = string.match(v, '^(%d+):(%d+):(%d+):(%d+)$')
+  if not g then return nil end
+  return tonumber(g), tonumber(b), tonumber(r), tonumber(f)
+end
+-- forget the trial slots and the ramp (on every transition)
+local function reset(key, trials)
+  for i = 1, trials do redis.call('HDEL', key, 't' .. i) end
+  redis.call('HDEL', key, 'rf', 'rt', 'rb', 'rc', 'ra')
+end
+`
 
-// unlockScript deletes KEYS[1] if it holds ARGV[1].
-var unlockScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+// allowScript admits one request or refuses it.
+//
+// KEYS[1] the hash. ARGV: now (ms), bucket width (ms), buckets, trials,
+// trial TTL (ms), trial token, ramp's starting share, hash TTL (ms).
+//
+// Returns {code, state, gen, x}: code 1 admitted (x: its bucket), 2
+// admitted as trial (x: its slot), 0 refused (x: ms until the open time
+// ends, or the ramp does).
+var allowScript = redis.NewScript(luaPrelude + `
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local width, buckets = tonumber(ARGV[2]), tonumber(ARGV[3])
+local trials, trialTTL, token = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local p0, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+
+local h = redis.call('HMGET', key, 'st', 'gen', 'until', 'rf', 'rt')
+local st = h[1] or 'closed'
+local gen = tonumber(h[2])
+if not gen then
+  st, gen = 'closed', now
+  redis.call('HSET', key, 'st', st, 'gen', fmt(gen))
+end
+
+if st == 'open' then
+  local u = tonumber(h[3]) or 0
+  if now < u then return {0, st, gen, u - now} end
+  st, gen = 'half', math.max(gen + 1, now)
+  reset(key, trials)
+  redis.call('HSET', key, 'st', st, 'gen', fmt(gen))
+  redis.call('PEXPIRE', key, ttl)
+end
+
+if st == 'half' then
+  for i = 1, trials do
+    local v = redis.call('HGET', key, 't' .. i)
+    local exp = v and tonumber(string.match(v, ':(%d+)$'))
+    if not exp or exp <= now then -- free, or its holder never reported
+      redis.call('HSET', key, 't' .. i, token .. ':' .. fmt(now + trialTTL))
+      redis.call('PEXPIRE', key, ttl)
+      return {2, st, gen, i}
+    end
+  end
+  return {0, st, gen, 0}
+end
+
+-- Closed. While ramping, admit the share p of this second's calls, p rising
+-- linearly from p0 to 1: a fraction of each second's calls rather than of
+-- all calls since closing, so that refusals do not pile up into a credit
+-- that a later burst could spend at once.
+local rf, rt = tonumber(h[4]), tonumber(h[5])
+if rf and rt and now < rt then
+  local p = p0 + (1 - p0) * math.max(now - rf, 0) / math.max(rt - rf, 1)
+  local sec = math.floor(now / 1000)
+  local r = redis.call('HMGET', key, 'rb', 'rc', 'ra')
+  local rc, ra = 0, 0
+  if tonumber(r[1]) == sec then rc, ra = tonumber(r[2]) or 0, tonumber(r[3]) or 0 end
+  rc = rc + 1
+  local admit = ra < p * rc
+  if admit then ra = ra + 1 end
+  redis.call('HSET', key, 'rb', fmt(sec), 'rc', fmt(rc), 'ra', fmt(ra))
+  redis.call('PEXPIRE', key, ttl)
+  if not admit then return {0, st, gen, rt - now} end
+end
+
+-- Count the request in the bucket of its admission.
+local b = math.floor(now / width)
+local f = 'w' .. fmt(b % buckets)
+local req, fail = 0, 0
+local g, vb, vr, vf = slot(redis.call('HGET', key, f))
+if g == gen and vb == b then req, fail = vr, vf end
+redis.call('HSET', key, f, fmt(gen) .. ':' .. fmt(b) .. ':' .. fmt(req + 1) .. ':' .. fmt(fail))
+redis.call('PEXPIRE', key, ttl)
+return {1, st, gen, b}
 `)
 
-// Unlock releases the named lock if this process still holds it.
-func (s *Store) Unlock(name string) error {
-	s.mu.Lock()
-	token, ok := s.tokens[name]
-	delete(s.tokens, name)
-	s.mu.Unlock()
+// recordScript records the outcome of an admitted request and makes the
+// transition it calls for.
+//
+// KEYS[1] the hash. ARGV: now (ms), bucket width (ms), buckets, the
+// admission's gen, its bucket, outcome (s success, f failure, x excluded),
+// trial slot (0: none), trial token, minimum requests, minimum failures,
+// failure ratio, open time (ms), ramp (ms), trials, hash TTL (ms).
+//
+// Returns {state, gen, changed}.
+var recordScript = redis.NewScript(luaPrelude + `
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local width, buckets = tonumber(ARGV[2]), tonumber(ARGV[3])
+local agen, abucket, kind = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local tslot, token = tonumber(ARGV[7]), ARGV[8]
+local minReq, minFail, ratio = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local openFor, ramp, trials, ttl = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+
+local h = redis.call('HMGET', key, 'st', 'gen')
+local st = h[1] or 'closed'
+local gen = tonumber(h[2])
+if not gen or gen ~= agen then
+  -- The breaker moved on since the admission: the outcome does not count.
+  return {st, gen or 0, 0}
+end
+
+local function open()
+  local ng = math.max(gen + 1, now)
+  reset(key, trials)
+  redis.call('HSET', key, 'st', 'open', 'gen', fmt(ng), 'until', fmt(now + openFor))
+  redis.call('PEXPIRE', key, ttl)
+  return {'open', ng, 1}
+end
+
+if tslot > 0 then
+  if st ~= 'half' then return {st, gen, 0} end
+  local v = redis.call('HGET', key, 't' .. tslot)
+  if not v or string.sub(v, 1, #token + 1) ~= token .. ':' then
+    return {st, gen, 0} -- it outlived the trial TTL: its slot went to another trial
+  end
+  if kind == 'x' then
+    redis.call('HDEL', key, 't' .. tslot)
+    return {st, gen, 0}
+  end
+  if kind == 'f' then return open() end
+  local ng = math.max(gen + 1, now)
+  reset(key, trials)
+  redis.call('HSET', key, 'st', 'closed', 'gen', fmt(ng))
+  if ramp > 0 then redis.call('HSET', key, 'rf', fmt(now), 'rt', fmt(now + ramp)) end
+  redis.call('PEXPIRE', key, ttl)
+  return {'closed', ng, 1}
+end
+
+if st ~= 'closed' then return {st, gen, 0} end
+local nb = math.floor(now / width)
+local b, dreq, dfail = abucket, 0, 0
+if nb - abucket >= buckets then
+  -- Admitted before the window: counted again, with its outcome, where it
+  -- ends; else a failure slower than the window (a timeout) never counts.
+  if kind == 'x' then return {st, gen, 0} end
+  b, dreq = nb, 1
+  if kind == 'f' then dfail = 1 end
+elseif kind == 'x' then
+  dreq = -1
+elseif kind == 'f' then
+  dfail = 1
+else
+  return {st, gen, 0} -- a success: its admission counted it
+end
+local f = 'w' .. fmt(b % buckets)
+local req, fail = 0, 0
+local g, vb, vr, vf = slot(redis.call('HGET', key, f))
+if g == gen and vb == b then
+  req, fail = vr, vf
+elseif dreq < 1 then
+  return {st, gen, 0} -- its bucket is gone (another window length): nothing to adjust
+end
+req = math.max(req + dreq, 0)
+fail = math.min(fail + dfail, req)
+redis.call('HSET', key, f, fmt(gen) .. ':' .. fmt(b) .. ':' .. fmt(req) .. ':' .. fmt(fail))
+
+local fields = {}
+for i = 0, buckets - 1 do fields[#fields + 1] = 'w' .. i end
+local all = redis.call('HMGET', key, unpack(fields))
+local treq, tfail = 0, 0
+for i = 1, #all do
+  local g, vb, vr, vf = slot(all[i])
+  if g == gen and nb - vb < buckets then treq, tfail = treq + vr, tfail + vf end
+end
+if treq >= minReq and tfail >= minFail and tfail >= ratio * treq then return open() end
+redis.call('PEXPIRE', key, ttl)
+return {st, gen, 0}
+`)
+
+// result is what a script returned: a code or state, a gen, a number.
+type result struct {
+	code  int64
+	state State
+	gen   int64
+	x     int64
+}
+
+// parseAllow reads allowScript's reply.
+func parseAllow(v any) (result, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 4 {
+		return result{}, fmt.Errorf("unexpected script reply %v", v)
+	}
+	code, ok1 := a[0].(int64)
+	st, ok2 := parseState(a[1])
+	gen, ok3 := a[2].(int64)
+	x, ok4 := a[3].(int64)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return result{}, fmt.Errorf("unexpected script reply %v", v)
+	}
+	return result{code: code, state: st, gen: gen, x: x}, nil
+}
+
+// parseRecord reads recordScript's reply.
+func parseRecord(v any) (result, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 3 {
+		return result{}, fmt.Errorf("unexpected script reply %v", v)
+	}
+	st, ok1 := parseState(a[0])
+	gen, ok2 := a[1].(int64)
+	if !ok1 || !ok2 {
+		return result{}, fmt.Errorf("unexpected script reply %v", v)
+	}
+	return result{state: st, gen: gen}, nil
+}
+
+func parseState(v any) (State, bool) {
+	s, _ := v.(string)
+	switch s {
+	case "closed":
+		return StateClosed, true
+	case "half":
+		return StateHalfOpen, true
+	case "open":
+		return StateOpen, true
+	}
+	return 0, false
+}
+
+// read returns the stored state, gen and end of the open time (ms) of the
+// named breaker; a missing one reads closed.
+func (s *Store) read(ctx context.Context, name string) (st State, gen, until int64, err error) {
+	v, err := s.rdb.HMGet(ctx, s.key(name), "st", "gen", "until").Result()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if v[0] == nil {
+		return StateClosed, 0, 0, nil
+	}
+	st, ok := parseState(v[0])
 	if !ok {
-		return fmt.Errorf("breaker store: unlock %s: not locked by this process", name)
+		return 0, 0, 0, errors.New("unexpected state " + fmt.Sprint(v[0]))
 	}
-	ctx, cancel := s.ctx()
-	defer cancel()
-	if err := unlockScript.Run(ctx, s.rdb, []string{s.prefix + name}, token).Err(); err != nil {
-		return fmt.Errorf("breaker store: unlock %s: %w", name, err)
+	num := func(x any) int64 {
+		str, _ := x.(string)
+		n, _ := strconv.ParseInt(str, 10, 64)
+		return n
 	}
-	return nil
+	return st, num(v[1]), num(v[2]), nil
 }
 
-// GetData returns the named value, or nil when there is none.
-func (s *Store) GetData(name string) ([]byte, error) {
-	ctx, cancel := s.ctx()
-	defer cancel()
-	v, err := s.rdb.Get(ctx, s.prefix+name).Result()
-	if errors.Is(err, redis.Nil) {
-		v, err = "", nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("breaker store: get %s: %w", name, err)
-	}
-	s.mu.Lock()
-	s.seen[name] = v
-	s.mu.Unlock()
-	if v == "" {
-		return nil, nil
-	}
-	return []byte(v), nil
-}
+// tokens are unique per process (a random prefix) and per trial (a counter):
+// cheaper than a random token per Allow, most of which need none.
+var (
+	tokenPrefix = newTokenPrefix()
+	tokenSeq    atomic.Uint64
+)
 
-// casScript sets KEYS[1] to ARGV[2] with a TTL of ARGV[3] ms if it holds
-// ARGV[1] (empty: does not exist). Returns 1, or 0 on a conflict.
-var casScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1]) or ''
-if cur ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-`)
-
-// SetData writes the named value if it is still what GetData last read.
-func (s *Store) SetData(name string, data []byte) error {
-	s.mu.Lock()
-	expect := s.seen[name]
-	s.mu.Unlock()
-	ctx, cancel := s.ctx()
-	defer cancel()
-	ok, err := casScript.Run(ctx, s.rdb, []string{s.prefix + name}, expect, string(data), s.StateTTL.Milliseconds()).Int()
-	if err != nil {
-		return fmt.Errorf("breaker store: set %s: %w", name, err)
-	}
-	if ok == 0 {
-		return fmt.Errorf("breaker store: set %s: %w", name, ErrConflict)
-	}
-	s.mu.Lock()
-	s.seen[name] = string(data)
-	s.mu.Unlock()
-	return nil
-}
-
-// setNX sets key to a token for ttl if it does not exist; it returns the
-// token, or "" when the key exists.
-func (s *Store) setNX(ctx context.Context, key string, ttl time.Duration) (string, error) {
-	token := newToken()
-	ok, err := s.rdb.SetNX(ctx, s.prefix+key, token, ttl).Result()
-	if err != nil || !ok {
-		return "", err
-	}
-	return token, nil
-}
-
-// delIf deletes key if it holds token.
-func (s *Store) delIf(ctx context.Context, key, token string) error {
-	return unlockScript.Run(ctx, s.rdb, []string{s.prefix + key}, token).Err()
+func newTokenPrefix() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func newToken() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return tokenPrefix + "-" + strconv.FormatUint(tokenSeq.Add(1), 36)
 }

@@ -101,10 +101,14 @@ const (
 	EventSnapshotFailed      = "snapshot.failed"
 	EventKeyChangesCompleted = "key_changes.completed"
 	EventKeyChangesFailed    = "key_changes.failed"
-	EventNarrativeDelta      = "narrative.delta"
-	EventNarrativeCompleted  = "narrative.completed"
-	EventNarrativeFailed     = "narrative.failed"
-	EventJobCompleted        = "job.completed"
+	// EventAggregateStarted announces an aggregation attempt; one after the
+	// first means the earlier attempt died: the narrative is the text of
+	// the narrative.delta events after the latest aggregate.started.
+	EventAggregateStarted   = "aggregate.started"
+	EventNarrativeDelta     = "narrative.delta"
+	EventNarrativeCompleted = "narrative.completed"
+	EventNarrativeFailed    = "narrative.failed"
+	EventJobCompleted       = "job.completed"
 	// After job.completed, in a replay of an ended job's stream only: the
 	// outcome of the webhook to the job's callback URL.
 	EventWebhookDelivered = "webhook.delivered"
@@ -162,6 +166,11 @@ type SnapshotStartedData struct {
 	Date    string `json:"date"`
 	Label   string `json:"label"`
 	Attempt int    `json:"attempt"`
+}
+
+// AggregateStartedData is the data of aggregate.started.
+type AggregateStartedData struct {
+	Attempt int `json:"attempt"`
 }
 
 // SnapshotDeltaData is the data of snapshot.delta: text to append.

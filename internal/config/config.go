@@ -17,6 +17,8 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/timetravel-ai/timetravel/internal/redisx"
+
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -247,6 +249,20 @@ type LLM struct {
 	BreakerFailureRatio float64       `env:"LLM_BREAKER_FAILURE_RATIO" envDefault:"0.5"`
 	BreakerWindow       time.Duration `env:"LLM_BREAKER_WINDOW" envDefault:"30s"`
 	BreakerOpenFor      time.Duration `env:"LLM_BREAKER_OPEN_FOR" envDefault:"30s"`
+	// BreakerMinRequests is the least number of requests in the window
+	// before the failure ratio may open the breaker (the same population:
+	// requests admitted in the window, failures among them); 0 means
+	// BreakerFailures.
+	BreakerMinRequests int `env:"LLM_BREAKER_MIN_REQUESTS" envDefault:"0"`
+	// BreakerRamp is how long, after a breaker closes again, admissions
+	// rise gradually from a tenth to all, so that the work that waited
+	// does not hit the provider at once. 0 turns the ramp off.
+	BreakerRamp time.Duration `env:"LLM_BREAKER_RAMP" envDefault:"10s"`
+	// BreakerTrials is how many trial requests a half-open breaker lets
+	// through at a time: more than one, so that a trial that hangs (until
+	// the first-token timeout) does not hold the breaker half-open with
+	// nothing else tried.
+	BreakerTrials int `env:"LLM_BREAKER_TRIALS" envDefault:"3"`
 
 	// Providers is the resolved provider list: from LLM_PROVIDERS, or the
 	// one default provider. Filled by LoadFrom; API keys are read from the
@@ -510,6 +526,9 @@ func envNames(t reflect.Type) map[string]string {
 // The pool is fixed-size when fixed is set: it opens all its connections
 // at start and keeps them, so that the number of connections a process holds
 // does not move with its load.
+//
+// Its connectivity errors are marked (redisx.Hook), so that a Redis outage
+// is never taken for a failure of the work that met it.
 func (c Config) NewRedis(name string, poolSize int, fixed bool) (*redis.Client, error) {
 	opt, err := redis.ParseURL(c.RedisURL)
 	if err != nil {
@@ -525,5 +544,7 @@ func (c Config) NewRedis(name string, poolSize int, fixed bool) (*redis.Client, 
 		opt.ConnMaxIdleTime = -1 // keep them
 		opt.PoolTimeout = 30 * time.Second
 	}
-	return redis.NewClient(opt), nil
+	rdb := redis.NewClient(opt)
+	rdb.AddHook(redisx.Hook{})
+	return rdb, nil
 }

@@ -47,6 +47,8 @@ func TestLoadFromDefaults(t *testing.T) {
 			BreakerFailureRatio: 0.5,
 			BreakerWindow:       30 * time.Second,
 			BreakerOpenFor:      30 * time.Second,
+			BreakerRamp:         10 * time.Second,
+			BreakerTrials:       3,
 			Providers: []Provider{{
 				Name: DefaultProvider, BaseURL: "https://api.openai.com/v1", APIKeyEnv: "OPENAI_API_KEY",
 				APIType: "openai", APIVersion: "2024-06-01", MaxInFlight: 64,
@@ -151,6 +153,8 @@ func TestLoadFromOverrides(t *testing.T) {
 			BreakerFailureRatio: 0.5,
 			BreakerWindow:       30 * time.Second,
 			BreakerOpenFor:      time.Second,
+			BreakerRamp:         10 * time.Second,
+			BreakerTrials:       3,
 			Providers: []Provider{{
 				Name: DefaultProvider, BaseURL: "http://localhost:11434/v1", APIKeyEnv: "OPENAI_API_KEY", APIKey: "k",
 				APIType: "azure", APIVersion: "2025-01-01", MaxInFlight: 3, RPM: 600, TPM: 90000,

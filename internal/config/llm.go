@@ -154,6 +154,15 @@ func (l LLM) validate() []error {
 	if l.BreakerOpenFor < 100*time.Millisecond {
 		bad("LLM_BREAKER_OPEN_FOR", "must be at least 100ms, got %s", l.BreakerOpenFor)
 	}
+	if l.BreakerMinRequests < 0 || l.BreakerMinRequests > 100000 {
+		bad("LLM_BREAKER_MIN_REQUESTS", "must be between 0 and 100000, got %d", l.BreakerMinRequests)
+	}
+	if l.BreakerTrials < 1 || l.BreakerTrials > 100 {
+		bad("LLM_BREAKER_TRIALS", "must be between 1 and 100, got %d", l.BreakerTrials)
+	}
+	if l.BreakerRamp < 0 {
+		bad("LLM_BREAKER_RAMP", "must not be negative, got %s", l.BreakerRamp)
+	}
 	if strings.TrimSpace(l.ProvidersJSON) != "" {
 		errs = append(errs, validateProviders(l.Providers)...)
 	}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -182,9 +181,21 @@ func checkOrder(t *testing.T, evs []client.Event, n int) {
 				t.Fatalf("snapshot %d ended twice or before it started", d.Index)
 			}
 			done[d.Index] = true
-		case "key_changes.completed", "key_changes.failed", "narrative.delta", "narrative.completed", "narrative.failed":
+		case "aggregate.started":
+			aggregating = true
+		case "key_changes.completed", "key_changes.failed", "narrative.completed", "narrative.failed":
+			aggregating = true
+			part, _, _ := strings.Cut(ev.Name, ".")
+			if seen[part] {
+				t.Fatalf("%s ended twice: %v", part, names(evs))
+			}
+			seen[part] = true
+		case "narrative.delta":
 			aggregating = true
 		}
+	}
+	if countNamed(evs, client.EventJobCompleted) != 1 {
+		t.Fatalf("job.completed more than once: %v", names(evs))
 	}
 	if len(done) != n {
 		t.Fatalf("%d snapshots ended, want %d: %v", len(done), n, names(evs))
@@ -579,28 +590,7 @@ func TestKilledWorkerStillEndsJob(t *testing.T) {
 	t.Parallel()
 	e := startStack(t, 1, map[string]string{"JOB_DEADLINE": "3s"}, nil)
 	id := submit(t, e, client.SubmitRequest{Question: "Who survives a crash?", Model: modelSlow})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	killed := false
-	var evs []client.Event
-	_, err := e.api.Events(ctx, id, "", func(ev client.Event) error {
-		evs = append(evs, ev)
-		if ev.Name == "snapshot.started" && !killed {
-			killed = true
-			w := e.stack.WorkerList()[0]
-			if err := w.Signal(syscall.SIGKILL); err != nil {
-				return err
-			}
-			<-w.Done()
-			if _, err := e.stack.StartWorker(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	evs := killAndReplace(t, e, id, func(ev client.Event) bool { return ev.Name == client.EventSnapshotStarted })
 	if got := terminalStatus(t, evs); got != "failed" {
 		t.Fatalf("status %s, want failed (no snapshot could finish)", got)
 	}

@@ -25,10 +25,15 @@ const (
 	SnapshotFailed      = "snapshot.failed"
 	KeyChangesCompleted = "key_changes.completed"
 	KeyChangesFailed    = "key_changes.failed"
-	NarrativeDelta      = "narrative.delta"
-	NarrativeCompleted  = "narrative.completed"
-	NarrativeFailed     = "narrative.failed"
-	JobCompleted        = "job.completed"
+	// AggregateStarted announces an aggregation attempt. An attempt after
+	// the first means the one before it died: narrative text before it is
+	// void (the narrative is the narrative.delta text after the latest
+	// aggregate.started).
+	AggregateStarted   = "aggregate.started"
+	NarrativeDelta     = "narrative.delta"
+	NarrativeCompleted = "narrative.completed"
+	NarrativeFailed    = "narrative.failed"
+	JobCompleted       = "job.completed"
 	// The outcome of the delivery of the job's result to its callback URL;
 	// they come after job.completed, so live followers never see them (a
 	// replay of an ended job's stream does).
@@ -111,6 +116,11 @@ type SnapshotCompletedData struct {
 type KeyChangesData struct {
 	KeyChanges []job.KeyChange `json:"key_changes"`
 	Cached     bool            `json:"cached,omitempty"`
+}
+
+// AggregateStartedData is the payload of aggregate.started.
+type AggregateStartedData struct {
+	Attempt int `json:"attempt"`
 }
 
 // NarrativeData is the payload of narrative.completed.

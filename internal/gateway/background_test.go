@@ -166,7 +166,7 @@ func (b backgroundBundle) held(t *testing.T) (all, background int) {
 func TestBackgroundCallsNeverExceedTheirShare(t *testing.T) {
 	t.Parallel()
 	b := setupBackground(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang, not a timing
 	defer cancel()
 	bg := llm.WithBackground(ctx)
 
@@ -207,7 +207,7 @@ func TestBackgroundCallsNeverExceedTheirShare(t *testing.T) {
 func TestBackgroundShareLeavesRoomForOtherWork(t *testing.T) {
 	t.Parallel()
 	b := setupBackground(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang, not a timing
 	defer cancel()
 	bg := llm.WithBackground(ctx)
 
@@ -233,8 +233,9 @@ func TestBackgroundShareLeavesRoomForOtherWork(t *testing.T) {
 	if !errors.Is(err, llm.ErrNoCapacity) || resp.Attempts != 0 {
 		t.Fatalf("third background call: %+v, %v; want ErrNoCapacity with no attempt", resp, err)
 	}
-	if d := time.Since(start); d < 50*time.Millisecond || d > time.Second {
-		t.Errorf("the third background call gave up after %s, want about the 50ms wait", d)
+	// Not the gateway's capacity wait of 5 s: the context's 50 ms.
+	if d := time.Since(start); d < 50*time.Millisecond || d >= 5*time.Second {
+		t.Errorf("the third background call gave up after %s, want the 50ms wait", d)
 	}
 	if !strings.Contains(err.Error(), "background") {
 		t.Errorf("error %q does not say the background share is full", err)
@@ -244,13 +245,10 @@ func TestBackgroundShareLeavesRoomForOtherWork(t *testing.T) {
 	}
 
 	// Other work still gets through, at once.
-	start = time.Now()
+	// (With 50 ms to wait, an answer means it did not wait for the share.)
 	resp, err = b.g.Complete(llm.WithCapacityWait(ctx, 50*time.Millisecond), req("m"))
 	if err != nil || resp.Text != "ok" {
 		t.Fatalf("other work while the share is taken: %+v, %v", resp, err)
-	}
-	if d := time.Since(start); d > 500*time.Millisecond {
-		t.Errorf("other work took %s, want no wait", d)
 	}
 	calls, bgCalls, bgInFlight, _ := b.caller.stats()
 	if calls != 3 || bgCalls != 2 || bgInFlight != 2 {

@@ -5,17 +5,38 @@
 // response says which model answered after how many requests.
 //
 // Guarantees:
-//   - No request is sent while the model's breaker is open, nor beyond the
-//     provider's limits (see package limit).
+//   - No request is sent while the model's breaker refuses it, nor beyond
+//     the provider's limits (see package limit).
 //   - One call sends at most Policy.MaxAttempts requests per model of its
-//     chain (the model, then its fallbacks); waits between them are at most
+//     chain (the model, then its fallbacks), plus Policy.BadAnswerRetries
+//     after answers its validator rejected; waits between them are at most
 //     Policy.MaxWait, and each wait for capacity at most the capacity wait.
 //   - A call that has passed text to its caller is never retried: the text
 //     cannot be taken back. It fails, and the task's next run starts over.
+//   - An error of the caller's onText (it could not take the text, e.g.
+//     Redis was out of reach) ends the call at once and is returned so that
+//     errors.Is finds it; it never counts towards a breaker.
 //   - Errors that another attempt cannot fix (4xx but 408 and 429) end the
 //     call at once, without fallback.
+//   - A non-streamed answer that the request's Validate rejects fails with
+//     llm.ErrBadAnswer (and the validator's error) after
+//     Policy.BadAnswerRetries more answers were rejected too; rejected
+//     answers never count towards a breaker (the provider works).
 //   - Without capacity the call fails with llm.ErrNoCapacity, having sent
 //     nothing on that attempt: the task should go back to the queue.
+//   - When every breaker of the chain refuses, the call (and Admit) waits
+//     for one to admit it, polling at the breakers' hints, for at most the
+//     capacity wait (the breaker and the capacity after it together), and
+//     never past the point where a request would no longer fit before
+//     ctx's deadline; then it fails with llm.ErrCircuitOpen, having sent
+//     nothing: the task should go back to the queue, as for no capacity.
+//   - Errors of Redis (the limits, the breakers' state) are returned as
+//     they are: never counted by a breaker, never made into
+//     llm.ErrNoCapacity, llm.ErrCircuitOpen or a provider's failure.
+//
+// Each request is counted in metrics.LLMRequests by outcome; a request its
+// caller stopped (its context ended, or its onText failed) is
+// metrics.OutcomeCanceled, whatever error the provider's client made of it.
 package gateway
 
 import (
@@ -23,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,6 +59,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
 
@@ -64,6 +87,10 @@ type Gateway struct {
 	policy       llm.Policy
 	capacityWait time.Duration
 	log          *slog.Logger
+
+	// waiting, if set, is called when a call or an admission starts to
+	// wait for a breaker (a test's signal).
+	waiting func()
 }
 
 // Options are the parts of a Gateway that do not come from configuration.
@@ -135,12 +162,16 @@ func New(cfg config.LLM, o Options) *Gateway {
 	}
 	g.breakers = breaker.NewSet(breaker.NewStore(o.Redis, "tt:breaker:"), breaker.Settings{
 		Failures:     uint32(max(cfg.BreakerFailures, 1)),
+		MinRequests:  uint32(max(cfg.BreakerMinRequests, 0)),
 		FailureRatio: cfg.BreakerFailureRatio,
 		Window:       cfg.BreakerWindow,
 		OpenFor:      cfg.BreakerOpenFor,
+		Ramp:         breakerRamp(cfg.BreakerRamp),
+		Trials:       uint32(max(cfg.BreakerTrials, 1)),
 		TrialTTL:     cfg.Timeout + 30*time.Second,
 		IsFailure:    countsAsFailure,
 		IsExcluded:   excluded,
+		Logger:       o.Log,
 		OnStateChange: func(name string, from, to breaker.State) {
 			o.Log.Warn("circuit breaker changed state", "breaker", name, "from", from.String(), "to", to.String())
 			prov, model, _ := strings.Cut(name, "/")
@@ -148,6 +179,16 @@ func New(cfg config.LLM, o Options) *Gateway {
 		},
 	})
 	return g
+}
+
+// breakerRamp maps LLM_BREAKER_RAMP to the breaker's setting, where 0
+// means "as long as it stays open" and a negative value turns the ramp
+// off: in the configuration 0 turns it off.
+func breakerRamp(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 // BackgroundCap is the number of requests background work may have in
@@ -163,24 +204,77 @@ func BackgroundCap(maxInFlight int, share float64) int {
 // errNotSent is the outcome of an admission that sent no request.
 var errNotSent = errors.New("request not sent")
 
+// errNotCounted marks the outcome of a request that says nothing about the
+// provider: its caller stopped it (its context ended, or its onText
+// failed).
+var errNotCounted = errors.New("request stopped by its caller")
+
 // countsAsFailure tells the outcomes that count towards opening a breaker:
 // throttling, server errors, timeouts, broken streams, network errors.
-// Client errors (400, 401, 404, ...) mean the provider works.
+// Client errors (400, 401, 404, ...) and unusable answers mean the provider
+// works.
 func countsAsFailure(err error) bool {
 	return llm.Retryable(err) && !errors.Is(err, llm.ErrNoCapacity) && !errors.Is(err, llm.ErrCircuitOpen)
 }
 
 // excluded tells the outcomes that say nothing about the provider: no
-// request sent, or the caller gave up (cancellation, its own deadline, a
-// request cut short of it).
+// request sent, the caller gave up (cancellation, its own deadline, a
+// request cut short of it, text it could not take), or Redis was out of
+// reach (redisx marks only errors of our Redis clients, never a provider's
+// connection errors).
 func excluded(err error) bool {
-	if errors.Is(err, errNotSent) || errors.Is(err, errOutOfTime) {
+	if errors.Is(err, errNotSent) || errors.Is(err, errNotCounted) || errors.Is(err, errOutOfTime) || redisx.Unavailable(err) {
 		return true
 	}
 	if errors.Is(err, llm.ErrTimeout) {
 		return false
 	}
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// callbackError is an error of the caller's onText: the caller could not
+// take the text (its append to Redis failed, its job ended). It is the
+// caller's, not the provider's: no breaker counts it, the call stops at
+// once (the text cannot be taken back), and it unwraps to the caller's own
+// error, which the caller tests for (e.g. with redisx.Unavailable).
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return "passing the text on: " + e.err.Error() }
+func (e *callbackError) Unwrap() error { return e.err }
+
+func stoppedByCallback(err error) bool {
+	var cb *callbackError
+	return errors.As(err, &cb)
+}
+
+// verdict is what the end of one request says, to its breaker and to the
+// metrics. caller is the call's context, before send cut it short.
+//
+//   - A rejected answer is the provider's success (bad_answer).
+//   - A request stopped by its caller (onText failed, Redis was out of
+//     reach, or the caller's context ended: the job was canceled or reached
+//     its deadline) is not counted and is "canceled", whatever error the
+//     client made of it.
+//   - A request that send cut short of the caller's deadline (errOutOfTime)
+//     is not counted either (the bound is ours, not the provider's), but it
+//     is a "timeout": no answer came in the time the task had, which is
+//     what an operator watching timeouts wants to see, while the caller had
+//     not given up.
+//   - Anything else is the request's own error.
+func verdict(caller context.Context, err error) (forBreaker error, outcome string) {
+	switch {
+	case err == nil:
+		return nil, metrics.OutcomeOK
+	case stoppedByCallback(err), redisx.Unavailable(err):
+		return fmt.Errorf("%w: %w", errNotCounted, err), metrics.OutcomeCanceled
+	case errors.Is(err, llm.ErrBadAnswer):
+		return nil, metrics.OutcomeBadAnswer
+	case caller.Err() != nil:
+		return fmt.Errorf("%w: %w", errNotCounted, err), metrics.OutcomeCanceled
+	case errors.Is(err, errOutOfTime):
+		return err, metrics.OutcomeTimeout
+	}
+	return err, metrics.Outcome(err)
 }
 
 // route returns the provider of model: the one that lists it, else the
@@ -244,11 +338,11 @@ func (t *ticket) releaseBackground() {
 	t.bg = nil
 }
 
-// enter admits one request of model at its provider: the breaker first
-// (an open one fails fast, with llm.ErrCircuitOpen), then capacity, waited
-// for up to the capacity wait (or llm.CapacityWaitFrom(ctx)), else
-// llm.ErrNoCapacity.
-func (g *Gateway) enter(ctx context.Context, model string, tokens int) (*ticket, error) {
+// enter admits one request of model at its provider: the breaker first (a
+// refusal fails fast, with llm.ErrCircuitOpen), then capacity, waited for up
+// to maxWait, else llm.ErrNoCapacity. Other errors (Redis out of reach, the
+// caller gave up) are returned as they are.
+func (g *Gateway) enter(ctx context.Context, model string, tokens int, maxWait time.Duration) (*ticket, error) {
 	p := g.route(model)
 	br, err := g.breakers.Get(p.name + "/" + model)
 	if err != nil {
@@ -262,7 +356,6 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int) (*ticket,
 		return nil, err
 	}
 	waitStart := time.Now()
-	maxWait := llm.CapacityWaitFrom(ctx, g.capacityWait)
 	var bg *limit.Lease
 	if llm.Background(ctx) {
 		// Background work takes a slot of its share first, then one of
@@ -299,6 +392,111 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int) (*ticket,
 	return &ticket{done: done, pass: pass, bg: bg}, nil
 }
 
+// enterFirst admits a request of the first of models whose breaker admits
+// it, waiting up to maxWait for its capacity. It returns that model's index
+// and ticket; or, when every breaker refused, no ticket and the refusals
+// (llm.ErrCircuitOpen), in order; or any other error of enter.
+func (g *Gateway) enterFirst(ctx context.Context, models []string, tokens int, maxWait time.Duration) (int, *ticket, []error, error) {
+	var refusals []error
+	for i, m := range models {
+		t, err := g.enter(ctx, m, tokens, maxWait)
+		if errors.Is(err, llm.ErrCircuitOpen) {
+			refusals = append(refusals, describe(m, 0, err))
+			continue
+		}
+		if err != nil {
+			return i, nil, nil, describe(m, 0, err)
+		}
+		return i, t, nil, nil
+	}
+	return -1, nil, refusals, nil
+}
+
+// Polls of the breakers while every one refuses: at the shortest hint of
+// their refusals, within these bounds. A breaker hints at the rest of its
+// open time, which may be long: polling at most every second finds it
+// half-open (or releasing work again after closing) soon enough, at the
+// cost of one Redis read per model and poll.
+const (
+	minBreakerPoll = 10 * time.Millisecond
+	maxBreakerPoll = time.Second
+)
+
+// breakerPoll is the wait before the next poll of refusing breakers: their
+// shortest hint, bounded, give or take a quarter so that the calls waiting
+// on one breaker do not come back at the same instant (only one of them
+// gets a half-open breaker's trial; the others would all poll again).
+func breakerPoll(refusals []error) time.Duration {
+	d := maxBreakerPoll
+	for _, err := range refusals {
+		if h, ok := llm.RetryAfter(err); ok {
+			d = min(d, h)
+		}
+	}
+	d = max(d, minBreakerPoll)
+	return d*3/4 + rand.N(d/2+1)
+}
+
+// awaitBreaker waits, after every breaker of models refused (refusals), for
+// one of them to admit a request, and admits it as enterFirst does. It
+// waits at most the capacity wait (llm.CapacityWaitFrom), and stops early
+// enough to leave a request time before ctx's deadline; the capacity wait
+// of the model admitted is what remains of it. When the wait runs out it
+// fails with a *breakerWaitError (llm.ErrCircuitOpen, with the refusals'
+// hints); when ctx ends, with ctx's error.
+func (g *Gateway) awaitBreaker(ctx context.Context, models []string, tokens int, refusals []error) (int, *ticket, error) {
+	start := time.Now()
+	until := start.Add(llm.CapacityWaitFrom(ctx, g.capacityWait))
+	if dl, ok := ctx.Deadline(); ok {
+		if last := dl.Add(-(minAttemptTime + deadlineMargin)); last.Before(until) {
+			until = last
+		}
+	}
+	llm.LoggerFrom(ctx, g.log).Debug("every circuit breaker of the call refused it; waiting",
+		"models", strings.Join(models, ","), "max_wait_ms", time.Until(until).Milliseconds())
+	if g.waiting != nil {
+		g.waiting()
+	}
+	for {
+		left := time.Until(until)
+		if left <= 0 {
+			waited := time.Since(start)
+			metrics.BreakerWait.WithLabelValues("gave_up").Observe(waited.Seconds())
+			return -1, nil, &breakerWaitError{waited: waited, refusals: refusals}
+		}
+		if err := sleep(ctx, min(breakerPoll(refusals), left)); err != nil {
+			return -1, nil, fmt.Errorf("waiting for a circuit breaker to admit the call: %w", err)
+		}
+		i, t, refused, err := g.enterFirst(ctx, models, tokens, max(time.Until(until), 0))
+		if err != nil {
+			return i, nil, err
+		}
+		if t != nil {
+			metrics.BreakerWait.WithLabelValues("admitted").Observe(time.Since(start).Seconds())
+			return i, t, nil
+		}
+		refusals = refused
+	}
+}
+
+// breakerWaitError ends a call that every breaker of its chain refused for
+// the whole wait. It is llm.ErrCircuitOpen and carries the refusals' hints
+// (llm.RetryAfter: when the first breaker expects to let a request through).
+type breakerWaitError struct {
+	waited   time.Duration
+	refusals []error
+}
+
+func (e *breakerWaitError) Error() string {
+	parts := make([]string, len(e.refusals))
+	for i, err := range e.refusals {
+		parts[i] = err.Error()
+	}
+	return fmt.Sprintf("no circuit breaker admitted the call within %s: %s", e.waited.Round(time.Millisecond), strings.Join(parts, "; "))
+}
+
+func (e *breakerWaitError) Unwrap() []error { return e.refusals }
+
 // Admission is capacity held ahead of a call (see Admit).
 type admission struct {
 	head  string // the call's model
@@ -314,28 +512,24 @@ type admissionKey struct{}
 // It returns a context carrying the admission, for the call of r made with
 // it (Stream or Complete), and a function that frees it if the call is not
 // made; calling it after the call does nothing. A task admits before it
-// claims its work, so that a lack of capacity (llm.ErrNoCapacity) hands the
-// task back with nothing recorded. When every model's breaker is open the
-// error is llm.ErrCircuitOpen.
+// claims its work, so that a lack of capacity (llm.ErrNoCapacity) or
+// breakers that stay open (llm.ErrCircuitOpen, after the breaker wait of
+// the package doc) hand the task back with nothing recorded.
 func (g *Gateway) Admit(ctx context.Context, r llm.Request) (context.Context, func(), error) {
-	var errs []error
-	for i, m := range g.chain(r.Model) {
-		t, err := g.enter(ctx, m, estimate(r))
-		if errors.Is(err, llm.ErrCircuitOpen) {
-			errs = append(errs, fmt.Errorf("%s: %w", m, err))
-			continue
-		}
-		if err != nil {
-			return ctx, func() {}, err
-		}
-		a := &admission{head: r.Model, index: i, t: t}
-		return context.WithValue(ctx, admissionKey{}, a), func() {
-			if a.taken.CompareAndSwap(false, true) {
-				a.t.cancel()
-			}
-		}, nil
+	chain, tokens := g.chain(r.Model), estimate(r)
+	i, t, refusals, err := g.enterFirst(ctx, chain, tokens, llm.CapacityWaitFrom(ctx, g.capacityWait))
+	if err == nil && t == nil {
+		i, t, err = g.awaitBreaker(ctx, chain, tokens, refusals)
 	}
-	return ctx, func() {}, chainErr(errs)
+	if err != nil {
+		return ctx, func() {}, err
+	}
+	a := &admission{head: r.Model, index: i, t: t}
+	return context.WithValue(ctx, admissionKey{}, a), func() {
+		if a.taken.CompareAndSwap(false, true) {
+			a.t.cancel()
+		}
+	}, nil
 }
 
 // takeAdmission returns the admission ctx carries for a call of model, once.
@@ -363,35 +557,41 @@ const minAttemptTime = time.Second
 
 func (g *Gateway) call(ctx context.Context, r llm.Request, onText func(string) error) (llm.Response, error) {
 	log := llm.LoggerFrom(ctx, g.log)
-	chain := g.chain(r.Model)
-	start := 0
-	adm := takeAdmission(ctx, r.Model)
-	if adm != nil {
-		start = adm.index
+	chain, tokens := g.chain(r.Model), estimate(r)
+	first := 0       // the first model of the chain this call may use
+	var held *ticket // admitted ahead: by Admit, or by a breaker wait
+	if adm := takeAdmission(ctx, r.Model); adm != nil {
+		first, held = adm.index, adm.t
 	}
 	var (
 		attempts int
+		rejected int // answers the validator rejected
 		tried    []error
 	)
 	fail := func(err error) (llm.Response, error) {
 		return llm.Response{Requested: r.Model, Attempts: attempts}, err
 	}
-	for _, model := range chain[start:] {
+	for i := first; i < len(chain); {
+		model := chain[i]
 		n := 0 // requests to this model
 		var last error
 		for {
-			var t *ticket
-			if adm != nil {
-				t, adm = adm.t, nil
-			} else {
+			t := held
+			held = nil
+			if t == nil {
 				var err error
-				t, err = g.enter(ctx, model, estimate(r))
+				t, err = g.enter(ctx, model, tokens, llm.CapacityWaitFrom(ctx, g.capacityWait))
 				if errors.Is(err, llm.ErrCircuitOpen) {
-					last = err
-					break // fail fast: on to the fallback
+					// On to the fallback. After failures of this model its
+					// own last failure says more than its breaker.
+					if n == 0 {
+						last = err
+					}
+					break
 				}
 				if err != nil {
-					// No capacity, or the caller gave up: hand back.
+					// No capacity, Redis out of reach, or the caller gave
+					// up: hand back.
 					tried = append(tried, describe(model, n, err))
 					return fail(chainErr(tried))
 				}
@@ -405,11 +605,14 @@ func (g *Gateway) call(ctx context.Context, r llm.Request, onText func(string) e
 			if onText != nil {
 				pass = func(s string) error {
 					passed = true
-					return onText(s)
+					if err := onText(s); err != nil {
+						return &callbackError{err: err}
+					}
+					return nil
 				}
 			}
-			resp, err := g.send(ctx, req, pass)
-			t.leave(err, resp)
+			resp, forBreaker, err := g.send(ctx, req, pass)
+			t.leave(forBreaker, resp)
 			if err == nil {
 				resp.Attempts, resp.Requested = attempts, model
 				if n > 1 || model != r.Model {
@@ -418,6 +621,22 @@ func (g *Gateway) call(ctx context.Context, r llm.Request, onText func(string) e
 				return resp, nil
 			}
 			last = err
+			if stoppedByCallback(err) {
+				// The caller cannot take the text: nothing to retry here.
+				log.Info("llm call stopped: the caller could not take the text", "llm_model", model, "llm_attempt", n, "err", err)
+				tried = append(tried, describe(model, n, err))
+				return fail(chainErr(tried))
+			}
+			if errors.Is(err, llm.ErrBadAnswer) && !passed {
+				rejected++
+				again := g.policy.RetryBadAnswer(rejected) && ctx.Err() == nil && fits(ctx, 0)
+				log.Warn("llm answer rejected", "llm_model", model, "llm_attempt", n, "err", err, "ask_again", again)
+				if again {
+					continue // at once: the provider answered, nothing to wait out
+				}
+				tried = append(tried, describe(model, n, err))
+				return fail(chainErr(tried))
+			}
 			d := g.policy.Next(err, n)
 			log.Warn("llm request failed", "llm_model", model, "llm_attempt", n, "err", err, "retry", d.Retry,
 				"retry_in_ms", d.Delay.Milliseconds(), "in_task", d.Retry && d.Now)
@@ -439,15 +658,33 @@ func (g *Gateway) call(ctx context.Context, r llm.Request, onText func(string) e
 			}
 		}
 		tried = append(tried, describe(model, n, last))
+		if attempts == 0 && i == len(chain)-1 {
+			// Every model of the chain was refused by its breaker (any
+			// other failure to enter returned above): wait for one, as for
+			// capacity, rather than hand the task back at once.
+			j, t, err := g.awaitBreaker(ctx, chain[first:], tokens, tried)
+			if err != nil {
+				return fail(err)
+			}
+			i, held = first+j, t
+			continue
+		}
+		i++
 	}
 	return fail(chainErr(tried))
 }
 
-// send sends one request to the provider of its model. A request is cut
-// short of the caller's deadline by deadlineMargin, as a timeout
-// (llm.ErrTimeout, retryable): the caller keeps time to record the outcome,
-// and the work is tried again rather than failed for good.
-func (g *Gateway) send(ctx context.Context, r llm.Request, onText func(string) error) (llm.Response, error) {
+// send sends one request to the provider of its model, runs r.Validate on
+// the answer of a non-streamed request, and records the request's metrics.
+// It returns the response, the outcome the request's breaker is to be told
+// (see verdict), and the request's error.
+//
+// A request is cut short of the caller's deadline by deadlineMargin, as a
+// timeout (errOutOfTime: llm.ErrTimeout, retryable): the caller keeps time
+// to record the outcome, and the work is tried again rather than failed for
+// good.
+func (g *Gateway) send(ctx context.Context, r llm.Request, onText func(string) error) (resp llm.Response, forBreaker, err error) {
+	caller := ctx
 	if dl, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadlineCause(ctx, dl.Add(-deadlineMargin), errOutOfTime)
@@ -462,30 +699,38 @@ func (g *Gateway) send(ctx context.Context, r llm.Request, onText func(string) e
 			attribute.Int("gen_ai.request.max_tokens", r.MaxTokens),
 		))
 	start := time.Now()
-	var (
-		resp llm.Response
-		err  error
-	)
 	if onText == nil {
 		resp, err = p.client.Complete(ctx, r)
 	} else {
 		resp, err = p.client.Stream(ctx, r, onText)
 	}
-	metrics.ObserveLLMRequest(p.name, r.Model, time.Since(start), resp.FirstToken, onText != nil, resp.PromptTokens, resp.CompletionTokens, err)
+	took := time.Since(start)
+	if err == nil && onText == nil && r.Validate != nil {
+		if verr := r.Validate(resp.Text); verr != nil {
+			err = fmt.Errorf("%w: %w", llm.ErrBadAnswer, verr)
+		}
+	}
+	var outcome string
+	forBreaker, outcome = verdict(caller, err)
+	metrics.ObserveLLMRequest(metrics.LLMRequest{
+		Provider: p.name, Model: r.Model, Outcome: outcome,
+		Duration: took, FirstToken: resp.FirstToken, Streamed: onText != nil,
+		PromptTokens: resp.PromptTokens, CompletionTokens: resp.CompletionTokens,
+	})
 	if span.IsRecording() {
 		span.SetAttributes(
 			attribute.Int("gen_ai.usage.input_tokens", resp.PromptTokens),
 			attribute.Int("gen_ai.usage.output_tokens", resp.CompletionTokens),
 			attribute.Int64("llm.first_token_ms", resp.FirstToken.Milliseconds()),
-			attribute.String("llm.outcome", metrics.Outcome(err)),
+			attribute.String("llm.outcome", outcome),
 		)
 		if err != nil {
 			span.RecordError(err)
-			span.SetStatus(codes.Error, metrics.Outcome(err))
+			span.SetStatus(codes.Error, outcome)
 		}
 	}
 	span.End()
-	return resp, err
+	return resp, forBreaker, err
 }
 
 // deadlineMargin is the time kept before the caller's deadline.
@@ -545,7 +790,11 @@ func describe(model string, attempts int, err error) error {
 }
 
 // chainError is the failure of a call: each model tried, in order. It
-// unwraps to the last model's error, which decides what happens next.
+// unwraps to the error that decides what happens next: the last model's,
+// unless its breaker refused it after an earlier model failed; then that
+// failure's (a refusal says only that the call sent nothing there, and an
+// llm.ErrCircuitOpen would hand the task back without using a queue retry
+// although a provider failed it).
 type chainError struct{ errs []error }
 
 func (e *chainError) Error() string {
@@ -556,7 +805,14 @@ func (e *chainError) Error() string {
 	return strings.Join(parts, "; then ")
 }
 
-func (e *chainError) Unwrap() error { return e.errs[len(e.errs)-1] }
+func (e *chainError) Unwrap() error {
+	for i := len(e.errs) - 1; i >= 0; i-- {
+		if !errors.Is(e.errs[i], llm.ErrCircuitOpen) {
+			return e.errs[i]
+		}
+	}
+	return e.errs[len(e.errs)-1]
+}
 
 func chainErr(errs []error) error {
 	if len(errs) == 0 {

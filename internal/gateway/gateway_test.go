@@ -58,9 +58,12 @@ var testPolicy = llm.Policy{MaxAttempts: 3, Base: 20 * time.Millisecond, MaxBack
 func testConfig(s *sim) config.LLM {
 	return config.LLM{
 		BaseURL: s.url + "/v1", APIType: "openai",
-		Timeout: 10 * time.Second, FirstTokenTimeout: 300 * time.Millisecond,
+		// Timeouts far above the simulator's latencies: a loaded machine
+		// must not turn an answer into a timeout. Tests of timeouts set
+		// their own.
+		Timeout: 10 * time.Second, FirstTokenTimeout: 10 * time.Second,
 		MaxInFlight: 8, MaxAttempts: 3, RetryMaxWait: time.Second, CapacityWait: 300 * time.Millisecond,
-		BreakerFailures: 100, BreakerOpenFor: 300 * time.Millisecond,
+		BreakerFailures: 100, BreakerOpenFor: 300 * time.Millisecond, BreakerTrials: 1,
 		Fallbacks: map[string][]string{},
 	}
 }
@@ -92,7 +95,7 @@ func TestFaultsAreRetried(t *testing.T) {
 		{"429 honours Retry-After", llmsim.FaultRateLimit, 2, true, 3, 400 * time.Millisecond},
 		{"500", llmsim.FaultServerError, 2, true, 3, 0},
 		{"503", llmsim.FaultUnavailable, 1, false, 2, 0},
-		{"hang past the first-token timeout", llmsim.FaultHang, 1, true, 2, 300 * time.Millisecond},
+		{"hang past the first-token timeout", llmsim.FaultHang, 1, true, 2, time.Second},
 		{"hang of a non-streaming call", llmsim.FaultHang, 1, false, 2, 0},
 		{"broken answer of a non-streaming call", llmsim.FaultBreak, 1, false, 2, 0},
 	}
@@ -101,8 +104,14 @@ func TestFaultsAreRetried(t *testing.T) {
 			t.Parallel()
 			s := newSim(t)
 			cfg := testConfig(s)
-			if tt.kind == llmsim.FaultHang && !tt.stream {
-				cfg.Timeout = 500 * time.Millisecond
+			if tt.kind == llmsim.FaultHang {
+				// The hanging request ends at the timeout; the next one,
+				// answered in 50 ms, has far more than it needs.
+				if tt.stream {
+					cfg.FirstTokenTimeout = time.Second
+				} else {
+					cfg.Timeout = time.Second
+				}
 			}
 			g := newGateway(t, redistest.New(t).Client, cfg)
 			s.fault(t, "sim-a", tt.kind, tt.count)
@@ -254,7 +263,10 @@ func TestClientErrorsAreNotRetried(t *testing.T) {
 	}
 }
 
-func TestBreakerFailsFastAndRecovers(t *testing.T) {
+// An open breaker refuses across processes without sending anything; a
+// call that may not wait (a capacity wait of zero) fails at once, and one
+// that may waits until the breaker lets requests through again.
+func TestBreakerRefusesAndRecovers(t *testing.T) {
 	t.Parallel()
 	s := newSim(t)
 	cfg := testConfig(s)
@@ -266,10 +278,8 @@ func TestBreakerFailsFastAndRecovers(t *testing.T) {
 	db := redistest.New(t)
 	g1 := New(cfg, Options{Redis: db.Client, Policy: &p})
 	// Another worker process: its own client and gateway.
-	opt, _ := redis.ParseURL(db.URL)
-	other := redis.NewClient(opt)
-	defer other.Close()
-	g2 := New(cfg, Options{Redis: other, Policy: &p})
+	g2 := New(cfg, Options{Redis: db.NewClient(t), Policy: &p})
+	noWait := llm.WithCapacityWait(context.Background(), 0)
 
 	s.fault(t, "sim-a", llmsim.FaultUnavailable, 0)
 	for range 2 {
@@ -282,34 +292,28 @@ func TestBreakerFailsFastAndRecovers(t *testing.T) {
 	}
 	// Open: neither process sends anything.
 	for _, g := range []*Gateway{g1, g2} {
-		resp, err := stream(g, "sim-a")
+		resp, err := g.Stream(noWait, req("sim-a"), func(string) error { return nil })
 		if !errors.Is(err, llm.ErrCircuitOpen) || resp.Attempts != 0 {
 			t.Fatalf("call while open: %+v, %v; want ErrCircuitOpen with no attempt", resp, err)
 		}
-		if d, ok := llm.RetryAfter(err); !ok || d > cfg.BreakerOpenFor {
-			t.Errorf("open error hint %s, %v", d, ok)
+		if d, ok := llm.RetryAfter(err); !ok || d <= 0 {
+			t.Errorf("open error without a hint: %s, %v", d, ok)
 		}
-		if _, _, err := g.Admit(context.Background(), req("sim-a")); !errors.Is(err, llm.ErrCircuitOpen) {
+		if _, _, err := g.Admit(noWait, req("sim-a")); !errors.Is(err, llm.ErrCircuitOpen) {
 			t.Errorf("Admit while open = %v", err)
 		}
 	}
 	if n := s.requests("sim-a"); n != 2 {
 		t.Fatalf("%d requests while the breaker was open, want still 2", n)
 	}
-	// The provider recovers; after the open time one trial closes it again.
+	// The provider recovers. A call that may wait (far longer than the
+	// open time) is let through as the breaker's trial, which closes it.
 	s.ClearRuntimeFaults()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := stream(g2, "sim-a")
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, llm.ErrCircuitOpen) || time.Now().After(deadline) {
-			t.Fatalf("after the open time: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond) // waiting out the open time, bounded
+	wait := llm.WithCapacityWait(context.Background(), time.Minute)
+	if _, err := g2.Stream(wait, req("sim-a"), func(string) error { return nil }); err != nil {
+		t.Fatalf("a call waiting out the open time: %v", err)
 	}
-	if _, err := stream(g1, "sim-a"); err != nil {
+	if _, err := g1.Stream(wait, req("sim-a"), func(string) error { return nil }); err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
 	if n := s.requests("sim-a"); n != 4 {
@@ -367,7 +371,7 @@ func TestCapacity(t *testing.T) {
 	if !errors.Is(err, llm.ErrNoCapacity) || !errors.Is(err, limit.ErrNoCapacity) {
 		t.Fatalf("second Admit = %v, want no capacity", err)
 	}
-	if d := time.Since(start); d < 100*time.Millisecond || d > time.Second {
+	if d := time.Since(start); d < 100*time.Millisecond {
 		t.Errorf("Admit gave up after %s, want the capacity wait", d)
 	}
 	resp, err := g.Complete(context.Background(), req("sim-b"))
@@ -521,13 +525,12 @@ func TestCallerDeadlineLeavesAMarginAndARetryableError(t *testing.T) {
 	g := newGateway(t, db.Client, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), deadlineMargin+300*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	resp, err := g.Stream(ctx, req("sim-slow"), func(string) error { return nil })
 	if !errors.Is(err, llm.ErrTimeout) || !llm.Retryable(err) || ctx.Err() != nil {
 		t.Fatalf("error %v (context %v); want a retryable timeout before the caller's deadline", err, ctx.Err())
 	}
-	if d := time.Since(start); d > time.Second || resp.Attempts != 1 {
-		t.Errorf("took %s, %d attempts; want one request cut at about 300ms", d, resp.Attempts)
+	if resp.Attempts != 1 {
+		t.Errorf("%d attempts; want one request, cut short", resp.Attempts)
 	}
 	b, err := breaker.NewSet(breaker.NewStore(db.Client, "tt:breaker:"), breaker.Settings{}).Get(config.DefaultProvider + "/sim-slow")
 	if err != nil {

@@ -63,13 +63,15 @@ type Keys struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
 	// pendingTTL bounds a reservation whose request never finished (its
-	// process died), so that the key frees itself.
+	// process died), so that the key frees itself: soon enough for a
+	// client that retries on another replica (an api killed mid-request),
+	// long after a request's own work (a few Redis round trips) is done.
 	pendingTTL time.Duration
 }
 
 // New returns the store on rdb; a key keeps its job for ttl.
 func New(rdb redis.UniversalClient, ttl time.Duration) *Keys {
-	return &Keys{rdb: rdb, ttl: ttl, pendingTTL: time.Minute}
+	return &Keys{rdb: rdb, ttl: ttl, pendingTTL: 10 * time.Second}
 }
 
 // redisKey hashes the client's key, which may hold anything printable

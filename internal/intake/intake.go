@@ -330,24 +330,31 @@ func (in *Intake) accept(ctx context.Context, j *job.Job, allCached bool) error 
 	if err := in.o.Enqueuer.EnqueueAggregate(ctx, j); err != nil {
 		return err
 	}
+	lane := tasks.LaneOf(j.Spec.Warm)
+	// The job is written last, after every task it needs is queued: a
+	// process that dies half-way leaves tasks without a job (they find
+	// none and end), never a job without its tasks. A snapshot task that
+	// runs before the job is written goes back to its queue until it is.
+	undo := func() {
+		_ = tasks.Withdraw(in.o.Inspector, lane, j.ID, indexes(len(j.Spec.TimePoints)), true)
+	}
+	if !allCached {
+		if err := in.o.Enqueuer.EnqueueSnapshots(ctx, j); err != nil {
+			undo()
+			return err
+		}
+	}
 	if _, err := in.o.Store.Create(ctx, j); err != nil {
+		if !errors.Is(err, store.ErrExists) {
+			undo()
+		}
 		return err
 	}
-	lane := tasks.LaneOf(j.Spec.Warm)
 	if allCached {
 		if err := tasks.Promote(in.o.Inspector, lane, j.ID); err != nil {
 			// The deadline still starts it.
 			in.o.Log.Warn("could not start the aggregation of a job with all snapshots cached; it runs at the deadline", "job_id", j.ID, "err", err)
 		}
-		return nil
-	}
-	if err := in.o.Enqueuer.EnqueueSnapshots(ctx, j); err != nil {
-		// The job exists and the client will not get its id: end it now.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = in.o.Store.Finish(fctx, j.ID, job.StatusFailed, "could not queue the snapshots", nil)
-		_ = tasks.Withdraw(in.o.Inspector, lane, j.ID, indexes(len(j.Spec.TimePoints)), true)
-		return err
 	}
 	return nil
 }

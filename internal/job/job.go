@@ -41,10 +41,22 @@ const (
 	SnapshotRunning   SnapshotStatus = "running"
 	SnapshotCompleted SnapshotStatus = "completed"
 	SnapshotFailed    SnapshotStatus = "failed"
+	// SnapshotCanceled: the job was canceled before the snapshot finished.
+	SnapshotCanceled SnapshotStatus = "canceled"
+	// SnapshotExpired: the job ended (at its deadline, or when its
+	// aggregation could not wait) before the snapshot finished.
+	SnapshotExpired SnapshotStatus = "expired"
 )
 
-// Done reports whether the snapshot has its final outcome.
+// Done reports whether the snapshot has its final outcome from the model
+// (answered, or failed for good); only such snapshots count towards fan-in.
 func (s SnapshotStatus) Done() bool { return s == SnapshotCompleted || s == SnapshotFailed }
+
+// Terminal reports whether the snapshot will not change again: done, or
+// stopped when its job ended.
+func (s SnapshotStatus) Terminal() bool {
+	return s.Done() || s == SnapshotCanceled || s == SnapshotExpired
+}
 
 // Complexity sets how long and detailed the answers are.
 type Complexity string

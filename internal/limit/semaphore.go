@@ -34,8 +34,11 @@ type Waker interface {
 	Watch(name string) (<-chan struct{}, func())
 }
 
-// DefaultLeaseTTL is how long a lease lives without renewal.
-const DefaultLeaseTTL = 30 * time.Second
+// DefaultLeaseTTL is how long a lease lives without renewal: short, so
+// that the slots of a worker that died come back within seconds (its
+// replacement needs them at once), and three renewals long, so that a
+// Redis outage of a few seconds does not lose the leases of live holders.
+const DefaultLeaseTTL = 6 * time.Second
 
 // Semaphore caps the leases held at once on one name, across all processes
 // that share the Redis. A lease expires TTL after its last renewal, so that

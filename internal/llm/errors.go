@@ -18,14 +18,21 @@ var (
 	ErrTimeout = errors.New("llm call timed out")
 	// ErrBrokenStream: the stream ended before the model finished.
 	ErrBrokenStream = errors.New("llm stream broke off")
-	// ErrBadAnswer: the provider answered with something unusable.
+	// ErrBadAnswer: the provider answered with something unusable (no
+	// choices, or an answer the request's Validate rejected). The provider
+	// works, so it is no breaker failure; a gateway asks again within the
+	// call as Policy.RetryBadAnswer says, and after that it is permanent
+	// (Retryable is false): the queue does not run the work again for it.
 	ErrBadAnswer = errors.New("llm answer unusable")
 	// ErrNoCapacity: no capacity at the provider within the wait allowed
 	// (its in-flight cap, requests or tokens per minute). No request was
 	// sent; the work should be handed back and tried again later.
 	ErrNoCapacity = errors.New("no provider capacity")
-	// ErrCircuitOpen: the circuit breaker of the model is open after
-	// repeated failures; no request was sent.
+	// ErrCircuitOpen: the circuit breakers of the call's models (the model
+	// and its fallbacks) refused it for as long as it could wait, after
+	// repeated failures of the providers; no request was sent. Like
+	// ErrNoCapacity, the work should be handed back and tried again later,
+	// after the hint RetryAfter gives.
 	ErrCircuitOpen = errors.New("circuit breaker open")
 )
 
@@ -125,10 +132,13 @@ func classify(ctx context.Context, err error) error {
 
 // Retryable reports whether err may go away on another attempt: throttling
 // (429), request timeout (408), server errors (5xx), timeouts, broken
-// streams, network errors, no capacity and an open circuit breaker. Other 4xx answers, cancellation by the caller
-// and unusable answers are permanent.
+// streams, network errors, no capacity and an open circuit breaker. Other
+// 4xx answers, cancellation by the caller and unusable answers
+// (ErrBadAnswer, whatever its validator's error wraps) are permanent.
 func Retryable(err error) bool {
-	if err == nil {
+	if err == nil || errors.Is(err, ErrBadAnswer) {
+		// A validator's error may wrap anything (an io.EOF of its decoder):
+		// the kind decides, and another request is the gateway's one retry.
 		return false
 	}
 	var se *StatusError

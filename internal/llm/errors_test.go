@@ -37,6 +37,7 @@ func TestRetryable(t *testing.T) {
 		{"ErrBrokenStream", ErrBrokenStream, true},
 		{"wrapped ErrBrokenStream", fmt.Errorf("%w: %w", ErrBrokenStream, io.ErrUnexpectedEOF), true},
 		{"ErrBadAnswer", ErrBadAnswer, false},
+		{"ErrBadAnswer of a validator whose error wraps io.EOF", fmt.Errorf("%w: decode: %w", ErrBadAnswer, io.EOF), false},
 		{"context.Canceled", context.Canceled, false},
 		{"wrapped context.Canceled", fmt.Errorf("call: %w", context.Canceled), false},
 		{"context.DeadlineExceeded", context.DeadlineExceeded, false},

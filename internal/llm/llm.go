@@ -105,6 +105,13 @@ type Request struct {
 	Temperature float32
 	// JSON asks for a JSON object answer (response_format json_object).
 	JSON bool
+	// Validate, if set, tells whether an answer of a non-streamed call is
+	// usable (e.g. it parses). A Client ignores it; a gateway's Complete
+	// runs it on each answer, in the call's goroutine before it returns,
+	// and a non-nil error makes that answer a failure of kind ErrBadAnswer
+	// that is asked again as Policy.RetryBadAnswer says. Streams ignore it:
+	// their text has reached the caller before the answer is whole.
+	Validate func(text string) error
 }
 
 // Response is a finished completion.

@@ -78,7 +78,12 @@ func TestQueueDelay(t *testing.T) {
 		{"no capacity, no hint", 0, ErrNoCapacity, time.Second, 1500 * time.Millisecond},
 		{"no capacity, hint", 7, WithRetryAfter(ErrNoCapacity, 2*time.Second), 2 * time.Second, 3 * time.Second},
 		{"no capacity, short hint", 0, WithRetryAfter(ErrNoCapacity, 10*time.Millisecond), time.Second, time.Second},
-		{"breaker open", 0, WithRetryAfter(ErrCircuitOpen, 10*time.Second), 10 * time.Second, 12 * time.Second},
+		// An open breaker's hand-back: like no capacity, its hint and up to
+		// half again, however often it came back.
+		{"breaker open: back within 5 s to meet the trial", 0, WithRetryAfter(ErrCircuitOpen, 10*time.Second), 5 * time.Second, 7500 * time.Millisecond},
+		{"breaker open, often", 9, WithRetryAfter(ErrCircuitOpen, 2*time.Second), 2 * time.Second, 3 * time.Second},
+		{"breaker open, no hint", 0, fmt.Errorf("call: %w", ErrCircuitOpen), time.Second, 1500 * time.Millisecond},
+		{"breaker open, huge hint capped", 0, WithRetryAfter(ErrCircuitOpen, time.Hour), 5 * time.Second, 7500 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		for range 20 {
@@ -87,6 +92,35 @@ func TestQueueDelay(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+func TestRetryBadAnswer(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		p        Policy
+		rejected int
+		want     bool
+	}{
+		{"default: the first rejected answer is asked again", DefaultPolicy(3, time.Second), 1, true},
+		{"default: not the second", DefaultPolicy(3, time.Second), 2, false},
+		{"default, whatever MaxAttempts", DefaultPolicy(1, time.Second), 1, true},
+		{"none", Policy{MaxAttempts: 3}, 1, false},
+		{"two", Policy{BadAnswerRetries: 2}, 2, true},
+		{"two, third", Policy{BadAnswerRetries: 2}, 3, false},
+		{"nothing rejected", DefaultPolicy(3, time.Second), 0, false},
+	}
+	for _, tt := range tests {
+		if got := tt.p.RetryBadAnswer(tt.rejected); got != tt.want {
+			t.Errorf("%s: RetryBadAnswer(%d) = %v, want %v", tt.name, tt.rejected, got, tt.want)
+		}
+	}
+	// The queue does not run the work again for a bad answer: it is
+	// permanent, whatever its validator's error wraps.
+	bad := fmt.Errorf("%w: %w", ErrBadAnswer, io.EOF)
+	if d := (DefaultPolicy(3, time.Second)).Next(bad, 1); d.Retry {
+		t.Errorf("Next(%v) = %+v, want no retry", bad, d)
 	}
 }
 

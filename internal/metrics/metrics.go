@@ -64,10 +64,10 @@ var (
 	}, []string{"provider", "model", "outcome"})
 
 	// LLMRequests counts requests to providers by outcome (ok or the
-	// error's kind).
+	// error's kind; see the Outcome* constants).
 	LLMRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timetravel_llm_requests_total",
-		Help: "Requests to LLM providers by provider, model and outcome: ok, rate_limited, server_error, client_error, timeout, broken_stream, canceled, error.",
+		Help: "Requests to LLM providers by provider, model and outcome: ok, rate_limited, server_error, client_error, timeout, broken_stream, bad_answer, canceled, error.",
 	}, []string{"provider", "model", "outcome"})
 
 	// LLMTimeToFirstToken is the time to the first text of streamed answers.
@@ -97,6 +97,22 @@ var (
 		Help:    "Time waited for provider capacity (in-flight cap, RPM, TPM), by provider and result: admitted, gave_up.",
 		Buckets: LatencyBuckets,
 	}, []string{"provider", "result"})
+
+	// BreakerWait is the time calls spent waiting for a circuit breaker of
+	// their chain to admit them, when every one refused, by result:
+	// admitted or gave_up (the work went back to the queue).
+	BreakerWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "timetravel_llm_breaker_wait_seconds",
+		Help:    "Time LLM calls waited for a circuit breaker of their chain to admit them when every one was open, by result: admitted, gave_up.",
+		Buckets: LatencyBuckets,
+	}, []string{"result"})
+
+	// ReapedTasks counts the claimed work of dead workers (their liveness
+	// lease expired) that a reaper put back on the queue.
+	ReapedTasks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "timetravel_reaped_tasks_total",
+		Help: "Work claimed by workers whose liveness lease expired, re-enqueued by a reaper.",
+	})
 
 	// CapacityGiveUps counts capacity waits that ended without capacity
 	// (the work went back to the queue).
@@ -177,15 +193,16 @@ func RegisterAPI(reg prometheus.Registerer) {
 }
 
 // RegisterWorker registers the worker's collectors on reg: the Go runtime
-// and process collectors, jobs, stages, LLM requests, breakers, capacity
-// waits, webhooks and, with insp, asynq's queue metrics (asynq_*).
+// and process collectors, jobs, stages, LLM requests, breakers and their
+// waits, capacity waits, webhooks, reaped work and, with insp, asynq's
+// queue metrics (asynq_*).
 func RegisterWorker(reg prometheus.Registerer, insp *asynq.Inspector) {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		JobDuration, StageDuration,
 		LLMRequestDuration, LLMRequests, LLMTimeToFirstToken, LLMTokens,
-		BreakerState, CapacityWait, CapacityGiveUps, WebhookDeliveries,
+		BreakerState, BreakerWait, CapacityWait, CapacityGiveUps, WebhookDeliveries, ReapedTasks,
 		CacheLookups, CacheCallsSaved, JobsJoined,
 	)
 	if insp != nil {
@@ -213,49 +230,86 @@ func ObserveJob(status string, stages map[string]int64, snapshots []int64) {
 
 func seconds(ms int64) float64 { return float64(ms) / 1000 }
 
-// ObserveLLMRequest records one request to a provider.
-func ObserveLLMRequest(provider, model string, d time.Duration, firstToken time.Duration, streamed bool, promptTokens, completionTokens int, err error) {
-	outcome := Outcome(err)
-	LLMRequests.WithLabelValues(provider, model, outcome).Inc()
-	LLMRequestDuration.WithLabelValues(provider, model, outcome).Observe(d.Seconds())
-	if streamed && firstToken > 0 {
-		LLMTimeToFirstToken.WithLabelValues(provider, model).Observe(firstToken.Seconds())
+// Outcomes of LLM requests: the values of the outcome label of
+// LLMRequests and LLMRequestDuration.
+const (
+	OutcomeOK           = "ok"
+	OutcomeRateLimited  = "rate_limited"  // 429
+	OutcomeServerError  = "server_error"  // 5xx
+	OutcomeClientError  = "client_error"  // other 4xx
+	OutcomeTimeout      = "timeout"       // 408, or no (whole) answer in the time allowed
+	OutcomeBrokenStream = "broken_stream" // the answer broke off
+	// OutcomeBadAnswer: the provider answered, and the answer was unusable
+	// (llm.ErrBadAnswer: rejected by the request's validator, or empty).
+	OutcomeBadAnswer = "bad_answer"
+	// OutcomeCanceled: the caller stopped the request (its context ended:
+	// the job was canceled or reached its deadline; or it could not take
+	// the text). It says nothing about the provider.
+	OutcomeCanceled = "canceled"
+	OutcomeError    = "error" // anything else (network errors)
+)
+
+// LLMRequest is one request to a provider, as ObserveLLMRequest records it.
+type LLMRequest struct {
+	Provider, Model string
+	// Outcome is one of the Outcome* constants: Outcome(err), unless the
+	// caller knows better (a request its caller stopped is
+	// OutcomeCanceled whatever error it ended with).
+	Outcome string
+	// Duration is from sending the request to its end; FirstToken to its
+	// first text (observed for streamed requests only).
+	Duration, FirstToken           time.Duration
+	Streamed                       bool
+	PromptTokens, CompletionTokens int
+}
+
+// ObserveLLMRequest records one request to a provider: its count and
+// duration by outcome, its time to first token and its tokens.
+func ObserveLLMRequest(r LLMRequest) {
+	LLMRequests.WithLabelValues(r.Provider, r.Model, r.Outcome).Inc()
+	LLMRequestDuration.WithLabelValues(r.Provider, r.Model, r.Outcome).Observe(r.Duration.Seconds())
+	if r.Streamed && r.FirstToken > 0 {
+		LLMTimeToFirstToken.WithLabelValues(r.Provider, r.Model).Observe(r.FirstToken.Seconds())
 	}
-	if promptTokens > 0 {
-		LLMTokens.WithLabelValues(provider, model, "in").Add(float64(promptTokens))
+	if r.PromptTokens > 0 {
+		LLMTokens.WithLabelValues(r.Provider, r.Model, "in").Add(float64(r.PromptTokens))
 	}
-	if completionTokens > 0 {
-		LLMTokens.WithLabelValues(provider, model, "out").Add(float64(completionTokens))
+	if r.CompletionTokens > 0 {
+		LLMTokens.WithLabelValues(r.Provider, r.Model, "out").Add(float64(r.CompletionTokens))
 	}
 }
 
-// Outcome names the kind of an LLM request's error; "ok" for nil.
+// Outcome names the kind of an LLM request's error by the error alone;
+// OutcomeOK for nil. It cannot tell who ended a request: a caller that
+// knows its context ended records OutcomeCanceled instead (see package
+// gateway), since a bare context.DeadlineExceeded here reads as a timeout.
 func Outcome(err error) string {
 	var se *llm.StatusError
 	switch {
 	case err == nil:
-		return "ok"
+		return OutcomeOK
+	case errors.Is(err, llm.ErrBadAnswer):
+		// First: a validator's error may wrap anything.
+		return OutcomeBadAnswer
 	case errors.As(err, &se):
 		switch {
 		case se.StatusCode == http.StatusTooManyRequests:
-			return "rate_limited"
+			return OutcomeRateLimited
 		case se.StatusCode >= 500:
-			return "server_error"
+			return OutcomeServerError
 		case se.StatusCode == http.StatusRequestTimeout:
-			return "timeout"
+			return OutcomeTimeout
 		default:
-			return "client_error"
+			return OutcomeClientError
 		}
 	case errors.Is(err, llm.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
+		return OutcomeTimeout
 	case errors.Is(err, llm.ErrBrokenStream):
-		return "broken_stream"
+		return OutcomeBrokenStream
 	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, llm.ErrBadAnswer):
-		return "bad_answer"
+		return OutcomeCanceled
 	}
-	return "error"
+	return OutcomeError
 }
 
 // BreakerStateValue maps a breaker state's name (closed, half-open, open)

@@ -1,6 +1,10 @@
 // Package redisproc starts a throwaway redis-server process on a free loopback
-// port, for tests, the demo and benchmarks. It never touches a Redis that it
-// did not start.
+// port, for tests, the demo, benchmarks and the chaos suite. It never touches
+// a Redis that it did not start.
+//
+// A Server can be stopped (SHUTDOWN or SIGKILL) and started again on the same
+// port and directory, with its data or empty, so that clients configured with
+// its address meet a Redis outage and then the same Redis again.
 package redisproc
 
 import (
@@ -8,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -19,15 +24,48 @@ import (
 	"time"
 )
 
-// Server is a running redis-server child process.
+// File names of the server's data in its directory.
+const (
+	aofDir  = "appendonlydir"
+	aofName = "appendonly.aof"
+	rdbName = "dump.rdb"
+)
+
+// ErrStopped is returned by Restart and RestartEmpty after Stop: a stopped
+// Server is never started again.
+var ErrStopped = errors.New("redisproc: server was stopped")
+
+// Options configure StartWith.
+type Options struct {
+	// AOF turns on the append-only file with appendfsync always: every
+	// write Redis acknowledged is on disk before the answer, so a restart
+	// after SHUTDOWN or SIGKILL has all of it. Off (the default), the
+	// server keeps nothing on disk and a restart always comes back empty.
+	AOF bool
+}
+
+// Server is a redis-server child process on a fixed loopback address.
 type Server struct {
-	// Addr is host:port of the server on loopback.
+	// Addr is host:port of the server on loopback. It stays the same
+	// across Restart.
 	Addr string
-	cmd  *exec.Cmd
+
+	bin  string
 	dir  string
-	done chan struct{}
-	stop sync.Once
-	err  error
+	port int
+	opts Options
+
+	mu      sync.Mutex
+	p       *process // the current (or last) process
+	stopped bool
+}
+
+// process is one run of redis-server.
+type process struct {
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error
 }
 
 // URL returns the redis:// URL of database db on the server.
@@ -58,10 +96,51 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Start launches redis-server on a free loopback port with persistence off,
-// working directory dir (created when missing), and returns once it answers
-// PING. The process is killed if ctx ends before that. Stop it with Stop.
+// serverPort returns a free port below the kernel's ephemeral range when
+// there is room for one, else any free port. While the server is down its
+// clients keep dialling it, and the kernel may hand a port of the
+// ephemeral range to one of those dials as its source port; a port outside
+// that range can always be bound again by Restart.
+func serverPort() (int, error) {
+	lo := ephemeralLow()
+	const floor = 10000
+	if lo-floor >= 1000 {
+		for range 50 {
+			p := floor + rand.IntN(lo-floor)
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err == nil {
+				l.Close()
+				return p, nil
+			}
+		}
+	}
+	return FreePort()
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or 0 when
+// it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
+}
+
+// Start launches redis-server with persistence off; see StartWith.
 func Start(ctx context.Context, dir string) (*Server, error) {
+	return StartWith(ctx, dir, Options{})
+}
+
+// StartWith launches redis-server on a free loopback port with working
+// directory dir (created when missing) and returns once it answers PING.
+// The process is killed if ctx ends before that. Stop it with Stop.
+func StartWith(ctx context.Context, dir string, o Options) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -71,12 +150,14 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := FreePort()
+		port, err := serverPort()
 		if err != nil {
 			return nil, err
 		}
-		s, err := start(ctx, bin, dir, port)
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), bin: bin, dir: dir, port: port, opts: o}
+		p, err := s.launch(ctx)
 		if err == nil {
+			s.p = p
 			return s, nil
 		}
 		lastErr = err
@@ -87,25 +168,33 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 	return nil, fmt.Errorf("start redis-server: %w", lastErr)
 }
 
-func start(ctx context.Context, bin, dir string, port int) (*Server, error) {
-	logPath := filepath.Join(dir, fmt.Sprintf("redis-%d.log", port))
-	cmd := exec.Command(bin,
-		"--port", strconv.Itoa(port),
+// launch starts one process on s.port and waits for PING.
+func (s *Server) launch(ctx context.Context) (*process, error) {
+	logPath := filepath.Join(s.dir, fmt.Sprintf("redis-%d.log", s.port))
+	args := []string{
+		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
-		"--appendonly", "no",
-		"--dir", dir,
+		"--dir", s.dir,
+		"--dbfilename", rdbName,
 		"--logfile", logPath,
 		"--maxclients", "20000",
 		"--databases", "1024",
 		"--protected-mode", "yes",
-	)
+	}
+	if s.opts.AOF {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always",
+			"--appenddirname", aofDir, "--appendfilename", aofName)
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("exec %s: %w", bin, err)
+		return nil, fmt.Errorf("exec %s: %w", s.bin, err)
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, dir: dir, done: make(chan struct{})}
-	go func() { s.err = cmd.Wait(); close(s.done) }()
+	p := &process{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
 
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
@@ -113,16 +202,16 @@ func start(ctx context.Context, bin, dir string, port int) (*Server, error) {
 	defer tick.Stop()
 	for {
 		if ping(s.Addr) == nil {
-			return s, nil
+			return p, nil
 		}
 		select {
-		case <-s.done:
-			return nil, fmt.Errorf("redis-server exited at start (%v): %s", s.err, tail(logPath))
+		case <-p.done:
+			return nil, fmt.Errorf("redis-server exited at start (%v): %s", p.err, tail(logPath))
 		case <-ctx.Done():
-			s.Stop()
+			p.kill()
 			return nil, ctx.Err()
 		case <-deadline.C:
-			s.Stop()
+			p.kill()
 			return nil, errors.New("redis-server did not answer PING within 10s: " + tail(logPath))
 		case <-tick.C:
 		}
@@ -161,19 +250,150 @@ func tail(path string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// Stop terminates the server and waits for it to exit. It is safe to call
-// more than once.
-func (s *Server) Stop() {
-	s.stop.Do(func() {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
-	})
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
-// Pid returns the server's process id.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
+// kill sends SIGKILL and waits for the exit.
+func (p *process) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// current returns the current (or last) process.
+func (s *Server) current() *process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
+}
+
+// Running reports whether the server's process is running.
+func (s *Server) Running() bool {
+	return !s.current().exited()
+}
+
+// Shutdown sends the SHUTDOWN command, as an operator would, and returns
+// once the process has exited: with AOF, every acknowledged write is then
+// on disk. If the process has not exited when ctx ends it is killed and
+// ctx's error returned. Shutting down a server that is not running does
+// nothing.
+func (s *Server) Shutdown(ctx context.Context) error {
+	p := s.current()
+	if p.exited() {
+		return nil
+	}
+	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		return fmt.Errorf("redisproc: shutdown: %w", err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Write([]byte("SHUTDOWN\r\n"))
+	if err == nil {
+		// Redis closes the connection without an answer when it goes;
+		// an answer is an error such as "-ERR Errors trying to SHUTDOWN".
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if strings.HasPrefix(line, "-") {
+			err = fmt.Errorf("redisproc: shutdown: %s", strings.TrimSpace(line))
+		}
+	}
+	c.Close()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		p.kill()
+		return fmt.Errorf("redisproc: shutdown: %w", ctx.Err())
+	}
+}
+
+// Kill sends SIGKILL to the server, as a crash would, and returns once it
+// has exited. Without AOF its data is gone; with AOF (appendfsync always)
+// every acknowledged write survives. Killing a server that is not running
+// does nothing.
+func (s *Server) Kill() {
+	if p := s.current(); !p.exited() {
+		p.kill()
+	}
+}
+
+// Restart starts the server again on the same port and directory, with the
+// data it left on disk (all acknowledged writes with AOF, nothing without),
+// and returns once it answers PING. The server must not be running (stop
+// it with Shutdown or Kill first). The port may be busy for a moment after
+// the old process went, so binding it is tried again until ctx ends.
+func (s *Server) Restart(ctx context.Context) error {
+	return s.restart(ctx, false)
+}
+
+// RestartEmpty deletes the server's data files, then starts it again like
+// Restart: the clients find the same address and no data at all, as after
+// a failover to an empty replica or a FLUSHALL.
+func (s *Server) RestartEmpty(ctx context.Context) error {
+	return s.restart(ctx, true)
+}
+
+func (s *Server) restart(ctx context.Context, empty bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return ErrStopped
+	}
+	if !s.p.exited() {
+		return errors.New("redisproc: restart: server still running (Shutdown or Kill it first)")
+	}
+	if empty {
+		for _, name := range []string{aofDir, rdbName} {
+			if err := os.RemoveAll(filepath.Join(s.dir, name)); err != nil {
+				return fmt.Errorf("redisproc: remove data: %w", err)
+			}
+		}
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		p, err := s.launch(ctx)
+		if err == nil {
+			s.p = p
+			return nil
+		}
+		if !strings.Contains(err.Error(), "in use") {
+			return fmt.Errorf("redisproc: restart: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redisproc: restart: %w (last: %v)", ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop terminates the server and waits for it to exit; it is never started
+// again. It is safe to call more than once and on a server that is down.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	s.stopped = true
+	p := s.p
+	s.mu.Unlock()
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		p.kill()
+	}
+}
+
+// Pid returns the process id of the server's current (or last) process.
+func (s *Server) Pid() int { return s.current().cmd.Process.Pid }

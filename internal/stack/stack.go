@@ -1,6 +1,7 @@
 // Package stack runs the whole time-travel service as real processes on
 // loopback: a throwaway redis-server, optionally the LLM simulator, any number
-// of workers and the api. Integration tests, the demo and benchmarks use it.
+// of workers and one or more api replicas. Integration tests, the demo,
+// benchmarks and the chaos suite use it.
 //
 // Build compiles the binaries; Start launches them, each on a free
 // 127.0.0.1 port, configured through environment variables only, and returns
@@ -134,6 +135,14 @@ type Options struct {
 	Dir string
 	// Workers is the number of worker processes (default 1; negative: none).
 	Workers int
+	// APIs is the number of api replicas (default 1). Each listens on a
+	// port of its own and shares the one Redis, so that any replica can
+	// serve any job.
+	APIs int
+	// RedisAOF runs Redis with the append-only file, fsynced at every
+	// write, so that Redis can be killed and restarted with its data
+	// (Stack.Redis.Kill, Restart). Off, a restart comes back empty.
+	RedisAOF bool
 	// Sim starts the LLM simulator and points the workers at it. It also
 	// keeps OPENAI_*, LLM_* and REDIS_URL of this process' environment away
 	// from the children.
@@ -152,20 +161,26 @@ type Options struct {
 }
 
 // Stack is a running service. Its fields must not be changed; Workers grows
-// with StartWorker.
+// with StartWorker and APIs with StartAPI.
 type Stack struct {
 	// RedisURL is database 0 of the stack's Redis.
 	RedisURL string
-	// APIURL is the api's root, e.g. http://127.0.0.1:PORT.
+	// APIURL is the first api replica's root, e.g. http://127.0.0.1:PORT.
 	APIURL string
 	// SimURL is the simulator's root (without /v1) when Sim is set.
 	SimURL string
-	Redis  *redisproc.Server
-	API    *Proc
-	Sim    *Proc
+	// Redis is the stack's redis-server. It may be stopped and restarted
+	// on the same address while the other processes run.
+	Redis *redisproc.Server
+	// API is the first api replica (APIs[0]).
+	API *Proc
+	Sim *Proc
 	// Workers are the worker processes, in start order. Use WorkerList to
 	// read it while StartWorker may run.
 	Workers []*Proc
+	// APIs are the api replicas, in start order. Use APIList to read it
+	// while StartAPI may run.
+	APIs []*Proc
 
 	opts     Options
 	binDir   string
@@ -174,11 +189,13 @@ type Stack struct {
 	outMu    sync.Mutex
 	mu       sync.Mutex
 	nWorker  int
+	nAPI     int
 	stopOnce sync.Once
 }
 
 // Start launches redis-server, the simulator (with Sim), the workers and the
-// api, in this order, and returns once each answers its readiness endpoint.
+// api replicas, in this order, and returns once each answers its readiness
+// endpoint.
 // It fails, stopping whatever it started, when a process exits early
 // (the error holds the end of its log), is not ready within Options.ReadyTimeout, or
 // ctx ends. ctx only bounds the start: the processes run until Stop.
@@ -211,7 +228,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}
 
-	s.Redis, err = redisproc.Start(ctx, filepath.Join(s.dir, "redis"))
+	s.Redis, err = redisproc.StartWith(ctx, filepath.Join(s.dir, "redis"), redisproc.Options{AOF: opts.RedisAOF})
 	if err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
@@ -233,10 +250,12 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
-	s.API, err = s.startProc(ctx, BinAPI, "api", "API_ADDR", "/readyz", opts.APIEnv, s.simDefaults(false))
-	if err != nil {
-		return nil, err
+	for range max(opts.APIs, 1) {
+		if _, err := s.StartAPI(ctx); err != nil {
+			return nil, err
+		}
 	}
+	s.API = s.APIs[0]
 	s.APIURL = "http://" + s.API.Addr
 	return s, nil
 }
@@ -258,11 +277,17 @@ func (s *Stack) Dir() string { return s.dir }
 // StartWorker starts one more worker and returns once it is ready. Its name
 // is worker-N, N counting from 1.
 func (s *Stack) StartWorker(ctx context.Context) (*Proc, error) {
+	return s.StartWorkerEnv(ctx, nil)
+}
+
+// StartWorkerEnv is StartWorker with env added to this worker's
+// environment, over Options.WorkerEnv (e.g. a provider URL of its own).
+func (s *Stack) StartWorkerEnv(ctx context.Context, env map[string]string) (*Proc, error) {
 	s.mu.Lock()
 	s.nWorker++
 	name := fmt.Sprintf("worker-%d", s.nWorker)
 	s.mu.Unlock()
-	p, err := s.startProc(ctx, BinWorker, name, "WORKER_ADDR", "/readyz", s.opts.WorkerEnv, s.simDefaults(true))
+	p, err := s.startProc(ctx, BinWorker, name, "WORKER_ADDR", "/readyz", overlay(s.opts.WorkerEnv, env), s.simDefaults(true))
 	if err != nil {
 		return nil, err
 	}
@@ -270,6 +295,57 @@ func (s *Stack) StartWorker(ctx context.Context) (*Proc, error) {
 	s.Workers = append(s.Workers, p)
 	s.mu.Unlock()
 	return p, nil
+}
+
+// StartAPI starts one more api replica and returns once it is ready. The
+// first is named api, the next api-2, api-3 and so on.
+func (s *Stack) StartAPI(ctx context.Context) (*Proc, error) {
+	s.mu.Lock()
+	s.nAPI++
+	name := "api"
+	if s.nAPI > 1 {
+		name = fmt.Sprintf("api-%d", s.nAPI)
+	}
+	s.mu.Unlock()
+	p, err := s.startProc(ctx, BinAPI, name, "API_ADDR", "/readyz", s.opts.APIEnv, s.simDefaults(false))
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.APIs = append(s.APIs, p)
+	s.mu.Unlock()
+	return p, nil
+}
+
+// APIList returns a copy of APIs, safe to call while StartAPI runs.
+func (s *Stack) APIList() []*Proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.APIs)
+}
+
+// APIURLs returns the root URL of every api replica, in start order.
+func (s *Stack) APIURLs() []string {
+	var out []string
+	for _, p := range s.APIList() {
+		out = append(out, "http://"+p.Addr)
+	}
+	return out
+}
+
+// overlay returns a copy of base with over's entries on top.
+func overlay(base, over map[string]string) map[string]string {
+	if len(over) == 0 {
+		return base
+	}
+	m := make(map[string]string, len(base)+len(over))
+	for k, v := range base {
+		m[k] = v
+	}
+	for k, v := range over {
+		m[k] = v
+	}
+	return m
 }
 
 // simDefaults are the variables that point a worker at the simulator
@@ -296,16 +372,17 @@ func (s *Stack) WorkerList() []*Proc {
 	return slices.Clone(s.Workers)
 }
 
-// Stop stops the api, then the workers (concurrently), then the simulator,
-// each with SIGTERM and, after StopTimeout, SIGKILL; then Redis. It removes
-// the directory when Start made it. It is safe to call more than once and on
-// a partly started stack.
+// Stop stops the api replicas, then the workers (each kind concurrently),
+// then the simulator, each with SIGTERM and, after StopTimeout, SIGKILL;
+// then Redis. It removes the directory when Start made it. It is safe to
+// call more than once and on a partly started stack.
 func (s *Stack) Stop() {
 	s.stopOnce.Do(func() {
-		if s.API != nil {
-			s.API.Stop()
-		}
 		var wg sync.WaitGroup
+		for _, a := range s.APIList() {
+			wg.Go(a.Stop)
+		}
+		wg.Wait()
 		for _, w := range s.WorkerList() {
 			wg.Go(w.Stop)
 		}
@@ -426,7 +503,9 @@ func (s *Stack) spawn(path, name, addr string, environ []string) (*Proc, error) 
 		p.logFile = f
 		out = f
 	}
-	w := io.MultiWriter(out, p.tail)
+	// The tail first: whoever reads a line from out can then find it in
+	// LogTail too.
+	w := io.MultiWriter(p.tail, out)
 	cmd := exec.Command(path)
 	cmd.Env = environ
 	cmd.Dir = s.dir
@@ -459,7 +538,7 @@ func (s *Stack) spawn(path, name, addr string, environ []string) (*Proc, error) 
 
 // Proc is a child process of a Stack.
 type Proc struct {
-	// Name is "api", "llmsim" or "worker-N".
+	// Name is "api", "api-N", "llmsim" or "worker-N".
 	Name string
 	// Addr is the host:port it listens on.
 	Addr string

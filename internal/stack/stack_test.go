@@ -22,7 +22,8 @@ import (
 // The test binary doubles as fake api, worker and llmsim binaries: Start runs
 // it through symlinks named after them. A fake listens on its address
 // variable, answers its readiness path, and shows its environment at /env.
-// FAKE_MODE=exit makes it fail at start; FAKE_MODE=unready keeps it unready.
+// FAKE_MODE=exit makes it fail at start; FAKE_MODE=unready keeps it unready
+// and prints "fake ROLE unready" once it has answered a readiness probe.
 func TestMain(m *testing.M) {
 	switch role := filepath.Base(os.Args[0]); role {
 	case BinAPI, BinWorker, BinSim:
@@ -49,9 +50,11 @@ func runFake(role string) int {
 		return 1
 	}
 	mux := http.NewServeMux()
+	var probed sync.Once
 	mux.HandleFunc("GET "+ready, func(w http.ResponseWriter, r *http.Request) {
 		if os.Getenv("FAKE_MODE") == "unready" {
 			w.WriteHeader(http.StatusServiceUnavailable)
+			probed.Do(func() { fmt.Printf("fake %s unready\n", role) })
 			return
 		}
 		fmt.Fprintln(w, "ok")
@@ -268,7 +271,6 @@ func TestStartFailures(t *testing.T) {
 		want []string
 	}{
 		{"exits at start", Options{WorkerEnv: map[string]string{"FAKE_MODE": "exit"}}, []string{"worker-1 exited before it was ready", "boom: cannot start"}},
-		{"never ready", Options{APIEnv: map[string]string{"FAKE_MODE": "unready"}, ReadyTimeout: 300 * time.Millisecond}, []string{"api not ready", "fake api starting"}},
 		{"missing binary", Options{BinDir: "nowhere"}, []string{"binary api"}},
 	}
 	for _, tt := range tests {
@@ -291,6 +293,108 @@ func TestStartFailures(t *testing.T) {
 	}
 }
 
+// errProbed ends Start in TestStartNeverReady.
+var errProbed = errors.New("the fake api answered its readiness probe with 503")
+
+// An api that never becomes ready fails Start with its log. The test does
+// not race a short readiness timeout against the machine's speed: it ends
+// the wait itself once the fake api has provably answered a probe with
+// 503, and every readiness wait is far longer than any start.
+func TestStartNeverReady(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
+	out := &lineWatch{line: "[api] fake api unready\n", seen: make(chan struct{})}
+	go func() {
+		select {
+		case <-out.seen:
+			cancel(errProbed)
+		case <-ctx.Done():
+		}
+	}()
+	s, err := Start(ctx, Options{
+		BinDir: fakeBins(t), Dir: t.TempDir(),
+		APIEnv: map[string]string{"FAKE_MODE": "unready"}, Output: out,
+		ReadyTimeout: time.Hour,
+	})
+	if err == nil {
+		s.Stop()
+		t.Fatal("no error")
+	}
+	if !errors.Is(err, errProbed) {
+		t.Errorf("error %v, want the test's cancellation after the probe", err)
+	}
+	for _, w := range []string{"api not ready", "fake api starting", "fake api unready"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q: %v", w, err)
+		}
+	}
+}
+
+// Options.ReadyTimeout bounds the wait. An api that is never ready can only
+// end in that timeout, however slow the machine, so the outcome does not
+// depend on timing; nothing else (no worker, no simulator) is subject to
+// the short timeout.
+func TestStartReadyTimeout(t *testing.T) {
+	s, err := Start(t.Context(), Options{
+		BinDir: fakeBins(t), Dir: t.TempDir(), Workers: -1,
+		APIEnv: map[string]string{"FAKE_MODE": "unready"}, ReadyTimeout: 100 * time.Millisecond,
+	})
+	if err == nil {
+		s.Stop()
+		t.Fatal("no error")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "api not ready") {
+		t.Errorf("error %v, want the api's readiness timeout", err)
+	}
+}
+
+// Two api replicas and a worker with an environment of its own.
+func TestAPIReplicasAndWorkerEnv(t *testing.T) {
+	s, err := Start(t.Context(), Options{
+		BinDir: fakeBins(t), Dir: t.TempDir(), APIs: 2, Workers: -1, Sim: true,
+		WorkerEnv: map[string]string{"X": "all", "Y": "all"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	apis := s.APIList()
+	if len(apis) != 2 || apis[0] != s.API || apis[0].Name != "api" || apis[1].Name != "api-2" || apis[0].Addr == apis[1].Addr {
+		t.Fatalf("replicas %+v", apis)
+	}
+	if urls := s.APIURLs(); len(urls) != 2 || urls[0] != s.APIURL || urls[1] != "http://"+apis[1].Addr {
+		t.Errorf("urls %v", urls)
+	}
+	for _, a := range apis {
+		if e := childEnv(t, a); e["API_ADDR"] != a.Addr || e["REDIS_URL"] != s.RedisURL {
+			t.Errorf("%s env: %v", a.Name, e)
+		}
+	}
+	w, err := s.StartWorkerEnv(t.Context(), map[string]string{"Y": "own", "OPENAI_BASE_URL": "http://proxy/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := childEnv(t, w)
+	if e["X"] != "all" || e["Y"] != "own" || e["OPENAI_BASE_URL"] != "http://proxy/v1" || e["OPENAI_API_KEY"] != SimAPIKey {
+		t.Errorf("worker env: %v", e)
+	}
+	// A replica killed, another started: the stack keeps both in its list.
+	apis[0].Kill()
+	a3, err := s.StartAPI(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a3.Name != "api-3" || len(s.APIList()) != 3 {
+		t.Errorf("new replica %s, %d replicas", a3.Name, len(s.APIList()))
+	}
+	s.Stop()
+	for _, p := range append(s.APIList(), w) {
+		if !p.Exited() {
+			t.Errorf("%s still running", p.Name)
+		}
+	}
+}
+
 func TestPrefixWriter(t *testing.T) {
 	var buf bytes.Buffer
 	var mu sync.Mutex
@@ -310,6 +414,21 @@ func TestTailBuffer(t *testing.T) {
 	if got := tb.String(); got != "cdefg" {
 		t.Errorf("got %q", got)
 	}
+}
+
+// lineWatch closes seen when a line written to it equals line (with its
+// newline). Writes come from a prefixWriter, a whole line at a time.
+type lineWatch struct {
+	line string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *lineWatch) Write(p []byte) (int, error) {
+	if string(p) == w.line {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
 }
 
 type syncBuffer struct {

@@ -31,6 +31,8 @@ return id
 
 // snapStartScript: ARGV[3] index, ARGV[4] owner, ARGV[5] now ms, ARGV[6]
 // model. Claims the snapshot for this attempt (the newest attempt wins).
+// Idempotent for the owner that holds the claim: a call repeated after a
+// lost reply changes nothing and announces nothing.
 // Returns {'ok', attempt} | {'done', done, n} | {'closed', status} | {'gone'}.
 var snapStartScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -44,11 +46,12 @@ if s.status == 'completed' or s.status == 'failed' then
   local v = redis.call('HMGET', KEYS[1], 'done', 'n')
   return {'done', tonumber(v[1]), tonumber(v[2])}
 end
+if redis.call('HGET', KEYS[1], 'o:' .. ARGV[3]) == ARGV[4] then return {'ok', s.attempts or 1} end
 s.status = 'running'
 s.attempts = (s.attempts or 0) + 1
 if not s.started_at_ms then s.started_at_ms = tonumber(ARGV[5]) end
 s.model = ARGV[6]
-redis.call('HSET', KEYS[1], f, cjson.encode(s), 'o:' .. ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[1], f, cjson.encode(s), 'o:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], 0)
 if st == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running') end
 local d = cjson.encode({index = s.index, date = s.date, label = s.label, attempt = s.attempts})
 redis.call('XADD', KEYS[2], '*', 't', 'snapshot.started', 'd', d)
@@ -104,31 +107,56 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'ok', done, tonumber(v[4])}
 `)
 
-// aggBeginScript: ARGV[3] owner, ARGV[4] now ms, ARGV[5] closed channel. Moves the job to
-// aggregating (closing it to snapshot work) and makes this attempt the owner
-// of the aggregation events. Returns {'ok'} | {'closed', status} | {'gone'}.
+// aggBeginScript: ARGV[3] owner, ARGV[4] now ms, ARGV[5] closed channel.
+// Moves the job to aggregating (closing it to snapshot work) and makes this
+// attempt the owner of the aggregation events. A new owner counts an
+// aggregation attempt and announces it with aggregate.started {attempt}, so
+// that clients drop the narrative text of an attempt that died; the owner
+// that holds the claim may call again (after a lost reply) without effect.
+// Returns {'ok', attempt} | {'closed', status} | {'gone'}.
 var aggBeginScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'status')
+local v = redis.call('HMGET', KEYS[1], 'status', 'o:agg', 'agg_attempt')
+local st = v[1]
 if not st then return {'gone'} end
 if st ~= 'queued' and st ~= 'running' and st ~= 'aggregating' then return {'closed', st} end
-redis.call('HSET', KEYS[1], 'status', 'aggregating', 'o:agg', ARGV[3])
+if v[2] == ARGV[3] then return {'ok', tonumber(v[3]) or 1} end
+local attempt = (tonumber(v[3]) or 0) + 1
+redis.call('HSET', KEYS[1], 'status', 'aggregating', 'o:agg', ARGV[3], 'agg_attempt', attempt, 'q:agg', 0)
 if st ~= 'aggregating' then
   redis.call('HSET', KEYS[1], 'agg_started', ARGV[4])
   redis.call('PUBLISH', ARGV[5], ARGV[2])
 end
-return {'ok'}
+redis.call('XADD', KEYS[2], '*', 't', 'aggregate.started', 'd', cjson.encode({attempt = attempt}))
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {'ok', attempt}
 `)
 
 // emitScript: ARGV[3] statuses allowed (comma-separated, with leading and
 // trailing comma), ARGV[4] owner field, ARGV[5] owner value, ARGV[6] event
-// type, ARGV[7] data. Appends the event only while the job is in an allowed
-// status and the owner field holds the owner value. Returns {'ok', id} |
-// {'stale'} | {'closed', status} | {'gone'}.
+// type, ARGV[7] data, ARGV[8] sequence number (0: none), ARGV[9] part (empty:
+// none), ARGV[10] the part's record. Appends the event only while the job is
+// in an allowed status and the owner field holds the owner value.
+// Exactly once, whatever the retries: a sequenced event (text deltas) is
+// appended only if its number is above the owner's last (field q:<owner
+// field without "o:">, reset when the claim changes hands); a part's event
+// (the terminal event of key changes or of the narrative) only if no event
+// of that part was appended before, by any owner; the part's record (field
+// part:<part>) is kept for a later attempt to reuse. Returns {'ok', id} |
+// {'dup'} | {'stale'} | {'closed', status} | {'gone'}.
 var emitScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'status', ARGV[4])
+local qf = 'q:' .. string.sub(ARGV[4], 3)
+local v = redis.call('HMGET', KEYS[1], 'status', ARGV[4], qf)
 if not v[1] then return {'gone'} end
 if not string.find(ARGV[3], ',' .. v[1] .. ',', 1, true) then return {'closed', v[1]} end
 if v[2] ~= ARGV[5] then return {'stale'} end
+local seq = tonumber(ARGV[8]) or 0
+if seq > 0 then
+  if seq <= (tonumber(v[3]) or 0) then return {'dup'} end
+  redis.call('HSET', KEYS[1], qf, seq)
+end
+if ARGV[9] ~= '' then
+  if redis.call('HSETNX', KEYS[1], 'part:' .. ARGV[9], ARGV[10]) == 0 then return {'dup'} end
+end
 local id = redis.call('XADD', KEYS[2], '*', 't', ARGV[6], 'd', ARGV[7])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'ok', id}
@@ -136,12 +164,28 @@ return {'ok', id}
 
 // finishScript: ARGV[3] final status, ARGV[4] now ms, ARGV[5] error, ARGV[6]
 // aggregate JSON (may be empty), ARGV[7] retention ms, ARGV[8] job.completed
-// data, ARGV[9] closed channel. Ends a job that has not ended. Returns {'ok', id} | {'closed',
-// status} | {'gone'}.
+// data, ARGV[9] closed channel, ARGV[10] the aggregation owner the end is
+// fenced by (empty: none; a cancel or the deadline ends the job whoever
+// owns it), ARGV[11] the status of snapshots that never finished (canceled
+// or expired). Ends a job that has not ended. Returns {'ok', id} |
+// {'closed', status} | {'stale'} | {'gone'}.
 var finishScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'status')
+local v = redis.call('HMGET', KEYS[1], 'status', 'o:agg', 'n')
+local st = v[1]
 if not st then return {'gone'} end
 if st == 'completed' or st == 'partial' or st == 'failed' or st == 'canceled' then return {'closed', st} end
+if ARGV[10] ~= '' and v[2] ~= ARGV[10] then return {'stale'} end
+for i = 0, (tonumber(v[3]) or 0) - 1 do
+  local f = 's:' .. i
+  local raw = redis.call('HGET', KEYS[1], f)
+  if raw then
+    local s = cjson.decode(raw)
+    if s.status ~= 'completed' and s.status ~= 'failed' then
+      s.status = ARGV[11]
+      redis.call('HSET', KEYS[1], f, cjson.encode(s))
+    end
+  end
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished', ARGV[4], 'error', ARGV[5])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'agg', ARGV[6]) end
 local id = redis.call('XADD', KEYS[2], '*', 't', 'job.completed', 'd', ARGV[8])

@@ -18,6 +18,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 )
 
 // Errors that tell callers why a step did not apply.
@@ -40,11 +41,62 @@ type Store struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
 	now       func() time.Time
+	// patient: writes wait out an unavailable Redis (see Patient).
+	patient bool
 }
 
 // New returns a Store on rdb; finished jobs are kept for retention.
 func New(rdb redis.UniversalClient, retention time.Duration) *Store {
 	return &Store{rdb: rdb, retention: retention, now: time.Now}
+}
+
+// Patient returns a Store on the same Redis whose writes wait out an
+// unavailable Redis (redisx.Retry) until their context ends, instead of
+// failing at once: work in a worker then resumes when Redis is back, and a
+// Redis outage never shows as the failure of the work. Every write is safe
+// to repeat after a lost reply: the scripts are idempotent for the claim's
+// owner, text deltas carry sequence numbers, and terminal events are
+// recorded once. Request handlers keep the impatient Store, and answer 503.
+func (s *Store) Patient() *Store {
+	c := *s
+	c.patient = true
+	return &c
+}
+
+// run runs a script, waiting out an unavailable Redis when patient.
+func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) ([]any, error) {
+	var res []any
+	op := func(ctx context.Context) error {
+		var err error
+		res, err = sc.Run(ctx, s.rdb, keys, args...).Slice()
+		return err
+	}
+	if !s.patient {
+		return res, op(ctx)
+	}
+	return res, redisx.Retry(ctx, op)
+}
+
+// DeadlinesKey is the sorted set of the jobs that have not ended, scored by
+// their deadline (Unix ms): the deadline watchdog ends those past it.
+const DeadlinesKey = "tt:deadlines"
+
+// Overdue returns up to limit ids of jobs whose deadline is at or before
+// now and that have not been forgotten (ForgetDeadline), earliest first.
+func (s *Store) Overdue(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: DeadlinesKey, Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10), ByScore: true, Count: int64(limit),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read overdue jobs: %w", err)
+	}
+	return ids, nil
+}
+
+// ForgetDeadline removes jobID from the watchdog's set; ended jobs are
+// removed by Finish.
+func (s *Store) ForgetDeadline(ctx context.Context, jobID string) error {
+	return s.rdb.ZRem(ctx, DeadlinesKey, jobID).Err()
 }
 
 // Redis returns the client the store uses.
@@ -171,19 +223,45 @@ func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
 		}
 		return "", fmt.Errorf("create job %s: %w", j.ID, err)
 	}
+	if !status.Terminal() {
+		// Outside the script: the set is not in the job's cluster slot. The
+		// job exists now, so a failure here is not the caller's: a job
+		// whose entry is lost still ends by its aggregation task, only
+		// without the watchdog's second guarantee.
+		_ = s.rdb.ZAdd(ctx, DeadlinesKey, redis.Z{Score: float64(j.Deadline.UnixMilli()), Member: j.ID}).Err()
+	}
 	return id, nil
 }
 
 // Get returns the job, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, jobID string) (*job.Job, error) {
-	h, err := s.rdb.HGetAll(ctx, JobKey(jobID)).Result()
+	h, err := s.hash(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	return decodeJob(jobID, h)
+}
+
+func (s *Store) hash(ctx context.Context, jobID string) (map[string]string, error) {
+	var h map[string]string
+	op := func(ctx context.Context) error {
+		var err error
+		h, err = s.rdb.HGetAll(ctx, JobKey(jobID)).Result()
+		return err
+	}
+	var err error
+	if s.patient {
+		err = redisx.Retry(ctx, op)
+	} else {
+		err = op(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read job %s: %w", jobID, err)
 	}
 	if len(h) == 0 {
 		return nil, ErrNotFound
 	}
-	return decodeJob(jobID, h)
+	return h, nil
 }
 
 // Status returns the job's status, or ErrNotFound.
@@ -257,7 +335,7 @@ func (f FanIn) Last() bool { return f.Total > 0 && f.Done >= f.Total }
 // already done; ErrClosed or ErrNotFound when the job takes no more snapshot
 // work.
 func (s *Store) StartSnapshot(ctx context.Context, jobID string, index int, owner, model string) (int, FanIn, error) {
-	res, err := snapStartScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, index, owner, s.now().UnixMilli(), model).Slice()
+	res, err := s.run(ctx, snapStartScript, keys(jobID), events.Channel, jobID, index, owner, s.now().UnixMilli(), model)
 	if err != nil {
 		return 0, FanIn{}, fmt.Errorf("start snapshot %d of job %s: %w", index, jobID, err)
 	}
@@ -271,10 +349,12 @@ func (s *Store) StartSnapshot(ctx context.Context, jobID string, index int, owne
 }
 
 // AppendSnapshotText appends a snapshot.delta with text, if owner still owns
-// the snapshot and the job still takes snapshot work.
-func (s *Store) AppendSnapshotText(ctx context.Context, jobID string, index int, owner, text string) error {
+// the snapshot and the job still takes snapshot work. seq numbers the
+// owner's deltas from 1: a delta whose number was appended already (a retry
+// after a lost reply) is not appended again.
+func (s *Store) AppendSnapshotText(ctx context.Context, jobID string, index int, owner string, seq int, text string) error {
 	d, _ := json.Marshal(events.DeltaData{Index: &index, Text: text})
-	return s.emit(ctx, jobID, ",queued,running,", "o:"+strconv.Itoa(index), owner, events.SnapshotDelta, d)
+	return s.emit(ctx, jobID, ",queued,running,", "o:"+strconv.Itoa(index), owner, events.SnapshotDelta, d, seq, "", nil)
 }
 
 // SnapshotOutcome is how an attempt at a snapshot ended.
@@ -311,8 +391,8 @@ func (s *Store) FinishSnapshot(ctx context.Context, jobID string, index int, own
 	if out.Cached {
 		cached = "1"
 	}
-	res, err := snapFinishScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, index, owner, outcome,
-		s.now().UnixMilli(), out.Text, errMsg, out.Model, out.LLMAttempts, cached).Slice()
+	res, err := s.run(ctx, snapFinishScript, keys(jobID), events.Channel, jobID, index, owner, outcome,
+		s.now().UnixMilli(), out.Text, errMsg, out.Model, out.LLMAttempts, cached)
 	if err != nil {
 		return FanIn{}, fmt.Errorf("finish snapshot %d of job %s: %w", index, jobID, err)
 	}
@@ -325,37 +405,86 @@ func (s *Store) FinishSnapshot(ctx context.Context, jobID string, index int, own
 	return FanIn{}, resultErr(res)
 }
 
+// Aggregation is a job as an aggregation attempt found it (BeginAggregate).
+type Aggregation struct {
+	Job *job.Job
+	// Attempt counts the aggregation's owners, from 1.
+	Attempt int
+	// Parts are the records of the parts whose terminal event an earlier
+	// attempt appended (EmitAggregatePart), by part name: an attempt reuses
+	// them instead of calling the model again.
+	Parts map[string][]byte
+}
+
 // BeginAggregate moves the job to aggregating, which closes it to snapshot
 // work, makes owner the author of the aggregation events, and returns the job
-// as it then is. It is idempotent for a job already aggregating (a redelivered
-// aggregation takes over). ErrClosed or ErrNotFound mean there is nothing to do.
-func (s *Store) BeginAggregate(ctx context.Context, jobID, owner string) (*job.Job, error) {
-	res, err := aggBeginScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, owner, s.now().UnixMilli(), ClosedChannel).Slice()
+// as it then is. A new owner (a redelivered or re-run aggregation) takes
+// over and is announced by aggregate.started with its attempt; the same
+// owner calling again changes nothing. ErrClosed or ErrNotFound mean there
+// is nothing to do.
+func (s *Store) BeginAggregate(ctx context.Context, jobID, owner string) (*Aggregation, error) {
+	res, err := s.run(ctx, aggBeginScript, keys(jobID), events.Channel, jobID, owner, s.now().UnixMilli(), ClosedChannel)
 	if err != nil {
 		return nil, fmt.Errorf("begin aggregation of job %s: %w", jobID, err)
 	}
 	if res[0] != "ok" {
 		return nil, resultErr(res)
 	}
-	return s.Get(ctx, jobID)
+	j, parts, err := s.GetWithParts(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	return &Aggregation{Job: j, Attempt: int(toInt(res, 1)), Parts: parts}, nil
 }
 
-// EmitAggregate appends an aggregation event (key changes, narrative) while
-// owner owns the aggregation and the job is aggregating.
-func (s *Store) EmitAggregate(ctx context.Context, jobID, owner, eventType string, data any) error {
+// GetWithParts returns the job and the records of the aggregation parts
+// whose terminal event is on its stream (see EmitAggregatePart), or
+// ErrNotFound.
+func (s *Store) GetWithParts(ctx context.Context, jobID string) (*job.Job, map[string][]byte, error) {
+	h, err := s.hash(ctx, jobID)
+	if err != nil {
+		return nil, nil, err
+	}
+	j, err := decodeJob(jobID, h)
+	if err != nil {
+		return nil, nil, err
+	}
+	parts := map[string][]byte{}
+	for k, v := range h {
+		if name, ok := strings.CutPrefix(k, "part:"); ok {
+			parts[name] = []byte(v)
+		}
+	}
+	return j, parts, nil
+}
+
+// AppendNarrativeText appends a narrative.delta with text while owner owns
+// the aggregation. seq numbers the owner's deltas from 1, as for
+// AppendSnapshotText.
+func (s *Store) AppendNarrativeText(ctx context.Context, jobID, owner string, seq int, text string) error {
+	d, _ := json.Marshal(events.DeltaData{Text: text})
+	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, events.NarrativeDelta, d, seq, "", nil)
+}
+
+// EmitAggregatePart appends the terminal event of one part of the
+// aggregation (part "key_changes" or "narrative"), while owner owns the
+// aggregation, and keeps record with it. Each part's terminal event is
+// appended at most once per job, whatever the attempts and retries: when it
+// is there already, nothing is appended and the call succeeds.
+func (s *Store) EmitAggregatePart(ctx context.Context, jobID, owner, part, eventType string, data any, record []byte) error {
 	d, err := json.Marshal(data)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", eventType, err)
 	}
-	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, eventType, d)
+	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, eventType, d, 0, part, record)
 }
 
-func (s *Store) emit(ctx context.Context, jobID, allowed, ownerField, owner, eventType string, data []byte) error {
-	res, err := emitScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, allowed, ownerField, owner, eventType, string(data)).Slice()
+func (s *Store) emit(ctx context.Context, jobID, allowed, ownerField, owner, eventType string, data []byte, seq int, part string, record []byte) error {
+	res, err := s.run(ctx, emitScript, keys(jobID), events.Channel, jobID, allowed, ownerField, owner, eventType, string(data), seq, part, string(record))
 	if err != nil {
 		return fmt.Errorf("append %s to job %s: %w", eventType, jobID, err)
 	}
-	if res[0] == "ok" {
+	if res[0] == "ok" || res[0] == "dup" {
 		return nil
 	}
 	return resultErr(res)
@@ -363,8 +492,23 @@ func (s *Store) emit(ctx context.Context, jobID, allowed, ownerField, owner, eve
 
 // Finish ends a job that has not ended with the given status and, when agg
 // is not nil, its aggregate, and appends the terminal job.completed event.
-// ErrClosed means the job had already ended (nothing changed).
+// Snapshots that never finished get the status canceled (a canceled job)
+// or expired. Whoever owns the aggregation, this ends the job: it is for a
+// cancel and for the deadline. ErrClosed means the job had already ended
+// (nothing changed).
 func (s *Store) Finish(ctx context.Context, jobID string, status job.Status, errMsg string, agg *job.Aggregate) error {
+	return s.finish(ctx, jobID, "", status, errMsg, agg)
+}
+
+// FinishAggregate is Finish fenced by the aggregation's claim: it ends the
+// job only while owner owns its aggregation (ErrStale otherwise), so that
+// an attempt that was given up for dead cannot end the job behind its
+// successor.
+func (s *Store) FinishAggregate(ctx context.Context, jobID, owner string, status job.Status, errMsg string, agg *job.Aggregate) error {
+	return s.finish(ctx, jobID, owner, status, errMsg, agg)
+}
+
+func (s *Store) finish(ctx context.Context, jobID, owner string, status job.Status, errMsg string, agg *job.Aggregate) error {
 	if !status.Terminal() {
 		return fmt.Errorf("finish job %s: %q is not a terminal status", jobID, status)
 	}
@@ -376,11 +520,20 @@ func (s *Store) Finish(ctx context.Context, jobID string, status job.Status, err
 		}
 		aggJSON = string(b)
 	}
+	unfinished := job.SnapshotExpired
+	if status == job.StatusCanceled {
+		unfinished = job.SnapshotCanceled
+	}
 	d, _ := json.Marshal(events.CompletedData{JobID: jobID, Status: string(status), Error: errMsg})
-	res, err := finishScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, string(status), s.now().UnixMilli(),
-		errMsg, aggJSON, s.retention.Milliseconds(), string(d), ClosedChannel).Slice()
+	res, err := s.run(ctx, finishScript, keys(jobID), events.Channel, jobID, string(status), s.now().UnixMilli(),
+		errMsg, aggJSON, s.retention.Milliseconds(), string(d), ClosedChannel, owner, string(unfinished))
 	if err != nil {
 		return fmt.Errorf("finish job %s: %w", jobID, err)
+	}
+	if res[0] == "ok" || res[0] == "closed" || res[0] == "gone" {
+		// Ended (now or before) or gone: nothing left for the watchdog.
+		// A lost removal only costs the watchdog one more look.
+		_ = s.ForgetDeadline(ctx, jobID)
 	}
 	if res[0] == "ok" {
 		return nil

@@ -149,13 +149,13 @@ func TestNewerAttemptSupersedesOlder(t *testing.T) {
 	if a, _, err := b.store.StartSnapshot(ctx, b.job.ID, 0, "old", "m"); err != nil || a != 1 {
 		t.Fatalf("start old: attempt %d, %v", a, err)
 	}
-	if err := b.store.AppendSnapshotText(ctx, b.job.ID, 0, "old", "hello "); err != nil {
+	if err := b.store.AppendSnapshotText(ctx, b.job.ID, 0, "old", 1, "hello "); err != nil {
 		t.Fatal(err)
 	}
 	if a, _, err := b.store.StartSnapshot(ctx, b.job.ID, 0, "new", "m"); err != nil || a != 2 {
 		t.Fatalf("start new: attempt %d, %v", a, err)
 	}
-	if err := b.store.AppendSnapshotText(ctx, b.job.ID, 0, "old", "late"); !errors.Is(err, store.ErrStale) {
+	if err := b.store.AppendSnapshotText(ctx, b.job.ID, 0, "old", 2, "late"); !errors.Is(err, store.ErrStale) {
 		t.Fatalf("old append: %v, want ErrStale", err)
 	}
 	if _, err := b.store.FinishSnapshot(ctx, b.job.ID, 0, "old", store.SnapshotOutcome{Text: "old"}); !errors.Is(err, store.ErrStale) {
@@ -207,9 +207,9 @@ func TestAggregationClosesSnapshotsAndFinishOnce(t *testing.T) {
 	b := setup(t, 2)
 	ctx := context.Background()
 	_, _, _ = b.store.StartSnapshot(ctx, b.job.ID, 0, "a", "m")
-	j, err := b.store.BeginAggregate(ctx, b.job.ID, "agg1")
-	if err != nil || j.Status != job.StatusAggregating {
-		t.Fatalf("begin: %v %v", j, err)
+	a, err := b.store.BeginAggregate(ctx, b.job.ID, "agg1")
+	if err != nil || a.Job.Status != job.StatusAggregating || a.Attempt != 1 {
+		t.Fatalf("begin: %+v %v", a, err)
 	}
 	// Snapshot work is refused from now on.
 	if _, err := b.store.FinishSnapshot(ctx, b.job.ID, 0, "a", store.SnapshotOutcome{Text: "x"}); !errors.Is(err, store.ErrClosed) {
@@ -222,10 +222,10 @@ func TestAggregationClosesSnapshotsAndFinishOnce(t *testing.T) {
 	if _, err := b.store.BeginAggregate(ctx, b.job.ID, "agg2"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.store.EmitAggregate(ctx, b.job.ID, "agg1", events.NarrativeDelta, events.DeltaData{Text: "x"}); !errors.Is(err, store.ErrStale) {
+	if err := b.store.AppendNarrativeText(ctx, b.job.ID, "agg1", 1, "x"); !errors.Is(err, store.ErrStale) {
 		t.Fatalf("old aggregation emit: %v, want ErrStale", err)
 	}
-	if err := b.store.EmitAggregate(ctx, b.job.ID, "agg2", events.NarrativeDelta, events.DeltaData{Text: "x"}); err != nil {
+	if err := b.store.AppendNarrativeText(ctx, b.job.ID, "agg2", 1, "x"); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.store.Finish(ctx, b.job.ID, job.StatusPartial, "1 of 2 missing", &job.Aggregate{Narrative: "n"}); err != nil {
@@ -237,7 +237,7 @@ func TestAggregationClosesSnapshotsAndFinishOnce(t *testing.T) {
 	if _, err := b.store.BeginAggregate(ctx, b.job.ID, "agg3"); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("aggregation after the end: %v, want ErrClosed", err)
 	}
-	j, _ = b.store.Get(ctx, b.job.ID)
+	j, _ := b.store.Get(ctx, b.job.ID)
 	if j.Status != job.StatusPartial || j.Aggregate == nil || j.Aggregate.Narrative != "n" || j.FinishedAt.IsZero() {
 		t.Fatalf("finished job %+v", j)
 	}

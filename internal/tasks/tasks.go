@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -76,6 +77,10 @@ type SnapshotPayload struct {
 	NoCacheRead bool `json:"no_cache_read,omitempty"`
 	// Warm says the job is a cache-warming job (its lane is WarmLane).
 	Warm bool `json:"warm,omitempty"`
+	// DeadlineMS is the job's deadline (Unix ms): until then a task that
+	// finds no job waits for it to be written (the api queues the tasks
+	// first); after it, the job has ended and expired.
+	DeadlineMS int64 `json:"deadline_ms,omitempty"`
 }
 
 // AggregatePayload names the job to aggregate.
@@ -144,16 +149,17 @@ func NewEnqueuer(c *asynq.Client, maxRetry int, timeout time.Duration) *Enqueuer
 	return &Enqueuer{client: c, maxRetry: maxRetry, timeout: timeout}
 }
 
-// EnqueueAggregate schedules the job's aggregation at its deadline. The last
-// snapshot to finish brings it forward (see Promote); if snapshots hang or the
-// enqueuing process dies half-way, the deadline still ends the job. Enqueue it
-// before anything else of the job.
+// EnqueueAggregate schedules the job's aggregation at AggregateAt, ahead of
+// its deadline. The last snapshot to finish brings it forward (see
+// Promote); if snapshots hang or the enqueuing process dies half-way, the
+// aggregation still runs in time to end the job by its deadline with what
+// it has. Enqueue it before anything else of the job.
 func (e *Enqueuer) EnqueueAggregate(ctx context.Context, j *job.Job) error {
 	p, _ := json.Marshal(AggregatePayload{JobID: j.ID})
 	_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeAggregate, p, tracing.Headers(ctx)),
 		asynq.Queue(LaneOf(j.Spec.Warm).Aggregate),
 		asynq.TaskID(AggregateTaskID(j.ID)),
-		asynq.ProcessAt(j.Deadline),
+		asynq.ProcessAt(AggregateAt(j)),
 		asynq.MaxRetry(AggregateMaxRetry+HandBackSpare),
 		asynq.Timeout(5*time.Minute),
 	)
@@ -161,6 +167,22 @@ func (e *Enqueuer) EnqueueAggregate(ctx context.Context, j *job.Job) error {
 		return fmt.Errorf("enqueue aggregation of job %s: %w", j.ID, err)
 	}
 	return nil
+}
+
+// Aggregation reserve: the part of a job's time kept for its aggregation
+// when snapshots hang.
+const (
+	aggregateShare      = 4 // a quarter of the job's time
+	maxAggregateReserve = 30 * time.Second
+)
+
+// AggregateAt is when a job's aggregation runs unless the last snapshot
+// brings it forward: a quarter of the job's time before its deadline (at
+// most 30 s, ample for two concurrent LLM calls), so that a job whose snapshots hang still gets its key
+// changes and narrative from the snapshots it has.
+func AggregateAt(j *job.Job) time.Time {
+	reserve := min(j.Deadline.Sub(j.CreatedAt)/aggregateShare, maxAggregateReserve)
+	return j.Deadline.Add(-max(reserve, 0))
 }
 
 // EnqueueSnapshots puts one task per time point on the job's snapshot
@@ -176,7 +198,7 @@ func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
 		p, _ := json.Marshal(SnapshotPayload{
 			JobID: j.ID, Index: i, Question: j.Spec.Question, Date: tp.Date, Label: tp.Label,
 			Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
-			NoCacheRead: !j.Spec.ReadsCache(), Warm: j.Spec.Warm,
+			NoCacheRead: !j.Spec.ReadsCache(), Warm: j.Spec.Warm, DeadlineMS: j.Deadline.UnixMilli(),
 		})
 		_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeSnapshot, p, headers),
 			asynq.Queue(lane.Snapshot),
@@ -217,6 +239,46 @@ type Inspector interface {
 	DeleteTask(queue, id string) error
 }
 
+// allQueuesKey is asynq's set of known queues (asynq:queues).
+const allQueuesKey = "asynq:queues"
+
+// NewInspector returns the Inspector of rdb's queues that survives a Redis
+// that lost its data. asynq's client records a queue in asynq:queues once
+// per process, and its Inspector answers "queue not found" for a queue
+// missing there (hibiken/asynq#650), so after Redis restarts empty every
+// Promote would fail until the processes restart and every job would wait
+// for its deadline. On that answer it registers the queue again and
+// repeats the operation once.
+func NewInspector(rdb redis.UniversalClient) Inspector {
+	return &selfHealing{insp: asynq.NewInspectorFromRedisClient(rdb), rdb: rdb}
+}
+
+type selfHealing struct {
+	insp *asynq.Inspector
+	rdb  redis.UniversalClient
+}
+
+func (s *selfHealing) RunTask(queue, id string) error {
+	return s.again(queue, func() error { return s.insp.RunTask(queue, id) })
+}
+
+func (s *selfHealing) DeleteTask(queue, id string) error {
+	return s.again(queue, func() error { return s.insp.DeleteTask(queue, id) })
+}
+
+func (s *selfHealing) again(queue string, op func() error) error {
+	err := op()
+	if !errors.Is(err, asynq.ErrQueueNotFound) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if aerr := s.rdb.SAdd(ctx, allQueuesKey, queue).Err(); aerr != nil {
+		return errors.Join(err, fmt.Errorf("register queue %s again: %w", queue, aerr))
+	}
+	return op()
+}
+
 // Promote starts the job's aggregation, on lane, now instead of at the
 // deadline. It is safe to call more than once and when aggregation already
 // runs.
@@ -241,7 +303,7 @@ func Withdraw(insp Inspector, lane Lane, jobID string, indexes []int, withAggreg
 	var errs []error
 	remove := func(queue, id string) {
 		err := insp.DeleteTask(queue, id)
-		if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) && !isPrecondition(err) {
+		if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !isPrecondition(err) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", id, err))
 		}
 	}

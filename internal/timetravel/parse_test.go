@@ -15,6 +15,27 @@ var threeSnaps = []job.Snapshot{
 	{Index: 2, Date: "2026-11-26", Label: "today (November 26, 2026)", Status: job.SnapshotCompleted, Text: "Many strong models."},
 }
 
+// fourSnaps have two snapshots in 2023.
+var fourSnaps = []job.Snapshot{
+	{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotCompleted},
+	{Index: 1, Date: "2023-06-15", Label: "June 15, 2023", Status: job.SnapshotCompleted},
+	{Index: 2, Date: "2024-05-01", Label: "May 2024", Status: job.SnapshotCompleted},
+	{Index: 3, Date: "2026-11-26", Label: "today (November 26, 2026)", Status: job.SnapshotCompleted},
+}
+
+// kc4 builds the expected key changes for fourSnaps (nil: none).
+func kc4(changes ...[]string) []job.KeyChange {
+	out := make([]job.KeyChange, 3)
+	for i := range out {
+		c := changes[i]
+		if c == nil {
+			c = []string{}
+		}
+		out[i] = job.KeyChange{From: fourSnaps[i].Date, To: fourSnaps[i+1].Date, FromLabel: fourSnaps[i].Label, ToLabel: fourSnaps[i+1].Label, Changes: c}
+	}
+	return out
+}
+
 // kc builds the expected key changes for threeSnaps.
 func kc(first, second []string) []job.KeyChange {
 	return []job.KeyChange{
@@ -99,6 +120,124 @@ func TestParseKeyChanges(t *testing.T) {
 			want:   kc([]string{"a", "b"}, []string{}),
 		},
 		{
+			name:   "labels in other case, without their parenthesis",
+			answer: `{"transitions":[{"from":"JANUARY 2023","to":"may 2024","changes":["first"]},{"from":"May  2024","to":"Today","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "abbreviated months",
+			answer: `{"transitions":[{"from":"Jan 2023","to":"May 2024","changes":["first"]},{"from":"May 2024","to":"Nov 2026","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "months by number",
+			answer: `{"transitions":[{"from":"2023-01","to":"2024/05","changes":["first"]},{"from":"05/2024","to":"11-2026","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "days in other formats",
+			answer: `{"transitions":[{"from":"January 1, 2023","to":"1 May 2024","changes":["first"]},{"from":"May 1st, 2024","to":"2026/11/26","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "day and month either way round",
+			answer: `{"transitions":[{"from":"01/01/2023","to":"01/05/2024","changes":["first"]},{"from":"05/01/2024","to":"26/11/2026","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "dates with a time",
+			answer: `{"transitions":[{"from":"2023-01-01T00:00:00Z","to":"2024-05-01T00:00:00Z","changes":["first"]}]}`,
+			want:   kc([]string{"first"}, []string{}),
+		},
+		{
+			name:   "years",
+			answer: `{"transitions":[{"from":"2023","to":"2024","changes":["first"]},{"from":"2024","to":"2026","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "letters",
+			answer: `{"transitions":[{"from":"A","to":"B","changes":["first"]},{"from":"b","to":"c","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "numbers from 1",
+			answer: `{"transitions":[{"from":"1","to":"2","changes":["first"]},{"from":"2","to":"3","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "numbers from 0",
+			answer: `{"transitions":[{"from":"1","to":"2","changes":["second"]},{"from":"0","to":"1","changes":["first"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "JSON numbers",
+			answer: `{"transitions":[{"from":1,"to":2,"changes":["first"]},{"from":2,"to":3,"changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "ordinals",
+			answer: `{"transitions":[{"from":"first","to":"second","changes":["first"]},{"from":"Second","to":"last","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "numbered snapshots and ordinal numbers",
+			answer: `{"transitions":[{"from":"Snapshot 1","to":"Snapshot 2","changes":["first"]},{"from":"the 2nd answer","to":"T3","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "names containing the label",
+			answer: `{"transitions":[{"from":"the answer as of January 2023","to":"as of May 2024","changes":["first"]}]}`,
+			want:   kc([]string{"first"}, []string{}),
+		},
+		{
+			name:   "objects as names",
+			answer: `{"transitions":[{"from":{"date":"2024-05-01","label":"May 2024"},"to":{"date":"2026-11-26"},"changes":["second"]}]}`,
+			want:   kc([]string{}, []string{"second"}),
+		},
+		{
+			name:   "by position when no name can be read",
+			answer: `{"transitions":[{"from":"before","to":"after","changes":["first"]},{"from":"after","to":"much later","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "by position around a named transition",
+			answer: `{"transitions":[{"from":"2024-05-01","to":"2026-11-26","changes":["second"]},{"from":"the past","to":"the middle","changes":["first"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "by position, a name read fits its pair",
+			answer: `{"transitions":[{"from":"the past","to":"May 2024","changes":["first"]},{"from":"the middle","to":"the end","changes":["second"]}]}`,
+			want:   kc([]string{"first"}, []string{"second"}),
+		},
+		{
+			name:   "a contradicting name is not placed by position",
+			answer: `{"transitions":[{"from":"2019-01-01","to":"2020-01-01","changes":["elsewhere"]},{"from":"the middle","to":"the end","changes":["first"]}]}`,
+			want:   kc([]string{"first"}, []string{}),
+		},
+		{
+			name:   "unreadable names with one transition too many are left out",
+			answer: `{"transitions":[{"from":"before","to":"after","changes":["x"]},{"from":"2023-01-01","to":"2024-05-01","changes":["first"]},{"from":"after","to":"later","changes":["y"]}]}`,
+			want:   kc([]string{"first"}, []string{}),
+		},
+		{
+			name:   "a year that fits one pair through the other end",
+			answer: `{"transitions":[{"from":"2023","to":"May 2024","changes":["second"]}]}`,
+			snaps:  fourSnaps,
+			want:   kc4(nil, []string{"second"}, nil),
+		},
+		{
+			name:   "a year of two snapshots alone is left out",
+			answer: `{"transitions":[{"from":"2023","changes":["which?"]},{"from":"May 2024","to":"today","changes":["third"]}]}`,
+			snaps:  fourSnaps,
+			want:   kc4(nil, nil, []string{"third"}),
+		},
+		{
+			name:   "a month and day without the year",
+			answer: `{"transitions":[{"from":"June 15","to":"May 2024","changes":["second"]}]}`,
+			snaps:  fourSnaps,
+			want:   kc4(nil, []string{"second"}, nil),
+		},
+		{
 			name:   "two snapshots",
 			answer: `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["x"]}]}`,
 			snaps:  threeSnaps[:2],
@@ -154,6 +293,11 @@ func TestParseKeyChangesMalformed(t *testing.T) {
 		{"changes of the wrong type", `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":"x"}]}`},
 		{"empty transitions", `{"transitions":[]}`},
 		{"no transition matches", `{"transitions":[{"from":"2020-01-01","to":"2021-01-01","changes":["x"]},{"from":"June 2022","to":"2023-01-01","changes":["y"]}]}`},
+		{"letters beyond the snapshots", `{"transitions":[{"from":"X","to":"Y","changes":["x"]},{"from":"Y","to":"Z","changes":["y"]}]}`},
+		{"numbers beyond the snapshots", `{"transitions":[{"from":"7","to":"8","changes":["x"]},{"from":"8","to":"9","changes":["y"]}]}`},
+		{"backwards only", `{"transitions":[{"from":"B","to":"A","changes":["x"]},{"from":"May 2024","to":"January 2023","changes":["y"]}]}`},
+		{"unreadable names, not one per pair", `{"transitions":[{"from":"before","to":"after","changes":["x"]},{"from":"after","to":"later","changes":["y"]},{"from":"later","to":"last of all","changes":["z"]}]}`},
+		{"a range of years", `{"transitions":[{"from":"2023-2024","to":"2024-2026","changes":["x"]}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,13 +324,19 @@ func FuzzParseKeyChanges(f *testing.F) {
 		`{"transitions":[{"from":"x","to":"y"}]}`,
 		`} {`,
 		``,
+		`{"transitions":[{"from":"A","to":"B","changes":["a"]},{"from":"2nd","to":"last","changes":["b"]}]}`,
+		`{"transitions":[{"from":0,"to":1,"changes":["a"]},{"from":{"date":"2023"},"to":[1],"changes":["b"]}]}`,
+		`{"transitions":[{"from":"Jan 2023","to":"05/2024","changes":["a"]},{"from":"the past","to":"then","changes":["b"]}]}`,
+		`{"transitions":[{"from":"26th of November","to":"Q1 2023 (2023-2024)","changes":["a"]}]}`,
+		`{"transitions":[{"from":"T999","to":"9999-99-99","changes":["a"]},{"from":"((today","to":")","changes":["b"]}]}`,
 	} {
 		f.Add(s, 3)
 		f.Add(s, 1)
+		f.Add(s, 7)
 	}
 	f.Fuzz(func(t *testing.T, answer string, n int) {
-		n = ((n % 4) + 4) % 4 // 0..3 snapshots
-		snaps := threeSnaps[:n]
+		n = ((n % 5) + 5) % 5 // 0..4 snapshots
+		snaps := fourSnaps[:n]
 		got, err := ParseKeyChanges(answer, snaps)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {

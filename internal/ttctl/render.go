@@ -218,6 +218,23 @@ func (r *Renderer) handle(e client.Event) error {
 			return err
 		}
 		r.finish(r.keyChangesSection(), "FAILED: "+d.Error)
+	case client.EventAggregateStarted:
+		var d client.AggregateStartedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		if d.Attempt > 1 && r.narrative != nil {
+			// The attempt before died: its narrative text is void.
+			s := r.narrative
+			if r.isLive(s) {
+				r.line(s, fmt.Sprintf("[aggregation restarted, attempt %d]", d.Attempt))
+			} else {
+				s.pending.Reset()
+				s.empty, s.endNL = true, true
+				r.line(s, fmt.Sprintf("[attempt %d]", d.Attempt))
+			}
+			s.text = ""
+		}
 	case client.EventNarrativeDelta:
 		var d client.TextData
 		if err := e.Decode(&d); err != nil {

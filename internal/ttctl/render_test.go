@@ -88,6 +88,34 @@ Jan 2023 → Jan 2024
 `,
 		},
 		{
+			name: "aggregation restarted: the dead attempt's narrative is dropped",
+			events: []client.Event{
+				acceptedEvent("Jan 2023"),
+				started(0, 1), delta(0, "Text."), snapDone(0, "Text.", 1000),
+				e(client.EventAggregateStarted, client.AggregateStartedData{Attempt: 1}),
+				e(client.EventNarrativeDelta, client.TextData{Text: "Dead "}),
+				e(client.EventAggregateStarted, client.AggregateStartedData{Attempt: 2}),
+				e(client.EventNarrativeDelta, client.TextData{Text: "Alive."}),
+				e(client.EventNarrativeCompleted, client.TextData{Text: "Alive."}),
+				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: job.StatusCompleted}),
+			},
+			want: `Job job-1
+Question: Best AI models?
+model gpt-4o · brief · 1 time point
+
+== Jan 2023 (2023-01-01) ==
+Text.
+-- done in 1.0s · gpt-4o
+
+== Narrative ==
+Dead 
+[aggregation restarted, attempt 2]
+Alive.
+
+== Job completed ==
+`,
+		},
+		{
 			name: "retry, failure, missing deltas, failed aggregation",
 			events: []client.Event{
 				acceptedEvent("A", "B", "C"),

@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -77,6 +79,8 @@ func (h *Handlers) serveCachedSnapshot(ctx context.Context, p tasks.SnapshotPayl
 	owner := uuid.NewString()
 	_, fan, err := h.store.StartSnapshot(ctx, p.JobID, p.Index, owner, hit.Model)
 	switch {
+	case notWrittenYet(err, p):
+		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, errJobNotWritten)
 	case errors.Is(err, store.ErrSnapshotDone):
 		if fan.Last() {
 			return h.promote(p)
@@ -87,7 +91,7 @@ func (h *Handlers) serveCachedSnapshot(ctx context.Context, p tasks.SnapshotPayl
 	case err != nil:
 		return err
 	}
-	if err := h.store.AppendSnapshotText(ctx, p.JobID, p.Index, owner, hit.Text); err != nil {
+	if err := h.store.AppendSnapshotText(ctx, p.JobID, p.Index, owner, 1, hit.Text); err != nil {
 		if stopQuietly(err) {
 			return nil
 		}
@@ -95,7 +99,14 @@ func (h *Handlers) serveCachedSnapshot(ctx context.Context, p tasks.SnapshotPayl
 	}
 	fan, err = h.store.FinishSnapshot(ctx, p.JobID, p.Index, owner, store.SnapshotOutcome{Text: hit.Text, Model: hit.Model, Cached: true})
 	switch {
-	case stopQuietly(err) || errors.Is(err, store.ErrSnapshotDone):
+	case errors.Is(err, store.ErrSnapshotDone):
+		// Recorded already (by this call, whose reply was lost, or a
+		// duplicate): the fan-in may still be this one's to finish.
+		if fan.Last() {
+			return h.promote(p)
+		}
+		return nil
+	case stopQuietly(err):
 		return nil
 	case err != nil:
 		return err
@@ -152,13 +163,14 @@ func (h *Handlers) cachedAggregate(ctx context.Context, j *job.Job, done []job.S
 func (h *Handlers) serveCachedAggregate(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, hit *cache.Aggregate, agg *job.Aggregate) error {
 	agg.KeyChanges, agg.Narrative, agg.Cached = hit.KeyChanges, hit.Narrative, true
 	agg.KeyChangesModel, agg.NarrativeModel = hit.KeyChangesModel, hit.NarrativeModel
-	if err := h.store.EmitAggregate(ctx, j.ID, owner, events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: agg.KeyChanges, Cached: true}); err != nil {
+	if err := h.emitKeyChanges(ctx, j.ID, owner, agg, nil); err != nil {
 		return err
 	}
-	if err := h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeDelta, events.DeltaData{Text: agg.Narrative}); err != nil {
+	if err := h.store.AppendNarrativeText(ctx, j.ID, owner, 1, agg.Narrative); err != nil {
 		return err
 	}
-	if err := h.store.EmitAggregate(ctx, j.ID, owner, events.NarrativeCompleted, events.NarrativeData{Text: agg.Narrative, Cached: true}); err != nil {
+	rec, _ := json.Marshal(narrativeRecord{Text: agg.Narrative, Model: agg.NarrativeModel})
+	if err := h.store.EmitAggregatePart(ctx, j.ID, owner, partNarrative, events.NarrativeCompleted, events.NarrativeData{Text: agg.Narrative, Cached: true}, rec); err != nil {
 		return err
 	}
 	if len(done) >= 2 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/timetravel"
@@ -66,11 +67,14 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	callCtx, release, admitErr := h.admit(ctx, req)
 	defer release()
 	switch {
-	case errors.Is(admitErr, llm.ErrNoCapacity):
-		log.Debug("no provider capacity; snapshot handed back", "reason", admitErr)
+	case handedBack(admitErr):
+		// No capacity, every breaker open after waiting as for capacity,
+		// or Redis out of reach: back to the queue without using up a
+		// retry. The job's deadline bounds the waiting: its aggregation
+		// withdraws the task.
+		log.Debug("snapshot handed back", "reason", admitErr)
 		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, admitErr)
-	case admitErr != nil && !errors.Is(admitErr, llm.ErrCircuitOpen):
-		// Trouble with the limits' store: asynq tries again.
+	case admitErr != nil:
 		return fmt.Errorf("snapshot %d of job %s: admit: %w", p.Index, p.JobID, admitErr)
 	}
 
@@ -85,6 +89,8 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 			return h.promote(p)
 		}
 		return nil
+	case notWrittenYet(err, p):
+		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, errJobNotWritten)
 	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrNotFound):
 		log.Info("job takes no more snapshot work", "reason", err)
 		return nil
@@ -94,23 +100,25 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	log = log.With("attempt", attempt, "model", model)
 	log.Debug("snapshot started")
 
+	seq := 0
 	b := newBatcher(func(text string) error {
-		return h.store.AppendSnapshotText(ctx, p.JobID, p.Index, owner, text)
+		seq++
+		return h.store.AppendSnapshotText(ctx, p.JobID, p.Index, owner, seq, text)
 	})
 	start := time.Now()
-	var (
-		resp    llm.Response
-		callErr = admitErr // every model's breaker open
-	)
-	if callErr == nil {
-		resp, callErr = h.llm.Stream(llm.WithLogger(callCtx, log), req, b.add)
-	}
+	resp, callErr := h.llm.Stream(llm.WithLogger(callCtx, log), req, b.add)
 	if callErr == nil {
 		callErr = b.flush()
 	}
 	if stopQuietly(callErr) {
 		log.Info("snapshot stopped: job closed or attempt superseded", "reason", callErr)
 		return nil
+	}
+	if redisx.Unavailable(callErr) {
+		// Redis stayed out of reach for the whole run: not the model's
+		// failure. The task goes back without using up a retry, and its
+		// next delivery takes the snapshot over.
+		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, callErr)
 	}
 	if callErr != nil && errors.Is(ctx.Err(), context.Canceled) {
 		// The job closed (HandleSnapshot tells) or the worker is stopping
@@ -130,7 +138,7 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	if callErr != nil {
 		// No capacity for a retry inside the call: handed back like a
 		// lack of capacity at the start, which uses up no retry.
-		handBack := errors.Is(callErr, llm.ErrNoCapacity)
+		handBack := handedBack(callErr)
 		out = store.SnapshotOutcome{
 			Err: callErr, Retry: handBack || (llm.Retryable(callErr) && !tasks.LastAttempt(ctx)),
 			Model: resp.Requested, LLMAttempts: resp.Attempts,
@@ -144,7 +152,14 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	}
 	fan, err = h.store.FinishSnapshot(wctx, p.JobID, p.Index, owner, out)
 	switch {
-	case stopQuietly(err) || errors.Is(err, store.ErrSnapshotDone):
+	case errors.Is(err, store.ErrSnapshotDone):
+		// Recorded already (by this call, whose reply was lost, or a
+		// duplicate): the fan-in may still be this one's to finish.
+		if fan.Last() {
+			return h.promote(p)
+		}
+		return nil
+	case stopQuietly(err):
 		return nil
 	case err != nil:
 		return err
@@ -159,6 +174,17 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		return h.promote(p)
 	}
 	return nil
+}
+
+// errJobNotWritten hands a snapshot task back while its job is not written
+// yet: the api queues a job's tasks before it writes the job.
+var errJobNotWritten = errors.New("job not written yet")
+
+// notWrittenYet reports whether err says the snapshot's job does not exist
+// while its deadline has not passed: it is being written (or its writer
+// died, and the task ends at the deadline).
+func notWrittenYet(err error, p tasks.SnapshotPayload) bool {
+	return errors.Is(err, store.ErrNotFound) && p.DeadlineMS > 0 && time.Now().UnixMilli() < p.DeadlineMS
 }
 
 // promote starts the aggregation of the snapshot's job now. An error makes

@@ -6,12 +6,12 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -23,6 +23,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/limit"
+	"github.com/timetravel-ai/timetravel/internal/liveness"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/store"
@@ -77,15 +78,17 @@ func NewHandlers(st *store.Store, m Model, insp tasks.Inspector, closed Watcher,
 // Where retries happen: an LLM call retries failed requests itself, briefly
 // and a bounded number of times, and falls back to other models (package
 // gateway); what it cannot fix in the task's run goes back to asynq:
-//   - a lack of provider capacity (llm.ErrNoCapacity) is handed back without
-//     using up a retry (isFailure), after a short jittered delay;
-//   - other retryable failures (spent attempts, a long Retry-After, an open
-//     breaker) use up a retry, after an exponential backoff that is never
-//     shorter than the wait the error names (llm.QueueDelay).
+//   - a lack of provider capacity (llm.ErrNoCapacity), every breaker open
+//     (llm.ErrCircuitOpen, after waiting as for capacity) and Redis out of
+//     reach are handed back without using up a retry (isFailure), after a
+//     short jittered delay;
+//   - other retryable failures (spent attempts, a long Retry-After) use up
+//     a retry, after an exponential backoff that is never shorter than the
+//     wait the error names (llm.QueueDelay).
 
 // isFailure tells asynq which errors use up a retry: all but a hand-back
-// for lack of capacity.
-func isFailure(err error) bool { return !errors.Is(err, llm.ErrNoCapacity) }
+// (handedBack).
+func isFailure(err error) bool { return !handedBack(err) }
 
 // retryDelay is the wait before asynq runs a task again (whole seconds).
 func retryDelay(n int, err error, _ *asynq.Task) time.Duration { return llm.QueueDelay(n, err) }
@@ -120,6 +123,8 @@ func (h *Handlers) Layout(cfg config.Config) []Queue {
 
 // ServerOptions are the settings every queue server shares.
 type ServerOptions struct {
+	// Middleware wraps every handler (the liveness claims).
+	Middleware               []asynq.MiddlewareFunc
 	TaskCheckInterval        time.Duration
 	DelayedTaskCheckInterval time.Duration
 	ShutdownTimeout          time.Duration
@@ -157,6 +162,7 @@ func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([
 			}),
 		})
 		mux := asynq.NewServeMux()
+		mux.Use(o.Middleware...)
 		for typ, handler := range q.Handlers {
 			mux.HandleFunc(typ, handler)
 		}
@@ -180,8 +186,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	st := store.New(rdb, cfg.JobRetention)
+	insp := tasks.NewInspector(rdb)
+	// Writes wait out a Redis outage: work resumes when Redis is back.
+	st := store.New(rdb, cfg.JobRetention).Patient()
 	// One Pub/Sub connection per announcement channel: jobs that close, and
 	// provider slots that free up.
 	closed := events.NewHub(rdb, store.ClosedChannel, log)
@@ -225,7 +232,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		defer warming.Shutdown()
 	}
 
-	started, err := StartServers(rdb, h.Layout(cfg), ServerOptions{
+	// The liveness lease and the deadline watchdog run for as long as the
+	// servers do, and stop after them.
+	layout := h.Layout(cfg)
+	queues := make([]string, len(layout))
+	for i, q := range layout {
+		queues[i] = q.Name
+	}
+	live := liveness.New(rdb, liveness.Options{Log: log, Queues: queues, OnReap: func(_ string, n int) {
+		metrics.ReapedTasks.Add(float64(n))
+	}})
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	defer func() {
+		stopBg()
+		bg.Wait()
+	}()
+	bg.Go(func() { _ = live.Run(bgCtx) })
+	bg.Go(func() { h.WatchDeadlines(bgCtx, live.ID()) })
+
+	started, err := StartServers(rdb, layout, ServerOptions{
+		Middleware:        []asynq.MiddlewareFunc{live.Middleware},
 		TaskCheckInterval: cfg.TaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout, Log: log,
 	})
 	if err != nil {
@@ -237,7 +264,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 	}()
 
-	httpSrv := &http.Server{Addr: cfg.WorkerAddr, Handler: healthMux(rdb), ReadHeaderTimeout: 5 * time.Second}
+	var draining atomic.Bool
+	httpSrv := &http.Server{Addr: cfg.WorkerAddr, Handler: healthMux(rdb, &draining), ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.WorkerAddr)
 	if err != nil {
 		return fmt.Errorf("listen on WORKER_ADDR %s: %w", cfg.WorkerAddr, err)
@@ -257,6 +285,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	case err := <-errc:
 		return fmt.Errorf("health server: %w", err)
 	}
+	// Not ready from now on: a load balancer or the orchestrator sees the
+	// drain.
+	draining.Store(true)
 	log.Info("worker stopping: finishing running tasks", "timeout", cfg.ShutdownTimeout)
 	// Stop taking new tasks on every queue at once, then wait for each.
 	for _, s := range started {
@@ -284,7 +315,9 @@ func MetricsHandler(rdb redis.UniversalClient) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
 
-func healthMux(rdb redis.UniversalClient) http.Handler {
+// healthMux serves /healthz (alive), /readyz (Redis answers and the worker
+// is not draining: 503 from the moment it stops taking tasks) and /metrics.
+func healthMux(rdb redis.UniversalClient, draining *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -295,6 +328,11 @@ func healthMux(rdb redis.UniversalClient) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()
 		w.Header().Set("Content-Type", "application/json")
+		if draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"draining"}`))
+			return
+		}
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = fmt.Fprintf(w, `{"status":"unavailable","redis":%q}`, err.Error())

@@ -1,0 +1,193 @@
+package liveness
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/timetravel-ai/timetravel/internal/redistest"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+type run struct {
+	worker  string
+	retried int
+}
+
+// A worker that stops renewing its lease (it died) has the task it was
+// running moved back to the queue by another worker's reaper, without
+// using up a retry; the other worker runs it; the first, if it was alive
+// after all, learns it was given up for dead and its run stops.
+func TestReaperRequeuesDeadWorkersTask(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	const queue = "q"
+	ttl := 200 * time.Millisecond
+	dead := New(db.NewClient(t), Options{ID: "dead", TTL: ttl, Renew: ttl / 2})
+	alive := New(db.NewClient(t), Options{ID: "alive", TTL: ttl, Renew: ttl / 2})
+
+	runs := make(chan run, 4)
+	stopped := make(chan error, 1)
+	handler := func(worker string) asynq.HandlerFunc {
+		return func(ctx context.Context, t *asynq.Task) error {
+			n, _ := asynq.GetRetryCount(ctx)
+			runs <- run{worker: worker, retried: n}
+			if worker == "dead" {
+				<-ctx.Done()
+				stopped <- context.Cause(ctx)
+			}
+			return nil
+		}
+	}
+	serve := func(r *Registry, worker string) *asynq.Server {
+		srv := asynq.NewServerFromRedisClient(db.NewClient(t), asynq.Config{
+			Concurrency: 1, Queues: map[string]int{queue: 1}, TaskCheckInterval: 20 * time.Millisecond,
+			LogLevel: asynq.FatalLevel, ShutdownTimeout: 5 * time.Second,
+		})
+		mux := asynq.NewServeMux()
+		mux.Use(r.Middleware)
+		mux.HandleFunc("t", handler(worker))
+		if err := srv.Start(mux); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Shutdown)
+		return srv
+	}
+
+	dead.renew(ctx) // its lease, never renewed again
+	serve(dead, "dead")
+	client := asynq.NewClientFromRedisClient(db.NewClient(t))
+	if _, err := client.Enqueue(asynq.NewTask("t", nil), asynq.Queue(queue), asynq.TaskID("task-1"), asynq.MaxRetry(3)); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-runs; r.worker != "dead" {
+		t.Fatalf("first run on %s", r.worker)
+	}
+	if n, _ := db.Client.HLen(ctx, claimsPrefix+"dead").Result(); n != 1 {
+		t.Fatalf("%d claims recorded, want 1", n)
+	}
+
+	serve(alive, "alive")
+	// The alive worker has been healthy for a lease's length.
+	alive.renew(ctx)
+	alive.mu.Lock()
+	alive.healthySince = time.Now().Add(-ttl)
+	alive.mu.Unlock()
+	// Reap until the dead worker's lease has expired on Redis's clock and
+	// its task has moved.
+	var second run
+	for got := false; !got; {
+		alive.renew(ctx)
+		alive.reap(ctx)
+		select {
+		case second = <-runs:
+			got = true
+		case <-time.After(ttl / 2):
+		}
+	}
+	if second.worker != "alive" || second.retried != 0 {
+		t.Fatalf("second run %+v, want on the alive worker with no retry used", second)
+	}
+	if n, _ := db.Client.ZScore(ctx, workersKey, "dead").Result(); n != 0 {
+		t.Fatal("the dead worker is still listed")
+	}
+	// The "dead" worker renews after all: its run stops.
+	dead.renew(ctx)
+	if cause := <-stopped; !errors.Is(cause, ErrGivenUp) {
+		t.Fatalf("the given-up run stopped with %v, want ErrGivenUp", cause)
+	}
+}
+
+// Leases that lapsed while Redis was out of reach are not deaths: a
+// worker that has not been healthy for a lease's length does not reap.
+func TestNoReapingRightAfterAnOutage(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	ttl := 100 * time.Millisecond
+	other := New(db.NewClient(t), Options{ID: "other", TTL: ttl})
+	me := New(db.NewClient(t), Options{ID: "me", TTL: time.Hour})
+	other.renew(ctx)
+	if _, err := db.Client.HSet(ctx, claimsPrefix+"other", claimField("q", "x"), 1).Result(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait on Redis's clock until the other's lease has lapsed.
+	for {
+		ids, err := deadScript.Run(ctx, db.Client, []string{workersKey}, "me").StringSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) == 1 {
+			break
+		}
+		time.Sleep(ttl / 4)
+	}
+	me.renew(ctx) // healthy since just now, with a one-hour lease
+	me.reap(ctx)
+	if n, _ := db.Client.HLen(ctx, claimsPrefix+"other").Result(); n != 1 {
+		t.Fatal("a worker that just recovered reaped another")
+	}
+}
+
+// A worker whose lease Redis lost (restarted empty) records its running
+// tasks again.
+func TestLostLeaseRecordsClaimsAgain(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	r := New(db.NewClient(t), Options{ID: "w"})
+	r.renew(ctx)
+	r.mu.Lock()
+	r.claims[claimField("q", "t1")] = func(error) {}
+	r.mu.Unlock()
+	if err := db.Client.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.renew(ctx)
+	if ok, _ := db.Client.HExists(ctx, claimsPrefix+"w", claimField("q", "t1")).Result(); !ok {
+		t.Fatal("claim not recorded again after Redis lost it")
+	}
+}
+
+// A task that is active in asynq but claimed by no live worker (its
+// dequeue's reply was lost as Redis went down) goes back to its queue
+// after the grace; a claimed one stays.
+func TestOrphanedActiveTaskGoesBack(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	const queue = "q"
+	ttl := 50 * time.Millisecond
+	r := New(db.NewClient(t), Options{ID: "reaper", TTL: ttl, Queues: []string{queue}})
+	other := New(db.NewClient(t), Options{ID: "other", TTL: time.Hour})
+	other.renew(ctx)
+	p := "asynq:{" + queue + "}:"
+	for _, id := range []string{"orphan", "claimed"} {
+		if err := db.Client.LPush(ctx, p+"active", id).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Client.HSet(ctx, p+"t:"+id, "state", "active").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Client.HSet(ctx, claimsPrefix+"other", claimField(queue, "claimed"), 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.reapOrphans(ctx) // first sight: within its grace
+	if n, _ := db.Client.LLen(ctx, p+"pending").Result(); n != 0 {
+		t.Fatal("an unclaimed task moved before its grace")
+	}
+	r.mu.Lock()
+	r.unclaimed[claimField(queue, "orphan")] = time.Now().Add(-orphanGraceLeases * ttl)
+	r.mu.Unlock()
+	r.reapOrphans(ctx)
+	pending, _ := db.Client.LRange(ctx, p+"pending", 0, -1).Result()
+	active, _ := db.Client.LRange(ctx, p+"active", 0, -1).Result()
+	if len(pending) != 1 || pending[0] != "orphan" || len(active) != 1 || active[0] != "claimed" {
+		t.Fatalf("pending %v, active %v: want the orphan pending, the claimed task active", pending, active)
+	}
+	if st, _ := db.Client.HGet(ctx, p+"t:orphan", "state").Result(); st != "pending" {
+		t.Fatalf("orphan state %q, want pending", st)
+	}
+}

@@ -1,0 +1,201 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/store"
+	"github.com/timetravel-ai/timetravel/internal/tasks"
+)
+
+// completeSnapshots records snapshots 0..n-1 of j as answered, as workers
+// would.
+func (hs *harness) completeSnapshots(j *job.Job, n int) {
+	hs.t.Helper()
+	ctx := context.Background()
+	for i := range n {
+		owner := "w" + j.Spec.TimePoints[i].Date
+		if _, _, err := hs.store.StartSnapshot(ctx, j.ID, i, owner, snapModel); err != nil {
+			hs.t.Fatal(err)
+		}
+		d := j.Spec.TimePoints[i].Date
+		if _, err := hs.store.FinishSnapshot(ctx, j.ID, i, owner, store.SnapshotOutcome{Text: snapshotText(d)}); err != nil {
+			hs.t.Fatal(err)
+		}
+	}
+}
+
+func aggregateTask(jobID string) *asynq.Task {
+	p, _ := json.Marshal(tasks.AggregatePayload{JobID: jobID})
+	return asynq.NewTask(tasks.TypeAggregate, p)
+}
+
+// An aggregation that runs again after its worker died reuses the part the
+// dead attempt finished (no second key-changes call, no second event),
+// announces itself, and its narrative replaces the dead attempt's text.
+func TestAggregationRerunReusesFinishedParts(t *testing.T) {
+	t.Parallel()
+	hs := newHarness(t, options{noServers: true})
+	dates := []string{"2023-01-01", "2024-01-01"}
+	j := hs.submit(dates, time.Minute)
+	hs.completeSnapshots(j, 2)
+	ctx := context.Background()
+	// The dead attempt: key changes done, half a narrative streamed.
+	if _, err := hs.store.BeginAggregate(ctx, j.ID, "dead"); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(map[string]any{"key_changes": []job.KeyChange{{From: dates[0], To: dates[1], Changes: []string{"from the dead"}}}})
+	if err := hs.store.EmitAggregatePart(ctx, j.ID, "dead", "key_changes", events.KeyChangesCompleted, events.KeyChangesData{}, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := hs.store.AppendNarrativeText(ctx, j.ID, "dead", 1, "half a narr"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := hs.h.HandleAggregate(ctx, aggregateTask(j.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if n := hs.model.count(kindKeyChanges, ""); n != 0 {
+		t.Fatalf("%d key-changes calls, want none: the dead attempt's are reused", n)
+	}
+	evs := hs.events(j.ID)
+	types := typesOf(evs)
+	for _, typ := range []string{events.KeyChangesCompleted, events.NarrativeCompleted, events.JobCompleted} {
+		if len(ofType(evs, typ)) != 1 {
+			t.Fatalf("events %v: want one %s", types, typ)
+		}
+	}
+	var attempts []int
+	narrative := ""
+	for _, e := range evs {
+		switch e.Type {
+		case events.AggregateStarted:
+			attempts = append(attempts, decode[events.AggregateStartedData](t, e).Attempt)
+			narrative = ""
+		case events.NarrativeDelta:
+			narrative += decode[events.DeltaData](t, e).Text
+		}
+	}
+	if len(attempts) != 2 || attempts[1] != 2 {
+		t.Fatalf("aggregate.started attempts %v, want [1 2]", attempts)
+	}
+	if narrative != narrativeText() {
+		t.Fatalf("narrative after the restart %q, want %q", narrative, narrativeText())
+	}
+	got := hs.job(j.ID)
+	if got.Status != job.StatusCompleted || got.Aggregate == nil || len(got.Aggregate.KeyChanges) != 1 ||
+		got.Aggregate.KeyChanges[0].Changes[0] != "from the dead" || got.Aggregate.Narrative != narrativeText() {
+		t.Fatalf("ended job %+v aggregate %+v", got, got.Aggregate)
+	}
+}
+
+// A job whose aggregation's worker died and whose deadline passed is ended
+// by the deadline watchdog, partial, with what it has; every snapshot has a
+// terminal status.
+func TestWatchdogEndsAnOrphanedJob(t *testing.T) {
+	t.Parallel()
+	hs := newHarness(t, options{noServers: true})
+	dates := []string{"2023-01-01", "2024-01-01", "2025-01-01"}
+	j := newJob(t, dates, time.Minute)
+	j.Deadline = time.Now().Add(-time.Millisecond) // overdue from the start
+	hs.submitJob(j)
+	hs.completeSnapshots(j, 2)
+	ctx := context.Background()
+	if _, err := hs.store.BeginAggregate(ctx, j.ID, "dead"); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(map[string]any{"key_changes": []job.KeyChange{{From: dates[0], To: dates[1], Changes: []string{"c"}}}})
+	if err := hs.store.EmitAggregatePart(ctx, j.ID, "dead", "key_changes", events.KeyChangesCompleted, events.KeyChangesData{}, rec); err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go hs.h.WatchDeadlines(wctx, "watchdog")
+	evs := hs.follow(j.ID, time.Minute)
+	got := hs.job(j.ID)
+	wantEnded(t, evs, got, job.StatusPartial)
+	if got.Aggregate == nil || len(got.Aggregate.KeyChanges) != 1 || got.Aggregate.NarrativeError == "" {
+		t.Fatalf("aggregate %+v: want the key changes and the narrative unfinished", got.Aggregate)
+	}
+	for _, s := range got.Snapshots {
+		if !s.Status.Terminal() {
+			t.Fatalf("snapshot %d is %s after the job ended", s.Index, s.Status)
+		}
+	}
+	if got.Snapshots[2].Status != job.SnapshotExpired {
+		t.Fatalf("unfinished snapshot is %s, want expired", got.Snapshots[2].Status)
+	}
+	if n := len(ofType(evs, events.JobCompleted)); n != 1 {
+		t.Fatalf("%d job.completed", n)
+	}
+}
+
+// At the deadline, a running aggregation's calls are cancelled and the job
+// ends partial with what it has: the key changes, no narrative.
+func TestDeadlineCutsTheAggregation(t *testing.T) {
+	t.Parallel()
+	hs := newHarness(t, options{noServers: true, script: func(c call) *answer {
+		if c.Kind == kindNarrative {
+			return &answer{Block: true}
+		}
+		return nil
+	}})
+	dates := []string{"2023-01-01", "2024-01-01"}
+	j := hs.submit(dates, 2*time.Second)
+	hs.completeSnapshots(j, 2)
+	done := make(chan error, 1)
+	go func() { done <- hs.h.HandleAggregate(context.Background(), aggregateTask(j.ID)) }()
+	hs.model.waitBlocked(t, 1, time.Minute)
+	r := hs.model.waitReleased(t, 1, time.Minute)[0]
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r.Call.Kind != kindNarrative {
+		t.Fatalf("released %+v", r)
+	}
+	got := hs.job(j.ID)
+	if got.Status != job.StatusPartial || got.Aggregate == nil || len(got.Aggregate.KeyChanges) != 1 || got.Aggregate.Narrative != "" {
+		t.Fatalf("job %s aggregate %+v: want partial with key changes and no narrative", got.Status, got.Aggregate)
+	}
+	if len(ofType(hs.events(j.ID), events.JobCompleted)) != 1 {
+		t.Fatal("not exactly one job.completed")
+	}
+}
+
+// The api queues a job's tasks before it writes the job (so that a crash
+// between the two cannot leave a job without its tasks): a snapshot task
+// that runs first goes back to its queue, without using up a retry, and
+// answers once the job is there. (That the hand-back uses no retry is
+// isFailure's, which these test servers do not use.)
+func TestSnapshotBeforeItsJobWaitsForIt(t *testing.T) {
+	t.Parallel()
+	hs := newHarness(t, options{})
+	j := newJob(t, []string{"2023-01-01"}, time.Minute)
+	ctx := context.Background()
+	if err := hs.enq.EnqueueAggregate(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if err := hs.enq.EnqueueSnapshots(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	// Handed back at least once: waiting in the retry set.
+	for {
+		info, err := hs.insp.GetTaskInfo(tasks.QueueSnapshot, tasks.SnapshotTaskID(j.ID, 0))
+		if err == nil && info.State == asynq.TaskStateRetry {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := hs.store.Create(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	evs := hs.follow(j.ID, time.Minute)
+	got := hs.job(j.ID)
+	wantEnded(t, evs, got, job.StatusCompleted)
+}
