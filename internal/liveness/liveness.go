@@ -271,17 +271,9 @@ func (r *Registry) reap(ctx context.Context) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*r.o.Renew)
 	defer cancel()
-	ok, err := r.rdb.SetNX(rctx, lockKey, r.o.ID, 2*r.o.Renew).Result()
-	if err != nil || !ok {
+	if !Hold(rctx, r.rdb, lockKey, r.o.ID, 2*r.o.Renew) {
 		return
 	}
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
-		defer dcancel()
-		if v, _ := r.rdb.Get(dctx, lockKey).Result(); v == r.o.ID {
-			_ = r.rdb.Del(dctx, lockKey).Err()
-		}
-	}()
 	dead, err := deadScript.Run(rctx, r.rdb, []string{workersKey}, r.o.ID).StringSlice()
 	if err != nil {
 		r.o.Log.Warn("read expired worker leases", "err", err)
@@ -396,3 +388,22 @@ func Requeue(ctx context.Context, rdb redis.UniversalClient, queue, id string) (
 	n, err := requeueScript.Run(ctx, rdb, []string{p + "active", p + "lease", p + "pending", p + "t:" + id}, id).Int()
 	return n == 1, err
 }
+
+// Hold takes the lock key for holder, or extends it when holder has it,
+// for ttl; false when another holder has it or Redis is out of reach. A
+// holder that keeps calling within ttl keeps the lock (one reaper, one
+// watchdog); one that stops loses it after ttl.
+func Hold(ctx context.Context, rdb redis.UniversalClient, key, holder string, ttl time.Duration) bool {
+	res, err := holdScript.Run(ctx, rdb, []string{key}, holder, ttl.Milliseconds()).Int()
+	return err == nil && res == 1
+}
+
+// holdScript: KEYS[1] the lock; ARGV[1] the holder, ARGV[2] TTL ms.
+var holdScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/redistest"
 )
@@ -77,18 +78,12 @@ func TestReaperRequeuesDeadWorkersTask(t *testing.T) {
 	alive.mu.Lock()
 	alive.healthySince = time.Now().Add(-ttl)
 	alive.mu.Unlock()
-	// Reap until the dead worker's lease has expired on Redis's clock and
-	// its task has moved.
-	var second run
-	for got := false; !got; {
-		alive.renew(ctx)
-		alive.reap(ctx)
-		select {
-		case second = <-runs:
-			got = true
-		case <-time.After(ttl / 2):
-		}
+	// The dead worker's lease lapsed (its score is an expiry time).
+	if err := db.Client.ZAdd(ctx, workersKey, redis.Z{Score: 1, Member: "dead"}).Err(); err != nil {
+		t.Fatal(err)
 	}
+	alive.reap(ctx)
+	second := <-runs
 	if second.worker != "alive" || second.retried != 0 {
 		t.Fatalf("second run %+v, want on the alive worker with no retry used", second)
 	}
@@ -114,16 +109,12 @@ func TestNoReapingRightAfterAnOutage(t *testing.T) {
 	if _, err := db.Client.HSet(ctx, claimsPrefix+"other", claimField("q", "x"), 1).Result(); err != nil {
 		t.Fatal(err)
 	}
-	// Wait on Redis's clock until the other's lease has lapsed.
-	for {
-		ids, err := deadScript.Run(ctx, db.Client, []string{workersKey}, "me").StringSlice()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ids) == 1 {
-			break
-		}
-		time.Sleep(ttl / 4)
+	// The other's lease lapsed (during the outage).
+	if err := db.Client.ZAdd(ctx, workersKey, redis.Z{Score: 1, Member: "other"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := deadScript.Run(ctx, db.Client, []string{workersKey}, "me").StringSlice(); err != nil || len(ids) != 1 {
+		t.Fatalf("expired leases %v, %v: want the other's", ids, err)
 	}
 	me.renew(ctx) // healthy since just now, with a one-hour lease
 	me.reap(ctx)
@@ -189,5 +180,25 @@ func TestOrphanedActiveTaskGoesBack(t *testing.T) {
 	}
 	if st, _ := db.Client.HGet(ctx, p+"t:orphan", "state").Result(); st != "pending" {
 		t.Fatalf("orphan state %q, want pending", st)
+	}
+}
+
+// One holder at a time; the holder extends its lock, others are refused.
+func TestHold(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	for _, step := range []struct {
+		holder string
+		want   bool
+	}{{"a", true}, {"b", false}, {"a", true}} {
+		if got := Hold(ctx, db.Client, "lock", step.holder, time.Minute); got != step.want {
+			t.Fatalf("Hold by %s = %v, want %v", step.holder, got, step.want)
+		}
+	}
+	if err := db.Client.Del(ctx, "lock").Err(); err != nil { // lapsed
+		t.Fatal(err)
+	}
+	if !Hold(ctx, db.Client, "lock", "b", time.Minute) {
+		t.Fatal("a lapsed lock was not taken")
 	}
 }

@@ -63,18 +63,24 @@ func (s *Store) Patient() *Store {
 	return &c
 }
 
-// run runs a script, waiting out an unavailable Redis when patient.
+// do runs op once, or, when the store is patient, until Redis is
+// reachable (redisx.Retry).
+func (s *Store) do(ctx context.Context, op func(context.Context) error) error {
+	if !s.patient {
+		return op(ctx)
+	}
+	return redisx.Retry(ctx, op)
+}
+
+// run runs a script (see do).
 func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) ([]any, error) {
 	var res []any
-	op := func(ctx context.Context) error {
+	err := s.do(ctx, func(ctx context.Context) error {
 		var err error
 		res, err = sc.Run(ctx, s.rdb, keys, args...).Slice()
 		return err
-	}
-	if !s.patient {
-		return res, op(ctx)
-	}
-	return res, redisx.Retry(ctx, op)
+	})
+	return res, err
 }
 
 // DeadlinesKey is the sorted set of the jobs that have not ended, scored by
@@ -244,17 +250,11 @@ func (s *Store) Get(ctx context.Context, jobID string) (*job.Job, error) {
 
 func (s *Store) hash(ctx context.Context, jobID string) (map[string]string, error) {
 	var h map[string]string
-	op := func(ctx context.Context) error {
+	err := s.do(ctx, func(ctx context.Context) error {
 		var err error
 		h, err = s.rdb.HGetAll(ctx, JobKey(jobID)).Result()
 		return err
-	}
-	var err error
-	if s.patient {
-		err = redisx.Retry(ctx, op)
-	} else {
-		err = op(ctx)
-	}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read job %s: %w", jobID, err)
 	}

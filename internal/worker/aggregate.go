@@ -150,6 +150,31 @@ func restoreParts(agg *job.Aggregate, parts map[string][]byte) (kc, narr bool) {
 	return kc, narr
 }
 
+// tally splits a job's snapshots into those that completed and the indexes
+// of those that have no outcome yet (failed ones are in neither).
+func tally(snaps []job.Snapshot) (completed []job.Snapshot, unfinished []int) {
+	for _, s := range snaps {
+		switch s.Status {
+		case job.SnapshotCompleted:
+			completed = append(completed, s)
+		case job.SnapshotFailed:
+		default:
+			unfinished = append(unfinished, s.Index)
+		}
+	}
+	return completed, unfinished
+}
+
+// newAggregate is j's aggregate before any part: no key changes yet, and
+// the time its aggregation began.
+func newAggregate(j *job.Job) *job.Aggregate {
+	agg := &job.Aggregate{KeyChanges: []job.KeyChange{}}
+	if j.Aggregate != nil {
+		agg.StartedAt = j.Aggregate.StartedAt
+	}
+	return agg
+}
+
 // outcome is the status and message of a job that ends with the given
 // snapshots and aggregate.
 func outcome(snaps []job.Snapshot, agg *job.Aggregate, done int) (job.Status, string) {
@@ -187,21 +212,9 @@ func (h *Handlers) endOverdue(ctx context.Context, jobID string) (*job.Job, erro
 	if j.Status.Terminal() {
 		return nil, h.store.ForgetDeadline(ctx, jobID)
 	}
-	done := 0
-	var unfinished []int
-	for _, s := range j.Snapshots {
-		switch s.Status {
-		case job.SnapshotCompleted:
-			done++
-		case job.SnapshotFailed:
-		default:
-			unfinished = append(unfinished, s.Index)
-		}
-	}
-	agg := &job.Aggregate{KeyChanges: []job.KeyChange{}}
-	if j.Aggregate != nil {
-		agg.StartedAt = j.Aggregate.StartedAt
-	}
+	completed, unfinished := tally(j.Snapshots)
+	done := len(completed)
+	agg := newAggregate(j)
 	kc, narr := restoreParts(agg, parts)
 	status, msg := outcome(j.Snapshots, agg, done)
 	switch {
@@ -260,17 +273,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 	ctx, cancel := context.WithDeadlineCause(ctx, j.Deadline.Add(requestSlack), errPastDeadline)
 	defer cancel()
 
-	var unfinished []int
-	var done []job.Snapshot
-	for _, s := range j.Snapshots {
-		switch s.Status {
-		case job.SnapshotCompleted:
-			done = append(done, s)
-		case job.SnapshotFailed:
-		default:
-			unfinished = append(unfinished, s.Index)
-		}
-	}
+	done, unfinished := tally(j.Snapshots)
 	if len(unfinished) > 0 {
 		log.Warn("aggregation began with snapshots unfinished; withdrawing them", "unfinished", len(unfinished))
 		if err := tasks.Withdraw(h.insp, tasks.LaneOf(j.Spec.Warm), jobID, unfinished, false); err != nil {
@@ -288,10 +291,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 		return h.jobEnded(ctx, jobID), nil
 	}
 
-	agg := &job.Aggregate{KeyChanges: []job.KeyChange{}}
-	if j.Aggregate != nil {
-		agg.StartedAt = j.Aggregate.StartedAt
-	}
+	agg := newAggregate(j)
 	kcDone, narrDone := restoreParts(agg, begun.Parts)
 	if !kcDone && !narrDone {
 		if hit := h.cachedAggregate(ctx, j, done, log); hit != nil {

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,32 +171,33 @@ func TestDeadlineCutsTheAggregation(t *testing.T) {
 
 // The api queues a job's tasks before it writes the job (so that a crash
 // between the two cannot leave a job without its tasks): a snapshot task
-// that runs first goes back to its queue, without using up a retry, and
-// answers once the job is there. (That the hand-back uses no retry is
-// isFailure's, which these test servers do not use.)
+// that runs first goes back to its queue, having called no model, and
+// answers once the job is there.
 func TestSnapshotBeforeItsJobWaitsForIt(t *testing.T) {
 	t.Parallel()
-	hs := newHarness(t, options{})
+	hs := newHarness(t, options{noServers: true})
 	j := newJob(t, []string{"2023-01-01"}, time.Minute)
 	ctx := context.Background()
+	p, _ := json.Marshal(tasks.SnapshotPayload{JobID: j.ID, Index: 0, Question: j.Spec.Question, Date: "2023-01-01",
+		Label: j.Spec.TimePoints[0].Label, Complexity: string(j.Spec.Complexity), DeadlineMS: j.Deadline.UnixMilli()})
+	task := asynq.NewTask(tasks.TypeSnapshot, p)
 	if err := hs.enq.EnqueueAggregate(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	if err := hs.enq.EnqueueSnapshots(ctx, j); err != nil {
-		t.Fatal(err)
+	err := hs.h.HandleSnapshot(ctx, task)
+	if err == nil || !strings.Contains(err.Error(), "job not written yet") {
+		t.Fatalf("snapshot before its job: %v, want it handed back", err)
 	}
-	// Handed back at least once: waiting in the retry set.
-	for {
-		info, err := hs.insp.GetTaskInfo(tasks.QueueSnapshot, tasks.SnapshotTaskID(j.ID, 0))
-		if err == nil && info.State == asynq.TaskStateRetry {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if n := len(hs.model.Calls()); n != 0 {
+		t.Fatalf("%d model calls before the job exists", n)
 	}
 	if _, err := hs.store.Create(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	evs := hs.follow(j.ID, time.Minute)
-	got := hs.job(j.ID)
-	wantEnded(t, evs, got, job.StatusCompleted)
+	if err := hs.h.HandleSnapshot(ctx, task); err != nil {
+		t.Fatalf("snapshot once its job exists: %v", err)
+	}
+	if s := hs.job(j.ID).Snapshots[0]; s.Status != job.SnapshotCompleted {
+		t.Fatalf("snapshot %+v, want completed", s)
+	}
 }

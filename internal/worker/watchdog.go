@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/timetravel-ai/timetravel/internal/liveness"
 )
 
 // The deadline watchdog ends jobs that are past their deadline, whatever
@@ -41,10 +41,9 @@ func (h *Handlers) WatchDeadlines(ctx context.Context, id string) {
 
 // watchOnce is one look of the watchdog.
 func (h *Handlers) watchOnce(ctx context.Context, id string) {
-	rdb := h.store.Redis()
 	lctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if !holdLock(lctx, rdb, watchdogLockKey, id, 4*watchdogTick) {
+	if !liveness.Hold(lctx, h.store.Redis(), watchdogLockKey, id, 4*watchdogTick) {
 		return
 	}
 	ids, err := h.store.Overdue(lctx, time.Now(), watchdogBatch)
@@ -66,20 +65,3 @@ func (h *Handlers) watchOnce(ctx context.Context, id string) {
 		}
 	}
 }
-
-// holdLock takes or extends a lock held by id for ttl; false when another
-// holder has it or Redis is out of reach.
-func holdLock(ctx context.Context, rdb redis.UniversalClient, key, id string, ttl time.Duration) bool {
-	res, err := lockScript.Run(ctx, rdb, []string{key}, id, ttl.Milliseconds()).Int()
-	return err == nil && res == 1
-}
-
-// lockScript: KEYS[1] the lock; ARGV[1] the holder, ARGV[2] TTL ms.
-var lockScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v == false or v == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-`)
