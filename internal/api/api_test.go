@@ -48,7 +48,7 @@ func TestSubmitAccepted(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &acc); err != nil {
 		t.Fatal(err)
 	}
-	if acc.JobID == "" || acc.Status != "queued" || acc.Links.Self != "/api/jobs/"+acc.JobID || acc.Links.Events != acc.Links.Self+"/events" {
+	if acc.JobID == "" || acc.Status != "queued" || acc.Links.Self != "/api/jobs/"+acc.JobID || !strings.HasPrefix(acc.Links.Events, acc.Links.Self+"/events?token=") {
 		t.Fatalf("answer %+v", acc)
 	}
 	if loc := rec.Header().Get("Location"); loc != acc.Links.Self {

@@ -34,6 +34,15 @@ const (
 	CodeCacheDisabled = "cache_disabled"
 	// CodeIdempotencyInProgress: the key's first request is still running.
 	CodeIdempotencyInProgress = "idempotency_key_in_progress"
+	// CodeForbidden: the caller is known but may not do this.
+	CodeForbidden = "forbidden"
+	// CodeQuotaExceeded: a limit of the caller's API key (named by the
+	// error's limit field) or of the service is reached; 429.
+	CodeQuotaExceeded = "quota_exceeded"
+	// CodeModelNotAllowed: the request names a model that is not offered.
+	CodeModelNotAllowed = "model_not_allowed"
+	// CodeInvalidEncoding: the body is not valid UTF-8.
+	CodeInvalidEncoding = "invalid_encoding"
 )
 
 // ErrorBody is the JSON body of every error answer.
@@ -46,6 +55,11 @@ type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+	// Limit names the quota reached (code quota_exceeded).
+	Limit string `json:"limit,omitempty"`
+	// Allowed lists the values the field may take, when they are few
+	// (code model_not_allowed).
+	Allowed []string `json:"allowed,omitempty"`
 }
 
 func abort(c *gin.Context, status int, code, field, format string, args ...any) {

@@ -1,13 +1,17 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -42,9 +46,11 @@ type Links struct {
 	Events string `json:"events"`
 }
 
-func links(jobID string) Links {
+// links returns the links of jobID for who: the events link carries a
+// token signed for that job's stream, for a browser EventSource.
+func (s *Server) links(who caller, jobID string) Links {
 	self := "/api/jobs/" + jobID
-	return Links{Self: self, Events: self + "/events"}
+	return Links{Self: self, Events: self + "/events?token=" + s.tokens.sign(jobID, who.owner, s.now())}
 }
 
 // IdempotencyHeader is the request header that makes a submission
@@ -56,24 +62,37 @@ const (
 )
 
 // decodeJSON decodes the JSON request body into v, strictly (no unknown
-// fields, nothing after the object), and answers the error itself: false
-// means the request is answered.
+// fields, nothing after the object, valid UTF-8 only), and answers the
+// error itself: false means the request is answered.
 func decodeJSON(c *gin.Context, v any) bool {
 	mt, _, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
 	if err != nil || mt != "application/json" {
-		abort(c, http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "", "Content-Type must be application/json, got %q", c.GetHeader("Content-Type"))
+		abort(c, http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "", "Content-Type must be application/json, got %q", clipID(c.GetHeader("Content-Type")))
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes))
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			status, detail := decodeError(err)
+			c.AbortWithStatusJSON(status, ErrorBody{Error: detail})
+			return false
+		}
+		abort(c, http.StatusBadRequest, CodeMalformedJSON, "", "the request body could not be read")
+		return false
+	}
+	// encoding/json turns invalid UTF-8 and lone surrogate escapes into
+	// U+FFFD: questions that differ would then read alike.
+	if at := invalidUTF8(body); at >= 0 {
+		abort(c, http.StatusBadRequest, CodeInvalidEncoding, "", "request body is not valid UTF-8 (at byte %d)", at)
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
 			err = errors.New("request body has data after the JSON object")
-			var maxErr *http.MaxBytesError
-			if errors.As(terr, &maxErr) {
-				err = terr
-			}
 		}
 	}
 	if err != nil {
@@ -82,6 +101,60 @@ func decodeJSON(c *gin.Context, v any) bool {
 		return false
 	}
 	return true
+}
+
+// invalidUTF8 returns the offset of the first byte of b that is not valid
+// UTF-8, or of a \u escape of a lone UTF-16 surrogate; -1 when there is
+// none.
+func invalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		if b[i] == '\\' && i+1 < len(b) {
+			if b[i+1] != 'u' {
+				i += 2 // any other escape, including an escaped backslash
+				continue
+			}
+			if u, ok := hex4(b, i+2); ok && u >= 0xD800 && u <= 0xDFFF {
+				lo, ok2 := uint32(0), false
+				if u <= 0xDBFF && i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+					lo, ok2 = hex4(b, i+8)
+				}
+				if !ok2 || lo < 0xDC00 || lo > 0xDFFF {
+					return i
+				}
+				i += 12
+				continue
+			}
+		}
+		i += n
+	}
+	return -1
+}
+
+// hex4 reads four hex digits of b at i.
+func hex4(b []byte, i int) (uint32, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var v uint32
+	for _, c := range b[i : i+4] {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint32(d)
+	}
+	return v, true
 }
 
 // validSpec validates a submission and its callback URL; false means the
@@ -106,6 +179,10 @@ func (s *Server) validSpec(c *gin.Context, sub job.Submission) (job.Spec, bool) 
 }
 
 func (s *Server) submit(c *gin.Context) {
+	who := callerOf(c)
+	if !s.admitSubmission(c, who) {
+		return
+	}
 	var sub job.Submission
 	if !decodeJSON(c, &sub) {
 		return
@@ -114,6 +191,14 @@ func (s *Server) submit(c *gin.Context) {
 	if !ok {
 		return
 	}
+	if spec.Model != "" && !s.cfg.LLM.ModelAllowed(spec.Model) {
+		c.AbortWithStatusJSON(http.StatusUnprocessableEntity, ErrorBody{Error: ErrorDetail{
+			Code: CodeModelNotAllowed, Field: "model", Allowed: s.cfg.LLM.AllowedModels(),
+			Message: fmt.Sprintf("model %q is not offered by this server; use one of the allowed models (GET /api/models)", clipID(spec.Model)),
+		}})
+		return
+	}
+	spec.Owner = who.owner
 	ctx := c.Request.Context()
 	_, idem := c.Request.Header[IdempotencyHeader]
 	var key, hash string
@@ -128,7 +213,9 @@ func (s *Server) submit(c *gin.Context) {
 			abort(c, http.StatusInternalServerError, CodeInternal, "", "could not hash the request")
 			return
 		}
-		id, err := s.idem.Wait(ctx, key, hash, idempotencyWait)
+		// Keys are the caller's own: the same key of another caller is
+		// another key.
+		id, err := s.idem.Wait(ctx, scopedKey(who, key), hash, idempotencyWait)
 		switch {
 		case errors.Is(err, idempotency.ErrMismatch):
 			abort(c, http.StatusUnprocessableEntity, CodeIdempotencyMismatch, IdempotencyHeader,
@@ -143,33 +230,32 @@ func (s *Server) submit(c *gin.Context) {
 			abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "the job could not be queued; try again")
 			return
 		case id != "":
-			s.replay(c, id)
+			s.replay(c, who, id)
 			return
 		}
 	}
 	out, err := s.intake.Submit(ctx, spec)
 	if err != nil {
-		s.log.Error("accept job", "err", err)
 		if idem {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			if aerr := s.idem.Abandon(actx, key, hash); aerr != nil {
+			if aerr := s.idem.Abandon(actx, scopedKey(who, key), hash); aerr != nil {
 				s.log.Warn("free idempotency key", "err", aerr)
 			}
 			cancel()
 		}
-		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "the job could not be queued; try again")
+		s.submitFailed(c, err)
 		return
 	}
 	j := out.Job
 	c.Set("job_id", j.ID)
 	if idem {
-		if err := s.idem.Complete(ctx, key, hash, j.ID); err != nil {
+		if err := s.idem.Complete(ctx, scopedKey(who, key), hash, j.ID); err != nil {
 			// The job runs; a retry within a minute is told to wait, a
 			// later one starts another job.
 			s.log.Warn("record idempotency key", "job_id", j.ID, "err", err)
 		}
 	}
-	l := links(j.ID)
+	l := s.links(who, j.ID)
 	c.Header("Location", l.Self)
 	c.JSON(http.StatusAccepted, Accepted{
 		JobID: j.ID, Status: j.Status, Joined: out.Joined, Cached: out.Cached,
@@ -177,15 +263,18 @@ func (s *Server) submit(c *gin.Context) {
 	})
 }
 
+// scopedKey is the caller's Idempotency-Key as stored: within its owner.
+func scopedKey(who caller, key string) string { return who.owner + ":" + key }
+
 // idempotencyWait bounds the wait of a request whose Idempotency-Key a
 // concurrent request holds while it decides its job.
 const idempotencyWait = 2 * time.Second
 
 // replay answers a submission with the job of an earlier request with the
 // same Idempotency-Key.
-func (s *Server) replay(c *gin.Context, jobID string) {
+func (s *Server) replay(c *gin.Context, who caller, jobID string) {
 	c.Set("job_id", jobID)
-	j, err := s.store.Get(c.Request.Context(), jobID)
+	j, err := s.store.Resolve(c.Request.Context(), jobID)
 	if errors.Is(err, store.ErrNotFound) {
 		abort(c, http.StatusNotFound, CodeJobNotFound, "", "the job of this Idempotency-Key (%s) has expired", jobID)
 		return
@@ -196,7 +285,7 @@ func (s *Server) replay(c *gin.Context, jobID string) {
 		return
 	}
 	metrics.IdempotentReplays.Inc()
-	l := links(j.ID)
+	l := s.links(who, j.ID)
 	c.Header("Location", l.Self)
 	c.Header(IdempotentReplayedHeader, "true")
 	c.JSON(http.StatusAccepted, Accepted{JobID: j.ID, Status: j.Status, Cached: j.Cached(), Links: l})
@@ -224,17 +313,45 @@ func jobID(c *gin.Context) (string, bool) {
 
 func clipID(s string) string {
 	if len(s) > 64 {
-		return s[:64] + "…"
+		s = s[:64] + "…"
 	}
-	return s
+	return strings.ToValidUTF8(s, "\ufffd")
 }
 
-func (s *Server) loadJob(c *gin.Context) (*job.Job, bool) {
+// headOf reads the :id job's head, answering 404 unless the caller owns
+// it (another caller's job is answered exactly like an unknown one).
+func (s *Server) headOf(c *gin.Context) (store.Head, bool) {
 	id, ok := jobID(c)
+	if !ok {
+		return store.Head{}, false
+	}
+	h, err := s.store.Head(c.Request.Context(), id)
+	if err == nil && !callerOf(c).owns(h) {
+		err = store.ErrNotFound
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		abort(c, http.StatusNotFound, CodeJobNotFound, "", "no job %q (unknown or expired)", id)
+		return h, false
+	}
+	if err != nil {
+		s.log.Error("read job", "job_id", id, "err", err)
+		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not read the job; try again")
+		return h, false
+	}
+	return h, true
+}
+
+// loadJob reads the :id job as its caller sees it (store.Resolve).
+func (s *Server) loadJob(c *gin.Context) (*job.Job, bool) {
+	h, ok := s.headOf(c)
 	if !ok {
 		return nil, false
 	}
-	j, err := s.store.Get(c.Request.Context(), id)
+	return s.resolve(c, h.ID)
+}
+
+func (s *Server) resolve(c *gin.Context, id string) (*job.Job, bool) {
+	j, err := s.store.Resolve(c.Request.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		abort(c, http.StatusNotFound, CodeJobNotFound, "", "no job %q (unknown or expired)", id)
 		return nil, false
@@ -247,32 +364,65 @@ func (s *Server) loadJob(c *gin.Context) (*job.Job, bool) {
 	return j, true
 }
 
+// JobView is a job as GET /api/jobs/{id} shows it: its state and its
+// links (the events link carries a fresh token).
+type JobView struct {
+	job.View
+	Links Links `json:"links"`
+}
+
 func (s *Server) getJob(c *gin.Context) {
 	j, ok := s.loadJob(c)
 	if !ok {
 		return
 	}
-	c.JSON(http.StatusOK, j.View())
+	c.JSON(http.StatusOK, JobView{View: j.View(), Links: s.links(callerOf(c), j.ID)})
 }
 
+// cancelJob cancels the caller's job. A job shared with other callers
+// (they joined it) goes on for them: only this caller's part ends. The
+// last caller to cancel cancels the work.
 func (s *Server) cancelJob(c *gin.Context) {
-	j, ok := s.loadJob(c)
+	h, ok := s.headOf(c)
 	if !ok {
 		return
 	}
-	if j.Status.Terminal() {
-		abort(c, http.StatusConflict, CodeJobFinished, "", "job %s has already ended (%s)", j.ID, j.Status)
+	if h.Status.Terminal() {
+		abort(c, http.StatusConflict, CodeJobFinished, "", "job %s has already ended (%s)", h.ID, h.Status)
 		return
 	}
-	err := s.store.Finish(c.Request.Context(), j.ID, job.StatusCanceled, "canceled by the client", nil)
+	last, err := s.store.Detach(c.Request.Context(), h.Work, h.ID)
 	switch {
-	case errors.Is(err, store.ErrClosed):
-		abort(c, http.StatusConflict, CodeJobFinished, "", "job %s ended before it could be canceled", j.ID)
+	case errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrDetached) || errors.Is(err, store.ErrNotFound):
+		abort(c, http.StatusConflict, CodeJobFinished, "", "job %s ended before it could be canceled", h.ID)
 		return
 	case err != nil:
-		s.log.Error("cancel job", "job_id", j.ID, "err", err)
+		s.log.Error("cancel job", "job_id", h.ID, "err", err)
 		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not cancel the job; try again")
 		return
+	}
+	if !last {
+		s.log.Info("caller left a shared job; it goes on for the others", "job_id", h.ID, "work", h.Work)
+	} else if !s.cancelWork(c, h.Work) {
+		return
+	}
+	if j, ok := s.resolve(c, h.ID); ok {
+		c.JSON(http.StatusOK, JobView{View: j.View(), Links: s.links(callerOf(c), j.ID)})
+	}
+}
+
+// cancelWork cancels the job workID that nobody wants any more; false
+// means the request is answered.
+func (s *Server) cancelWork(c *gin.Context, workID string) bool {
+	err := s.store.Finish(c.Request.Context(), workID, job.StatusCanceled, job.CanceledByClient, nil)
+	switch {
+	case errors.Is(err, store.ErrClosed):
+		abort(c, http.StatusConflict, CodeJobFinished, "", "job %s ended before it could be canceled", workID)
+		return false
+	case err != nil:
+		s.log.Error("cancel job", "job_id", workID, "err", err)
+		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not cancel the job; try again")
+		return false
 	}
 	// The job is closed: whatever still runs stops at its next write. Removing
 	// and cancelling its tasks just saves the work, except the aggregation
@@ -281,6 +431,11 @@ func (s *Server) cancelJob(c *gin.Context) {
 	// client going away does not stop these steps.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
 	defer cancel()
+	j, err := s.store.Get(ctx, workID)
+	if err != nil {
+		s.log.Warn("read the canceled job", "job_id", workID, "err", err)
+		return true
+	}
 	queued := true
 	if err := s.queueWebhook(ctx, j); err != nil {
 		queued = false
@@ -296,15 +451,13 @@ func (s *Server) cancelJob(c *gin.Context) {
 		}
 	}
 	s.log.Info("job canceled", "job_id", j.ID)
-	if j, ok = s.loadJob(c); ok {
-		// The api ended this job: it records its timings.
-		sample := monitoring.FromJob(j)
-		sample.Observe()
-		if err := monitoring.New(s.rdb).Record(ctx, sample); err != nil {
-			s.log.Warn("record the canceled job's timings", "job_id", j.ID, "err", err)
-		}
-		c.JSON(http.StatusOK, j.View())
+	// The api ended this job: it records its timings.
+	sample := monitoring.FromJob(j)
+	sample.Observe()
+	if err := monitoring.New(s.rdb).Record(ctx, sample); err != nil {
+		s.log.Warn("record the canceled job's timings", "job_id", j.ID, "err", err)
 	}
+	return true
 }
 
 // queueWebhook puts the delivery of an ended job's webhook on the queue and

@@ -180,7 +180,8 @@ func TestAdminUIAuth(t *testing.T) {
 
 func TestAdminUIRefusedInProductionWithoutCredentials(t *testing.T) {
 	t.Parallel()
-	cfg, err := config.LoadFrom(map[string]string{"ENV": "production"})
+	const secret = "events-secret-0123456789abcdef-0123456789"
+	cfg, err := config.LoadFrom(map[string]string{"ENV": "production", "EVENTS_TOKEN_SECRET": secret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,8 +189,8 @@ func TestAdminUIRefusedInProductionWithoutCredentials(t *testing.T) {
 		t.Errorf("production without admin credentials: %v", err)
 	}
 	for _, env := range []map[string]string{
-		{"ENV": "production", "ADMIN_UI_ENABLED": "false"},
-		{"ENV": "production", "ADMIN_TOKEN": "t"},
+		{"ENV": "production", "ADMIN_UI_ENABLED": "false", "EVENTS_TOKEN_SECRET": secret},
+		{"ENV": "production", "ADMIN_TOKEN": "admin-token-0123456789abcdef-0123456789", "EVENTS_TOKEN_SECRET": secret},
 		{"ENV": "development"},
 	} {
 		cfg, err := config.LoadFrom(env)
@@ -201,7 +202,7 @@ func TestAdminUIRefusedInProductionWithoutCredentials(t *testing.T) {
 		}
 	}
 	db := redistest.New(t)
-	cfg, err = config.LoadFrom(map[string]string{"ENV": "production", "REDIS_URL": db.URL, "API_ADDR": "127.0.0.1:0"})
+	cfg, err = config.LoadFrom(map[string]string{"ENV": "production", "REDIS_URL": db.URL, "API_ADDR": "127.0.0.1:0", "EVENTS_TOKEN_SECRET": secret})
 	if err != nil {
 		t.Fatal(err)
 	}

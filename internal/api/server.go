@@ -22,11 +22,13 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/timetravel-ai/timetravel/internal/auth"
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/idempotency"
 	"github.com/timetravel-ai/timetravel/internal/intake"
+	"github.com/timetravel-ai/timetravel/internal/quota"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
@@ -35,6 +37,9 @@ import (
 
 // MaxBodyBytes bounds a request body.
 const MaxBodyBytes = 64 << 10
+
+// maxHeaderBytes bounds a request's headers.
+const maxHeaderBytes = 32 << 10
 
 // Server holds the api's collaborators. Create it with New.
 type Server struct {
@@ -66,6 +71,13 @@ type Server struct {
 	intake   *intake.Intake
 	idem     *idempotency.Keys
 	inflight *cache.Inflight
+
+	// keys checks API keys; quota keeps the per-key quotas; conns counts
+	// this process's SSE streams; tokens signs events links.
+	keys   *auth.Keys
+	quota  *quota.Quota
+	conns  *quota.Conns
+	tokens eventTokens
 }
 
 // New wires a Server on rdb. With admin credentials configured it opens
@@ -89,8 +101,14 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 
 		idem:     idempotency.New(rdb, cfg.Cache.IdempotencyTTL),
 		inflight: cache.NewInflight(rdb),
+
+		keys:   auth.New(rdb),
+		quota:  quota.New(rdb),
+		conns:  quota.NewConns(cfg.Access.MaxSSEConnections),
+		tokens: newEventTokens(cfg.Access.EventsTokenSecret, cfg.Access.EventsTokenTTL),
 	}
 	s.intake = intake.FromConfig(cfg, rdb, s.store, s.enq, s.insp, log)
+	s.intake.SetAdmit(s.admitJob)
 	if cfg.Admin.Mounted() {
 		ui, err := newAdminUI(cfg)
 		if err != nil {
@@ -126,25 +144,28 @@ func (s *Server) Handler() http.Handler {
 
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.ready)
+	// Prometheus text is for the scraper inside the cluster: it is not
+	// under /api, which the Ingress exposes.
 	r.GET("/metrics", gin.WrapH(s.metricsHandler()))
 
 	// The SSE route has no tracing middleware at all: a span would last as
 	// long as the client stays connected, and the middleware's frame alone
 	// pushed each stream's goroutine stack to the next size (16 KB instead
 	// of 8 KB: +40 MB at 5,000 clients, bench sse).
-	r.GET(streamRoute, s.streamEvents)
+	r.GET(streamRoute, s.identify(true), s.streamEvents)
 
-	a := r.Group("/api", s.trace())
+	a := r.Group("/api", s.trace(), s.identify(false))
 	a.POST("/time-travel", s.submit)
 	a.GET("/jobs/:id", s.getJob)
 	a.DELETE("/jobs/:id", s.cancelJob)
-	a.POST("/cache/warm", s.warmCache)
+	a.POST("/cache/warm", adminOnly, s.warmCache)
+	a.GET("/models", s.models)
+	a.GET("/usage", s.usage)
 
 	m := a.Group("/monitoring")
 	m.GET("/stats", s.monitoringStats)
 	m.GET("/latency-breakdown", s.latencyBreakdown)
 	m.GET("/alerts", s.monitoringAlerts)
-	m.GET("/metrics", gin.WrapH(s.metricsHandler()))
 
 	if s.admin != nil {
 		// asynqmon routes under its RootPath itself: no prefix stripping.
@@ -158,7 +179,7 @@ func (s *Server) Handler() http.Handler {
 
 // untraced are the routes without spans or request logs.
 func untraced(route string) bool {
-	return route == "/healthz" || route == "/readyz" || route == "/metrics" || route == "/api/monitoring/metrics"
+	return route == "/healthz" || route == "/readyz" || route == "/metrics"
 }
 
 // streamRoute is the SSE route, which is not traced (see Handler); its
@@ -199,7 +220,8 @@ func (s *Server) ready(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
 	defer cancel()
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "redis unreachable: %v", err)
+		s.log.Warn("readiness: redis unreachable", "err", err)
+		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "redis unreachable")
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
@@ -257,7 +279,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopHub()
 	go func() { _ = s.hub.Run(hubCtx) }()
 
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	a := s.cfg.Access
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: a.ReadHeaderTimeout,
+		// ReadTimeout bounds a request's headers and body (a slow body
+		// holds a connection and a goroutine); SSE streams lift it once
+		// they start. No WriteTimeout: streams write for as long as a job
+		// runs, and a client that stops reading fails their writes.
+		ReadTimeout:    a.ReadTimeout,
+		IdleTimeout:    a.IdleTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("api listening", "addr", ln.Addr().String())

@@ -1,15 +1,19 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/store"
 )
 
@@ -17,8 +21,7 @@ import (
 const retryHintMS = 2000
 
 func (s *Server) streamEvents(c *gin.Context) {
-	id, ok := jobID(c)
-	if !ok {
+	if _, ok := jobID(c); !ok {
 		return
 	}
 	after := c.GetHeader("Last-Event-ID")
@@ -30,27 +33,39 @@ func (s *Server) streamEvents(c *gin.Context) {
 		abort(c, http.StatusBadRequest, CodeInvalidField, field, "%s must be an event id such as 1732590000000-0", field)
 		return
 	}
-	status, err := s.store.Status(c.Request.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		abort(c, http.StatusNotFound, CodeJobNotFound, "", "no job %q (unknown or expired)", id)
+	h, ok := s.headOf(c)
+	if !ok {
 		return
 	}
-	if err != nil {
-		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not read the job; try again")
+	who := callerOf(c)
+	perOwner := who.limits.SSEConnections
+	if who.admin {
+		perOwner = 0
+	}
+	release, d := s.conns.Acquire(who.owner, perOwner)
+	if !d.Allowed {
+		tooMany(c, d)
 		return
 	}
+	defer release()
 
-	h := c.Writer.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Connection", "keep-alive")
-	h.Set("X-Accel-Buffering", "no")
+	hd := c.Writer.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("Connection", "keep-alive")
+	hd.Set("X-Accel-Buffering", "no")
+	// The server's ReadTimeout bounds reading requests; a stream is a
+	// response that lasts, and must not be cut by it.
+	_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Time{})
 	c.Status(http.StatusOK)
 	w := c.Writer
 	if _, err := w.WriteString("retry: " + strconv.Itoa(retryHintMS) + "\n\n"); err != nil {
 		return
 	}
 	w.Flush()
+	if h.Marker != "" && after != "" && !events.Before(after, h.Marker) {
+		return // the caller's stream ended at its cancel, which it has
+	}
 
 	// End the stream when the client goes or the api shuts down; a client
 	// resumes from its Last-Event-ID on another replica.
@@ -58,42 +73,79 @@ func (s *Server) streamEvents(c *gin.Context) {
 	defer cancel()
 	defer context.AfterFunc(s.drain, cancel)()
 
-	emit := func(e events.Event) error {
+	emit := s.seenBy(h, func(e events.Event) error {
 		if _, err := w.Write(frame(e)); err != nil {
 			return err
 		}
 		w.Flush()
 		return nil
-	}
-	if status.Terminal() {
+	})
+	var err error
+	if h.Status.Terminal() {
 		// An ended job's stream only grows by webhook events, which come
 		// after the terminal one: replay what is there and close, even for
 		// a client that resumes after the terminal event.
-		evs, err := events.Read(ctx, s.rdb, id, after)
+		var evs []events.Event
+		evs, err = s.store.Events(ctx, h.Work, after)
 		if err != nil {
-			s.log.Warn("read events of ended job", "job_id", id, "err", err)
+			s.log.Warn("read events of ended job", "job_id", h.ID, "err", err)
 			return
 		}
 		for _, e := range evs {
-			if emit(e) != nil {
-				return
+			if err = emit(e); err != nil {
+				break
 			}
 		}
-		return
+	} else {
+		err = s.hub.Follow(ctx, h.Work, emit, events.FollowOptions{
+			After:     after,
+			Heartbeat: s.cfg.SSEHeartbeat,
+			Idle: func() error {
+				if _, err := w.WriteString(": ping\n\n"); err != nil {
+					return err
+				}
+				w.Flush()
+				return nil
+			},
+		})
 	}
-	err = s.hub.Follow(ctx, id, emit, events.FollowOptions{
-		After:     after,
-		Heartbeat: s.cfg.SSEHeartbeat,
-		Idle: func() error {
-			if _, err := w.WriteString(": ping\n\n"); err != nil {
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errStreamEnded) {
+		s.log.Warn("event stream ended early", "job_id", h.ID, "err", err)
+	}
+}
+
+// errStreamEnded stops a stream at the caller's own end (its cancel of a
+// job it shares).
+var errStreamEnded = errors.New("the caller's stream has ended")
+
+// seenBy wraps send so that the work's events reach the caller of h as its
+// own: under its job id, ending at its cancel of a shared job (a
+// holder.detached marker of its own becomes its job.completed), without
+// others' markers, and without the webhook events of a job it joined.
+func (s *Server) seenBy(h store.Head, send func(events.Event) error) func(events.Event) error {
+	me, work := h.ID, h.Work
+	return func(e events.Event) error {
+		switch e.Type {
+		case events.HolderDetached:
+			var d events.HolderData
+			if json.Unmarshal(e.Data, &d) != nil || d.Holder != me {
+				return nil
+			}
+			data, _ := json.Marshal(events.CompletedData{JobID: me, Status: string(job.StatusCanceled), Error: job.CanceledByClient})
+			if err := send(events.Event{ID: e.ID, Type: events.JobCompleted, Data: data}); err != nil {
 				return err
 			}
-			w.Flush()
-			return nil
-		},
-	})
-	if err != nil && !errors.Is(err, context.Canceled) {
-		s.log.Warn("event stream ended early", "job_id", id, "err", err)
+			return errStreamEnded
+		case events.WebhookDelivered, events.WebhookFailed:
+			if me != work {
+				return nil
+			}
+		case events.JobAccepted, events.JobCompleted:
+			if me != work {
+				e.Data = bytes.Replace(e.Data, []byte(`"job_id":"`+work+`"`), []byte(`"job_id":"`+me+`"`), 1)
+			}
+		}
+		return send(e)
 	}
 }
 

@@ -97,7 +97,7 @@ func (s *Server) warmCache(c *gin.Context) {
 			r.Outcome = WarmJoined
 		}
 		if !out.Cached {
-			l := links(out.Job.ID)
+			l := s.links(callerOf(c), out.Job.ID)
 			r.JobID, r.Links = out.Job.ID, &l
 		}
 		res.Results[i] = r

@@ -18,9 +18,10 @@ const (
 	// cachedQuestion is the question the scenario primes the caches with and
 	// then asks again and again, with the default time points.
 	cachedQuestion = "Cached benchmark: which AI models lead the field?"
-	// cachedVariant is another spelling of cachedQuestion (case, white
-	// space, trailing punctuation) that normalises to the same cache keys.
-	cachedVariant = "CACHED BENCHMARK:  which ai models LEAD the field ?!"
+	// cachedVariant is another spelling of cachedQuestion (white space
+	// around it and inside the line, the folds that cannot change meaning)
+	// that normalises to the same cache keys.
+	cachedVariant = "  Cached benchmark:   which AI\tmodels lead  the field?\n"
 	// cachedWarmup is the untimed cached jobs before the timed ones.
 	cachedWarmup = 5
 	// cachedVariantRuns is the timed submissions of cachedVariant.

@@ -100,6 +100,7 @@ func TestTTLsForAll(t *testing.T) {
 var baseSnapshotID = SnapshotID{
 	Question:   "What are the best AI models?",
 	Model:      "gpt-4o",
+	Provider:   "openai https://api.example/v1",
 	Date:       "2024-05-01",
 	Label:      "May 2024",
 	Complexity: job.ComplexityStandard,
@@ -118,15 +119,21 @@ func TestSnapshotIDKey(t *testing.T) {
 		same bool
 	}{
 		{"identical", baseSnapshotID, true},
-		{"lower case", with(func(id *SnapshotID) { id.Question = "what are the best ai models?" }), true},
-		{"upper case", with(func(id *SnapshotID) { id.Question = "WHAT ARE THE BEST AI MODELS?" }), true},
 		{"extra spaces", with(func(id *SnapshotID) { id.Question = "  What  are the\tbest AI   models?  " }), true},
-		{"no question mark", with(func(id *SnapshotID) { id.Question = "What are the best AI models" }), true},
-		{"several question marks", with(func(id *SnapshotID) { id.Question = "What are the best AI models???" }), true},
+		{"no-break space", with(func(id *SnapshotID) { id.Question = "What are the best AI\u00a0models?" }), true},
+		{"lower case", with(func(id *SnapshotID) { id.Question = "what are the best ai models?" }), false},
+		{"upper case", with(func(id *SnapshotID) { id.Question = "WHAT ARE THE BEST AI MODELS?" }), false},
+		{"no question mark", with(func(id *SnapshotID) { id.Question = "What are the best AI models" }), false},
+		{"several question marks", with(func(id *SnapshotID) { id.Question = "What are the best AI models???" }), false},
+		{"a line break", with(func(id *SnapshotID) { id.Question = "What are the best\nAI models?" }), false},
 		{"another question", with(func(id *SnapshotID) { id.Question = "What are the worst AI models?" }), false},
 		{"another word order", with(func(id *SnapshotID) { id.Question = "What AI models are the best?" }), false},
 		{"another model", with(func(id *SnapshotID) { id.Model = "gpt-4o-mini" }), false},
 		{"no model", with(func(id *SnapshotID) { id.Model = "" }), false},
+		{"another provider name", with(func(id *SnapshotID) { id.Provider = "azure https://api.example/v1" }), false},
+		{"another provider base URL", with(func(id *SnapshotID) { id.Provider = "openai https://proxy.example/v1" }), false},
+		{"no provider", with(func(id *SnapshotID) { id.Provider = "" }), false},
+		{"provider and model swapped", with(func(id *SnapshotID) { id.Model, id.Provider = id.Provider, id.Model }), false},
 		{"another date", with(func(id *SnapshotID) { id.Date = "2024-05-02" }), false},
 		{"another label", with(func(id *SnapshotID) { id.Label = "Spring 2024" }), false},
 		{"another complexity", with(func(id *SnapshotID) { id.Complexity = job.ComplexityDetailed }), false},
@@ -158,11 +165,13 @@ func snaps() []job.Snapshot {
 
 func baseAggregateID() AggregateID {
 	return AggregateID{
-		Question:        "What are the best AI models?",
-		Complexity:      job.ComplexityStandard,
-		ExtractionModel: "extract",
-		NarrativeModel:  "narrate",
-		Snapshots:       snaps(),
+		Question:           "What are the best AI models?",
+		Complexity:         job.ComplexityStandard,
+		ExtractionModel:    "extract",
+		NarrativeModel:     "narrate",
+		ExtractionProvider: "fast https://fast.example/v1",
+		NarrativeProvider:  "big https://big.example/v1",
+		Snapshots:          snaps(),
 	}
 }
 
@@ -179,7 +188,8 @@ func TestAggregateIDKey(t *testing.T) {
 		same bool
 	}{
 		{"equal inputs", baseAggregateID(), true},
-		{"question spelled differently", with(func(id *AggregateID) { id.Question = "  what are the best AI models " }), true},
+		{"question spelled differently", with(func(id *AggregateID) { id.Question = "  What are the best\tAI  models? " }), true},
+		{"question in lower case", with(func(id *AggregateID) { id.Question = "what are the best ai models?" }), false},
 		// Only date, label and text of a snapshot count.
 		{"other snapshot bookkeeping", with(func(id *AggregateID) {
 			id.Snapshots[0].Model, id.Snapshots[0].Attempts, id.Snapshots[1].Cached = "other", 3, true
@@ -196,6 +206,12 @@ func TestAggregateIDKey(t *testing.T) {
 		{"extraction model", with(func(id *AggregateID) { id.ExtractionModel = "extract-2" }), false},
 		{"narrative model", with(func(id *AggregateID) { id.NarrativeModel = "narrate-2" }), false},
 		{"models swapped", with(func(id *AggregateID) { id.ExtractionModel, id.NarrativeModel = id.NarrativeModel, id.ExtractionModel }), false},
+		{"extraction provider", with(func(id *AggregateID) { id.ExtractionProvider = "fast https://other.example/v1" }), false},
+		{"narrative provider", with(func(id *AggregateID) { id.NarrativeProvider = "other https://big.example/v1" }), false},
+		{"no providers", with(func(id *AggregateID) { id.ExtractionProvider, id.NarrativeProvider = "", "" }), false},
+		{"providers swapped", with(func(id *AggregateID) {
+			id.ExtractionProvider, id.NarrativeProvider = id.NarrativeProvider, id.ExtractionProvider
+		}), false},
 		{"complexity", with(func(id *AggregateID) { id.Complexity = job.ComplexityBrief }), false},
 	}
 	base := baseAggregateID().Key()
@@ -227,38 +243,44 @@ func baseSpec() job.Spec {
 
 func TestFingerprint(t *testing.T) {
 	t.Parallel()
+	const provider = "openai https://api.example/v1"
 	with := func(f func(*job.Spec)) job.Spec {
 		s := baseSpec()
 		f(&s)
 		return s
 	}
 	tests := []struct {
-		name  string
-		spec  job.Spec
-		model string
-		same  bool
+		name     string
+		spec     job.Spec
+		model    string
+		provider string
+		same     bool
 	}{
-		{"equal", baseSpec(), "gpt-4o", true},
-		{"question spelled differently", with(func(s *job.Spec) { s.Question = "WHAT are the best  AI models" }), "gpt-4o", true},
-		{"cache mode unset reads the cache too", with(func(s *job.Spec) { s.Cache = "" }), "gpt-4o", true},
+		{"equal", baseSpec(), "gpt-4o", provider, true},
+		{"question spelled differently", with(func(s *job.Spec) { s.Question = " What are the best  AI models? " }), "gpt-4o", provider, true},
+		{"cache mode unset reads the cache too", with(func(s *job.Spec) { s.Cache = "" }), "gpt-4o", provider, true},
 		// The model that answers counts, not how the spec names it.
-		{"model named in the spec", with(func(s *job.Spec) { s.Model = "gpt-4o" }), "gpt-4o", true},
-		{"another question", with(func(s *job.Spec) { s.Question = "What are the worst AI models?" }), "gpt-4o", false},
-		{"another model", baseSpec(), "gpt-4o-mini", false},
-		{"another complexity", with(func(s *job.Spec) { s.Complexity = job.ComplexityBrief }), "gpt-4o", false},
-		{"a callback URL", with(func(s *job.Spec) { s.CallbackURL = "https://example.com/hook" }), "gpt-4o", false},
-		{"another time point date", with(func(s *job.Spec) { s.TimePoints[1].Date = "2024-05-02" }), "gpt-4o", false},
-		{"another time point label", with(func(s *job.Spec) { s.TimePoints[1].Label = "Spring 2024" }), "gpt-4o", false},
-		{"a time point fewer", with(func(s *job.Spec) { s.TimePoints = s.TimePoints[:1] }), "gpt-4o", false},
-		{"cache bypass", with(func(s *job.Spec) { s.Cache = job.CacheBypass }), "gpt-4o", false},
-		{"force time travel", with(func(s *job.Spec) { s.ForceTimeTravel = true }), "gpt-4o", false},
-		{"warm", with(func(s *job.Spec) { s.Warm = true }), "gpt-4o", false},
+		{"model named in the spec", with(func(s *job.Spec) { s.Model = "gpt-4o" }), "gpt-4o", provider, true},
+		{"question in another case", with(func(s *job.Spec) { s.Question = "WHAT are the best AI models?" }), "gpt-4o", provider, false},
+		{"another question", with(func(s *job.Spec) { s.Question = "What are the worst AI models?" }), "gpt-4o", provider, false},
+		{"another model", baseSpec(), "gpt-4o-mini", provider, false},
+		{"another provider", baseSpec(), "gpt-4o", "openai https://proxy.example/v1", false},
+		{"no provider", baseSpec(), "gpt-4o", "", false},
+		{"model and provider run together", baseSpec(), "gpt-4oopenai https://api.example/v1", "", false},
+		{"another complexity", with(func(s *job.Spec) { s.Complexity = job.ComplexityBrief }), "gpt-4o", provider, false},
+		{"a callback URL", with(func(s *job.Spec) { s.CallbackURL = "https://example.com/hook" }), "gpt-4o", provider, false},
+		{"another time point date", with(func(s *job.Spec) { s.TimePoints[1].Date = "2024-05-02" }), "gpt-4o", provider, false},
+		{"another time point label", with(func(s *job.Spec) { s.TimePoints[1].Label = "Spring 2024" }), "gpt-4o", provider, false},
+		{"a time point fewer", with(func(s *job.Spec) { s.TimePoints = s.TimePoints[:1] }), "gpt-4o", provider, false},
+		{"cache bypass", with(func(s *job.Spec) { s.Cache = job.CacheBypass }), "gpt-4o", provider, false},
+		{"force time travel", with(func(s *job.Spec) { s.ForceTimeTravel = true }), "gpt-4o", provider, false},
+		{"warm", with(func(s *job.Spec) { s.Warm = true }), "gpt-4o", provider, false},
 	}
-	base := Fingerprint(baseSpec(), "gpt-4o")
+	base := Fingerprint(baseSpec(), "gpt-4o", provider)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if fp := Fingerprint(tt.spec, tt.model); (fp == base) != tt.same {
+			if fp := Fingerprint(tt.spec, tt.model, tt.provider); (fp == base) != tt.same {
 				t.Errorf("fingerprint %s, base %s; want same = %v", fp, base, tt.same)
 			}
 		})
@@ -266,8 +288,52 @@ func TestFingerprint(t *testing.T) {
 	// Bypassing by either switch is the same request.
 	bypass := with(func(s *job.Spec) { s.Cache = job.CacheBypass })
 	force := with(func(s *job.Spec) { s.ForceTimeTravel, s.Cache = true, job.CacheBypass })
-	if Fingerprint(bypass, "m") != Fingerprint(force, "m") {
+	if Fingerprint(bypass, "m", "p") != Fingerprint(force, "m", "p") {
 		t.Error("cache bypass and force_time_travel (which implies it) have different fingerprints")
+	}
+}
+
+// meaningPairs are questions that once shared cache entries and mean
+// different things: each pair must get different keys everywhere.
+var meaningPairs = []struct {
+	name string
+	a, b string
+}{
+	{"superscript (NFKC)", "Is 2⁵ greater than 30?", "Is 25 greater than 30?"},
+	{"acronym case", "What does IT stand for?", "What does it stand for?"},
+	{"indented code", "Why does this print 2?\nfor x in xs:\n    print(x)\nprint(x)", "Why does this print 2?\nfor x in xs:\nprint(x)\nprint(x)"},
+	{"fenced code", "Why does this fail?\n```\nx  =  'a  b'\n```", "Why does this fail?\n```\nx = 'a b'\n```"},
+	{"statement or question", "Pluto is a planet.", "Pluto is a planet?"},
+}
+
+func TestKeysKeepMeaning(t *testing.T) {
+	t.Parallel()
+	for _, p := range meaningPairs {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			snapA, snapB := baseSnapshotID, baseSnapshotID
+			snapA.Question, snapB.Question = p.a, p.b
+			if snapA.Key() == snapB.Key() {
+				t.Errorf("SnapshotID: %q and %q share the key %s", p.a, p.b, snapA.Key())
+			}
+			aggA, aggB := baseAggregateID(), baseAggregateID()
+			aggA.Question, aggB.Question = p.a, p.b
+			if aggA.Key() == aggB.Key() {
+				t.Errorf("AggregateID: %q and %q share the key %s", p.a, p.b, aggA.Key())
+			}
+			specA, specB := baseSpec(), baseSpec()
+			specA.Question, specB.Question = p.a, p.b
+			if Fingerprint(specA, "m", "p") == Fingerprint(specB, "m", "p") {
+				t.Errorf("Fingerprint: %q and %q share one", p.a, p.b)
+			}
+			// Equal inputs still make equal keys.
+			snapA2 := snapA
+			aggA2 := baseAggregateID()
+			aggA2.Question = p.a
+			if snapA.Key() != snapA2.Key() || aggA.Key() != aggA2.Key() || Fingerprint(specA, "m", "p") != Fingerprint(specA, "m", "p") {
+				t.Errorf("%q: equal inputs, different keys", p.a)
+			}
+		})
 	}
 }
 
@@ -315,7 +381,7 @@ func TestSnapshotsHitsAndMisses(t *testing.T) {
 	}
 	// A spelling of the question that normalises alike hits.
 	other := ids[1]
-	other.Question = "what are the best ai models"
+	other.Question = "  What are the best\tAI  models?\n"
 	got, err = c.Snapshots(ctx, []SnapshotID{other})
 	if err != nil || got[0] == nil || got[0].Text != "one" {
 		t.Errorf("lookup by another spelling: %+v, %v; want the entry", got, err)

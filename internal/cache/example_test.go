@@ -7,31 +7,41 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
-// Two spellings of one question share a cache entry; another model, or a
-// question that means something else, does not.
+// Two spellings of one question share a cache entry; another model,
+// another provider, or a question that means something else (another
+// case, another final mark) does not.
 func ExampleSnapshotID_Key() {
-	fmt.Println(cache.NormalizeQuestion("  What are the BEST  AI models?? "))
+	fmt.Printf("%q\n", cache.NormalizeQuestion("  What are the best\tAI  models?\r\n"))
 
 	id := cache.SnapshotID{
 		Question:   "What are the best AI models?",
 		Model:      "gpt-4o",
+		Provider:   "openai https://api.example/v1",
 		Date:       "2024-05-01",
 		Label:      "May 2024",
 		Complexity: job.ComplexityStandard,
 	}
 	respelled := id
-	respelled.Question = "what are the best ai models"
+	respelled.Question = " What are the  best AI models? "
 	otherModel := id
 	otherModel.Model = "gpt-4o-mini"
+	otherProvider := id
+	otherProvider.Provider = "local https://llm.example/v1"
 	otherQuestion := id
 	otherQuestion.Question = "What are the worst AI models?"
+	lowerCase := id
+	lowerCase.Question = "what are the best ai models?"
 
 	fmt.Println(id.Key() == respelled.Key())
 	fmt.Println(id.Key() == otherModel.Key())
+	fmt.Println(id.Key() == otherProvider.Key())
 	fmt.Println(id.Key() == otherQuestion.Key())
+	fmt.Println(id.Key() == lowerCase.Key())
 	// Output:
-	// what are the best ai models
+	// "What are the best AI models?"
 	// true
+	// false
+	// false
 	// false
 	// false
 }

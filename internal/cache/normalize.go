@@ -4,6 +4,14 @@
 // cache (key changes and narrative, by the snapshots they were made from),
 // and the in-flight registry that makes identical requests share one job.
 // Everything lives in Redis and is shared by every process.
+//
+// Two requests share a cache entry only when they mean the same thing to a
+// model: the normalisation folds nothing but invisible differences (white
+// space around the question and between words, line endings, Unicode
+// canonical equivalence), never case, punctuation, compatibility forms or
+// indentation; and every key names the provider that serves the model (see
+// SnapshotID), so that an answer from one provider is never served as
+// another's.
 package cache
 
 import (
@@ -13,26 +21,85 @@ import (
 	"golang.org/x/text/unicode/norm"
 )
 
+// fence opens and closes a fenced code block (Markdown's ``` fence).
+const fence = "```"
+
 // NormalizeQuestion folds the differences between two spellings of one
-// question that cannot change its meaning: Unicode compatibility forms
-// (NFKC: full-width letters, ligatures, non-breaking spaces), letter case,
-// runs of white space, and the punctuation a question may end with
-// ("?", "!", ".", "…"). It keeps everything else (inner punctuation, digits,
-// symbols, word order), so that questions that mean different things never
-// share a key: "C++ or C#?" and "C or C?" stay apart, as do "3.5" and "35".
-// The result is idempotent: NormalizeQuestion(NormalizeQuestion(q)) equals
-// NormalizeQuestion(q).
+// question that cannot change what it asks, and nothing else:
+//
+//   - Unicode canonical equivalence (NFC): "Zu\u0308rich" and "Zürich" are
+//     one spelling. Compatibility forms (NFKC) are not folded: "2⁵" is not
+//     "25", "ＡＩ" stays full-width.
+//   - Line endings: CRLF and CR become LF. Line breaks themselves stay.
+//   - White space around the question (unicode.IsSpace) is trimmed.
+//   - In prose, a run of horizontal white space inside a line (spaces,
+//     tabs, vertical tab, form feed and every Unicode space separator,
+//     Zs: no-break space, ideographic space, ...) becomes one ASCII space,
+//     and white space at the end of a line goes. A line's leading
+//     indentation stays as it is (after the question's own leading white
+//     space is trimmed), because indentation can be code.
+//   - Inside a fenced code block, every line stays byte for byte (after
+//     NFC and line endings). A line whose text, after its indentation,
+//     begins with ``` opens a block, and the next such line closes it; the
+//     fence lines themselves are prose. An unclosed block runs to the end.
+//
+// Letter case ("IT" is not "it"), punctuation ("Pluto is a planet." is not
+// "Pluto is a planet?"), digits, symbols and word order are kept. Invalid
+// UTF-8, which a JSON request cannot carry, becomes U+FFFD.
+//
+// The result is a fixed point: NormalizeQuestion(NormalizeQuestion(q))
+// equals NormalizeQuestion(q).
 func NormalizeQuestion(q string) string {
-	q = norm.NFKC.String(q)
-	q = strings.ToLower(q)
-	q = strings.Join(strings.FieldsFunc(q, unicode.IsSpace), " ")
-	q = strings.TrimRightFunc(q, func(r rune) bool {
-		return unicode.IsSpace(r) || r == '?' || r == '!' || r == '.' || r == '…' || r == '？' || r == '！' || r == '。'
-	})
-	// Lower-casing and trimming can expose new compatibility forms (rare,
-	// but the result must be a fixed point).
-	if n := norm.NFKC.String(q); n != q {
-		return NormalizeQuestion(n)
+	q = strings.ToValidUTF8(q, "\uFFFD")
+	q = norm.NFC.String(q)
+	q = strings.ReplaceAll(q, "\r\n", "\n")
+	q = strings.ReplaceAll(q, "\r", "\n")
+	// Trimmed before the lines are folded, which neither adds white space
+	// at either end nor changes which lines are fences: that keeps the
+	// result a fixed point.
+	q = strings.TrimSpace(q)
+	lines := strings.Split(q, "\n")
+	code := false
+	for i, line := range lines {
+		isFence := strings.HasPrefix(strings.TrimLeftFunc(line, horizontalSpace), fence)
+		if code && !isFence {
+			continue
+		}
+		if isFence {
+			code = !code
+		}
+		lines[i] = foldProse(line)
 	}
-	return q
+	return strings.Join(lines, "\n")
+}
+
+// horizontalSpace reports the white space that separates words within a
+// line.
+func horizontalSpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\v' || r == '\f' || unicode.Is(unicode.Zs, r)
+}
+
+// foldProse drops a line's trailing white space and makes each run of
+// white space after its indentation one space; the indentation and every
+// other character stay.
+func foldProse(line string) string {
+	line = strings.TrimRightFunc(line, horizontalSpace)
+	text := strings.TrimLeftFunc(line, horizontalSpace)
+	indent := line[:len(line)-len(text)]
+	var b strings.Builder
+	b.Grow(len(line))
+	b.WriteString(indent)
+	gap := false
+	for _, r := range text {
+		if horizontalSpace(r) {
+			gap = true
+			continue
+		}
+		if gap {
+			b.WriteByte(' ')
+			gap = false
+		}
+		b.WriteRune(r) // text is valid UTF-8: every rune is written back as read
+	}
+	return b.String()
 }

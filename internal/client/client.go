@@ -45,6 +45,7 @@ type Client struct {
 	retryDelay  time.Duration
 	idleTimeout time.Duration
 	log         *slog.Logger
+	apiKey      string
 }
 
 // Option configures a Client.
@@ -77,6 +78,19 @@ func WithRetryDelay(d time.Duration) Option {
 // as dropped (default DefaultIdleTimeout); d <= 0 disables the check.
 func WithIdleTimeout(d time.Duration) Option {
 	return func(c *Client) { c.idleTimeout = d }
+}
+
+// WithAPIKey makes the Client send key (Authorization: Bearer) with every
+// request; the server then shows it only the key's own jobs.
+func WithAPIKey(key string) Option {
+	return func(c *Client) { c.apiKey = key }
+}
+
+// authorize adds the API key, if any, to req.
+func (c *Client) authorize(req *http.Request) {
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
 }
 
 // WithLogger makes Follow log its reconnections to l (default: no logging).
@@ -218,6 +232,7 @@ func (c *Client) doWith(ctx context.Context, method, path string, header http.He
 		req.Header[k] = vs
 	}
 	req.Header.Set("Accept", "application/json")
+	c.authorize(req)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -142,6 +142,7 @@ func (c *Client) stream(ctx context.Context, jobID, lastEventID string, fn func(
 		return res, fmt.Errorf("client: events of job %s: %w", jobID, err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	c.authorize(req)
 	req.Header.Set("Cache-Control", "no-cache")
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)

@@ -8,11 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/caarlos0/env/v11"
 	"github.com/redis/go-redis/v9"
@@ -77,6 +82,10 @@ type Config struct {
 	// Cache configures the answer caches, deduplication, idempotency keys
 	// and cache warming.
 	Cache Cache
+
+	// Access configures API keys, quotas and the bounds of shared
+	// resources (see access.go).
+	Access Access
 }
 
 // Admin configures the asynqmon UI the api serves at /admin/queues. It is
@@ -118,14 +127,43 @@ func (c Config) Production() bool {
 	return e == "production" || e == "prod"
 }
 
-// ValidateAPI reports the settings the api cannot start with: in
-// production, the admin UI enabled without credentials.
+// Least lengths of the admin credentials in production, in characters.
+const (
+	minAdminToken    = 32
+	minAdminPassword = 16
+)
+
+// ValidateAPI reports the settings the api cannot start with, in
+// production: the admin UI enabled without credentials, and any admin
+// credential that is set but weak (a token under 32 characters, a password
+// under 16, or one of ADMIN_USER, ADMIN_PASSWORD and ADMIN_TOKEN with white
+// space in it), whether the UI is enabled or not. The errors never repeat a
+// credential.
 func (c Config) ValidateAPI() error {
 	a := c.Admin
-	if c.Production() && a.Enabled && !a.HasCredentials() {
-		return errors.New("config: ADMIN_UI_ENABLED: the queue admin UI is enabled in production (ENV) without credentials: set ADMIN_USER and ADMIN_PASSWORD or ADMIN_TOKEN, or set ADMIN_UI_ENABLED=false")
+	if !c.Production() {
+		return nil
 	}
-	return nil
+	var errs []error
+	if a.Enabled && !a.HasCredentials() {
+		errs = append(errs, errors.New("config: ADMIN_UI_ENABLED: the queue admin UI is enabled in production (ENV) without credentials: set ADMIN_USER and ADMIN_PASSWORD or ADMIN_TOKEN, or set ADMIN_UI_ENABLED=false"))
+	}
+	for _, cred := range []struct {
+		name, value string
+		least       int
+	}{{"ADMIN_USER", a.User, 0}, {"ADMIN_PASSWORD", a.Password, minAdminPassword}, {"ADMIN_TOKEN", a.Token, minAdminToken}} {
+		if cred.value == "" {
+			continue
+		}
+		if n := utf8.RuneCountInString(cred.value); n < cred.least {
+			errs = append(errs, fmt.Errorf("config: %s: must be at least %d characters in production (ENV), got %d", cred.name, cred.least, n))
+		}
+		if strings.IndexFunc(cred.value, unicode.IsSpace) >= 0 {
+			errs = append(errs, fmt.Errorf("config: %s: must not contain white space in production (ENV)", cred.name))
+		}
+	}
+	// A password without a user is refused anywhere (Validate).
+	return errors.Join(errs...)
 }
 
 // Webhook configures the delivery of a job's result to the callback_url its
@@ -142,9 +180,16 @@ type Webhook struct {
 	// AllowHTTP admits plain http:// callback URLs (development and
 	// tests); otherwise only https:// is.
 	AllowHTTP bool `env:"WEBHOOK_ALLOW_HTTP" envDefault:"false"`
-	// AllowCIDRs lists addresses or ranges ("127.0.0.1/32,10.1.0.0/16")
-	// admitted although they are loopback, private or link-local.
+	// AllowCIDRs lists addresses or ranges admitted although they are
+	// loopback, private or link-local, each on every port or, with a port,
+	// on that one only: "127.0.0.1/32,10.1.0.0/16:8443,[fd00::/8]:8443"
+	// (see webhook.ParseAllowList). The denied ports are never admitted.
 	AllowCIDRs string `env:"WEBHOOK_ALLOW_CIDRS"`
+	// DeniedPorts are the ports no callback may use, on any address: Redis's
+	// (REDIS_URL), the api's and the worker's (API_ADDR, WORKER_ADDR), and
+	// Redis's and Sentinel's usual ones (6379, 26379). Filled by LoadFrom;
+	// Policy adds the usual ones in any case.
+	DeniedPorts []uint16 `env:"-"`
 	// AttemptTimeout bounds one delivery attempt, from connecting to the
 	// answer. (Field names are unique in Config: parse errors name the
 	// variable by the field's name.)
@@ -157,10 +202,37 @@ type Webhook struct {
 func (w Webhook) Enabled() bool { return w.Secret != "" }
 
 // Policy is the check of callback URLs and of the addresses deliveries
-// connect to.
+// connect to: the allow-list of AllowCIDRs, and DeniedPorts (with 6379 and
+// 26379 always) refused on every address.
 func (w Webhook) Policy() webhook.Policy {
-	allow, _ := webhook.ParsePrefixes(w.AllowCIDRs) // validated at load
-	return webhook.Policy{AllowHTTP: w.AllowHTTP, Allow: allow}
+	allow, _ := webhook.ParseAllowList(w.AllowCIDRs) // validated at load
+	denied := append(slices.Clone(alwaysDeniedPorts), w.DeniedPorts...)
+	slices.Sort(denied)
+	return webhook.Policy{AllowHTTP: w.AllowHTTP, AllowEntries: allow, DeniedPorts: slices.Compact(denied)}
+}
+
+// alwaysDeniedPorts are Redis's and Redis Sentinel's usual ports: refused
+// to callbacks whatever REDIS_URL says, as another Redis may listen there.
+var alwaysDeniedPorts = []uint16{6379, 26379}
+
+// servicePorts returns the ports of Redis (REDIS_URL) and of the api and
+// the worker (API_ADDR, WORKER_ADDR) that can be read, and the always
+// denied ones: the ports no callback may use.
+func (c Config) servicePorts() []uint16 {
+	ports := slices.Clone(alwaysDeniedPorts)
+	addrs := []string{c.APIAddr, c.WorkerAddr}
+	if opt, err := redis.ParseURL(c.RedisURL); err == nil {
+		addrs = append(addrs, opt.Addr)
+	}
+	for _, a := range addrs {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.ParseUint(p, 10, 16); err == nil && n > 0 {
+				ports = append(ports, uint16(n))
+			}
+		}
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
 }
 
 // Signer signs deliveries with the secret and, during a rotation, the
@@ -209,6 +281,10 @@ type LLM struct {
 	ExtractionModel string `env:"LLM_EXTRACTION_MODEL" envDefault:"gpt-4o-mini"`
 	// NarrativeModel writes the narrative; empty means the job's model.
 	NarrativeModel string `env:"LLM_NARRATIVE_MODEL"`
+	// AllowedModelsList, when set, lists the models a request may name
+	// (comma-separated); otherwise every configured model may be named
+	// (see AllowedModels).
+	AllowedModelsList []string `env:"LLM_ALLOWED_MODELS" envSeparator:","`
 	// Timeout bounds one request to the provider, from sending it to the
 	// last token.
 	Timeout time.Duration `env:"LLM_TIMEOUT" envDefault:"90s"`
@@ -302,6 +378,29 @@ type Provider struct {
 	TPM         int `json:"tpm,omitempty"`
 }
 
+// ProviderIdentity is the identity of the provider that serves model, as
+// cache keys and fingerprints name it: "<name> <base_url>" (a name has no
+// space). It follows the gateway's routing (gateway.New and its route):
+// the provider that lists model (the last that does, as the gateway reads
+// the list; Validate allows only one), else the first provider; with no
+// resolved Providers, the default provider of the OPENAI_* variables. So
+// two processes configured alike name the same provider for every model,
+// and changing OPENAI_BASE_URL or LLM_PROVIDERS changes it.
+func (l LLM) ProviderIdentity(model string) string {
+	if len(l.Providers) == 0 {
+		return DefaultProvider + " " + l.BaseURL
+	}
+	p := l.Providers[0]
+	for _, c := range l.Providers {
+		for _, m := range c.Models {
+			if m == model {
+				p = c
+			}
+		}
+	}
+	return p.Name + " " + p.BaseURL
+}
+
 // Load reads the environment and validates the result.
 func Load() (Config, error) {
 	return LoadFrom(nil)
@@ -325,6 +424,7 @@ func LoadFrom(environ map[string]string) (Config, error) {
 	if err := c.LLM.resolve(getenv); err != nil {
 		return c, err
 	}
+	c.Webhook.DeniedPorts = c.servicePorts()
 	if err := c.Validate(); err != nil {
 		return c, err
 	}
@@ -384,6 +484,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.LLM.validate()...)
 	errs = append(errs, c.Cache.validate()...)
+	errs = append(errs, c.validateAccess()...)
 	w := c.Webhook
 	if w.Secret != "" {
 		if err := checkWebhookSecret(w.Secret); err != nil {
@@ -397,8 +498,15 @@ func (c Config) Validate() error {
 			bad("WEBHOOK_SECRET_PREVIOUS", "%v", err)
 		}
 	}
-	if _, err := webhook.ParsePrefixes(w.AllowCIDRs); err != nil {
+	if allow, err := webhook.ParseAllowList(w.AllowCIDRs); err != nil {
 		bad("WEBHOOK_ALLOW_CIDRS", "%v", err)
+	} else {
+		denied := c.servicePorts()
+		for _, e := range allow {
+			if slices.Contains(denied, e.Port) {
+				bad("WEBHOOK_ALLOW_CIDRS", "%s names port %d, which callbacks may never use (Redis's or the service's own: %v)", e, e.Port, denied)
+			}
+		}
 	}
 	if w.AttemptTimeout < 100*time.Millisecond || w.AttemptTimeout > 5*time.Minute {
 		bad("WEBHOOK_TIMEOUT", "must be between 100ms and 5m, got %s", w.AttemptTimeout)
@@ -408,6 +516,14 @@ func (c Config) Validate() error {
 	}
 	if (c.Admin.User == "") != (c.Admin.Password == "") {
 		bad("ADMIN_USER", "ADMIN_USER and ADMIN_PASSWORD go together")
+	}
+	// A credential pasted with a new line or a space at an end never
+	// matches what a person types: refused anywhere, not only in
+	// production (see ValidateAPI).
+	for _, cred := range [][2]string{{"ADMIN_USER", c.Admin.User}, {"ADMIN_PASSWORD", c.Admin.Password}, {"ADMIN_TOKEN", c.Admin.Token}} {
+		if strings.TrimSpace(cred[1]) != cred[1] {
+			bad(cred[0], "must not begin or end with white space")
+		}
 	}
 	al := c.Alerts
 	if al.Window < time.Minute || al.Window > 24*time.Hour {
@@ -448,6 +564,9 @@ func (c Config) LogValue() slog.Value {
 	}
 	if masked.Admin.Token != "" {
 		masked.Admin.Token = "****"
+	}
+	if masked.Access.EventsTokenSecret != "" {
+		masked.Access.EventsTokenSecret = "****"
 	}
 	if u, err := url.Parse(masked.RedisURL); err == nil && u.User != nil {
 		if _, has := u.User.Password(); has {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestLoadFromDefaults(t *testing.T) {
 			}},
 			Fallbacks: map[string][]string{},
 		},
-		Webhook: Webhook{AttemptTimeout: 15 * time.Second, Concurrency: 8},
+		Webhook: Webhook{AttemptTimeout: 15 * time.Second, Concurrency: 8, DeniedPorts: []uint16{6379, 8080, 9090, 26379}},
 		Env:     "development",
 		Admin:   Admin{Enabled: true},
 		Alerts:  Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second},
@@ -63,6 +64,7 @@ func TestLoadFromDefaults(t *testing.T) {
 			Caching: true, PastTTL: 720 * time.Hour, TodayTTL: time.Hour, Dedup: true, IdempotencyTTL: 24 * time.Hour,
 			WarmSchedule: "@every 1h", WarmShare: 0.25, WarmConcurrency: 2,
 		},
+		Access: defaultAccess,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom(empty) =\n%+v\nwant\n%+v", got, want)
@@ -164,6 +166,7 @@ func TestLoadFromOverrides(t *testing.T) {
 		Webhook: Webhook{
 			Secret: testSecretB, PreviousSecret: testSecretA, AllowHTTP: true,
 			AllowCIDRs: "127.0.0.1/32, ::1", AttemptTimeout: 2 * time.Second, Concurrency: 3,
+			DeniedPorts: []uint16{6379, 6380, 18080, 19090, 26379},
 		},
 		Env:    "development",
 		Admin:  Admin{Enabled: true},
@@ -173,6 +176,7 @@ func TestLoadFromOverrides(t *testing.T) {
 			WarmQuestions: []string{"What are the best AI models?", "", "  Who leads in EV sales?  ", ""},
 			WarmSchedule:  "0 * * * *", WarmShare: 0.5, WarmConcurrency: 1,
 		},
+		Access: defaultAccess,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom =\n%+v\nwant\n%+v", got, want)
@@ -328,8 +332,8 @@ func TestWebhookPolicyAndSigner(t *testing.T) {
 	if s, err := off.Webhook.Signer(); off.Webhook.Enabled() || s != nil || err != nil {
 		t.Errorf("without a secret: enabled %v, signer %v, %v; want off", off.Webhook.Enabled(), s, err)
 	}
-	if p := off.Webhook.Policy(); p.AllowHTTP || len(p.Allow) != 0 {
-		t.Errorf("default policy %+v, want https only and no allow-list", p)
+	if p := off.Webhook.Policy(); p.AllowHTTP || len(p.Allow)+len(p.AllowEntries) != 0 || !slices.Equal(p.DeniedPorts, []uint16{6379, 8080, 9090, 26379}) {
+		t.Errorf("default policy %+v, want https only, no allow-list, and Redis's and the service's ports denied", p)
 	}
 	on, err := LoadFrom(map[string]string{"WEBHOOK_SECRET": testSecretA, "WEBHOOK_ALLOW_HTTP": "1", "WEBHOOK_ALLOW_CIDRS": "127.0.0.1"})
 	if err != nil {
@@ -338,7 +342,7 @@ func TestWebhookPolicyAndSigner(t *testing.T) {
 	if s, err := on.Webhook.Signer(); !on.Webhook.Enabled() || s == nil || err != nil {
 		t.Errorf("with a secret: enabled %v, signer %v, %v", on.Webhook.Enabled(), s, err)
 	}
-	if p := on.Webhook.Policy(); !p.AllowHTTP || len(p.Allow) != 1 || p.Allow[0].String() != "127.0.0.1/32" {
+	if p := on.Webhook.Policy(); !p.AllowHTTP || len(p.AllowEntries) != 1 || p.AllowEntries[0].String() != "127.0.0.1/32" {
 		t.Errorf("policy %+v, want http allowed and 127.0.0.1/32", p)
 	}
 }
@@ -613,4 +617,156 @@ func TestFieldNamesAreUnique(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
+}
+
+// Callbacks may never use Redis's port (REDIS_URL), the api's and the
+// worker's (API_ADDR, WORKER_ADDR), nor 6379 and 26379: not on an
+// allow-listed address, nor on a public one.
+func TestWebhookDeniedPorts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []uint16
+	}{
+		{"defaults", map[string]string{}, []uint16{6379, 8080, 9090, 26379}},
+		{"configured", map[string]string{"REDIS_URL": "redis://10.0.0.5:7000/0", "API_ADDR": "127.0.0.1:18080", "WORKER_ADDR": ":19090"},
+			[]uint16{6379, 7000, 18080, 19090, 26379}},
+		{"a Redis URL without a port", map[string]string{"REDIS_URL": "redis://cache.internal/1"}, []uint16{6379, 8080, 9090, 26379}},
+		{"an address without a port", map[string]string{"API_ADDR": "localhost"}, []uint16{6379, 9090, 26379}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := LoadFrom(tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := c.Webhook.Policy()
+			if !slices.Equal(p.DeniedPorts, tt.want) {
+				t.Errorf("denied ports %v, want %v", p.DeniedPorts, tt.want)
+			}
+		})
+	}
+	// Without LoadFrom, the usual ports of Redis are denied all the same.
+	if p := (Webhook{}).Policy(); !slices.Equal(p.DeniedPorts, []uint16{6379, 26379}) {
+		t.Errorf("denied ports of a bare Webhook %v, want 6379 and 26379", p.DeniedPorts)
+	}
+}
+
+func TestWebhookAllowCIDRs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		value string
+		want  string // Policy's entries, joined by " "; or the error's text
+		ok    bool
+	}{
+		{"127.0.0.1", "127.0.0.1/32", true},
+		{"127.0.0.1:9000, 10.1.0.0/16, [fd00::/8]:8443, ::1", "127.0.0.1/32:9000 10.1.0.0/16 [fd00::/8]:8443 ::1/128", true},
+		{"10.0.0.0/8:http", `WEBHOOK_ALLOW_CIDRS: "10.0.0.0/8:http" is not an address or CIDR range with an optional port`, false},
+		{"127.0.0.1:6379", "WEBHOOK_ALLOW_CIDRS: 127.0.0.1/32:6379 names port 6379, which callbacks may never use", false},
+		{"10.0.0.0/8:26379", "names port 26379", false},
+		{"127.0.0.1:8080", "names port 8080", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			t.Parallel()
+			c, err := LoadFrom(map[string]string{"WEBHOOK_ALLOW_CIDRS": tt.value})
+			if !tt.ok {
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("error %v, want one with %q", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range c.Webhook.Policy().AllowEntries {
+				got = append(got, e.String())
+			}
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("entries %v, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// In production the admin credentials must be strong: a token of 32
+// characters or more, a password of 16 or more, no white space in any;
+// anywhere, none may begin or end with white space. No error repeats one.
+// Only the errors about ADMIN_* count here: other sections have checks of
+// their own in production.
+func TestAdminCredentials(t *testing.T) {
+	t.Parallel()
+	const (
+		token    = "tok-0123456789abcdef0123456789ab" // 32
+		password = "pw-0123456789abc"                 // 16
+	)
+	base, err := LoadFrom(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		prod  bool
+		admin Admin
+		want  []string // parts of the ADMIN_* errors of Validate and ValidateAPI; none: valid
+	}{
+		{"strong token", true, Admin{Enabled: true, Token: token}, nil},
+		{"strong basic auth", true, Admin{Enabled: true, User: "ops", Password: password}, nil},
+		{"UI off, no credentials", true, Admin{}, nil},
+		{"weak credentials allowed in development", false, Admin{Enabled: true, Token: "t", User: "o p", Password: "p"}, nil},
+		{"one-character token", true, Admin{Enabled: true, Token: "t"}, []string{"config: ADMIN_TOKEN: must be at least 32 characters in production (ENV), got 1"}},
+		{"token one short", true, Admin{Enabled: true, Token: token[1:]}, []string{"ADMIN_TOKEN: must be at least 32 characters"}},
+		{"short password", true, Admin{Enabled: true, User: "ops", Password: "s3cret"}, []string{"config: ADMIN_PASSWORD: must be at least 16 characters in production (ENV), got 6"}},
+		{"white space in the token", true, Admin{Enabled: true, Token: token[:10] + " " + token[10:]}, []string{"config: ADMIN_TOKEN: must not contain white space in production (ENV)"}},
+		{"white space in the user", true, Admin{Enabled: true, User: "o ps", Password: password}, []string{"ADMIN_USER: must not contain white space in production"}},
+		{"white space in the password", true, Admin{Enabled: true, User: "ops", Password: password + "\tx"}, []string{"ADMIN_PASSWORD: must not contain white space in production"}},
+		{"weak even with the UI off", true, Admin{Token: "short"}, []string{"ADMIN_TOKEN: must be at least 32"}},
+		{"no credentials", true, Admin{Enabled: true}, []string{"ADMIN_UI_ENABLED"}},
+		{"a password without a user", true, Admin{Enabled: true, Password: password}, []string{"ADMIN_USER: ADMIN_USER and ADMIN_PASSWORD go together"}},
+		{"blank token", true, Admin{Enabled: true, Token: "   "}, []string{"config: ADMIN_TOKEN: must not begin or end with white space"}},
+		{"token with a new line, development", false, Admin{Token: token + "\n"}, []string{"ADMIN_TOKEN: must not begin or end with white space"}},
+		{"password with a space, development", false, Admin{User: "ops", Password: " " + password}, []string{"ADMIN_PASSWORD: must not begin or end with white space"}},
+		{"user with a space, development", false, Admin{User: "ops ", Password: password}, []string{"ADMIN_USER: must not begin or end with white space"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := base
+			c.Admin = tt.admin
+			if tt.prod {
+				c.Env = "production"
+			}
+			var admin []string
+			for _, err := range []error{c.Validate(), c.ValidateAPI()} {
+				if err == nil {
+					continue
+				}
+				for _, line := range strings.Split(err.Error(), "\n") {
+					if strings.Contains(line, "ADMIN_") {
+						admin = append(admin, line)
+					}
+				}
+			}
+			got := strings.Join(admin, "\n")
+			if len(tt.want) == 0 {
+				if got != "" {
+					t.Fatalf("refused: %s", got)
+				}
+				return
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("errors %q, want one saying %q", got, w)
+				}
+			}
+			for _, v := range []string{tt.admin.User, tt.admin.Password, tt.admin.Token} {
+				if v = strings.TrimSpace(v); len(v) > 3 && strings.Contains(got, v) {
+					t.Errorf("errors %q repeat a credential", got)
+				}
+			}
+		})
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
@@ -69,8 +70,11 @@ func cachedFlag(t *testing.T, ev client.Event) bool {
 	return d.Cached
 }
 
-func snapKey(question, date, label string) string {
-	return cache.SnapshotID{Question: question, Model: modelSnapshot, Date: date, Label: label, Complexity: job.ComplexityStandard}.Key()
+// snapKey is the cache key of a snapshot answered by e's simulator (the
+// stack's one provider).
+func snapKey(e env, question, date, label string) string {
+	provider := config.DefaultProvider + " http://" + e.stack.Sim.Addr + "/v1"
+	return cache.SnapshotID{Question: question, Model: modelSnapshot, Provider: provider, Date: date, Label: label, Complexity: job.ComplexityStandard}.Key()
 }
 
 // scrape returns the Prometheus text at url.
@@ -114,17 +118,18 @@ func TestCacheServesRepeatsNewDatesAndExpiresToday(t *testing.T) {
 		t.Fatalf("first job made %d snapshot calls, want 4", n)
 	}
 	for _, p := range past {
-		if ttl := e.rdb.PTTL(context.Background(), snapKey(q, p.date, p.label)).Val(); ttl < 29*24*time.Hour {
+		if ttl := e.rdb.PTTL(context.Background(), snapKey(e, q, p.date, p.label)).Val(); ttl < 29*24*time.Hour {
 			t.Errorf("snapshot %s cached for %v, want the past TTL (30 days)", p.date, ttl)
 		}
 	}
-	if ttl := e.rdb.PTTL(context.Background(), snapKey(q, today, "Today")).Val(); ttl <= 0 || ttl > todayTTL {
+	if ttl := e.rdb.PTTL(context.Background(), snapKey(e, q, today, "Today")).Val(); ttl <= 0 || ttl > todayTTL {
 		t.Errorf("today's snapshot cached for %v, want at most %v", ttl, todayTTL)
 	}
 
-	// 2. The same question, spelled otherwise: served from the caches at
-	// once, with the whole protocol, and no call.
-	status, _, a = post(t, e, "/api/time-travel", `{"question":"  what are the BEST  AI models "}`, nil)
+	// 2. The same question, spelled otherwise (white space only: case and
+	// punctuation count): served from the caches at once, with the whole
+	// protocol, and no call.
+	status, _, a = post(t, e, "/api/time-travel", `{"question":"  What are the best  AI models?  "}`, nil)
 	if status != http.StatusAccepted || !a.Cached || a.Status != "completed" || a.CachedSnapshots != 4 {
 		t.Fatalf("repeat: %d %+v, want a job served wholly from cache", status, a)
 	}
@@ -177,10 +182,10 @@ func TestCacheServesRepeatsNewDatesAndExpiresToday(t *testing.T) {
 
 	// 4. Today's answer expires on its own TTL; the past ones stay.
 	waitUntil(t, todayTTL+2*time.Second, func() bool {
-		return e.rdb.Exists(context.Background(), snapKey(q, today, "Today")).Val() == 0
+		return e.rdb.Exists(context.Background(), snapKey(e, q, today, "Today")).Val() == 0
 	})
 	for _, p := range past {
-		if e.rdb.Exists(context.Background(), snapKey(q, p.date, p.label)).Val() != 1 {
+		if e.rdb.Exists(context.Background(), snapKey(e, q, p.date, p.label)).Val() != 1 {
 			t.Errorf("snapshot %s expired with today's", p.date)
 		}
 	}
@@ -244,6 +249,7 @@ func TestConcurrentIdenticalSubmissionsShareOneJob(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
+	// Each caller gets a job of its own (a handle); they share one run.
 	jobs := map[string]bool{}
 	joined := 0
 	for i, a := range answers {
@@ -255,14 +261,22 @@ func TestConcurrentIdenticalSubmissionsShareOneJob(t *testing.T) {
 			joined++
 		}
 	}
-	if len(jobs) != 1 || joined != n-1 {
-		t.Fatalf("%d jobs, %d joined; want 1 job that %d submissions joined", len(jobs), joined, n-1)
+	if len(jobs) != n || joined != n-1 {
+		t.Fatalf("%d job ids, %d joined; want %d ids of which %d joined", len(jobs), joined, n, n-1)
 	}
 	for id := range jobs {
 		evs := collect(t, e, id)
 		checkOrder(t, evs, 4)
 		if got := terminalStatus(t, evs); got != "completed" {
 			t.Fatalf("the shared job ended %s", got)
+		}
+		var acc, done struct {
+			JobID string `json:"job_id"`
+		}
+		_ = json.Unmarshal(evs[0].Data, &acc)
+		_ = json.Unmarshal(evs[len(evs)-1].Data, &done)
+		if acc.JobID != id || done.JobID != id {
+			t.Fatalf("stream of %s names jobs %s and %s", id, acc.JobID, done.JobID)
 		}
 	}
 	if c := snapshotCalls(t, e); c != 4 {
@@ -326,10 +340,19 @@ func TestIdempotencyKey(t *testing.T) {
 // question then finds everything cached.
 func TestWarmEndpoint(t *testing.T) {
 	t.Parallel()
-	e := startStack(t, 1, nil, nil)
-	req, _ := http.NewRequest(http.MethodPost, e.apiURL+"/api/cache/warm", bytes.NewBufferString(
-		`{"questions":["What is the tallest building?","Who won the last World Cup?"],"time_points":["2023-01-01","2024-05-01"]}`))
+	const adminToken = "admin-token-of-the-warm-endpoint-test-0123456789"
+	e := startStack(t, 1, map[string]string{"ADMIN_TOKEN": adminToken}, nil)
+	warmBody := `{"questions":["What is the tallest building?","Who won the last World Cup?"],"time_points":["2023-01-01","2024-05-01"]}`
+	// Warming spends provider capacity: only the admin may ask for it.
+	req, _ := http.NewRequest(http.MethodPost, e.apiURL+"/api/cache/warm", bytes.NewBufferString(warmBody))
 	req.Header.Set("Content-Type", "application/json")
+	expectError(t, req, http.StatusForbidden, "forbidden", "")
+
+	// Warming jobs are the service's: the admin reads them.
+	e.api = client.New(e.apiURL, client.WithAPIKey(adminToken))
+	req, _ = http.NewRequest(http.MethodPost, e.apiURL+"/api/cache/warm", bytes.NewBufferString(warmBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -369,6 +392,7 @@ func TestWarmEndpoint(t *testing.T) {
 	req, _ = http.NewRequest(http.MethodPost, e.apiURL+"/api/cache/warm", bytes.NewBufferString(
 		`{"questions":["What is the tallest building?"],"time_points":["2023-01-01","2024-05-01"]}`))
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -390,6 +414,7 @@ func TestWarmEndpoint(t *testing.T) {
 	} {
 		req, _ := http.NewRequest(http.MethodPost, e.apiURL+"/api/cache/warm", bytes.NewBufferString(c.body))
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+adminToken)
 		code := "invalid_field"
 		if c.field == "callback_url" {
 			code = "unknown_field"

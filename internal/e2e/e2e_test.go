@@ -74,6 +74,8 @@ func startStack(t *testing.T, workers int, apiEnv, workerEnv map[string]string) 
 		Env: map[string]string{
 			"LOG_LEVEL": "info",
 			"LLM_MODEL": modelSnapshot, "LLM_EXTRACTION_MODEL": modelExtract, "LLM_NARRATIVE_MODEL": modelNarrative,
+			// Requests of these tests name the slow models too.
+			"LLM_ALLOWED_MODELS": modelSlow + ",sim-2s",
 		},
 		APIEnv:    apiEnv,
 		WorkerEnv: wenv,

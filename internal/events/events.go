@@ -12,6 +12,8 @@ package events
 import (
 	"encoding/json"
 	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/timetravel-ai/timetravel/internal/job"
 )
@@ -34,6 +36,11 @@ const (
 	NarrativeCompleted = "narrative.completed"
 	NarrativeFailed    = "narrative.failed"
 	JobCompleted       = "job.completed"
+	// HolderDetached marks, on a shared job's stream, that one of its
+	// callers canceled its part (data: {"holder": id}). It is never sent
+	// as is: that caller's stream ends there with job.completed
+	// (canceled), and the others' streams skip it.
+	HolderDetached = "holder.detached"
 	// The outcome of the delivery of the job's result to its callback URL;
 	// they come after job.completed, so live followers never see them (a
 	// replay of an ended job's stream does).
@@ -157,4 +164,27 @@ type WebhookData struct {
 	Attempts   int    `json:"attempts"`
 	StatusCode int    `json:"status_code,omitempty"`
 	Error      string `json:"error,omitempty"`
+}
+
+// HolderData is the payload of holder.detached.
+type HolderData struct {
+	Holder string `json:"holder"`
+}
+
+// Before reports whether event id a comes before b in a stream (both
+// valid ids, see ValidID).
+func Before(a, b string) bool {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	if am != bm {
+		return am < bm
+	}
+	return as < bs
+}
+
+func splitID(id string) (uint64, uint64) {
+	ms, seq, _ := strings.Cut(id, "-")
+	m, _ := strconv.ParseUint(ms, 10, 64)
+	s, _ := strconv.ParseUint(seq, 10, 64)
+	return m, s
 }

@@ -33,6 +33,11 @@
 //   - Errors of Redis (the limits, the breakers' state) are returned as
 //     they are: never counted by a breaker, never made into
 //     llm.ErrNoCapacity, llm.ErrCircuitOpen or a provider's failure.
+//   - With Options.Budget, each request of a call made for an owner
+//     (WithOwner) is paid for from the owner's token budget just before
+//     it is sent, and the charge is settled with its use (see Budget). A
+//     refusal fails the call at once with ErrBudgetExhausted, having sent
+//     nothing on that attempt: never retried, never counted by a breaker.
 //
 // Each request is counted in metrics.LLMRequests by outcome; a request its
 // caller stopped (its context ended, or its onText failed) is
@@ -87,6 +92,7 @@ type Gateway struct {
 	policy       llm.Policy
 	capacityWait time.Duration
 	log          *slog.Logger
+	budget       Budget
 
 	// waiting, if set, is called when a call or an admission starts to
 	// wait for a breaker (a test's signal).
@@ -112,6 +118,9 @@ type Options struct {
 	// background work (llm.WithBackground) may use, at least one request;
 	// 0 means 1 (no cap of its own).
 	BackgroundShare float64
+	// Budget pays for the requests of calls made for an owner
+	// (WithOwner); nil: no budgets.
+	Budget Budget
 }
 
 // New returns the Gateway of the providers, fallbacks, limits and breaker
@@ -131,6 +140,7 @@ func New(cfg config.LLM, o Options) *Gateway {
 		policy:       policy,
 		capacityWait: cfg.CapacityWait,
 		log:          o.Log,
+		budget:       o.Budget,
 	}
 	providers := cfg.Providers
 	if len(providers) == 0 {
@@ -596,6 +606,20 @@ func (g *Gateway) call(ctx context.Context, r llm.Request, onText func(string) e
 					return fail(chainErr(tried))
 				}
 			}
+			// Paid for once admitted, just before it is sent: a reservation
+			// lasts only as long as its request, not through the waits for
+			// a breaker or capacity (where it would refuse the owner's
+			// other calls tokens that may never be spent), and a request
+			// that is never sent is never charged.
+			settle, err := g.reserve(ctx, model, tokens)
+			if err != nil {
+				t.cancel()
+				if errors.Is(err, ErrBudgetExhausted) {
+					return fail(ErrBudgetExhausted)
+				}
+				tried = append(tried, describe(model, n, err))
+				return fail(chainErr(tried))
+			}
 			n++
 			attempts++
 			req := r
@@ -612,6 +636,7 @@ func (g *Gateway) call(ctx context.Context, r llm.Request, onText func(string) e
 				}
 			}
 			resp, forBreaker, err := g.send(ctx, req, pass)
+			settle(resp)
 			t.leave(forBreaker, resp)
 			if err == nil {
 				resp.Attempts, resp.Requested = attempts, model

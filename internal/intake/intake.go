@@ -35,16 +35,24 @@ type Options struct {
 	Inflight *cache.Inflight
 	// Models are the configured models (for cache keys).
 	Models timetravel.Models
+	// ProviderOf names the provider that serves each model (for cache
+	// keys); nil names none.
+	ProviderOf ProviderOf
 	// Deadline bounds each job.
 	Deadline time.Duration
-	Log      *slog.Logger
+	// Admit, when set, is asked before a caller's job (or handle) is
+	// stored: runs says whether it will run (a new or joined job) or has
+	// ended already (served from the caches). Its error refuses the
+	// request and is returned as is (quotas).
+	Admit func(ctx context.Context, j *job.Job, runs bool) error
+	Log   *slog.Logger
 }
 
 // FromConfig wires the Intake cfg describes: caching and deduplication on
 // or off, the configured models and job deadline.
 func FromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, log *slog.Logger) *Intake {
 	o := Options{
-		Store: st, Enqueuer: enq, Inspector: insp,
+		Store: st, Enqueuer: enq, Inspector: insp, ProviderOf: cfg.LLM.ProviderIdentity,
 		Models:   timetravel.Models{Snapshot: cfg.LLM.Model, Extraction: cfg.LLM.ExtractionModel, Narrative: cfg.LLM.NarrativeModel},
 		Deadline: cfg.JobDeadline, Log: log,
 	}
@@ -97,7 +105,7 @@ const createGrace = 10 * time.Second
 // Submit serves spec. Cache trouble never fails a request (the job runs
 // without the cache); an error means no job answers the request.
 func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
-	now := in.now()
+	now := in.now().Truncate(time.Millisecond) // as stored: every reader sees the same instant
 	id, err := uuid.NewV7()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("make a job id: %w", err)
@@ -136,19 +144,39 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 		if spec.Warm {
 			return Outcome{Job: j, Cached: true, CachedSnapshots: n}, nil // nothing to warm
 		}
+		if err := in.admit(ctx, j, false); err != nil {
+			return Outcome{}, err
+		}
 		return in.serveCached(ctx, j, hits, agg)
 	}
+	if err := in.admit(ctx, j, true); err != nil {
+		return Outcome{}, err
+	}
 
-	if in.o.Inflight != nil {
-		fp := cache.Fingerprint(spec, model)
+	// A request with a callback URL never joins another job, nor is it
+	// joined: the one webhook of a shared job would name another caller's
+	// job.
+	if in.o.Inflight != nil && spec.CallbackURL == "" {
+		fp := cache.Fingerprint(spec, model, in.o.ProviderOf.Of(model))
 		holder, err := in.claim(ctx, fp, j, log)
 		if err != nil {
 			return Outcome{}, err
 		}
 		if holder != nil {
-			metrics.JobsJoined.Inc()
-			log.Info("request joined a job in flight", "joined", holder.ID)
-			return Outcome{Job: holder, Joined: true}, nil
+			h := &job.Job{ID: j.ID, Spec: spec, Status: holder.Status, CreatedAt: now, Deadline: holder.Deadline}
+			err := in.o.Store.CreateHandle(ctx, h, holder.ID)
+			switch {
+			case err == nil:
+				metrics.JobsJoined.Inc()
+				log.Info("request joined a job in flight", "joined", holder.ID)
+				return Outcome{Job: holder.SeenBy(h), Joined: true}, nil
+			case errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrNotFound):
+				// The job ended in between: this request runs its own,
+				// without deduplication.
+				log.Debug("job in flight ended before it could be joined", "holder", holder.ID)
+			default:
+				return Outcome{}, err
+			}
 		}
 	}
 
@@ -166,13 +194,22 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 	return Outcome{Job: j, CachedSnapshots: n}, nil
 }
 
+// admit asks the Admit hook to let j be stored (and, when runs, run);
+// warming jobs are the service's own and pass.
+func (in *Intake) admit(ctx context.Context, j *job.Job, runs bool) error {
+	if in.o.Admit == nil || j.Spec.Warm {
+		return nil
+	}
+	return in.o.Admit(ctx, j, runs)
+}
+
 // Warm submits spec as a cache-warming job: its tasks run on the warm
 // lane, within warming's share of provider capacity, and compute only what
 // the caches lack. When every answer is cached already no job is made: the
 // Outcome is Cached, with a Job that was never stored.
 func (in *Intake) Warm(ctx context.Context, spec job.Spec) (Outcome, error) {
 	spec.Warm = true
-	spec.Cache, spec.ForceTimeTravel, spec.CallbackURL = job.CacheUse, false, ""
+	spec.Cache, spec.ForceTimeTravel, spec.CallbackURL, spec.Owner = job.CacheUse, false, "", job.SystemOwner
 	return in.Submit(ctx, spec)
 }
 
@@ -181,8 +218,9 @@ func (in *Intake) Warm(ctx context.Context, spec job.Spec) (Outcome, error) {
 func (in *Intake) lookup(ctx context.Context, j *job.Job, model string, log *slog.Logger) ([]*cache.Snapshot, *cache.Aggregate) {
 	spec := j.Spec
 	ids := make([]cache.SnapshotID, len(spec.TimePoints))
+	provider := in.o.ProviderOf.Of(model)
 	for i, tp := range spec.TimePoints {
-		ids[i] = cache.SnapshotID{Question: spec.Question, Model: model, Date: tp.Date, Label: tp.Label, Complexity: spec.Complexity}
+		ids[i] = cache.SnapshotID{Question: spec.Question, Model: model, Provider: provider, Date: tp.Date, Label: tp.Label, Complexity: spec.Complexity}
 	}
 	hits, err := in.o.Cache.Snapshots(ctx, ids)
 	if err != nil {
@@ -197,7 +235,7 @@ func (in *Intake) lookup(ctx context.Context, j *job.Job, model string, log *slo
 		tp := spec.TimePoints[i]
 		snaps = append(snaps, job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Text: h.Text})
 	}
-	agg, err := in.o.Cache.Aggregate(ctx, AggregateID(in.o.Models, spec, snaps))
+	agg, err := in.o.Cache.Aggregate(ctx, AggregateID(in.o.Models, in.o.ProviderOf, spec, snaps))
 	if err != nil {
 		log.Warn("result cache unreadable; the job runs without it", "err", err)
 		return hits, nil
@@ -206,11 +244,15 @@ func (in *Intake) lookup(ctx context.Context, j *job.Job, model string, log *slo
 }
 
 // AggregateID is the result-cache identity of the aggregation of spec made
-// from snaps (completed, in chronological order) with the models of m.
-func AggregateID(m timetravel.Models, spec job.Spec, snaps []job.Snapshot) cache.AggregateID {
+// from snaps (completed, in chronological order) with the models of m, at
+// the providers that providerOf names.
+func AggregateID(m timetravel.Models, providerOf ProviderOf, spec job.Spec, snaps []job.Snapshot) cache.AggregateID {
+	extraction, narrative := m.Extraction, m.NarrativeModel(spec)
 	return cache.AggregateID{
 		Question: spec.Question, Complexity: spec.Complexity,
-		ExtractionModel: m.Extraction, NarrativeModel: m.NarrativeModel(spec), Snapshots: snaps,
+		ExtractionModel: extraction, ExtractionProvider: providerOf.Of(extraction),
+		NarrativeModel: narrative, NarrativeProvider: providerOf.Of(narrative),
+		Snapshots: snaps,
 	}
 }
 
@@ -366,3 +408,7 @@ func indexes(n int) []int {
 	}
 	return out
 }
+
+// SetAdmit sets the Admit hook (see Options.Admit); call it before the
+// Intake serves requests.
+func (in *Intake) SetAdmit(f func(ctx context.Context, j *job.Job, runs bool) error) { in.o.Admit = f }

@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/timetravel-ai/timetravel/internal/cache"
+	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/intake"
 	"github.com/timetravel-ai/timetravel/internal/job"
@@ -22,6 +23,13 @@ import (
 func TestMain(m *testing.M) { redistest.Main(m) }
 
 var models = timetravel.Models{Snapshot: "snap-model", Extraction: "extract-model", Narrative: "narr-model"}
+
+// providers serve the extraction model at one provider and the others at
+// the first, as the gateway routes them.
+var providers = config.LLM{Providers: []config.Provider{
+	{Name: "main", BaseURL: "https://main.example/v1"},
+	{Name: "fast", BaseURL: "https://fast.example/v1", Models: []string{models.Extraction}},
+}}.ProviderIdentity
 
 type fixture struct {
 	db    redistest.DB
@@ -40,7 +48,7 @@ func newFixture(t *testing.T) fixture {
 	in := intake.New(intake.Options{
 		Store: st, Enqueuer: tasks.NewEnqueuer(asynq.NewClientFromRedisClient(db.Client), 3, time.Minute),
 		Inspector: insp, Cache: c, Inflight: cache.NewInflight(db.Client),
-		Models: models, Deadline: time.Minute,
+		Models: models, ProviderOf: providers, Deadline: time.Minute,
 	})
 	return fixture{db: db, in: in, store: st, cache: c, insp: insp}
 }
@@ -60,7 +68,7 @@ func (f fixture) cacheSnapshots(t *testing.T, s job.Spec, indexes ...int) []job.
 	for _, i := range indexes {
 		tp := s.TimePoints[i]
 		text := "answer as of " + tp.Label
-		id := cache.SnapshotID{Question: s.Question, Model: models.Snapshot, Date: tp.Date, Label: tp.Label, Complexity: s.Complexity}
+		id := cache.SnapshotID{Question: s.Question, Model: models.Snapshot, Provider: providers(models.Snapshot), Date: tp.Date, Label: tp.Label, Complexity: s.Complexity}
 		if err := f.cache.PutSnapshot(context.Background(), id, cache.Snapshot{Text: text, Model: models.Snapshot}); err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +79,7 @@ func (f fixture) cacheSnapshots(t *testing.T, s job.Spec, indexes ...int) []job.
 
 func (f fixture) cacheAggregate(t *testing.T, s job.Spec, snaps []job.Snapshot) {
 	t.Helper()
-	err := f.cache.PutAggregate(context.Background(), intake.AggregateID(models, s, snaps), cache.Aggregate{
+	err := f.cache.PutAggregate(context.Background(), intake.AggregateID(models, providers, s, snaps), cache.Aggregate{
 		KeyChanges: []job.KeyChange{{From: snaps[0].Date, To: snaps[1].Date, Changes: []string{"more models"}}},
 		Narrative:  "It changed.",
 	})
@@ -91,13 +99,13 @@ func (f fixture) taskState(queue, id string) string {
 
 func eventTypes(t *testing.T, f fixture, jobID string) []string {
 	t.Helper()
-	msgs, err := f.db.Client.XRange(context.Background(), events.StreamKey(jobID), "-", "+").Result()
+	evs, err := f.store.Events(context.Background(), jobID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make([]string, len(msgs))
-	for i, m := range msgs {
-		out[i], _ = m.Values["t"].(string)
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.Type
 	}
 	return out
 }
@@ -184,8 +192,12 @@ func TestSubmitJoinsOnlyLiveJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !second.Joined || second.Job.ID != first.Job.ID {
-		t.Fatalf("second submission: joined %v job %s, want to join %s", second.Joined, second.Job.ID, first.Job.ID)
+	// The joiner gets a job of its own (a handle) on the first one's work.
+	if !second.Joined || second.Job.ID == first.Job.ID {
+		t.Fatalf("second submission: joined %v job %s, want a job of its own joined to %s", second.Joined, second.Job.ID, first.Job.ID)
+	}
+	if h, err := f.store.Head(t.Context(), second.Job.ID); err != nil || h.Work != first.Job.ID {
+		t.Fatalf("the joiner's job: %+v %v, want a handle on %s", h, err, first.Job.ID)
 	}
 
 	// Different callback URL, cache mode or warm flag: not identical.
@@ -220,7 +232,7 @@ func TestSubmitJoinsOnlyLiveJobs(t *testing.T) {
 
 	// A holder that claimed the fingerprint a minute ago and never wrote
 	// its job is dead: it is replaced at once.
-	fp := cache.Fingerprint(s, models.Snapshot)
+	fp := cache.Fingerprint(s, models.Snapshot, providers(models.Snapshot))
 	ghost := "ghost " + strconv.FormatInt(time.Now().Add(-time.Minute).UnixMilli(), 10)
 	if err := f.db.Client.Set(t.Context(), "tt:inflight:"+fp, ghost, time.Minute).Err(); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@
 package job
 
 import (
+	"net/url"
 	"time"
 )
 
@@ -94,7 +95,18 @@ type Spec struct {
 	// Warm marks a cache-warming job: its tasks run on the warm queue,
 	// within the provider capacity share of warming.
 	Warm bool `json:"warm,omitempty"`
+	// Owner is the id of the API key that submitted the job (AnonymousOwner
+	// when the api runs without keys); its quotas pay for the job's
+	// provider tokens. Set by the api, never by the request body.
+	Owner string `json:"owner,omitempty"`
 }
+
+// AnonymousOwner owns the jobs submitted without an API key, on a server
+// that does not require one (local development, make demo).
+const AnonymousOwner = "anonymous"
+
+// SystemOwner owns the jobs the service makes for itself (cache warming).
+const SystemOwner = "system"
 
 // CacheMode is how a job uses the answer caches.
 type CacheMode string
@@ -206,6 +218,57 @@ type Job struct {
 	// Fingerprint identifies the request for in-flight deduplication
 	// (package cache); empty when the job takes no part in it.
 	Fingerprint string `json:"-"`
+	// Of is set on a handle: the job of a request that joined an
+	// identical job in flight. It names that job, which does the work;
+	// the handle has its own id and owner.
+	Of string `json:"-"`
+	// Detached lists, by job or handle id, the callers that canceled their
+	// part in this job while others still wanted it (see SeenBy).
+	Detached map[string]Detach `json:"-"`
+}
+
+// Detach records when a caller let go of a shared job, and the id of the
+// event that marks it on the job's stream (the caller's stream ends there).
+type Detach struct {
+	At     time.Time
+	Marker string
+}
+
+// CanceledByClient is the error of a job its caller canceled.
+const CanceledByClient = "canceled by the client"
+
+// SeenBy returns the job as the caller of handle sees it: j's work and
+// state under the handle's id, owner and creation time (handle is j
+// itself for the caller that started j). A caller that detached sees its
+// job canceled at that moment, whatever became of the shared work.
+func (j *Job) SeenBy(handle *Job) *Job {
+	v := *j
+	v.ID, v.Spec.Owner, v.CreatedAt, v.Of = handle.ID, handle.Spec.Owner, handle.CreatedAt, ""
+	v.Detached = nil
+	if handle.ID != j.ID {
+		// The webhook and the deduplication entry belong to the job that
+		// started the work.
+		v.Webhook, v.Fingerprint = nil, ""
+	}
+	d, ok := j.Detached[handle.ID]
+	if !ok {
+		return &v
+	}
+	v.Status, v.FinishedAt, v.Error = StatusCanceled, d.At, CanceledByClient
+	v.Snapshots = make([]Snapshot, len(j.Snapshots))
+	for i, s := range j.Snapshots {
+		if !s.Status.Terminal() || s.CompletedAt > d.At.UnixMilli() {
+			s.Status, s.Text, s.Error, s.CompletedAt = SnapshotCanceled, "", "", 0
+		}
+		v.Snapshots[i] = s
+	}
+	if a := j.Aggregate; a != nil {
+		v.Aggregate = &Aggregate{StartedAt: a.StartedAt}
+		if a.StartedAt > d.At.UnixMilli() {
+			v.Aggregate = nil
+		}
+	}
+	return &v
 }
 
 // Cached reports whether the whole job was served from the caches: every
@@ -320,7 +383,10 @@ type View struct {
 }
 
 // View returns the client-facing form of the job. Errors lists, in a stable
-// order, every failure that shaped the outcome.
+// order, every failure that shaped the outcome. CallbackURL is shown
+// without its query, fragment and user info: they may hold the receiver's
+// own token, which the view (and the webhook body made of it) must not
+// repeat.
 func (j *Job) View() View {
 	v := View{
 		ID:              j.ID,
@@ -338,8 +404,15 @@ func (j *Job) View() View {
 		KeyChanges:      []KeyChange{},
 		Timings:         j.Timings(),
 		Errors:          []string{},
-		CallbackURL:     j.Spec.CallbackURL,
 		Webhook:         j.Webhook,
+	}
+	if j.Spec.CallbackURL != "" {
+		// A URL that does not parse (never one accepted at submission) is
+		// not shown at all rather than shown whole.
+		if u, err := url.Parse(j.Spec.CallbackURL); err == nil {
+			u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+			v.CallbackURL = u.String()
+		}
 	}
 	if !j.FinishedAt.IsZero() {
 		f := j.FinishedAt.UTC()

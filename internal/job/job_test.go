@@ -301,6 +301,32 @@ func TestViewJSONOfNewJob(t *testing.T) {
 	}
 }
 
+// The view shows the callback URL without what may hold the receiver's
+// token: its query, fragment and user info.
+func TestViewCallbackURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ stored, shown string }{
+		{"", ""},
+		{"https://example.com/hook", "https://example.com/hook"},
+		{"https://example.com:8443/hooks/tt", "https://example.com:8443/hooks/tt"},
+		{"https://example.com/hook?token=s3cret&x=1", "https://example.com/hook"},
+		{"https://example.com/hook?", "https://example.com/hook"},
+		{"https://example.com/hook#s3cret", "https://example.com/hook"},
+		{"https://user:s3cret@example.com/hook", "https://example.com/hook"},
+		{"http://127.0.0.1:9/a%2Fb?token=abc", "http://127.0.0.1:9/a%2Fb"},
+		{"https://[::1", ""},
+	}
+	for _, tt := range tests {
+		j := &Job{Spec: Spec{CallbackURL: tt.stored}}
+		if got := j.View().CallbackURL; got != tt.shown {
+			t.Errorf("stored %q: shown %q, want %q", tt.stored, got, tt.shown)
+		}
+		if j.Spec.CallbackURL != tt.stored {
+			t.Errorf("View changed the stored URL to %q", j.Spec.CallbackURL)
+		}
+	}
+}
+
 func TestViewJSONOfWebhook(t *testing.T) {
 	t.Parallel()
 	at := t0.Add(2 * time.Second)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"syscall"
 	"testing"
@@ -58,12 +59,81 @@ func TestRetryable(t *testing.T) {
 
 func TestStatusError(t *testing.T) {
 	t.Parallel()
-	inner := errors.New("inner")
-	e := &StatusError{StatusCode: 429, Message: "slow down", err: inner}
-	if got, want := e.Error(), "provider answered 429 Too Many Requests: slow down"; got != want {
-		t.Errorf("Error() = %q, want %q", got, want)
+	tests := []struct {
+		code int
+		want string
+	}{
+		{400, "provider answered 400 (bad request)"},
+		{401, "provider answered 401 (authentication failed)"},
+		{403, "provider answered 403 (permission denied)"},
+		{404, "provider answered 404 (not found)"},
+		{408, "provider answered 408 (request timeout)"},
+		{409, "provider answered 409 (conflict)"},
+		{413, "provider answered 413 (request too large)"},
+		{422, "provider answered 422 (unprocessable request)"},
+		{429, "provider answered 429 (rate limited)"},
+		{451, "provider answered 451 (client error)"},
+		{500, "provider answered 500 (server error)"},
+		{502, "provider answered 502 (bad gateway)"},
+		{503, "provider answered 503 (unavailable)"},
+		{504, "provider answered 504 (gateway timeout)"},
+		{529, "provider answered 529 (server error)"},
+		{302, "provider answered 302 (unexpected status)"},
 	}
-	if !errors.Is(e, inner) {
-		t.Error("StatusError does not unwrap to its cause")
+	for _, tt := range tests {
+		// A message set by a caller is never shown.
+		e := &StatusError{StatusCode: tt.code, Message: "key sk-secret"}
+		if got := e.Error(); got != tt.want {
+			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+// The phrases of failures other than an error status hide what they wrap
+// and keep its kind.
+func TestCallErrorPhrases(t *testing.T) {
+	t.Parallel()
+	urlErr := func(inner error) error {
+		return &url.Error{Op: "Post", URL: "https://example.invalid/v1/chat/completions?api-key=sk-secret", Err: inner}
+	}
+	opErr := &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}
+	timeout, stop := context.WithCancelCause(context.Background())
+	stop(fmt.Errorf("%w after 1s", ErrTimeout))
+	tests := []struct {
+		name      string
+		ctx       context.Context
+		err       error
+		want      string
+		is        []error
+		retryable bool
+	}{
+		{"connection refused", context.Background(), urlErr(opErr), "connection to the provider failed", []error{syscall.ECONNREFUSED}, true},
+		{"EOF", context.Background(), urlErr(io.EOF), "connection to the provider failed", []error{io.EOF}, true},
+		{"cut mid-answer", context.Background(), urlErr(io.ErrUnexpectedEOF), "llm stream broke off", []error{ErrBrokenStream}, true},
+		{"canceled", context.Background(), urlErr(context.Canceled), "llm call canceled", []error{context.Canceled}, false},
+		{"deadline", context.Background(), urlErr(context.DeadlineExceeded), "llm call ran out of time", []error{context.DeadlineExceeded}, false},
+		{"our timeout", timeout, urlErr(context.Canceled), "llm call timed out after 1s", []error{ErrTimeout}, true},
+		{"our timeout, other error", timeout, urlErr(opErr), "llm call timed out after 1s", []error{ErrTimeout, syscall.ECONNREFUSED}, true},
+		// A *url.Error is a net.Error: any failure of the request counts as
+		// the connection's.
+		{"TLS", context.Background(), urlErr(errors.New("tls: sk-secret")), "connection to the provider failed", nil, true},
+		{"anything else", context.Background(), errors.New("sk-secret"), "provider call failed", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := classify(tt.ctx, tt.err)
+			if got := err.Error(); got != tt.want {
+				t.Errorf("Error() = %q, want %q", got, tt.want)
+			}
+			for _, target := range tt.is {
+				if !errors.Is(err, target) {
+					t.Errorf("%v is not %v", err, target)
+				}
+			}
+			if got := Retryable(err); got != tt.retryable {
+				t.Errorf("Retryable = %v, want %v", got, tt.retryable)
+			}
+		})
 	}
 }

@@ -2,8 +2,12 @@
 // Azure OpenAI, Ollama, vLLM, LiteLLM, the bundled simulator) through one
 // pooled HTTP transport, in streaming and JSON modes, with a total and a
 // first-token timeout. It classifies failures into retryable and permanent
-// ones, reads the provider's Retry-After, and holds the one retry policy of
-// the service (Policy, QueueDelay). A Client sends one request per call;
+// ones, whose text is a fixed phrase ("provider answered 401 (authentication
+// failed)", "llm call timed out after 90s", "connection to the provider
+// failed") that carries nothing of the provider's answer nor the request's
+// URL: providers may echo credentials there. It reads the provider's
+// Retry-After, and holds the one retry policy of the service (Policy,
+// QueueDelay). A Client sends one request per call;
 // package gateway adds limits, breakers, retries and fallbacks.
 package llm
 
@@ -199,7 +203,8 @@ func (c *Client) Stream(ctx context.Context, r Request, onText func(string) erro
 		var chunk streamChunk
 		if err := json.Unmarshal(raw, &chunk); err != nil {
 			resp.Text = b.String()
-			return resp, fmt.Errorf("%w: undecodable stream chunk: %v", ErrBrokenStream, err)
+			// Not the decoder's error: it quotes the chunk.
+			return resp, fmt.Errorf("%w: undecodable stream chunk", ErrBrokenStream)
 		}
 		if chunk.Model != "" {
 			resp.Model = chunk.Model

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/llmsim"
 )
 
 // fakeProvider is a minimal OpenAI chat-completions endpoint. Each request's
@@ -266,17 +267,20 @@ func TestStatusErrors(t *testing.T) {
 		name      string
 		status    int
 		body      string
-		wantMsg   string
+		want      string
 		retryable bool
 	}{
-		{"429 with an OpenAI error", 429, `{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`, "Rate limit reached", true},
-		{"429 with a plain body", 429, `too many requests`, "too many requests", true},
-		{"408", 408, `{"error":{"message":"request timeout","type":"timeout"}}`, "request timeout", true},
-		{"500 with a plain body", 500, `upstream exploded`, "upstream exploded", true},
-		{"503", 503, `{"error":{"message":"overloaded","type":"server_error"}}`, "overloaded", true},
-		{"400", 400, `{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}`, "max_tokens is too large", false},
-		{"401", 401, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`, "Incorrect API key", false},
-		{"404", 404, `{"error":{"message":"The model does not exist","type":"invalid_request_error","code":"model_not_found"}}`, "does not exist", false},
+		{"429 with an OpenAI error", 429, `{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`, "provider answered 429 (rate limited)", true},
+		{"429 with a plain body", 429, `too many requests`, "provider answered 429 (rate limited)", true},
+		{"408", 408, `{"error":{"message":"request timeout","type":"timeout"}}`, "provider answered 408 (request timeout)", true},
+		{"500 with a plain body", 500, `upstream exploded`, "provider answered 500 (server error)", true},
+		{"502 with a long plain body", 502, strings.Repeat("x", 5000), "provider answered 502 (bad gateway)", true},
+		{"503", 503, `{"error":{"message":"overloaded","type":"server_error"}}`, "provider answered 503 (unavailable)", true},
+		{"400", 400, `{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}`, "provider answered 400 (bad request)", false},
+		{"401", 401, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`, "provider answered 401 (authentication failed)", false},
+		{"403", 403, `forbidden`, "provider answered 403 (permission denied)", false},
+		{"404", 404, `{"error":{"message":"The model does not exist","type":"invalid_request_error","code":"model_not_found"}}`, "provider answered 404 (not found)", false},
+		{"418", 418, `{"error":{"message":"teapot","type":"x"}}`, "provider answered 418 (client error)", false},
 	}
 	for _, tt := range tests {
 		for _, mode := range []string{"Stream", "Complete"} {
@@ -289,16 +293,7 @@ func TestStatusErrors(t *testing.T) {
 					w.WriteHeader(tt.status)
 					io.WriteString(w, tt.body)
 				})
-				c := f.client(30 * time.Second)
-				var err error
-				if mode == "Stream" {
-					_, err = c.Stream(context.Background(), Request{Model: "gpt-4o", User: "u"}, func(string) error {
-						t.Error("onText called for an error answer")
-						return nil
-					})
-				} else {
-					_, err = c.Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
-				}
+				err := call(f.client(30*time.Second), mode, t)
 				var se *StatusError
 				if !errors.As(err, &se) {
 					t.Fatalf("error = %v (%T), want a *StatusError", err, err)
@@ -306,8 +301,8 @@ func TestStatusErrors(t *testing.T) {
 				if se.StatusCode != tt.status {
 					t.Errorf("StatusCode = %d, want %d", se.StatusCode, tt.status)
 				}
-				if !strings.Contains(se.Message, tt.wantMsg) {
-					t.Errorf("Message = %q, want it to contain %q", se.Message, tt.wantMsg)
+				if got := err.Error(); got != tt.want {
+					t.Errorf("Error() = %q, want %q", got, tt.want)
 				}
 				if got := Retryable(err); got != tt.retryable {
 					t.Errorf("Retryable = %v, want %v", got, tt.retryable)
@@ -317,19 +312,140 @@ func TestStatusErrors(t *testing.T) {
 	}
 }
 
-func TestPlainBodyMessageIsClipped(t *testing.T) {
-	t.Parallel()
-	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusBadGateway)
-		io.WriteString(w, strings.Repeat("x", 5000))
-	})
-	_, err := f.client(30*time.Second).Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
-	var se *StatusError
-	if !errors.As(err, &se) {
-		t.Fatalf("error = %v, want a *StatusError", err)
+// call makes one call in mode (Stream or Complete) and returns its error;
+// a stream's text is a test failure.
+func call(c *Client, mode string, t *testing.T) error {
+	t.Helper()
+	if mode == "Stream" {
+		_, err := c.Stream(context.Background(), Request{Model: "gpt-4o", User: "u"}, func(string) error {
+			t.Error("onText called for an error answer")
+			return nil
+		})
+		return err
 	}
-	if len(se.Message) != 200 {
-		t.Errorf("Message has %d bytes, want 200", len(se.Message))
+	_, err := c.Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
+	return err
+}
+
+// leakedKey is an API key that the providers below echo wherever they can.
+const leakedKey = "sk-LEAK-0123456789abcdef"
+
+// A provider that echoes the request's credentials (a 401 quoting the key,
+// an error event in a stream, a key in the URL's query) leaves no trace of
+// them in the error's text, whatever the failure; the kind of the failure
+// stays what it was.
+func TestErrorsNeverCarryTheProvidersWords(t *testing.T) {
+	t.Parallel()
+	echo := func(r *http.Request) string {
+		return "Incorrect API key provided: " + r.Header.Get("Authorization") + r.Header.Get("api-key") + " at " + r.URL.String()
+	}
+	tests := []struct {
+		name   string
+		azure  bool   // the key goes in the api-key header, and in the URL below
+		closed bool   // nothing listens
+		only   string // Stream or Complete: the case applies to one mode
+		handle func(w http.ResponseWriter, r *http.Request)
+		want   string
+		check  func(error) bool
+	}{
+		{name: "401 echoing the key as JSON", handle: func(w http.ResponseWriter, r *http.Request) {
+			b, _ := json.Marshal(map[string]any{"error": map[string]any{"message": echo(r), "type": "invalid_request_error", "code": r.Header.Get("Authorization")}})
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write(b)
+		}, want: "provider answered 401 (authentication failed)", check: func(err error) bool { return !Retryable(err) }},
+		{name: "401 echoing the key as text", handle: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, echo(r))
+		}, want: "provider answered 401 (authentication failed)", check: func(err error) bool { return !Retryable(err) }},
+		{name: "azure 403 echoing the api-key header", azure: true, handle: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			b, _ := json.Marshal(map[string]any{"error": map[string]any{"message": echo(r), "code": "403"}})
+			w.Write(b)
+		}, want: "provider answered 403 (permission denied)", check: func(err error) bool { return !Retryable(err) }},
+		{name: "error event in a stream", handle: func(w http.ResponseWriter, r *http.Request) {
+			s := startSSE(w)
+			s.delta("half ")
+			b, _ := json.Marshal(map[string]any{"error": map[string]any{"message": echo(r), "type": "server_error"}})
+			s.data(string(b))
+		}, only: "Stream", want: phraseStreamError, check: func(err error) bool { return !Retryable(err) }},
+		{name: "a 200 that is not JSON", handle: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, "<html>"+echo(r))
+		}, only: "Complete", want: phraseOther, check: func(err error) bool { return !Retryable(err) }},
+		{name: "connection cut", handle: func(w http.ResponseWriter, r *http.Request) {
+			panic(http.ErrAbortHandler)
+		}, want: phraseConnection, check: Retryable},
+		{name: "nothing listens, the key in the azure URL", azure: true, closed: true,
+			want: phraseConnection, check: Retryable},
+	}
+	for _, tt := range tests {
+		for _, mode := range []string{"Stream", "Complete"} {
+			t.Run(tt.name+"/"+mode, func(t *testing.T) {
+				t.Parallel()
+				if tt.only != "" && tt.only != mode {
+					t.Skip("the case is of " + tt.only)
+				}
+				handle := tt.handle
+				if handle == nil {
+					handle = func(http.ResponseWriter, *http.Request) {}
+				}
+				f := newFake(t, handle)
+				if tt.closed {
+					f.srv.Close()
+				}
+				o := Options{BaseURL: f.srv.URL + "/v1?key=" + leakedKey, APIKey: leakedKey, APIType: "openai", Timeout: 30 * time.Second}
+				if tt.azure {
+					o.BaseURL, o.APIType, o.APIVersion = f.srv.URL+"/"+leakedKey+"/", "azure", "2024-06-01&key="+leakedKey
+				}
+				var err error
+				c := NewClient(o)
+				if mode == "Stream" {
+					_, err = c.Stream(context.Background(), Request{Model: "gpt-4o", User: "u"}, func(string) error { return nil })
+				} else {
+					_, err = c.Complete(context.Background(), Request{Model: "gpt-4o", User: "u"})
+				}
+				if err == nil {
+					t.Fatal("the call succeeded")
+				}
+				for _, text := range []string{err.Error(), fmt.Sprintf("%v", err), fmt.Sprintf("%+v", err), fmt.Sprintf("%s", fmt.Errorf("snapshot 2: %w", err))} {
+					if strings.Contains(text, leakedKey) || strings.Contains(text, f.srv.URL) || strings.Contains(text, "Incorrect") {
+						t.Errorf("error text %q has the provider's words, its URL or the key", text)
+					}
+				}
+				if got := err.Error(); got != tt.want {
+					t.Errorf("Error() = %q, want %q", got, tt.want)
+				}
+				if !tt.check(err) {
+					t.Errorf("error %v (%T) classified wrongly: Retryable = %v", err, err, Retryable(err))
+				}
+			})
+		}
+	}
+}
+
+// The simulator's 401 fault quotes the key it was sent: the error says
+// only the status and its category, streamed or not.
+func TestSimulatorEchoingTheKey(t *testing.T) {
+	t.Parallel()
+	sim := llmsim.New(llmsim.Config{Faults: []llmsim.FaultRule{{Model: llmsim.AnyModel, Faults: []llmsim.Fault{{Kind: llmsim.FaultUnauthorized, Rate: 1}}}}})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	c := NewClient(Options{BaseURL: srv.URL + "/v1", APIKey: leakedKey, APIType: "openai", Timeout: 30 * time.Second})
+	for _, mode := range []string{"Stream", "Complete"} {
+		err := call(c, mode, t)
+		var se *StatusError
+		if !errors.As(err, &se) || se.StatusCode != http.StatusUnauthorized || Retryable(err) {
+			t.Fatalf("%s: error %v, want a permanent 401", mode, err)
+		}
+		if got, want := err.Error(), "provider answered 401 (authentication failed)"; got != want {
+			t.Errorf("%s: Error() = %q, want %q", mode, got, want)
+		}
+	}
+	if n := sim.Stats().Total.Faults.Of(llmsim.FaultUnauthorized); n != 2 {
+		t.Errorf("the simulator answered %d requests with its 401, want 2", n)
 	}
 }
 

@@ -38,9 +38,10 @@
 // # Faults
 //
 // The simulator injects provider faults into chat completions, for
-// resilience tests: 429 with Retry-After, 500, 503, a hang that sends
-// nothing until the client gives up, a slow first token, a stream broken
-// mid-way, and invalid JSON in JSON mode (see [FaultKind]). Faults come from
+// resilience tests: 429 with Retry-After, 500, 503, a 401 that quotes the
+// request's API key (for tests that a provider's words go no further), a
+// hang that sends nothing until the client gives up, a slow first token, a
+// stream broken mid-way, and invalid JSON in JSON mode (see [FaultKind]). Faults come from
 // rules per model, in [Config].Faults (the llmsim command reads them from
 // LLMSIM_FAULTS, in the syntax of [ParseFaults]) or set at run time with
 // POST /sim/faults, for example

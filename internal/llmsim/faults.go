@@ -15,7 +15,7 @@ import (
 // FaultHeader is the request header that forces faults on one chat
 // completion, regardless of any rule: "X-Llmsim-Fault: break" or
 // "X-Llmsim-Fault: slow_first_token;break". It names either one of the
-// faults that replace the response (429, 500, 503, hang) alone, or any
+// faults that replace the response (429, 500, 503, 401, hang) alone, or any
 // combination of the faults that alter it (slow_first_token, break,
 // bad_json); ';' and ',' both separate names. Anything else is refused with
 // a 400 invalid_header error, and the request is not counted.
@@ -34,7 +34,7 @@ const AnyModel = "*"
 // FaultKind names a fault the simulator can inject into a chat completion.
 type FaultKind string
 
-// The faults. The first four replace the response; the last three alter it.
+// The faults. The first five replace the response; the last three alter it.
 const (
 	// FaultRateLimit answers 429 with an OpenAI-style rate limit error, a
 	// Retry-After header in whole seconds (rounded up) and a Retry-After-Ms
@@ -44,6 +44,12 @@ const (
 	FaultServerError FaultKind = "500"
 	// FaultUnavailable answers 503 with an OpenAI-style overload error.
 	FaultUnavailable FaultKind = "503"
+	// FaultUnauthorized answers 401 with an OpenAI-style invalid_api_key
+	// error whose message quotes the credentials of the request (its
+	// Authorization header, or Azure's api-key header), as some providers
+	// do: tests use it to check that a key in a provider's error goes no
+	// further than the client.
+	FaultUnauthorized FaultKind = "401"
 	// FaultHang reads the request and then sends nothing, not even headers,
 	// until the client goes away (or [Server.Close]); the connection is then
 	// aborted. The handler returns as soon as the request's context ends.
@@ -65,7 +71,7 @@ const (
 )
 
 // faultKinds lists every kind, in the order of [FaultCounts].
-var faultKinds = []FaultKind{FaultRateLimit, FaultServerError, FaultUnavailable, FaultHang,
+var faultKinds = []FaultKind{FaultRateLimit, FaultServerError, FaultUnavailable, FaultUnauthorized, FaultHang,
 	FaultSlowFirstToken, FaultBreak, FaultBadJSON}
 
 // FaultKinds returns every fault kind.
@@ -91,7 +97,7 @@ func kindList() string {
 // replacesResponse reports whether k answers instead of the model.
 func (k FaultKind) replacesResponse() bool {
 	switch k {
-	case FaultRateLimit, FaultServerError, FaultUnavailable, FaultHang:
+	case FaultRateLimit, FaultServerError, FaultUnavailable, FaultUnauthorized, FaultHang:
 		return true
 	}
 	return false
@@ -279,12 +285,13 @@ func mix64(x uint64) uint64 {
 }
 
 // FaultCounts counts injected faults by kind; the JSON keys are the kinds
-// ("429", "500", "503", "hang", "slow_first_token", "break", "bad_json"),
-// zero counts left out.
+// ("429", "500", "503", "401", "hang", "slow_first_token", "break",
+// "bad_json"), zero counts left out.
 type FaultCounts struct {
 	RateLimit      int64 `json:"429,omitempty"`
 	ServerError    int64 `json:"500,omitempty"`
 	Unavailable    int64 `json:"503,omitempty"`
+	Unauthorized   int64 `json:"401,omitempty"`
 	Hang           int64 `json:"hang,omitempty"`
 	SlowFirstToken int64 `json:"slow_first_token,omitempty"`
 	Break          int64 `json:"break,omitempty"`
@@ -299,6 +306,8 @@ func (c *FaultCounts) counter(k FaultKind) *int64 {
 		return &c.ServerError
 	case FaultUnavailable:
 		return &c.Unavailable
+	case FaultUnauthorized:
+		return &c.Unauthorized
 	case FaultHang:
 		return &c.Hang
 	case FaultSlowFirstToken:
@@ -461,7 +470,7 @@ func parseFaultHeader(values []string) ([]FaultKind, *apiError) {
 	}
 	if len(kinds) > 1 && slices.ContainsFunc(kinds, FaultKind.replacesResponse) {
 		return nil, invalid("invalid_header",
-			"Header %s: 429, 500, 503 and hang must be alone; only slow_first_token, break and bad_json combine.", FaultHeader)
+			"Header %s: 429, 500, 503, 401 and hang must be alone; only slow_first_token, break and bad_json combine.", FaultHeader)
 	}
 	return kinds, nil
 }

@@ -108,6 +108,8 @@ func TestFaultKinds(t *testing.T) {
 		{name: "500 stream", fault: "500", req: snapshotReq, stream: true, check: apiStatus(500), counted: []FaultKind{FaultServerError}},
 		{name: "503", fault: "503", req: snapshotReq, check: apiStatus(503), counted: []FaultKind{FaultUnavailable}},
 		{name: "503 stream", fault: "503", req: jsonReq, stream: true, check: apiStatus(503), counted: []FaultKind{FaultUnavailable}},
+		{name: "401", fault: "401", req: snapshotReq, check: apiStatus(401), counted: []FaultKind{FaultUnauthorized}},
+		{name: "401 stream", fault: "401", req: snapshotReq, stream: true, check: apiStatus(401), counted: []FaultKind{FaultUnauthorized}},
 		{name: "hang", fault: "hang", req: snapshotReq, timeout: 100 * time.Millisecond, counted: []FaultKind{FaultHang},
 			check: func(t *testing.T, o outcome) {
 				if !errors.Is(o.err, context.DeadlineExceeded) {
@@ -244,10 +246,42 @@ func TestRateLimitHeaders(t *testing.T) {
 	}
 }
 
+// The 401 fault quotes the request's credentials in OpenAI's error shape:
+// the Authorization header, or Azure's api-key header.
+func TestUnauthorizedEchoesTheKey(t *testing.T) {
+	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	srv := startServer(t, Config{})
+	tests := []struct {
+		name    string
+		headers map[string]string
+		want    string
+	}{
+		{"bearer", map[string]string{"Authorization": "Bearer sk-echo-1"}, `Bearer sk-echo-1`},
+		{"azure", map[string]string{"api-key": "azure-echo-2"}, `azure-echo-2`},
+		{"none", nil, `""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := map[string]string{FaultHeader: "401"}
+			for k, v := range tt.headers {
+				h[k] = v
+			}
+			resp, raw := rawChat(t, srv.url, body, h)
+			var e struct {
+				Error *apiError `json:"error"`
+			}
+			if resp.StatusCode != http.StatusUnauthorized || json.Unmarshal([]byte(raw), &e) != nil || e.Error == nil ||
+				e.Error.Code != "invalid_api_key" || e.Error.Type != "invalid_request_error" || !strings.Contains(e.Error.Message, tt.want) {
+				t.Errorf("status %d, body %s; want 401 invalid_api_key quoting %s", resp.StatusCode, raw, tt.want)
+			}
+		})
+	}
+}
+
 func TestFaultHeaderErrors(t *testing.T) {
 	srv := startServer(t, Config{SlowFirstToken: time.Millisecond})
 	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
-	for _, h := range []string{"teapot", "500;503", "hang,break", "429; slow_first_token", "break;;nope"} {
+	for _, h := range []string{"teapot", "500;503", "hang,break", "429; slow_first_token", "break;;nope", "401;break"} {
 		resp, raw := rawChat(t, srv.url, body, map[string]string{FaultHeader: h})
 		if resp.StatusCode != 400 || !strings.Contains(raw, `"invalid_header"`) {
 			t.Errorf("%s: %q: status %d, body %s; want 400 invalid_header", FaultHeader, h, resp.StatusCode, raw)
@@ -578,6 +612,7 @@ func TestParseFaults(t *testing.T) {
 			{Model: "*", Faults: []Fault{{FaultUnavailable, 0.2}, {FaultHang, 0.01}}},
 			{Model: "m", Faults: []Fault{{FaultBreak, 1}}},
 		}},
+		{spec: "*=401", want: []FaultRule{{Model: "*", Faults: []Fault{{FaultUnauthorized, 1}}}}},
 		{spec: "a=b=slow_first_token:0", want: []FaultRule{{Model: "a=b", Faults: []Fault{{FaultSlowFirstToken, 0}}}}},
 		{spec: "m=500:0.5+503:0.5", want: []FaultRule{{Model: "m", Faults: []Fault{{FaultServerError, 0.5}, {FaultUnavailable, 0.5}}}}},
 		{spec: "m", wantErr: "want model=fault:rate"},
@@ -640,7 +675,7 @@ func TestFaultCounts(t *testing.T) {
 			t.Errorf("Of(%s) = %d, want %d", k, c.Of(k), i+1)
 		}
 	}
-	if c.Total() != 28 || c.Of("nope") != 0 {
+	if c.Total() != 36 || c.Of("nope") != 0 {
 		t.Errorf("Total %d, Of(nope) %d", c.Total(), c.Of("nope"))
 	}
 	raw, err := json.Marshal(c)

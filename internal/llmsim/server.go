@@ -624,7 +624,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	defer end()
 	clk := &clock{start: time.Now()}
 	defer clk.stop()
-	f := s.planFaults(c, n)
+	f := s.planFaults(c, n, r.Header)
 	ctx := r.Context()
 
 	id := "chatcmpl-sim-" + strconv.FormatUint(s.seq.Add(1), 10)
@@ -704,7 +704,7 @@ var errBreak = errors.New("break fault: connection aborted mid-answer")
 // faultPlan is what the faults of one request do.
 type faultPlan struct {
 	kinds   []FaultKind // injected, as counted in the stats
-	status  *apiError   // 429, 500 or 503 instead of the answer
+	status  *apiError   // 429, 500, 503 or 401 instead of the answer
 	hang    bool
 	slow    bool
 	brk     bool
@@ -712,8 +712,9 @@ type faultPlan struct {
 }
 
 // planFaults decides the faults of request number n of c's model: those
-// forced by FaultHeader, else the rule's pick; and counts them.
-func (s *Server) planFaults(c *call, n int64) faultPlan {
+// forced by FaultHeader, else the rule's pick; and counts them. h is the
+// request's header, which the 401 fault quotes.
+func (s *Server) planFaults(c *call, n int64, h http.Header) faultPlan {
 	kinds := c.forced
 	if len(kinds) == 0 {
 		if k, ok := s.faults.pick(c.model, n); ok {
@@ -732,6 +733,15 @@ func (s *Server) planFaults(c *call, n int64) faultPlan {
 		case FaultUnavailable:
 			f.status = &apiError{status: http.StatusServiceUnavailable, Type: "server_error", Code: "service_unavailable",
 				Message: "The engine is currently overloaded, please try again later (simulated)."}
+		case FaultUnauthorized:
+			// Quoted whole, as a careless provider would: the point of the
+			// fault is a key in an error's text.
+			creds := h.Get("Authorization")
+			if creds == "" {
+				creds = h.Get("api-key")
+			}
+			f.status = &apiError{status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+				Message: fmt.Sprintf("Incorrect API key provided: %q (simulated). You can find your API key in your account settings.", creds)}
 		case FaultHang:
 			f.hang = true
 		case FaultSlowFirstToken:

@@ -357,12 +357,22 @@ func (s *Stack) simDefaults(provider bool) map[string]string {
 	if !s.opts.Sim || s.Sim == nil {
 		return nil
 	}
-	m := map[string]string{"LLM_MODEL": "sim-model", "LLM_EXTRACTION_MODEL": "sim-extract"}
+	// The api needs the provider's address too (its identity is part of
+	// the cache keys), never its key.
+	m := map[string]string{"LLM_MODEL": "sim-model", "LLM_EXTRACTION_MODEL": "sim-extract",
+		"OPENAI_BASE_URL": "http://" + s.Sim.Addr + "/v1"}
 	if provider {
-		m["OPENAI_BASE_URL"] = "http://" + s.Sim.Addr + "/v1"
 		m["OPENAI_API_KEY"] = SimAPIKey
 	}
 	return m
+}
+
+// unlimited lifts the per-key quotas and the caps on stored jobs and
+// streams: benchmarks, chaos runs and the demo submit far faster than a
+// person, as the anonymous caller. Tests of the quotas set them in Env.
+var unlimited = map[string]string{
+	"QUOTA_SUBMISSIONS_PER_MINUTE": "0", "QUOTA_RUNNING_JOBS": "0", "QUOTA_STORED_JOBS": "0",
+	"QUOTA_TOKENS_PER_DAY": "0", "QUOTA_SSE_CONNECTIONS": "0", "MAX_STORED_JOBS": "0", "MAX_SSE_CONNECTIONS": "0",
 }
 
 // WorkerList returns a copy of Workers, safe to call while StartWorker runs.
@@ -452,6 +462,9 @@ func (s *Stack) startProc(ctx context.Context, bin, name, addrVar, readyPath str
 			"REDIS_URL": s.RedisURL,
 			"LOG_LEVEL": "info",
 			addrVar:     fmt.Sprintf("127.0.0.1:%d", port),
+		}
+		for k, v := range unlimited {
+			defaults[k] = v
 		}
 		for k, v := range extra {
 			defaults[k] = v

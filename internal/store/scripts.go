@@ -211,10 +211,11 @@ return {'ok'}
 // error, ARGV[7] webhook id, ARGV[8] ms the job is kept at least while its
 // delivery is pending. Counts one attempt of a delivery that has no outcome
 // yet and records it; a final outcome appends webhook.<outcome> (after the
-// job's terminal event). Returns {'ok', attempts} | {'done', status} |
-// {'gone'}.
+// job's terminal event), or, for a job stored by reference (field ref),
+// which has no stream, keeps it in field wev (see Store.Events). Returns
+// {'ok', attempts} | {'done', status} | {'gone'}.
 var webhookAttemptScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'status', 'webhook')
+local v = redis.call('HMGET', KEYS[1], 'status', 'webhook', 'ref')
 if not v[1] then return {'gone'} end
 local w = {status = 'pending', attempts = 0}
 if v[2] then w = cjson.decode(v[2]) end
@@ -239,7 +240,11 @@ if outcome ~= 'pending' then
   local d = {webhook_id = ARGV[7], attempts = w.attempts}
   if code > 0 then d.status_code = code end
   if outcome == 'failed' then d.error = ARGV[6] end
-  redis.call('XADD', KEYS[2], '*', 't', 'webhook.' .. outcome, 'd', cjson.encode(d))
+  if v[3] then
+    redis.call('HSET', KEYS[1], 'wev', cjson.encode({t = 'webhook.' .. outcome, d = cjson.encode(d), ms = tonumber(ARGV[4])}))
+  else
+    redis.call('XADD', KEYS[2], '*', 't', 'webhook.' .. outcome, 'd', cjson.encode(d))
+  end
   redis.call('PUBLISH', ARGV[1], ARGV[2])
 end
 return {'ok', w.attempts}

@@ -128,7 +128,22 @@ func keys(jobID string) []string { return []string{JobKey(jobID), events.StreamK
 // and kept for the retention; a job that has not ended expires after its
 // deadline plus the retention unless it finishes (which restarts the
 // retention clock).
+//
+// A job served wholly from the caches is stored by reference to one
+// shared copy of what it shows (see ResultKey), with no event stream: Get
+// and Events return it as if it were stored in full, but for its
+// job.accepted deadline, which has the millisecond precision of the
+// stored job.
 func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
+	return s.create(ctx, j, true)
+}
+
+// create is Create; compact false stores a job served wholly from the
+// caches in full too.
+func (s *Store) create(ctx context.Context, j *job.Job, compact bool) (string, error) {
+	if r, ok := compactResult(j); ok && compact {
+		return s.createRef(ctx, j, r)
+	}
 	spec, err := json.Marshal(j.Spec)
 	if err != nil {
 		return "", fmt.Errorf("encode spec: %w", err)
@@ -137,7 +152,6 @@ func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
 	if len(snaps) != len(j.Spec.TimePoints) {
 		snaps = make([]job.Snapshot, len(j.Spec.TimePoints))
 	}
-	refs := make([]events.TimePointRef, len(j.Spec.TimePoints))
 	status := job.StatusQueued
 	if j.Status.Terminal() {
 		status = j.Status
@@ -152,26 +166,19 @@ func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
 	if j.Fingerprint != "" {
 		fields = append(fields, "fp", j.Fingerprint)
 	}
-	var evs []any
-	addEvent := func(typ string, data any) error {
-		b, err := json.Marshal(data)
-		if err != nil {
-			return fmt.Errorf("encode %s: %w", typ, err)
-		}
-		evs = append(evs, typ, string(b))
-		return nil
+	if j.Spec.Owner != "" {
+		fields = append(fields, "owner", j.Spec.Owner)
 	}
 	done := 0
-	var cached []job.Snapshot
+	stored := make([]job.Snapshot, len(j.Spec.TimePoints))
 	for i, tp := range j.Spec.TimePoints {
-		refs[i] = events.TimePointRef{Index: i, Date: tp.Date, Label: tp.Label}
 		snap := job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotPending}
 		if c := snaps[i]; c.Status == job.SnapshotCompleted {
 			snap.Status, snap.Text, snap.Model, snap.Cached = job.SnapshotCompleted, c.Text, c.Model, c.Cached
 			snap.StartedAt, snap.CompletedAt = c.StartedAt, c.CompletedAt
-			cached = append(cached, snap)
 			done++
 		}
+		stored[i] = snap
 		b, err := json.Marshal(snap)
 		if err != nil {
 			return "", fmt.Errorf("encode snapshot: %w", err)
@@ -179,25 +186,6 @@ func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
 		fields = append(fields, "s:"+strconv.Itoa(i), string(b))
 	}
 	fields = append(fields, "done", done)
-	err = addEvent(events.JobAccepted, events.AcceptedData{
-		JobID: j.ID, Question: j.Spec.Question, Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
-		Deadline: j.Deadline.UTC().Format(time.RFC3339Nano), TimePoints: refs, Cached: j.Cached(),
-	})
-	if err != nil {
-		return "", err
-	}
-	for _, c := range cached {
-		i := c.Index
-		err = errors.Join(
-			addEvent(events.SnapshotStarted, events.SnapshotStartedData{Index: i, Date: c.Date, Label: c.Label, Cached: c.Cached}),
-			addEvent(events.SnapshotDelta, events.DeltaData{Index: &i, Text: c.Text}),
-			addEvent(events.SnapshotCompleted, events.SnapshotCompletedData{
-				Index: i, Date: c.Date, Label: c.Label, Model: c.Model, Text: c.Text, Cached: c.Cached,
-			}))
-		if err != nil {
-			return "", err
-		}
-	}
 	ttl := time.Until(j.Deadline) + s.retention
 	if status.Terminal() {
 		ttl = s.retention
@@ -208,19 +196,18 @@ func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
 				return "", fmt.Errorf("encode aggregate: %w", err)
 			}
 			fields = append(fields, "agg", string(b))
-			err = errors.Join(
-				addEvent(events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: a.KeyChanges, Cached: a.Cached}),
-				addEvent(events.NarrativeDelta, events.DeltaData{Text: a.Narrative}),
-				addEvent(events.NarrativeCompleted, events.NarrativeData{Text: a.Narrative, Cached: a.Cached}))
-			if err != nil {
-				return "", err
-			}
-		}
-		if err := addEvent(events.JobCompleted, events.CompletedData{JobID: j.ID, Status: string(status), Error: j.Error, Cached: j.Cached()}); err != nil {
-			return "", err
 		}
 	}
-	args := append([]any{events.Channel, j.ID, ttl.Milliseconds(), len(evs) / 2}, evs...)
+	evs, err := createdEvents(&job.Job{
+		ID: j.ID, Spec: j.Spec, Status: status, Deadline: j.Deadline, Snapshots: stored, Aggregate: j.Aggregate, Error: j.Error,
+	}, j.Cached())
+	if err != nil {
+		return "", err
+	}
+	args := []any{events.Channel, j.ID, ttl.Milliseconds(), len(evs)}
+	for _, e := range evs {
+		args = append(args, e.Type, string(e.Data))
+	}
 	args = append(args, fields...)
 	id, err := createScript.Run(ctx, s.rdb, keys(j.ID), args...).Text()
 	if err != nil {
@@ -245,7 +232,7 @@ func (s *Store) Get(ctx context.Context, jobID string) (*job.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeJob(jobID, h)
+	return s.decode(ctx, jobID, h)
 }
 
 func (s *Store) hash(ctx context.Context, jobID string) (map[string]string, error) {
@@ -276,7 +263,9 @@ func (s *Store) Status(ctx context.Context, jobID string) (job.Status, error) {
 	return job.Status(st), nil
 }
 
-func decodeJob(id string, h map[string]string) (*job.Job, error) {
+// decodeJob decodes the hash h of job id; r is the result record it names
+// when it is stored by reference (see decode), and nil otherwise.
+func decodeJob(id string, h map[string]string, r *result) (*job.Job, error) {
 	j := &job.Job{ID: id, Status: job.Status(h["status"])}
 	if err := json.Unmarshal([]byte(h["spec"]), &j.Spec); err != nil {
 		return nil, fmt.Errorf("decode job %s spec: %w", id, err)
@@ -286,9 +275,11 @@ func decodeJob(id string, h map[string]string) (*job.Job, error) {
 	j.FinishedAt = msTime(h["finished"])
 	j.Error = h["error"]
 	j.Fingerprint = h["fp"]
+	j.Of = h["of"]
+	j.Detached = decodeDetached(h)
 	n, _ := strconv.Atoi(h["n"])
 	j.Snapshots = make([]job.Snapshot, n)
-	for i := range n {
+	for i := 0; i < n && r == nil; i++ { // by reference: applyResult
 		if err := json.Unmarshal([]byte(h["s:"+strconv.Itoa(i)]), &j.Snapshots[i]); err != nil {
 			return nil, fmt.Errorf("decode job %s snapshot %d: %w", id, i, err)
 		}
@@ -301,6 +292,11 @@ func decodeJob(id string, h map[string]string) (*job.Job, error) {
 	} else if started := h["agg_started"]; started != "" {
 		ms, _ := strconv.ParseInt(started, 10, 64)
 		j.Aggregate = &job.Aggregate{StartedAt: ms}
+	}
+	if r != nil {
+		if err := applyResult(j, h, r); err != nil {
+			return nil, err
+		}
 	}
 	if raw := h["webhook"]; raw != "" {
 		var w webhookRecord
@@ -445,7 +441,7 @@ func (s *Store) GetWithParts(ctx context.Context, jobID string) (*job.Job, map[s
 	if err != nil {
 		return nil, nil, err
 	}
-	j, err := decodeJob(jobID, h)
+	j, err := s.decode(ctx, jobID, h)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -595,7 +591,8 @@ const WebhookKeep = 12 * time.Hour
 
 // RecordWebhook counts a delivery attempt and records its outcome; a final
 // one (delivered, failed) appends webhook.delivered or webhook.failed to the
-// job's stream, after its terminal event. A pending one keeps the job at
+// job's stream, after its terminal event (a job stored by reference keeps
+// it in its hash; Events returns it after the others). A pending one keeps the job at
 // least WebhookKeep longer. It returns the attempts so far.
 // ErrClosed: the delivery already had its outcome, nothing changed;
 // ErrNotFound: the job is gone.
@@ -604,6 +601,13 @@ func (s *Store) RecordWebhook(ctx context.Context, jobID string, a WebhookAttemp
 	case job.WebhookPending, job.WebhookDelivered, job.WebhookFailed:
 	default:
 		return 0, fmt.Errorf("record webhook of job %s: unknown status %q", jobID, a.Status)
+	}
+	if a.Status == job.WebhookPending {
+		// The job may be kept longer (below); first its result, if it is
+		// stored by reference, so that the result outlives it.
+		if err := s.touchResultOf(ctx, jobID, WebhookKeep+resultSlack); err != nil {
+			return 0, fmt.Errorf("record webhook of job %s: %w", jobID, err)
+		}
 	}
 	res, err := webhookAttemptScript.Run(ctx, s.rdb, keys(jobID), events.Channel, jobID, string(a.Status),
 		s.now().UnixMilli(), a.StatusCode, a.Error, a.WebhookID, WebhookKeep.Milliseconds()).Slice()

@@ -2,7 +2,8 @@
 // `ttctl ask` submits a question to a running API and shows the job's event
 // stream as it arrives; `ttctl demo` builds and starts the whole service
 // locally (with the LLM simulator unless a real provider is configured) and
-// asks one question. cmd/ttctl only calls Main.
+// asks one question; `ttctl keys` creates, lists, limits and revokes API
+// keys in the service's Redis. cmd/ttctl only calls Main.
 package ttctl
 
 import (
@@ -39,12 +40,15 @@ var demoSimEnv = map[string]string{
 const usage = `Usage:
   ttctl ask [-api URL] [-time-points LIST] [-model M] [-complexity C] [-force] "question"
   ttctl demo [-question Q] [-time-points LIST] [-model M] [-complexity C] [-workers N] ["question"]
+  ttctl keys create|list|revoke|limits …
 
-ask   submits a question to a running API and prints the answers as they stream.
+ask   submits a question to a running API and prints the answers as they stream
+      (with the API key in TTCTL_API_KEY, when the API requires one).
 demo  builds and starts the whole service locally (redis, llmsim, workers, api),
       asks one question and stops everything. It uses the LLM simulator unless
       OPENAI_API_KEY is set, in which case the workers use that provider
       (OPENAI_BASE_URL, LLM_MODEL).
+keys  manages the API keys in the Redis at REDIS_URL: "ttctl keys help" for more.
 
 LIST is comma-separated: YYYY-MM-DD, "today", or YYYY-MM-DD=Label.
 Exit status: 0 completed or partial, 1 failed or canceled, 2 usage or connection error.
@@ -62,6 +66,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return ask(ctx, args[1:], getenv, stdout, stderr)
 	case "demo":
 		return demo(ctx, args[1:], getenv, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, args[1:], getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK
@@ -170,7 +176,9 @@ func ask(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "ttctl ask:", err)
 		return ExitUsage
 	}
-	return run(ctx, client.New(*api), req, stdout, stderr)
+	// The key comes from the environment only: a flag would show it in
+	// the process list.
+	return run(ctx, client.New(*api, client.WithAPIKey(getenv("TTCTL_API_KEY"))), req, stdout, stderr)
 }
 
 // run submits req, renders the job's stream and summary, and returns the

@@ -3,13 +3,14 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -24,7 +25,7 @@ type Sender struct {
 // NewSender returns a Sender whose connections pass policy's address check
 // at dial time, with a per-attempt timeout.
 func NewSender(policy Policy, signer *Signer, timeout time.Duration) *Sender {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: policy.guardian().Safe}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: policy.control}
 	tr := &http.Transport{
 		Proxy:                 nil, // never a proxy from the environment
 		DialContext:           dialer.DialContext,
@@ -58,7 +59,9 @@ type Result struct {
 	Retry bool
 	// RetryAfter is the receiver's Retry-After, when it sent one.
 	RetryAfter time.Duration
-	// Err says what went wrong; nil when delivered.
+	// Err says what went wrong, in fixed words that name neither the URL
+	// nor an address ("post: connection refused", "refused: address not
+	// allowed: port not allowed"); nil when delivered.
 	Err error
 }
 
@@ -72,24 +75,19 @@ func (s *Sender) Send(ctx context.Context, target, id string, body []byte) Resul
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return Result{Err: fmt.Errorf("build request: %w", err)}
+		// Not the error itself: it quotes the URL.
+		return Result{Err: errors.New("build request: invalid URL")}
 	}
 	req.Header = h
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "timetravel-webhook/1")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		// The URL may carry the receiver's own token in its query: errors
-		// are recorded on the job and logged, so they leave it out.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		// A refused address is final; timeouts and network errors are not.
-		if isRefused(err) {
-			return Result{Err: fmt.Errorf("refused: %w", err)}
+		if reason := refusal(err); reason != nil {
+			return Result{Err: &sendError{phrase: "refused: " + reason.Error(), err: err}}
 		}
-		return Result{Retry: true, Err: fmt.Errorf("post: %w", err)}
+		return Result{Retry: true, Err: &sendError{phrase: "post: " + failure(err), err: err}}
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -130,10 +128,50 @@ func retryAfter(v string) time.Duration {
 	return 0
 }
 
-func isRefused(err error) bool {
-	var ne *net.OpError
-	if errors.As(err, &ne) && ne.Op == "dial" {
-		return errors.Is(err, errProhibited)
+// sendError is a failed attempt, shown as a fixed phrase: the errors of
+// the HTTP client name the URL (which may carry the receiver's own token in
+// its query) and the address dialled (which a client must not learn of a
+// name that resolves to a refused one); the error is recorded on the job,
+// sent in its events and logged. It unwraps to the client's error.
+type sendError struct {
+	phrase string
+	err    error
+}
+
+func (e *sendError) Error() string { return e.phrase }
+func (e *sendError) Unwrap() error { return e.err }
+
+// refusal returns the policy's reason when the dialer refused the address,
+// else nil.
+func refusal(err error) error {
+	for _, reason := range []error{errPort, errPrivate, errNetwork} {
+		if errors.Is(err, reason) {
+			return reason
+		}
 	}
-	return false
+	return nil
+}
+
+// failure names the kind of a failed connection or exchange in fixed words.
+func failure(err error) string {
+	var dns *net.DNSError
+	var ne net.Error
+	var cert *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var rec tls.RecordHeaderError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.As(err, &dns):
+		return "host does not resolve"
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return "timed out"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.As(err, &cert) || errors.As(err, &alert) || errors.As(err, &rec):
+		return "TLS handshake failed"
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by the receiver"
+	}
+	return "connection failed"
 }

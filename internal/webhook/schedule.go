@@ -2,11 +2,7 @@ package webhook
 
 import (
 	"time"
-
-	"code.dny.dev/ssrf"
 )
-
-var errProhibited = ssrf.ErrProhibitedIP
 
 // Schedule is the delay before each retry, after the first attempt, as the
 // Standard Webhooks specification suggests: 5 s, 5 min, 30 min, 2 h, 5 h,

@@ -1,8 +1,10 @@
 // Package webhook delivers a job's result to the client's callback URL:
 // signed per the Standard Webhooks specification, over an HTTP client that
-// refuses private, loopback, link-local and metadata addresses at dial time
-// (so DNS rebinding cannot get around the check made at submission), with no
-// proxy from the environment and no redirects followed.
+// refuses private, loopback, link-local and metadata addresses and the
+// denied ports (Redis's, the service's own) at dial time, so DNS rebinding
+// cannot get around the check made at submission, with no proxy from the
+// environment and no redirects followed. Its errors never name an address a
+// host resolved to.
 package webhook
 
 import (
@@ -12,59 +14,97 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"code.dny.dev/ssrf"
 )
 
-// Policy says which callback URLs are acceptable.
+// Policy says which callback URLs are acceptable, and which addresses a
+// delivery may connect to.
 type Policy struct {
 	// AllowHTTP admits plain http:// URLs (local development and tests);
 	// otherwise only https:// is.
 	AllowHTTP bool
-	// Allow lists address ranges admitted although they are private or
-	// loopback (e.g. 127.0.0.1/32 in tests).
+	// Allow lists address ranges admitted on any port (but DeniedPorts)
+	// although they are private or loopback (e.g. 127.0.0.1/32 in tests).
 	Allow []netip.Prefix
+	// AllowEntries lists more such ranges, each on one port or on any (see
+	// ParseAllowList).
+	AllowEntries []AllowEntry
+	// DeniedPorts are never connected to, whatever the address: not on an
+	// allow-listed range, nor on a public address. The service's own ports
+	// and Redis's go here, so that a callback cannot reach them.
+	DeniedPorts []uint16
 	// Resolver looks up host names; nil means net.DefaultResolver.
 	Resolver *net.Resolver
 }
 
-// guardian is the dial-time check for p.
-func (p Policy) guardian() *ssrf.Guardian {
-	var v4, v6 []netip.Prefix
-	for _, pr := range p.Allow {
-		if pr.Addr().Is4() {
-			v4 = append(v4, pr)
-		} else {
-			v6 = append(v6, pr)
-		}
+// AllowEntry admits a range of addresses that are otherwise refused
+// (loopback, private, link-local), on one port or on every port.
+type AllowEntry struct {
+	Prefix netip.Prefix
+	// Port restricts the entry to one port; 0 means every port but the
+	// denied ones.
+	Port uint16
+}
+
+// String writes e as ParseAllowList reads it: "10.0.0.0/8",
+// "10.0.0.0/8:8443", "[fd00::/8]:8443".
+func (e AllowEntry) String() string {
+	if e.Port == 0 {
+		return e.Prefix.String()
 	}
-	return ssrf.New(ssrf.WithAnyPort(), ssrf.WithAllowedV4Prefixes(v4...), ssrf.WithAllowedV6Prefixes(v6...))
+	if e.Prefix.Addr().Is6() {
+		return "[" + e.Prefix.String() + "]:" + strconv.Itoa(int(e.Port))
+	}
+	return e.Prefix.String() + ":" + strconv.Itoa(int(e.Port))
 }
 
 // ErrURL is wrapped by every reason ValidateURL refuses a URL.
 var ErrURL = errors.New("invalid callback URL")
 
+// Why an address is refused. The words are the same at submission and at
+// dial time and never name the address: a host name's addresses are the
+// resolver's business, which a client must not learn through an error
+// (say, that a name resolves to the cloud's metadata address).
+var (
+	errNotAllowed = errors.New("address not allowed")
+	errPort       = fmt.Errorf("%w: port not allowed", errNotAllowed)
+	errPrivate    = fmt.Errorf("%w: not a public address (private or local)", errNotAllowed)
+	errHost       = fmt.Errorf("%w: not a public host (private, local or unresolvable)", errNotAllowed)
+	errNetwork    = fmt.Errorf("%w: network not allowed", errNotAllowed)
+)
+
+// public tells public addresses from the others (loopback, private,
+// link-local, multicast, metadata and the other special ranges).
+var public = ssrf.New(ssrf.WithAnyPort())
+
 // ValidateURL checks a callback URL at submission: well-formed, absolute,
-// https (or http when allowed), no credentials, and every address its host
-// resolves to is public or admitted by the allow-list. The same check runs
-// again when each connection is dialled.
+// https (or http when allowed), no credentials, a port that is not denied,
+// and every address its host resolves to public or admitted on that port by
+// the allow-list. The same check runs again when each connection is
+// dialled. Its errors wrap ErrURL and say why in general words ("address
+// not allowed: port not allowed"), never naming an address the host
+// resolved to.
 func (p Policy) ValidateURL(ctx context.Context, raw string) error {
 	if len(raw) > 2048 {
 		return fmt.Errorf("%w: longer than 2048 characters", ErrURL)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrURL, err)
+		return fmt.Errorf("%w: not a valid URL", ErrURL)
 	}
 	switch {
 	case u.Scheme == "https":
 	case u.Scheme == "http" && p.AllowHTTP:
-	case u.Scheme == "http":
-		return fmt.Errorf("%w: must use https", ErrURL)
+	case p.AllowHTTP:
+		return fmt.Errorf("%w: scheme must be https or http", ErrURL)
 	default:
-		return fmt.Errorf("%w: scheme must be https, not %q", ErrURL, u.Scheme)
+		return fmt.Errorf("%w: scheme must be https", ErrURL)
 	}
 	if u.User != nil {
 		return fmt.Errorf("%w: must not contain credentials", ErrURL)
@@ -76,23 +116,86 @@ func (p Policy) ValidateURL(ctx context.Context, raw string) error {
 	if u.Fragment != "" {
 		return fmt.Errorf("%w: must not have a fragment", ErrURL)
 	}
+	port := uint16(443)
+	if u.Scheme == "http" {
+		port = 80
+	}
+	if s := u.Port(); s != "" {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%w: invalid port", ErrURL)
+		}
+		port = uint16(n)
+	}
+	if slices.Contains(p.DeniedPorts, port) {
+		return fmt.Errorf("%w: %w", ErrURL, errPort)
+	}
+	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		if err := p.check(a.Unmap(), port); err != nil {
+			return fmt.Errorf("%w: %w", ErrURL, err)
+		}
+		return nil
+	}
+	// A name: whether it does not resolve or resolves to an address that
+	// is refused, the answer is the same, so that it says nothing of what
+	// the resolver knows.
 	addrs, err := p.resolve(ctx, host)
 	if err != nil {
-		return fmt.Errorf("%w: host %q does not resolve: %v", ErrURL, host, err)
+		return fmt.Errorf("%w: %w", ErrURL, errHost)
 	}
-	g := p.guardian()
 	for _, a := range addrs {
-		if err := g.SafeAddr(a); err != nil {
-			return fmt.Errorf("%w: host %q resolves to %s, which is not a public address", ErrURL, host, a)
+		if p.check(a, port) != nil {
+			return fmt.Errorf("%w: %w", ErrURL, errHost)
 		}
 	}
 	return nil
 }
 
-func (p Policy) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
-	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return []netip.Addr{a.Unmap()}, nil
+// check tells whether a connection to a on port is allowed: a port that is
+// not denied, and an address that an allow-list entry admits on that port
+// or that is public. The error is one of the err* reasons.
+func (p Policy) check(a netip.Addr, port uint16) error {
+	if slices.Contains(p.DeniedPorts, port) {
+		return errPort
 	}
+	inRange := false
+	for _, pr := range p.Allow {
+		if pr.Contains(a) {
+			return nil
+		}
+	}
+	for _, e := range p.AllowEntries {
+		if e.Prefix.Contains(a) {
+			if e.Port == 0 || e.Port == port {
+				return nil
+			}
+			inRange = true
+		}
+	}
+	if public.SafeAddr(a) == nil {
+		return nil
+	}
+	if inRange {
+		return errPort
+	}
+	return errPrivate
+}
+
+// control is the dialer's check of every connection (net.Dialer.Control):
+// after DNS, so that a name that resolved to a public address at submission
+// and to another since (DNS rebinding) is refused all the same.
+func (p Policy) control(network, address string, _ syscall.RawConn) error {
+	if network != "tcp4" && network != "tcp6" {
+		return errNetwork
+	}
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return errPrivate
+	}
+	return p.check(ap.Addr().Unmap(), ap.Port())
+}
+
+func (p Policy) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	r := p.Resolver
 	if r == nil {
 		r = net.DefaultResolver
@@ -113,28 +216,72 @@ func (p Policy) resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 	return out, nil
 }
 
-// ParsePrefixes reads a comma-separated list of addresses or CIDR ranges
-// ("127.0.0.1, 10.1.0.0/16").
-func ParsePrefixes(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
+// ParseAllowList reads a comma-separated allow-list (WEBHOOK_ALLOW_CIDRS):
+// addresses or CIDR ranges, each with an optional port that restricts it to
+// that port: "127.0.0.1", "10.1.0.0/16", "10.1.0.0/16:8443",
+// "127.0.0.1:9000", "::1", "fd00::/8", "[fd00::/8]:8443", "[::1]:9000". An
+// IPv6 entry with a port needs the brackets. An IPv4-mapped IPv6 entry is
+// read as its IPv4 range.
+func ParseAllowList(s string) ([]AllowEntry, error) {
+	var out []AllowEntry
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {
 			continue
 		}
-		if !strings.Contains(f, "/") {
-			a, err := netip.ParseAddr(f)
-			if err != nil {
-				return nil, fmt.Errorf("%q is not an address or CIDR range", f)
-			}
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
+		e, err := parseAllowEntry(f)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not an address or CIDR range", f)
+			return nil, fmt.Errorf("%q is not an address or CIDR range with an optional port (\"10.0.0.0/8\", \"10.0.0.0/8:8443\", \"[fd00::/8]:8443\"): %w", f, err)
 		}
-		out = append(out, p.Masked())
+		out = append(out, e)
 	}
 	return out, nil
+}
+
+func parseAllowEntry(f string) (AllowEntry, error) {
+	var e AllowEntry
+	rng, port := f, ""
+	switch {
+	case strings.HasPrefix(f, "["):
+		end := strings.Index(f, "]")
+		if end < 0 {
+			return e, errors.New("no closing bracket")
+		}
+		rng, port = f[1:end], f[end+1:]
+		if port != "" {
+			var ok bool
+			if port, ok = strings.CutPrefix(port, ":"); !ok {
+				return e, errors.New("want a port after the closing bracket")
+			}
+		}
+	case strings.Count(f, ":") == 1:
+		rng, port, _ = strings.Cut(f, ":")
+	}
+	if port != "" {
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || n == 0 {
+			return e, errors.New("the port must be from 1 to 65535")
+		}
+		e.Port = uint16(n)
+	}
+	if strings.Contains(rng, "/") {
+		pr, err := netip.ParsePrefix(rng)
+		if err != nil {
+			return e, errors.New("bad CIDR range")
+		}
+		e.Prefix = pr.Masked()
+	} else {
+		a, err := netip.ParseAddr(rng)
+		if err != nil || a.Zone() != "" {
+			return e, errors.New("bad address")
+		}
+		e.Prefix = netip.PrefixFrom(a, a.BitLen())
+	}
+	if a := e.Prefix.Addr(); a.Is4In6() {
+		if e.Prefix.Bits() < 96 {
+			return e, errors.New("an IPv4-mapped range must be /96 or longer")
+		}
+		e.Prefix = netip.PrefixFrom(a.Unmap(), e.Prefix.Bits()-96)
+	}
+	return e, nil
 }

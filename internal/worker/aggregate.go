@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/monitoring"
@@ -272,6 +273,9 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 	// itself, where the watchdog ends the job whatever this run does.
 	ctx, cancel := context.WithDeadlineCause(ctx, j.Deadline.Add(requestSlack), errPastDeadline)
 	defer cancel()
+	// The job's owner pays for its calls; a call its budget refuses fails
+	// its part for good (keyChanges, narrative), like any model failure.
+	ctx = gateway.WithOwner(ctx, j.Spec.Owner)
 
 	done, unfinished := tally(j.Snapshots)
 	if len(unfinished) > 0 {

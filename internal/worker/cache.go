@@ -34,6 +34,11 @@ type Caching struct {
 	Intake *intake.Intake
 	// WarmQuestions are the questions the periodic warming task warms.
 	WarmQuestions []string
+	// ProviderOf names the provider that serves each model, for the cache
+	// keys; it must name them as the intake's does (both from
+	// config.LLM.ProviderIdentity), or the worker and the api read and
+	// write different entries.
+	ProviderOf intake.ProviderOf
 }
 
 // SetCaching turns on the caches' use. Call it before the servers start.
@@ -44,12 +49,19 @@ func (h *Handlers) SetCaching(c Caching) { h.caching = c }
 // and the warm questions.
 func cachingFromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, log *slog.Logger) Caching {
 	in := intake.FromConfig(cfg, rdb, st, enq, insp, log)
-	return Caching{Intake: in, Cache: in.Cache(), Inflight: cache.NewInflight(rdb), WarmQuestions: cfg.Cache.Questions()}
+	return Caching{
+		Intake: in, Cache: in.Cache(), Inflight: cache.NewInflight(rdb), WarmQuestions: cfg.Cache.Questions(),
+		ProviderOf: cfg.LLM.ProviderIdentity,
+	}
 }
 
-// snapshotID is the cache identity of a snapshot task's answer by model.
-func snapshotID(p tasks.SnapshotPayload, model string) cache.SnapshotID {
-	return cache.SnapshotID{Question: p.Question, Model: model, Date: p.Date, Label: p.Label, Complexity: job.Complexity(p.Complexity)}
+// snapshotID is the cache identity of a snapshot task's answer by model,
+// at the provider that serves it.
+func (h *Handlers) snapshotID(p tasks.SnapshotPayload, model string) cache.SnapshotID {
+	return cache.SnapshotID{
+		Question: p.Question, Model: model, Provider: h.caching.ProviderOf.Of(model),
+		Date: p.Date, Label: p.Label, Complexity: job.Complexity(p.Complexity),
+	}
 }
 
 // cachedSnapshot returns the cached answer of the snapshot, when the job
@@ -59,7 +71,7 @@ func (h *Handlers) cachedSnapshot(ctx context.Context, p tasks.SnapshotPayload, 
 	if c == nil || p.NoCacheRead {
 		return nil
 	}
-	hits, err := c.Snapshots(ctx, []cache.SnapshotID{snapshotID(p, model)})
+	hits, err := c.Snapshots(ctx, []cache.SnapshotID{h.snapshotID(p, model)})
 	if err != nil {
 		log.Warn("snapshot cache unreadable; calling the model", "err", err)
 		return nil
@@ -128,14 +140,14 @@ func (h *Handlers) keepSnapshot(ctx context.Context, p tasks.SnapshotPayload, mo
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if err := c.PutSnapshot(ctx, snapshotID(p, model), cache.Snapshot{Text: text, Model: model}); err != nil {
+	if err := c.PutSnapshot(ctx, h.snapshotID(p, model), cache.Snapshot{Text: text, Model: model}); err != nil {
 		log.Warn("could not cache the snapshot", "err", err)
 	}
 }
 
 // aggregateID is the result-cache identity of j's aggregation from done.
 func (h *Handlers) aggregateID(j *job.Job, done []job.Snapshot) cache.AggregateID {
-	return intake.AggregateID(h.models, j.Spec, done)
+	return intake.AggregateID(h.models, h.caching.ProviderOf, j.Spec, done)
 }
 
 // cachedAggregate returns the cached result made from done, when the job

@@ -184,8 +184,12 @@ func TestObservabilityEndToEnd(t *testing.T) {
 	if rec.Code == http.StatusOK && sum(am, "timetravel_job_duration_seconds_count", `status="canceled"`) <= 0 {
 		t.Error("api /metrics: no canceled job observed")
 	}
-	if !strings.Contains(scrape(t, h, "/api/monitoring/metrics"), "timetravel_sse_clients") {
-		t.Error("/api/monitoring/metrics lacks the api's metrics")
+	if !strings.Contains(am, "timetravel_sse_clients") {
+		t.Error("/metrics lacks the api's metrics")
+	}
+	// The Prometheus text is not under the public prefix.
+	if got := scrapeStatus(t, h, "/api/monitoring/metrics"); got != http.StatusNotFound {
+		t.Errorf("/api/monitoring/metrics answered %d, want 404", got)
 	}
 
 	// The monitoring endpoints see the finished job.
@@ -214,6 +218,14 @@ func scrape(t *testing.T, h http.Handler, path string) string {
 	}
 	b, _ := io.ReadAll(rec.Body)
 	return string(b)
+}
+
+// scrapeStatus returns the status of GET path.
+func scrapeStatus(t *testing.T, h http.Handler, path string) int {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code
 }
 
 // sum adds the values of the series of name whose labels contain labels.

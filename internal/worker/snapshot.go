@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
@@ -99,6 +100,16 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	}
 	log = log.With("attempt", attempt, "model", model)
 	log.Debug("snapshot started")
+	// The payload does not name the job's owner, whose token budget pays
+	// for the call: one short read of the job's head, once per run.
+	head, err := h.store.Head(ctx, p.JobID)
+	switch {
+	case stopQuietly(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, err)
+	}
+	callCtx = gateway.WithOwner(callCtx, head.Owner)
 
 	seq := 0
 	b := newBatcher(func(text string) error {
@@ -139,8 +150,11 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		// No capacity for a retry inside the call: handed back like a
 		// lack of capacity at the start, which uses up no retry.
 		handBack := handedBack(callErr)
+		// A spent token budget stays spent until midnight: the snapshot
+		// fails for good.
+		retry := !errors.Is(callErr, gateway.ErrBudgetExhausted) && (handBack || (llm.Retryable(callErr) && !tasks.LastAttempt(ctx)))
 		out = store.SnapshotOutcome{
-			Err: callErr, Retry: handBack || (llm.Retryable(callErr) && !tasks.LastAttempt(ctx)),
+			Err: callErr, Retry: retry,
 			Model: resp.Requested, LLMAttempts: resp.Attempts,
 		}
 		log.Warn("snapshot call failed", "err", callErr, "retry", out.Retry, "llm_attempts", resp.Attempts)

@@ -6,6 +6,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,13 +20,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/timetravel-ai/timetravel/internal/auth"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/gateway"
+	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/liveness"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
+	"github.com/timetravel-ai/timetravel/internal/quota"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/timetravel"
@@ -202,7 +206,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	for _, hub := range []*events.Hub{closed, released} {
 		hubs.Go(func() { _ = hub.Run(hubCtx) })
 	}
-	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log, BackgroundShare: cfg.Cache.WarmShare})
+	budget := quota.New(rdb).Budget(tokenBudget(auth.New(rdb), cfg.Access))
+	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log, BackgroundShare: cfg.Cache.WarmShare, Budget: budget})
 	h := NewHandlers(st, gw, insp, closed, Models{
 		Snapshot: cfg.LLM.Model, Extraction: cfg.LLM.ExtractionModel, Narrative: cfg.LLM.NarrativeModel,
 	}, log)
@@ -341,4 +346,29 @@ func healthMux(rdb redis.UniversalClient, draining *atomic.Bool) http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
 	return mux
+}
+
+// tokenBudget returns the daily token budget of a job's owner: its API
+// key's (QUOTA_TOKENS_PER_DAY unless the key sets its own), the default for
+// the anonymous caller, none for the service's own work (cache warming,
+// which has its share of provider capacity instead). A key that is gone
+// (revoked and deleted) keeps the default: its jobs already admitted end
+// within it.
+func tokenBudget(keys *auth.Keys, a config.Access) func(ctx context.Context, owner string) (int64, error) {
+	return func(ctx context.Context, owner string) (int64, error) {
+		switch owner {
+		case job.SystemOwner:
+			return 0, nil
+		case job.AnonymousOwner:
+			return a.TokensPerDay, nil
+		}
+		k, err := keys.Get(ctx, owner)
+		if errors.Is(err, auth.ErrUnknownKey) {
+			return a.TokensPerDay, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		return k.Limits.Or(auth.Limits{TokensPerDay: a.TokensPerDay}).TokensPerDay, nil
+	}
 }
