@@ -21,6 +21,7 @@ fmt-check:
 # redis-server that the tests start on free ports.
 test: fmt-check vet
 	./scripts/ensure-redis
+	./scripts/ensure-chromium
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # Runs the whole service locally (Redis, simulator, worker, api) and streams

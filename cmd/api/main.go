@@ -8,11 +8,32 @@ import (
 	"log/slog"
 
 	"github.com/timetravel-ai/timetravel/internal/api"
+	"github.com/timetravel-ai/timetravel/internal/cli"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/service"
 )
 
+const usage = `api serves the time-travel HTTP API: it accepts jobs, queues their tasks,
+shows job state and streams job events (Server-Sent Events).
+
+Usage:
+  api [-help | -version]
+
+It takes no arguments. Its configuration is environment variables only, read
+and validated at start (a bad value stops it with a message naming the
+variable); the README's Configuration table lists every one with its
+default. The main ones:
+  REDIS_URL   Redis for queues, jobs and event streams
+  API_ADDR    listen address
+  LOG_LEVEL   debug, info, warn or error; logs are JSON on stderr
+  ENV         production requires API keys and credentials
+
+The first SIGINT or SIGTERM starts a graceful shutdown, a second one exits
+at once.
+`
+
 func main() {
+	cli.Command{Name: "api", Usage: usage}.Handle()
 	service.Main("api", run)
 }
 

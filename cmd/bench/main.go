@@ -17,10 +17,12 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/bench"
+	"github.com/timetravel-ai/timetravel/internal/cli"
 	"github.com/timetravel-ai/timetravel/internal/stack"
 )
 
@@ -34,6 +36,20 @@ func main() {
 }
 
 var all = []string{"seed", "latency", "throughput", "load", "sse", "memory", "faults", "cached"}
+
+var usage = `bench measures the service end to end against the LLM simulator and prints
+a table of the results (and, with -json, a JSON report).
+
+Usage:
+  bench [flags] [scenario ...]
+
+Scenarios: ` + strings.Join(all, ", ") + ` (default: all).
+It builds the binaries, and every scenario starts its own redis-server (from
+PATH), simulator, worker and api on free loopback ports, is bounded in
+requests and time, and stops by itself. It reads no configuration of the
+service's; BENCH_API_PPROF, BENCH_WORKER_PPROF, BENCH_API_GODEBUG and
+BENCH_API_GOGC, when set, are passed on to the api or worker it starts.
+`
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -50,7 +66,7 @@ func run(ctx context.Context, args []string) error {
 	memCalls := fs.Int("calls", 200, "memory: LLM calls in flight")
 	faultJobs := fs.Int("faults-jobs", 200, "faults: jobs per run (without and with simulated faults)")
 	cachedRuns := fs.Int("cached-runs", 200, "cached: timed jobs served from the caches")
-	if err := fs.Parse(args); err != nil {
+	if done, err := (cli.Command{Name: "bench", Usage: usage, Flags: fs}).Parse(args, os.Stdout); done || err != nil {
 		return err
 	}
 	scenarios := fs.Args()

@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/timetravel-ai/timetravel/internal/chaos"
+	"github.com/timetravel-ai/timetravel/internal/cli"
 	"github.com/timetravel-ai/timetravel/internal/stack"
 )
 
@@ -44,6 +45,20 @@ func main() {
 
 type usageError struct{ error }
 
+const usage = `chaos runs the chaos suite against the real service on loopback and prints
+one Markdown table, one row per scenario, ready for docs/operations.md.
+
+Usage:
+  chaos [-run REGEXP] [-json FILE] [-dir DIR] [-keep] [-list] [-no-selfcheck]
+
+It builds the binaries and starts redis-server (from PATH), the simulator,
+workers and api replicas on free loopback ports; it reads no configuration of
+the service's. Before the scenarios it checks, on a small service, that it
+sees a duplicated event and a stuck job when there are some.
+It exits with status 1 when a scenario fails its acceptance (or cannot run
+through), 2 on bad usage.
+`
+
 // errFailed is returned when the suite ran and a scenario failed.
 var errFailed = errors.New("some scenarios FAIL (see the table)")
 
@@ -55,8 +70,11 @@ func run(ctx context.Context, args []string) error {
 	keep := fs.Bool("keep", false, "keep the logs and Redis files (in a temporary directory unless -dir)")
 	list := fs.Bool("list", false, "list the scenarios and exit")
 	noCheck := fs.Bool("no-selfcheck", false, "skip the check that the suite sees an injected duplicate and a stuck job")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if done, err := (cli.Command{Name: "chaos", Usage: usage, Flags: fs}).Parse(args, os.Stdout); done || err != nil {
+		if err != nil {
+			return usageError{err}
+		}
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q (select scenarios with -run)", fs.Args())}

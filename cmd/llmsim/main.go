@@ -36,16 +36,41 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/timetravel-ai/timetravel/internal/cli"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
-	"github.com/timetravel-ai/timetravel/internal/version"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take to finish
 // after a stop signal.
 const shutdownTimeout = 15 * time.Second
 
+const usage = `llmsim runs the OpenAI-compatible LLM simulator as an HTTP server. Its
+answers are labelled as simulated.
+
+Usage:
+  llmsim [-help | -version]
+
+It takes no arguments. Environment (an empty variable takes its default):
+  LLMSIM_ADDR               listen address (default ":8090")
+  LLMSIM_TTFT               time to first token (default 200ms)
+  LLMSIM_TOKENS_PER_SECOND  token rate after the first token (default 50; 0 = no delay)
+  LLMSIM_LATENCY            fixed total latency per model, e.g.
+                            "sim-snapshot=1s,sim-extract=300ms,sim-narrative=300ms"
+  LLMSIM_FAULTS             fault rules per model, model=fault:rate[+fault:rate...]
+                            separated by commas, "*" for every model, e.g.
+                            "sim-snapshot=500:0.10+429:0.05,sim-extract=bad_json:1";
+                            faults: 429, 500, 503, hang, slow_first_token, break, bad_json
+  LLMSIM_FAULT_SEED         seed of the fault decisions, a positive integer (default 1)
+  LLMSIM_RETRY_AFTER        delay a 429 fault asks for in Retry-After (default 1s)
+  LLMSIM_SLOW_FIRST_TOKEN   first token time under slow_first_token (default 5s)
+
+Faults can also be set at run time (POST /sim/faults) and per request (the
+X-Llmsim-Fault header); see the README. It stops gracefully on SIGINT or
+SIGTERM.
+`
+
 func main() {
-	version.HandleFlag()
+	cli.Command{Name: "llmsim", Usage: usage}.Handle()
 	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx)

@@ -2,6 +2,7 @@
 //
 //	ttctl ask [-api URL] [-time-points 2023-01-01,today] [-model M] [-complexity C] "question"
 //	ttctl demo [-question Q]
+//	ttctl -version
 //
 // See internal/ttctl for what each command does.
 package main
@@ -12,10 +13,13 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/timetravel-ai/timetravel/internal/cli"
 	"github.com/timetravel-ai/timetravel/internal/ttctl"
 )
 
 func main() {
+	// ttctl.Main answers help itself; this answers -version.
+	cli.Command{Name: "ttctl"}.Handle()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := ttctl.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()

@@ -17,11 +17,13 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/cors"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/timetravel-ai/timetravel/internal/api/openapi"
 	"github.com/timetravel-ai/timetravel/internal/auth"
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
@@ -134,7 +136,7 @@ func (s *Server) Handler() http.Handler {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(s.recovery(), s.logRequests())
+	r.Use(s.httpMetrics(), s.recovery(), s.logRequests())
 	r.NoRoute(func(c *gin.Context) {
 		abort(c, http.StatusNotFound, CodeNotFound, "", "no route %s %s", c.Request.Method, c.Request.URL.Path)
 	})
@@ -147,6 +149,11 @@ func (s *Server) Handler() http.Handler {
 	// Prometheus text is for the scraper inside the cluster: it is not
 	// under /api, which the Ingress exposes.
 	r.GET("/metrics", gin.WrapH(s.metricsHandler()))
+	// The HTTP contract (OpenAPI 3.1) and its reference page.
+	r.GET("/openapi.json", gin.WrapH(openapi.Handler()))
+	docs := gin.WrapH(openapi.DocsHandler("/docs"))
+	r.GET("/docs", docs)
+	r.GET("/docs/*file", docs)
 
 	// The SSE route has no tracing middleware at all: a span would last as
 	// long as the client stays connected, and the middleware's frame alone
@@ -174,12 +181,32 @@ func (s *Server) Handler() http.Handler {
 		r.Any(AdminRoot, auth, ui)
 		r.Any(AdminRoot+"/*path", auth, ui)
 	}
-	return r
+	return s.cors(r)
+}
+
+// cors lets the pages of CORS_ALLOWED_ORIGINS call the api from a browser
+// (github.com/rs/cors): it answers preflights itself and adds the
+// Access-Control-* headers to the answers of allowed origins. A request
+// from another origin is served without them, so the browser keeps the
+// answer from the page, and non-browser clients are unaffected. No
+// cookies are used (keys travel in Authorization), so no credentials mode.
+func (s *Server) cors(h http.Handler) http.Handler {
+	origins := s.cfg.Access.CORSOrigins()
+	if len(origins) == 0 {
+		return h
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodDelete},
+		AllowedHeaders: []string{"Authorization", "Content-Type", IdempotencyHeader, "Last-Event-ID", "Cache-Control"},
+		ExposedHeaders: []string{"Location", "Retry-After", "RateLimit", "RateLimit-Policy", IdempotentReplayedHeader, "WWW-Authenticate"},
+		MaxAge:         600,
+	}).Handler(h)
 }
 
 // untraced are the routes without spans or request logs.
 func untraced(route string) bool {
-	return route == "/healthz" || route == "/readyz" || route == "/metrics"
+	return route == "/healthz" || route == "/readyz" || route == "/metrics" || route == "/openapi.json" || route == "/docs" || route == "/docs/*file"
 }
 
 // streamRoute is the SSE route, which is not traced (see Handler); its

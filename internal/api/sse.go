@@ -37,6 +37,39 @@ func (s *Server) streamEvents(c *gin.Context) {
 	if !ok {
 		return
 	}
+	// A stream that has ended for this caller answers its resumption 204
+	// (an EventSource then stops, instead of reconnecting for ever); an id
+	// past the stream's end is the client's mistake.
+	var ended []events.Event // an ended job's events after the client's id
+	if h.Status.Terminal() {
+		all, err := s.store.Events(c.Request.Context(), h.Work, "")
+		if err != nil {
+			s.log.Warn("read events of ended job", "job_id", h.ID, "err", err)
+			abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not read the job's events; try again")
+			return
+		}
+		if after != "" && (len(all) == 0 || events.Before(all[len(all)-1].ID, after)) {
+			abort(c, http.StatusBadRequest, CodeInvalidField, field, "%s %s is past the job's last event", field, after)
+			return
+		}
+		ended = eventsAfter(all, after)
+		if after != "" && !reachesEnd(h, ended) {
+			c.Status(http.StatusNoContent)
+			return
+		}
+	} else if after != "" {
+		last, err := s.store.LastEventID(c.Request.Context(), h.Work)
+		if err != nil {
+			s.log.Warn("read the last event id", "job_id", h.ID, "err", err)
+			abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not read the job's events; try again")
+			return
+		}
+		if last == "" || events.Before(last, after) {
+			abort(c, http.StatusBadRequest, CodeInvalidField, field, "%s %s is past the job's last event", field, after)
+			return
+		}
+	}
+
 	who := callerOf(c)
 	perOwner := who.limits.SSEConnections
 	if who.admin {
@@ -63,9 +96,6 @@ func (s *Server) streamEvents(c *gin.Context) {
 		return
 	}
 	w.Flush()
-	if h.Marker != "" && after != "" && !events.Before(after, h.Marker) {
-		return // the caller's stream ended at its cancel, which it has
-	}
 
 	// End the stream when the client goes or the api shuts down; a client
 	// resumes from its Last-Event-ID on another replica.
@@ -83,15 +113,8 @@ func (s *Server) streamEvents(c *gin.Context) {
 	var err error
 	if h.Status.Terminal() {
 		// An ended job's stream only grows by webhook events, which come
-		// after the terminal one: replay what is there and close, even for
-		// a client that resumes after the terminal event.
-		var evs []events.Event
-		evs, err = s.store.Events(ctx, h.Work, after)
-		if err != nil {
-			s.log.Warn("read events of ended job", "job_id", h.ID, "err", err)
-			return
-		}
-		for _, e := range evs {
+		// after the terminal one: replay what is there and close.
+		for _, e := range ended {
 			if err = emit(e); err != nil {
 				break
 			}
@@ -112,6 +135,37 @@ func (s *Server) streamEvents(c *gin.Context) {
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errStreamEnded) {
 		s.log.Warn("event stream ended early", "job_id", h.ID, "err", err)
 	}
+}
+
+// eventsAfter returns the events of evs after the id after (all when
+// empty).
+func eventsAfter(evs []events.Event, after string) []events.Event {
+	if after == "" {
+		return evs
+	}
+	for i, e := range evs {
+		if events.Before(after, e.ID) {
+			return evs[i:]
+		}
+	}
+	return nil
+}
+
+// reachesEnd reports whether evs hold the end of h's caller's stream: its
+// job.completed, or its own holder.detached marker.
+func reachesEnd(h store.Head, evs []events.Event) bool {
+	for _, e := range evs {
+		switch e.Type {
+		case events.JobCompleted:
+			return true
+		case events.HolderDetached:
+			var d events.HolderData
+			if json.Unmarshal(e.Data, &d) == nil && d.Holder == h.ID {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // errStreamEnded stops a stream at the caller's own end (its cancel of a

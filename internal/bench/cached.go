@@ -7,8 +7,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/cache"
-	"github.com/timetravel-ai/timetravel/internal/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 )
@@ -157,7 +157,7 @@ func timeCachedHit(ctx context.Context, c *client.Client, question string) (cach
 	if err != nil {
 		return r, err
 	}
-	if !r.acc.Cached || r.acc.Status != job.StatusCompleted {
+	if !r.acc.Cached || r.acc.Status != client.StatusCompleted {
 		return r, fmt.Errorf("job %s answered cached=%t joined=%t status %s: %w", r.acc.JobID, r.acc.Cached, r.acc.Joined,
 			r.acc.Status, errNotCached)
 	}
@@ -176,7 +176,7 @@ func timeCached(ctx context.Context, c *client.Client, question string) (cachedT
 		return r, fmt.Errorf("submit: %w", err)
 	}
 	r.submit, r.acc = time.Since(start), acc
-	var status job.Status
+	var status client.JobStatus
 	_, err = c.Events(ctx, acc.JobID, "", func(ev client.Event) error {
 		if !ev.Terminal() {
 			return nil
@@ -192,7 +192,7 @@ func timeCached(ctx context.Context, c *client.Client, question string) (cachedT
 	if err != nil {
 		return r, fmt.Errorf("job %s events: %w", acc.JobID, err)
 	}
-	if status != job.StatusCompleted {
+	if status != client.StatusCompleted {
 		return r, fmt.Errorf("job %s ended %s", acc.JobID, status)
 	}
 	return r, nil

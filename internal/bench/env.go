@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 	"github.com/timetravel-ai/timetravel/internal/stack"
 )

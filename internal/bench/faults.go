@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 )
 

@@ -11,7 +11,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // LatencyConfig sets the latency scenario: simulated model latencies and how

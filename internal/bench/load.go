@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // LoadReport is what the load scenario measured.

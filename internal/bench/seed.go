@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"

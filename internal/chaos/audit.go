@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // eventAggregateStarted announces an aggregation attempt; an attempt after

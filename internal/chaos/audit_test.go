@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // stream builds events with ids 1-0, 2-0, ... from name/data pairs.

@@ -34,8 +34,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/bench"
-	"github.com/timetravel-ai/timetravel/internal/client"
 )
 
 // Config configures Run.

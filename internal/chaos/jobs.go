@@ -13,8 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
-	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // trackedJob is one job the suite submitted and what became of it.
@@ -260,7 +259,7 @@ func (c *cluster) follow(j *trackedJob) {
 
 // getJob reads a job through the live replicas, retrying for a while: the
 // check comes after the fault, but a replica may have just died.
-func (c *cluster) getJob(ctx context.Context, id string) (job.View, error) {
+func (c *cluster) getJob(ctx context.Context, id string) (client.JobView, error) {
 	var lastErr error
 	for attempt := range 10 {
 		for _, r := range c.alive() {
@@ -272,14 +271,14 @@ func (c *cluster) getJob(ctx context.Context, id string) (job.View, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return job.View{}, ctx.Err()
+			return client.JobView{}, ctx.Err()
 		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
 		}
 	}
 	if lastErr == nil {
 		lastErr = errors.New("no api replica alive")
 	}
-	return job.View{}, lastErr
+	return client.JobView{}, lastErr
 }
 
 // each runs fn over the jobs, 16 at a time.

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +44,11 @@ type Access struct {
 	MaxStoredJobs int `env:"MAX_STORED_JOBS" envDefault:"200000"`
 	// MaxSSEConnections caps the SSE streams one api process serves.
 	MaxSSEConnections int `env:"MAX_SSE_CONNECTIONS" envDefault:"10000"`
+
+	// CORSAllowedOrigins lists the origins ("https://app.example.com")
+	// whose pages may call the api from a browser; empty: none (same-origin
+	// pages and non-browser clients need none). "*" allows every origin.
+	CORSAllowedOrigins []string `env:"CORS_ALLOWED_ORIGINS" envSeparator:","`
 
 	// HTTP server timeouts: reading a request's headers, reading a whole
 	// request (headers and body; SSE streams are exempt once they start),
@@ -106,6 +113,11 @@ func (c Config) validateAccess() []error {
 	if a.ReadTimeout < a.ReadHeaderTimeout {
 		bad("HTTP_READ_TIMEOUT", "must not be below HTTP_READ_HEADER_TIMEOUT (%s), got %s", a.ReadHeaderTimeout, a.ReadTimeout)
 	}
+	for _, o := range a.CORSAllowedOrigins {
+		if err := checkOrigin(strings.TrimSpace(o)); err != nil {
+			bad("CORS_ALLOWED_ORIGINS", "%q: %v", o, err)
+		}
+	}
 	for _, m := range c.LLM.AllowedModelsList {
 		if strings.TrimSpace(m) == "" {
 			bad("LLM_ALLOWED_MODELS", "must not have empty entries")
@@ -154,4 +166,33 @@ func (l LLM) AllowedModels() []string {
 // ModelAllowed reports whether a request may name model.
 func (l LLM) ModelAllowed(model string) bool {
 	return slices.Contains(l.AllowedModels(), model)
+}
+
+// checkOrigin says what keeps o from being a browser origin: a scheme and a
+// host (and port), nothing else; or "*".
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	switch {
+	case err != nil:
+		return errors.New("not a URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errors.New("an origin is http:// or https://")
+	case u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return errors.New("an origin is scheme://host[:port], without path, query or credentials")
+	}
+	return nil
+}
+
+// CORSOrigins are the allowed origins, trimmed, without a trailing slash.
+func (a Access) CORSOrigins() []string {
+	var out []string
+	for _, o := range a.CORSAllowedOrigins {
+		if o = strings.TrimSuffix(strings.TrimSpace(o), "/"); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }

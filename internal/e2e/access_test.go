@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/auth"
-	"github.com/timetravel-ai/timetravel/internal/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
@@ -97,8 +97,8 @@ func TestTwoKeysOwnTheirJobs(t *testing.T) {
 	e := accessStack(t)
 	keyA, _ := newKey(t, e, "alice", auth.Limits{})
 	keyB, _ := newKey(t, e, "bob", auth.Limits{})
-	a := client.New(e.apiURL, client.WithAPIKey(keyA))
-	b := client.New(e.apiURL, client.WithAPIKey(keyB))
+	a := client.New(e.apiURL, client.WithAPIKey(keyA), client.WithHTTPClient(contractClient(t, e.apiURL)))
+	b := client.New(e.apiURL, client.WithAPIKey(keyB), client.WithHTTPClient(contractClient(t, e.apiURL)))
 	ctx := context.Background()
 
 	// Without a key, or with a bad one: 401 with a challenge, JSON only.
@@ -151,7 +151,7 @@ func TestTwoKeysOwnTheirJobs(t *testing.T) {
 
 	// B cancels: only B's part ends; A's job completes.
 	v, err := b.Cancel(ctx, accB.JobID)
-	if err != nil || v.Status != job.StatusCanceled {
+	if err != nil || v.Status != client.StatusCanceled {
 		t.Fatalf("B cancels: %+v %v", v.Status, err)
 	}
 	evsB := collectWith(t, b, accB.JobID)
@@ -167,7 +167,7 @@ func TestTwoKeysOwnTheirJobs(t *testing.T) {
 	if got := call(t, e, http.MethodGet, link, "", ""); got.status != http.StatusOK || !bytes.Contains(got.body, []byte("event: job.completed")) {
 		t.Fatalf("events link: %d %.200s", got.status, got.body)
 	}
-	if v, _ := b.Job(ctx, accB.JobID); v.Status != job.StatusCanceled {
+	if v, _ := b.Job(ctx, accB.JobID); v.Status != client.StatusCanceled {
 		t.Fatalf("B's job after A's completed: %s, want canceled", v.Status)
 	}
 
@@ -278,7 +278,7 @@ func TestQuotas(t *testing.T) {
 
 	t.Run("running jobs", func(t *testing.T) {
 		key, _ := newKey(t, e, "running", auth.Limits{RunningJobs: 1})
-		c := client.New(e.apiURL, client.WithAPIKey(key))
+		c := client.New(e.apiURL, client.WithAPIKey(key), client.WithHTTPClient(contractClient(t, e.apiURL)))
 		first, err := c.Submit(ctx, client.SubmitRequest{Question: "What runs first?", Model: modelSlow})
 		if err != nil {
 			t.Fatal(err)
@@ -294,7 +294,7 @@ func TestQuotas(t *testing.T) {
 
 	t.Run("tokens per day", func(t *testing.T) {
 		key, k := newKey(t, e, "budget", auth.Limits{TokensPerDay: 200})
-		c := client.New(e.apiURL, client.WithAPIKey(key))
+		c := client.New(e.apiURL, client.WithAPIKey(key), client.WithHTTPClient(contractClient(t, e.apiURL)))
 		acc, err := c.Submit(ctx, client.SubmitRequest{Question: "How many tokens does this take?"})
 		if err != nil {
 			t.Fatal(err)
@@ -323,7 +323,7 @@ func TestQuotas(t *testing.T) {
 		// allocator's pages) averages out.
 		const stored = 400
 		key, _ := newKey(t, e, "fill", auth.Limits{StoredJobs: stored})
-		c := client.New(e.apiURL, client.WithAPIKey(key))
+		c := client.New(e.apiURL, client.WithAPIKey(key), client.WithHTTPClient(contractClient(t, e.apiURL)))
 		// The largest question the api takes: 4,000 four-byte characters,
 		// sent as \u escapes (the body of ~49 KB of the report).
 		q := strings.Repeat("\U0001F600", job.MaxQuestionRunes-1) + "?"

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/cache"
-	"github.com/timetravel-ai/timetravel/internal/client"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
 )
@@ -349,7 +349,7 @@ func TestWarmEndpoint(t *testing.T) {
 	expectError(t, req, http.StatusForbidden, "forbidden", "")
 
 	// Warming jobs are the service's: the admin reads them.
-	e.api = client.New(e.apiURL, client.WithAPIKey(adminToken))
+	e.api = client.New(e.apiURL, client.WithAPIKey(adminToken), client.WithHTTPClient(contractClient(t, e.apiURL)))
 	req, _ = http.NewRequest(http.MethodPost, e.apiURL+"/api/cache/warm", bytes.NewBufferString(warmBody))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+adminToken)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // killAndReplace runs on the stream of id and, at the first event for

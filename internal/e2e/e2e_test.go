@@ -15,7 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 	"github.com/timetravel-ai/timetravel/internal/stack"
@@ -39,7 +39,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	code := m.Run()
+	// Every request to an api of startStack, and every answer, is checked
+	// against the OpenAPI document (contract_test.go).
+	http.DefaultClient.Transport = contract
+	code := contract.finish(m.Run())
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -102,7 +105,7 @@ func startStack(t *testing.T, workers int, apiEnv, workerEnv map[string]string) 
 	}
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	return env{stack: s, api: client.New(s.APIURL), rdb: rdb, apiURL: s.APIURL}
+	return env{stack: s, api: client.New(s.APIURL, client.WithHTTPClient(contractClient(t, s.APIURL))), rdb: rdb, apiURL: s.APIURL}
 }
 
 func simStats(t *testing.T, e env) llmsim.Stats {
@@ -258,11 +261,11 @@ func TestPipeline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v.Status != job.StatusCompleted || len(v.Snapshots) != 4 || len(v.KeyChanges) != 3 || v.Narrative == "" {
+		if v.Status != client.StatusCompleted || len(v.Snapshots) != 4 || len(v.KeyChanges) != 3 || v.Narrative == "" {
 			t.Fatalf("job view: status %s, %d snapshots, %d key changes, narrative %q", v.Status, len(v.Snapshots), len(v.KeyChanges), v.Narrative)
 		}
 		for _, s := range v.Snapshots {
-			if s.Status != job.SnapshotCompleted || !strings.Contains(s.Text, "Simulated") || s.Attempts != 1 {
+			if s.Status != client.SnapshotCompleted || !strings.Contains(s.Text, "Simulated") || s.Attempts != 1 {
 				t.Fatalf("snapshot %+v", s)
 			}
 		}
@@ -338,8 +341,8 @@ func TestPipeline(t *testing.T) {
 		if !strings.HasPrefix(body, "retry: ") || strings.Count(body, "\nevent: ") != 1 || !strings.Contains(body, "id: "+full[len(full)-1].ID+"\nevent: job.completed\n") {
 			t.Fatalf("resumed body:\n%s", body)
 		}
-		// Resuming after the terminal event gets nothing more, and the
-		// stream closes instead of waiting.
+		// Resuming after the terminal event gets 204 No Content, which
+		// stops an EventSource; an id past the end is a 400.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.apiURL+"/api/jobs/"+id+"/events", nil)
@@ -348,14 +351,16 @@ func TestPipeline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp2.Body.Close()
 		var b2 bytes.Buffer
-		if _, err := b2.ReadFrom(resp2.Body); err != nil {
-			t.Fatalf("stream after the end did not close: %v", err)
+		_, _ = b2.ReadFrom(resp2.Body)
+		resp2.Body.Close()
+		if resp2.StatusCode != http.StatusNoContent || b2.Len() != 0 {
+			t.Fatalf("resuming after the end: %d %q, want 204 and no body", resp2.StatusCode, b2.String())
 		}
-		if strings.Contains(b2.String(), "event:") {
-			t.Fatalf("events after the terminal one:\n%s", b2.String())
-		}
+		past := "99999999999999-0"
+		req, _ = http.NewRequest(http.MethodGet, e.apiURL+"/api/jobs/"+id+"/events", nil)
+		req.Header.Set("Last-Event-ID", past)
+		expectError(t, req, http.StatusBadRequest, "invalid_field", "Last-Event-ID")
 	})
 
 	t.Run("cancel stops running calls and ends the job", func(t *testing.T) {
@@ -372,7 +377,7 @@ func TestPipeline(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if v.Status != job.StatusCanceled {
+				if v.Status != client.StatusCanceled {
 					return fmt.Errorf("cancel answered status %s", v.Status)
 				}
 			}
@@ -577,7 +582,7 @@ func TestDeadlineYieldsPartial(t *testing.T) {
 	}
 	done := 0
 	for _, s := range v.Snapshots {
-		if s.Status == job.SnapshotCompleted {
+		if s.Status == client.SnapshotCompleted {
 			done++
 		}
 	}

@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
-	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 )
 
@@ -33,7 +32,7 @@ func faultNext(t *testing.T, ctl llmsim.Control, model string, kind llmsim.Fault
 	}
 }
 
-func jobView(t *testing.T, e env, id string) job.View {
+func jobView(t *testing.T, e env, id string) client.JobView {
 	t.Helper()
 	v, err := e.api.Job(context.Background(), id)
 	if err != nil {

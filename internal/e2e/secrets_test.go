@@ -14,7 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 )
@@ -57,7 +57,7 @@ func TestSecretsStayOutOfEverything(t *testing.T) {
 		t.Fatalf("the job ended %s, want failed: every call got a 401", got)
 	}
 	v := waitFinalWebhook(t, e, r, id, 30*time.Second)
-	if v.Webhook.Status != job.WebhookDelivered {
+	if v.Webhook.Status != client.WebhookDelivered {
 		t.Fatalf("webhook %+v, want delivered", v.Webhook)
 	}
 	if st := simStats(t, e); st.Total.Faults.Of(llmsim.FaultUnauthorized) < 2 {
@@ -159,7 +159,7 @@ func simEcho(t *testing.T, e env, authorization string) string {
 // waitFinalWebhook waits for the receiver to be called for the job, then
 // polls the job, at most d in all, until its delivery has an outcome (it is
 // recorded after the receiver answers).
-func waitFinalWebhook(t *testing.T, e env, r *hookReceiver, id string, d time.Duration) job.View {
+func waitFinalWebhook(t *testing.T, e env, r *hookReceiver, id string, d time.Duration) client.JobView {
 	t.Helper()
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()

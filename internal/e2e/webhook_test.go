@@ -14,7 +14,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 	"github.com/timetravel-ai/timetravel/internal/stack"
@@ -56,7 +56,7 @@ type hook struct {
 	VerifyErr error
 	Type      string
 	JobID     string
-	Data      job.View
+	Data      client.JobView
 }
 
 // hookReceiver is a webhook endpoint on loopback that verifies each request
@@ -86,8 +86,8 @@ func newHookReceiver(t *testing.T, secret string, respond func(jobID string, n i
 		h.VerifyErr = r.verify.Verify(body, req.Header)
 		h.VerifyOK = h.VerifyErr == nil
 		var b struct {
-			Type string   `json:"type"`
-			Data job.View `json:"data"`
+			Type string         `json:"type"`
+			Data client.JobView `json:"data"`
 		}
 		_ = json.Unmarshal(body, &b)
 		h.Type, h.JobID, h.Data = b.Type, b.Data.ID, b.Data
@@ -118,7 +118,7 @@ func (r *hookReceiver) of(jobID string) []hook {
 }
 
 // waitView polls the job until its webhook has a final status.
-func waitView(t *testing.T, e env, id string, d time.Duration) job.View {
+func waitView(t *testing.T, e env, id string, d time.Duration) client.JobView {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -165,11 +165,11 @@ func replayTail(t *testing.T, e env, id string) []string {
 func checkDelivered(t *testing.T, e env, r *hookReceiver, id string, status job.Status, attempts int) {
 	t.Helper()
 	v := waitView(t, e, id, 30*time.Second)
-	if v.Status != status {
+	if string(v.Status) != string(status) {
 		t.Fatalf("job status %s, want %s", v.Status, status)
 	}
 	w := v.Webhook
-	if w.Status != job.WebhookDelivered || w.Attempts != attempts || w.DeliveredAt == nil || w.LastStatusCode != 200 {
+	if w.Status != client.WebhookDelivered || w.Attempts != attempts || w.DeliveredAt == nil || w.LastStatusCode != 200 {
 		t.Fatalf("webhook state %+v, want delivered after %d attempts", w, attempts)
 	}
 	hooks := r.of(id)
@@ -186,8 +186,9 @@ func checkDelivered(t *testing.T, e env, r *hookReceiver, id string, status job.
 		if h.Type != "job."+string(status) {
 			t.Errorf("type %q, want job.%s", h.Type, status)
 		}
-		// The data is GET /api/jobs/{id} without the delivery state.
-		v.Webhook = nil
+		// The data is GET /api/jobs/{id} without the delivery state and the
+		// links.
+		v.Webhook, v.Links = nil, client.Links{}
 		want, _ := json.Marshal(v)
 		got, _ := json.Marshal(h.Data)
 		if string(got) != string(want) {
@@ -233,7 +234,7 @@ func TestWebhookOnEveryTerminalStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v.Status != job.StatusCanceled || v.Webhook == nil {
+		if v.Status != client.StatusCanceled || v.Webhook == nil {
 			t.Fatalf("cancel answered %s with webhook %+v; want canceled with the webhook queued", v.Status, v.Webhook)
 		}
 		checkDelivered(t, e, r, id, job.StatusCanceled, 1)

@@ -432,8 +432,10 @@ func TestCapOverConcurrentCalls(t *testing.T) {
 		t.Error(err)
 	}
 	st := s.Stats().Models["sim-a"]
-	if st.PeakInFlight != 3 || st.Requests != 20 {
-		t.Errorf("simulator: %d requests, peak %d in flight; want 20 and exactly the cap 3", st.Requests, st.PeakInFlight)
+	// The cap is never passed. (Whether it is reached depends on how the
+	// 20 goroutines are scheduled, which a loaded machine does not promise.)
+	if st.PeakInFlight < 1 || st.PeakInFlight > 3 || st.Requests != 20 {
+		t.Errorf("simulator: %d requests, peak %d in flight; want 20, never more than the cap 3", st.Requests, st.PeakInFlight)
 	}
 }
 

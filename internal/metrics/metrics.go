@@ -3,13 +3,15 @@
 // the api and the worker each serve a registry of their own.
 //
 // Durations are in seconds, in histograms whose buckets (LatencyBuckets)
-// span LLM latencies, from 50 ms to 2 minutes.
+// span LLM latencies, from 50 ms to 2 minutes; the api's HTTP request
+// durations use HTTPBuckets, from 5 ms to 10 s.
 package metrics
 
 import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -22,6 +24,9 @@ import (
 
 // LatencyBuckets are the histogram buckets of every duration, in seconds.
 var LatencyBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120}
+
+// HTTPBuckets are the buckets of HTTPRequestDuration, in seconds.
+var HTTPBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // Stages of a job, the values of the stage label.
 const (
@@ -151,6 +156,26 @@ var (
 		Help: "Submissions answered with the job of an earlier request with the same Idempotency-Key.",
 	})
 
+	// HTTPRequests counts the api's HTTP requests when they end, by method
+	// (HTTPMethod), route template (never the raw path; RouteUnmatched
+	// when no route matched) and status class (StatusClass). An event
+	// stream is counted when its response starts (if its handlers write
+	// nothing, when the request ends).
+	HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timetravel_http_requests_total",
+		Help: "HTTP requests the api answered, by method, route template (unmatched: no route) and status class (2xx, 3xx, 4xx, 5xx); an event stream counts when its response starts.",
+	}, []string{"method", "route", "status_class"})
+
+	// HTTPRequestDuration is the time the api took to answer an HTTP
+	// request, from its first middleware to the end of its handlers, by
+	// method and route as HTTPRequests. Event streams are not observed:
+	// their duration is how long the client stayed.
+	HTTPRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "timetravel_http_request_duration_seconds",
+		Help:    "Time the api took to answer an HTTP request, by method and route template; event streams are not observed.",
+		Buckets: HTTPBuckets,
+	}, []string{"method", "route"})
+
 	// WebhookDeliveries counts webhook delivery attempts by outcome.
 	WebhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timetravel_webhook_deliveries_total",
@@ -180,15 +205,48 @@ const (
 	CacheMiss           = "miss"
 )
 
+// Labels of HTTPRequests and HTTPRequestDuration.
+const (
+	// RouteUnmatched is the route of requests that matched no route (404,
+	// 405): their raw paths are never labels.
+	RouteUnmatched = "unmatched"
+	// MethodOther is the method of requests with a method outside
+	// HTTPMethod's list.
+	MethodOther = "other"
+)
+
+// HTTPMethod is the method label of a request method: the standard
+// methods as they are, any other MethodOther, so that a client cannot
+// make up label values.
+func HTTPMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return MethodOther
+}
+
+// StatusClass is the status_class label of an HTTP status: "1xx" to
+// "5xx", or "other" outside 100-599.
+func StatusClass(status int) string {
+	if status < 100 || status > 599 {
+		return "other"
+	}
+	return strconv.Itoa(status/100) + "xx"
+}
+
 // RegisterAPI registers the api's collectors on reg: the Go runtime and
-// process collectors, the job durations (the api observes a cancel), and
-// the cache, deduplication and idempotency counters of submissions.
+// process collectors, the job durations (the api observes a cancel), the
+// cache, deduplication and idempotency counters of submissions, and the
+// HTTP requests.
 func RegisterAPI(reg prometheus.Registerer) {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		JobDuration, StageDuration,
 		CacheLookups, CacheCallsSaved, JobsJoined, IdempotentReplays,
+		HTTPRequests, HTTPRequestDuration,
 	)
 }
 

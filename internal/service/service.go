@@ -17,7 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
 	"github.com/timetravel-ai/timetravel/internal/version"
 )
@@ -34,6 +37,7 @@ func Main(name string, run func(ctx context.Context, cfg config.Config, log *slo
 	level, _ := config.ParseLogLevel(cfg.LogLevel)
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", name)
 	slog.SetDefault(log)
+	redis.SetLogger(redisx.NewLogger(log)) // go-redis' own lines, as JSON records too
 	log.Info("starting", "version", version.Version, "config", cfg)
 
 	ctx, stop := context.WithCancel(context.Background())

@@ -403,3 +403,16 @@ func parseEventID(id string) (eventPos, bool) {
 func eventID(ms, seq int64) string {
 	return strconv.FormatInt(ms, 10) + "-" + strconv.FormatInt(seq, 10)
 }
+
+// LastEventID returns the id of the last entry of a job's stream; empty
+// when it has none (or the job is stored by reference: see Events).
+func (s *Store) LastEventID(ctx context.Context, jobID string) (string, error) {
+	msgs, err := s.rdb.XRevRangeN(ctx, events.StreamKey(jobID), "+", "-", 1).Result()
+	if err != nil {
+		return "", fmt.Errorf("read the last event of job %s: %w", jobID, err)
+	}
+	if len(msgs) == 0 {
+		return "", nil
+	}
+	return msgs[0].ID, nil
+}

@@ -6,8 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
-	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // Renderer turns a job's event stream into text for a terminal or a CI log.
@@ -354,10 +353,10 @@ func (r *Renderer) narrativeSection() *section {
 
 // Summary writes the final state of the job: status, snapshot counts,
 // timings per stage and errors. It returns the first write error.
-func (r *Renderer) Summary(v job.View) error {
+func (r *Renderer) Summary(v client.JobView) error {
 	done := 0
 	for _, s := range v.Snapshots {
-		if s.Status == job.SnapshotCompleted {
+		if s.Status == client.SnapshotCompleted {
 			done++
 		}
 	}
@@ -397,8 +396,8 @@ func (r *Renderer) Summary(v job.View) error {
 
 // ExitCode maps a job's final status to ttctl's exit status: 0 for
 // completed and partial, 1 otherwise.
-func ExitCode(s job.Status) int {
-	if s == job.StatusCompleted || s == job.StatusPartial {
+func ExitCode(s client.JobStatus) int {
+	if s == client.StatusCompleted || s == client.StatusPartial {
 		return 0
 	}
 	return 1

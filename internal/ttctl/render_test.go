@@ -8,8 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
-	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // e makes an event whose data is v marshalled.
@@ -57,12 +56,12 @@ func TestRenderer(t *testing.T) {
 				delta(1, "Later "), delta(0, "Early "), delta(1, "text."), delta(0, "text."),
 				snapDone(1, "Later text.", 900), snapDone(0, "Early text.", 1500),
 				e(client.EventNarrativeDelta, client.TextData{Text: "It "}),
-				e(client.EventKeyChangesCompleted, client.KeyChangesData{KeyChanges: []job.KeyChange{
+				e(client.EventKeyChangesCompleted, client.KeyChangesData{KeyChanges: []client.KeyChange{
 					{From: "2023-01-01", To: "2024-01-01", FromLabel: "Jan 2023", ToLabel: "Jan 2024", Changes: []string{"A", "B"}},
 				}}),
 				e(client.EventNarrativeDelta, client.TextData{Text: "changed."}),
 				e(client.EventNarrativeCompleted, client.TextData{Text: "It changed."}),
-				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: job.StatusCompleted}),
+				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: client.StatusCompleted}),
 			},
 			want: `Job job-1
 Question: Best AI models?
@@ -97,7 +96,7 @@ Jan 2023 → Jan 2024
 				e(client.EventAggregateStarted, client.AggregateStartedData{Attempt: 2}),
 				e(client.EventNarrativeDelta, client.TextData{Text: "Alive."}),
 				e(client.EventNarrativeCompleted, client.TextData{Text: "Alive."}),
-				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: job.StatusCompleted}),
+				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: client.StatusCompleted}),
 			},
 			want: `Job job-1
 Question: Best AI models?
@@ -128,7 +127,7 @@ Alive.
 				e(client.EventSnapshotFailed, client.SnapshotFailedData{Index: 2, Error: "rate limited"}),
 				e(client.EventKeyChangesFailed, client.FailedData{Error: "bad JSON"}),
 				e(client.EventNarrativeCompleted, client.TextData{Text: "No deltas came."}),
-				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: job.StatusPartial}),
+				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: client.StatusPartial}),
 			},
 			want: `Job job-1
 Question: Best AI models?
@@ -162,7 +161,7 @@ No deltas came.
 			events: []client.Event{
 				acceptedEvent("A", "B"),
 				started(0, 1), delta(0, "half"),
-				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: job.StatusCanceled, Error: "canceled by client"}),
+				e(client.EventJobCompleted, client.JobCompletedData{JobID: "job-1", Status: client.StatusCanceled, Error: "canceled by client"}),
 			},
 			want: `Job job-1
 Question: Best AI models?
@@ -185,7 +184,7 @@ Error: canceled by client
 				delta(0, "x"),
 				snapDone(0, "x", 5),
 				e("some.future.event", "{}"),
-				e(client.EventJobCompleted, client.JobCompletedData{Status: job.StatusCompleted}),
+				e(client.EventJobCompleted, client.JobCompletedData{Status: client.StatusCompleted}),
 			},
 			want: `
 == Snapshot 1 ==
@@ -266,13 +265,13 @@ func (w failWriter) Write([]byte) (int, error) { return 0, w.err }
 
 func TestSummary(t *testing.T) {
 	p := func(v int64) *int64 { return &v }
-	v := job.View{
-		Status: job.StatusPartial,
-		Snapshots: []job.Snapshot{
-			{Label: "January 2023", Status: job.SnapshotCompleted},
-			{Label: "May 2024", Status: job.SnapshotFailed},
+	v := client.JobView{
+		Status: client.StatusPartial,
+		Snapshots: []client.Snapshot{
+			{Label: "January 2023", Status: client.SnapshotCompleted},
+			{Label: "May 2024", Status: client.SnapshotFailed},
 		},
-		Timings: job.Timings{QueueWaitMS: p(12), SnapshotsMS: p(3400), SnapshotMS: []int64{2100, 0},
+		Timings: client.Timings{QueueWaitMS: p(12), SnapshotsMS: p(3400), SnapshotMS: []int64{2100, 0},
 			FanInMS: p(4), KeyChangesMS: p(1100), TotalMS: p(65_000)},
 		Errors: []string{"snapshot May 2024: rate limited"},
 	}
@@ -298,8 +297,8 @@ Errors:
 }
 
 func TestExitCode(t *testing.T) {
-	for s, want := range map[job.Status]int{
-		job.StatusCompleted: 0, job.StatusPartial: 0, job.StatusFailed: 1, job.StatusCanceled: 1, "": 1,
+	for s, want := range map[client.JobStatus]int{
+		client.StatusCompleted: 0, client.StatusPartial: 0, client.StatusFailed: 1, client.StatusCanceled: 1, "": 1,
 	} {
 		if got := ExitCode(s); got != want {
 			t.Errorf("%q: %d, want %d", s, got, want)

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/stack"
 )
 

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
@@ -47,7 +47,7 @@ func (f *fakeAPI) server(t *testing.T) *httptest.Server {
 		evs := []client.Event{acceptedEvent("A"), started(0, 1), delta(0, "Hello")}
 		if !f.hang {
 			evs = append(evs, snapDone(0, "Hello", 10),
-				e(client.EventJobCompleted, client.JobCompletedData{JobID: "j1", Status: f.status}))
+				e(client.EventJobCompleted, client.JobCompletedData{JobID: "j1", Status: client.JobStatus(f.status)}))
 		}
 		for i, ev := range evs {
 			fmt.Fprintf(w, "id: %d-0\nevent: %s\ndata: %s\n\n", i+1, ev.Name, ev.Data)

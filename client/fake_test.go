@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // wireEvent is one event as the fake API sends it.
@@ -28,7 +28,7 @@ type conn struct {
 type fakeAPI struct {
 	JobID        string
 	Events       []wireEvent
-	View         job.View
+	View         client.JobView
 	RetryMS      int           // sent as "retry:" at the start of each stream (0: none)
 	Drops        map[int]int   // connection index → events to send before closing
 	Hang         bool          // after the events, keep the connection open instead of closing
@@ -92,7 +92,7 @@ func (f *fakeAPI) start(t testing.TB) *httptest.Server {
 			return
 		}
 		v := f.View
-		v.Status = job.StatusCanceled
+		v.Status = client.StatusCanceled
 		writeJSON(w, 200, v)
 	})
 	mux.HandleFunc("GET /api/jobs/{id}/events", f.serveEvents)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/client"
+	"github.com/timetravel-ai/timetravel/client"
 )
 
 // collect returns a callback that records events, and the record.
@@ -354,5 +354,40 @@ func TestFollowContextEndsWait(t *testing.T) {
 	_, err := client.New(srv.URL).Follow(ctx, "j1", func(client.Event) error { return nil })
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// A resumption after the terminal event is answered 204 No Content: the
+// stream has ended, and nothing is handed over.
+func TestEventsAfterTheEnd(t *testing.T) {
+	tests := []struct {
+		name string
+		call func(c *client.Client, fn func(client.Event) error) (string, error)
+		want string // last id returned
+	}{
+		{"events", func(c *client.Client, fn func(client.Event) error) (string, error) {
+			return c.Events(t.Context(), "j1", "6-0", fn)
+		}, "6-0"},
+		{"follow", func(c *client.Client, fn func(client.Event) error) (string, error) {
+			return c.Follow(t.Context(), "j1", fn)
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var lastIDs []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				lastIDs = append(lastIDs, r.Header.Get("Last-Event-ID"))
+				w.WriteHeader(http.StatusNoContent)
+			}))
+			defer srv.Close()
+			fn, got := collect()
+			last, err := tt.call(client.New(srv.URL), fn)
+			if err != nil || last != tt.want || len(*got) != 0 {
+				t.Errorf("last %q, err %v, %d events; want %q, nil, none", last, err, len(*got), tt.want)
+			}
+			if len(lastIDs) != 1 {
+				t.Errorf("%d requests, want 1", len(lastIDs))
+			}
+		})
 	}
 }

@@ -11,10 +11,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
-
-	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
 // Defaults of the options.
@@ -133,15 +132,49 @@ func newTransport() *http.Transport {
 	return t
 }
 
-// APIError is a non-2xx answer of the API. Code, Message and Field come from
-// the body {"error":{"code","message","field"}}; when the body has another
-// shape, Code is empty and Message holds the start of the body or the
-// status text.
+// Error codes of the API (docs/api.md) that a caller may want to tell
+// apart; APIError.Code may hold others.
+const (
+	CodeMalformedJSON         = "malformed_json"
+	CodeUnknownField          = "unknown_field"
+	CodeInvalidField          = "invalid_field"
+	CodeInvalidHeader         = "invalid_header"
+	CodeInvalidEncoding       = "invalid_encoding"
+	CodeBodyTooLarge          = "body_too_large"
+	CodeUnsupportedMediaType  = "unsupported_media_type"
+	CodeUnauthorized          = "unauthorized"
+	CodeForbidden             = "forbidden"
+	CodeJobNotFound           = "job_not_found"
+	CodeJobFinished           = "job_finished"
+	CodeIdempotencyInProgress = "idempotency_key_in_progress"
+	CodeIdempotencyKeyReused  = "idempotency_key_reused"
+	CodeModelNotAllowed       = "model_not_allowed"
+	CodeQuotaExceeded         = "quota_exceeded"
+	CodeCacheDisabled         = "cache_disabled"
+	CodeUnavailable           = "unavailable"
+)
+
+// APIError is a non-2xx answer of the API. Code, Message, Field, Limit and
+// Allowed come from the body
+// {"error":{"code","message","field","limit","allowed"}}; when the body has
+// another shape, Code is empty and Message holds the start of the body or
+// the status text.
 type APIError struct {
 	StatusCode int
 	Code       string
 	Message    string
-	Field      string
+	// Field names the request field (or header) at fault, if one is.
+	Field string
+	// Limit names the quota reached, with code CodeQuotaExceeded (e.g.
+	// "submissions_per_minute").
+	Limit string
+	// Allowed lists the values Field may take when they are few (e.g. the
+	// models offered, with code CodeModelNotAllowed).
+	Allowed []string
+	// RetryAfter is the wait the answer's Retry-After header asks for
+	// before trying again (sent with 429), in whole seconds or until its
+	// HTTP date; 0 when there is none or it is not valid.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -156,6 +189,12 @@ func (e *APIError) Error() string {
 	if e.Field != "" {
 		b.WriteString(" (field " + e.Field + ")")
 	}
+	if e.Limit != "" {
+		b.WriteString(" (limit " + e.Limit + ")")
+	}
+	if e.RetryAfter > 0 {
+		b.WriteString(" (retry after " + e.RetryAfter.String() + ")")
+	}
 	return b.String()
 }
 
@@ -168,16 +207,19 @@ func IsCode(err error, code string) bool {
 // readAPIError turns a non-2xx response into an *APIError.
 func readAPIError(resp *http.Response) *APIError {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	e := &APIError{StatusCode: resp.StatusCode}
+	e := &APIError{StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	var env struct {
 		Error *struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-			Field   string `json:"field"`
+			Code    string   `json:"code"`
+			Message string   `json:"message"`
+			Field   string   `json:"field"`
+			Limit   string   `json:"limit"`
+			Allowed []string `json:"allowed"`
 		} `json:"error"`
 	}
 	if json.Unmarshal(body, &env) == nil && env.Error != nil {
-		e.Code, e.Message, e.Field = env.Error.Code, env.Error.Message, env.Error.Field
+		d := env.Error
+		e.Code, e.Message, e.Field, e.Limit, e.Allowed = d.Code, d.Message, d.Field, d.Limit, d.Allowed
 		return e
 	}
 	msg := strings.TrimSpace(string(body))
@@ -190,6 +232,30 @@ func readAPIError(resp *http.Response) *APIError {
 	e.Message = msg
 	return e
 }
+
+// retryAfter reads a Retry-After value (RFC 9110 10.2.3): delay seconds or an
+// HTTP date, which counts from now. It returns 0 for an empty, invalid or
+// past value.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, int64(maxRetryAfter/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return min(t.Sub(now), maxRetryAfter)
+	}
+	return 0
+}
+
+// maxRetryAfter bounds APIError.RetryAfter, so that a huge header cannot
+// overflow a time.Duration.
+const maxRetryAfter = 24 * time.Hour
 
 // endpoint returns the absolute URL of the API path p (already escaped).
 func (c *Client) endpoint(p string) (string, error) {
@@ -251,8 +317,9 @@ func (c *Client) doWith(ctx context.Context, method, path string, header http.He
 }
 
 // Submit creates a job (POST /api/time-travel) and returns the API's
-// acceptance. A refused request is an *APIError (e.g. code
-// "invalid_field" with Field naming the field).
+// acceptance. A refused request is an *APIError: e.g. status 400 and code
+// CodeInvalidField with Field naming the field, or status 429 and code
+// CodeQuotaExceeded with Limit naming the quota and RetryAfter the wait.
 // With req.IdempotencyKey, a repeat of the same request within the key's
 // lifetime returns the first request's job (Accepted.Replayed).
 func (c *Client) Submit(ctx context.Context, req SubmitRequest) (Accepted, error) {
@@ -273,22 +340,45 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest) (Accepted, error
 }
 
 // Job returns the current state of job id (GET /api/jobs/{id}). An unknown
-// id is an *APIError with code "job_not_found".
-func (c *Client) Job(ctx context.Context, id string) (job.View, error) {
-	var v job.View
+// id, or another API key's job, is an *APIError with status 404 and code
+// CodeJobNotFound.
+func (c *Client) Job(ctx context.Context, id string) (JobView, error) {
+	var v JobView
 	if err := c.do(ctx, http.MethodGet, jobPath(id), nil, &v); err != nil {
-		return job.View{}, err
+		return JobView{}, err
 	}
 	return v, nil
 }
 
 // Cancel cancels job id (DELETE /api/jobs/{id}) and returns the job as the
-// API answers it. A job that had already ended is an *APIError with status
-// 409 and code "job_finished".
-func (c *Client) Cancel(ctx context.Context, id string) (job.View, error) {
-	var v job.View
+// API answers it, canceled. A job that had already ended (or was canceled
+// already) is an *APIError with status 409 and code CodeJobFinished; an
+// unknown id one with status 404 and code CodeJobNotFound.
+func (c *Client) Cancel(ctx context.Context, id string) (JobView, error) {
+	var v JobView
 	if err := c.do(ctx, http.MethodDelete, jobPath(id), nil, &v); err != nil {
-		return job.View{}, err
+		return JobView{}, err
 	}
 	return v, nil
+}
+
+// Usage returns the caller's limits and how much of each it uses
+// (GET /api/usage).
+func (c *Client) Usage(ctx context.Context) (Usage, error) {
+	var u Usage
+	if err := c.do(ctx, http.MethodGet, "/api/usage", nil, &u); err != nil {
+		return Usage{}, err
+	}
+	return u, nil
+}
+
+// Models returns the models a submission may name and the default one
+// (GET /api/models). Naming another is an *APIError with code
+// CodeModelNotAllowed whose Allowed lists them.
+func (c *Client) Models(ctx context.Context) (Models, error) {
+	var m Models
+	if err := c.do(ctx, http.MethodGet, "/api/models", nil, &m); err != nil {
+		return Models{}, err
+	}
+	return m, nil
 }

@@ -35,7 +35,9 @@ type streamResult struct {
 // for each event in stream order. Heartbeat comments are skipped.
 //
 // It returns nil once the terminal job.completed event has been handed to fn
-// and fn returned nil; an error wrapping io.ErrUnexpectedEOF if the stream
+// and fn returned nil, or, without calling fn, when the API answers 204 No
+// Content: the stream had ended for the caller at lastEventID already (the
+// id of its job.completed event, or of one after it); an error wrapping io.ErrUnexpectedEOF if the stream
 // ended or broke before that (including a stream silent for longer than the
 // idle timeout); fn's error, unchanged, as soon as fn fails; an *APIError if
 // the API refused the request; the context's error if ctx ended. In every
@@ -163,6 +165,10 @@ func (c *Client) stream(ctx context.Context, jobID, lastEventID string, fn func(
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return res, readAPIError(resp)
+	}
+	if resp.StatusCode == http.StatusNoContent {
+		// A resumption after the terminal event: nothing is left to hand over.
+		return res, nil
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		return res, fmt.Errorf("client: events of job %s: answer is %q, not text/event-stream", jobID, resp.Header.Get("Content-Type"))

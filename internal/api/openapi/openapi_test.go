@@ -1,0 +1,479 @@
+package openapi_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/gin-gonic/gin"
+
+	"github.com/timetravel-ai/timetravel/internal/api"
+	"github.com/timetravel-ai/timetravel/internal/api/openapi"
+	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/metrics"
+	"github.com/timetravel-ai/timetravel/internal/monitoring"
+	"github.com/timetravel-ai/timetravel/internal/quota"
+	"github.com/timetravel-ai/timetravel/internal/worker"
+)
+
+// load parses and validates the document as kin-openapi does for the e2e
+// suite's contract checks.
+func load(t *testing.T) *openapi3.T {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(openapi.JSON())
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if err := doc.Validate(loader.Context, openapi3.EnableExamplesValidation()); err != nil {
+		t.Fatalf("the document is not valid OpenAPI: %v", err)
+	}
+	return doc
+}
+
+func TestDocumentIsValidOpenAPI31(t *testing.T) {
+	doc := load(t)
+	if doc.OpenAPI != "3.1.0" || !doc.IsOpenAPI31OrLater() {
+		t.Fatalf("openapi %q, want 3.1.0", doc.OpenAPI)
+	}
+	if !json.Valid(openapi.JSON()) {
+		t.Fatal("JSON() is not valid JSON")
+	}
+	// JSON keeps the order of openapi.yaml.
+	var head struct {
+		OpenAPI string `json:"openapi"`
+	}
+	if err := json.Unmarshal(openapi.JSON(), &head); err != nil || !bytes.HasPrefix(openapi.JSON(), []byte(`{"openapi":"3.1.0"`)) {
+		t.Fatalf("document starts %.40s (%v)", openapi.JSON(), err)
+	}
+	// JSON returns a copy.
+	b := openapi.JSON()
+	b[0] = 'x'
+	if openapi.JSON()[0] != '{' {
+		t.Fatal("JSON shares its buffer with callers")
+	}
+}
+
+// TestRoutes checks that every route of the api is in the document.
+func TestRoutes(t *testing.T) {
+	doc := load(t)
+	for _, r := range []struct{ method, path string }{
+		{"POST", "/api/time-travel"},
+		{"GET", "/api/jobs/{id}"},
+		{"DELETE", "/api/jobs/{id}"},
+		{"GET", "/api/jobs/{id}/events"},
+		{"POST", "/api/cache/warm"},
+		{"GET", "/api/usage"},
+		{"GET", "/api/models"},
+		{"GET", "/api/monitoring/stats"},
+		{"GET", "/api/monitoring/latency-breakdown"},
+		{"GET", "/api/monitoring/alerts"},
+		{"GET", "/healthz"},
+		{"GET", "/readyz"},
+		{"GET", "/metrics"},
+		{"GET", "/openapi.json"},
+		{"GET", "/docs"},
+		{"GET", "/docs/"},
+	} {
+		item := doc.Paths.Value(r.path)
+		if item == nil || item.GetOperation(r.method) == nil {
+			t.Errorf("%s %s is not in the document", r.method, r.path)
+		}
+	}
+}
+
+// TestErrorCodes checks the code enum against the Code constants of
+// internal/api/errors.go.
+func TestErrorCodes(t *testing.T) {
+	doc := load(t)
+	var inDoc []string
+	for _, v := range doc.Components.Schemas["ErrorCode"].Value.Enum {
+		inDoc = append(inDoc, v.(string))
+	}
+	f, err := parser.ParseFile(token.NewFileSet(), "../errors.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inCode []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		vs, ok := n.(*ast.ValueSpec)
+		if !ok || len(vs.Names) != 1 || len(vs.Values) != 1 || !strings.HasPrefix(vs.Names[0].Name, "Code") {
+			return true
+		}
+		if lit, ok := vs.Values[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+			s, _ := strconv.Unquote(lit.Value)
+			inCode = append(inCode, s)
+		}
+		return true
+	})
+	slices.Sort(inDoc)
+	slices.Sort(inCode)
+	if len(inCode) == 0 || !slices.Equal(inDoc, inCode) {
+		t.Fatalf("ErrorCode enum %v, errors.go has %v", inDoc, inCode)
+	}
+
+	var limits []string
+	for _, v := range doc.Components.Schemas["LimitName"].Value.Enum {
+		limits = append(limits, v.(string))
+	}
+	want := []string{quota.LimitSubmissions, quota.LimitRunning, quota.LimitStored, quota.LimitStoredGlobal,
+		quota.LimitTokens, quota.LimitSSE, quota.LimitSSEProcess}
+	slices.Sort(limits)
+	slices.Sort(want)
+	if !slices.Equal(limits, want) {
+		t.Fatalf("LimitName enum %v, package quota has %v", limits, want)
+	}
+}
+
+// eventSchemas returns the event name → schema map of the events operation.
+func eventSchemas(t *testing.T, doc *openapi3.T) map[string]*openapi3.Schema {
+	t.Helper()
+	op := doc.Paths.Value("/api/jobs/{id}/events").Get
+	mt := op.Responses.Status(200).Value.Content.Get("text/event-stream")
+	raw, ok := mt.Extensions[openapi.EventsExtension].(map[string]any)
+	if !ok {
+		t.Fatalf("no %s on the events media type", openapi.EventsExtension)
+	}
+	out := map[string]*openapi3.Schema{}
+	for name, v := range raw {
+		ref, _ := v.(map[string]any)["$ref"].(string)
+		s := doc.Components.Schemas[strings.TrimPrefix(ref, "#/components/schemas/")]
+		if s == nil || !strings.HasPrefix(ref, "#/components/schemas/") {
+			t.Fatalf("event %s: $ref %q names no schema", name, ref)
+		}
+		out[name] = s.Value
+	}
+	return out
+}
+
+// TestEventSchemas checks that every event clients get has a schema, and
+// that the payloads of package events (as the Go code and the store's
+// scripts write them) validate against it.
+func TestEventSchemas(t *testing.T) {
+	doc := load(t)
+	schemas := eventSchemas(t, doc)
+	names := []string{
+		events.JobAccepted, events.SnapshotStarted, events.SnapshotDelta, events.SnapshotCompleted,
+		events.SnapshotFailed, events.AggregateStarted, events.KeyChangesCompleted, events.KeyChangesFailed,
+		events.NarrativeDelta, events.NarrativeCompleted, events.NarrativeFailed, events.JobCompleted,
+		events.WebhookDelivered, events.WebhookFailed,
+	}
+	got := make([]string, 0, len(schemas))
+	for n := range schemas {
+		got = append(got, n)
+	}
+	slices.Sort(got)
+	slices.Sort(names)
+	if !slices.Equal(got, names) {
+		t.Fatalf("%s names %v, want %v", openapi.EventsExtension, got, names)
+	}
+
+	id := "0190b4e2-7c1a-7d3e-9f00-5a1b2c3d4e5f"
+	zero := 0
+	kc := []job.KeyChange{{From: "2023-01-01", To: "2024-05-01", FromLabel: "January 2023", ToLabel: "May 2024", Changes: []string{"more"}}}
+	valid := []struct {
+		event string
+		data  any
+	}{
+		{events.JobAccepted, events.AcceptedData{JobID: id, Question: "q", Model: "m", Complexity: "brief",
+			Deadline: time.Now().UTC().Format(time.RFC3339Nano), TimePoints: []events.TimePointRef{{Index: 0, Date: "2023-01-01", Label: "January 2023"}}}},
+		{events.JobAccepted, events.AcceptedData{JobID: id, Question: "q", Complexity: "standard", Deadline: "2024-05-01T10:00:00Z", TimePoints: []events.TimePointRef{}, Cached: true}},
+		{events.SnapshotStarted, events.SnapshotStartedData{Index: 1, Date: "2023-01-01", Label: "x", Attempt: 2}},
+		{events.SnapshotStarted, events.SnapshotStartedData{Index: 0, Date: "2023-01-01", Label: "x", Cached: true}},
+		{events.SnapshotDelta, events.DeltaData{Index: &zero, Text: "a"}},
+		{events.SnapshotCompleted, events.SnapshotCompletedData{Index: 0, Date: "2023-01-01", Label: "x", Model: "m", Text: "t", DurationMS: 5}},
+		{events.SnapshotCompleted, events.SnapshotCompletedData{Index: 0, Date: "2023-01-01", Label: "x", Text: "t", Cached: true}},
+		// As the store's Lua script writes it.
+		{events.SnapshotFailed, json.RawMessage(`{"index":0,"date":"2023-01-01","label":"x","error":"boom"}`)},
+		{events.AggregateStarted, events.AggregateStartedData{Attempt: 1}},
+		{events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: kc}},
+		{events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: []job.KeyChange{}, Cached: true}},
+		{events.KeyChangesFailed, events.ErrorData{Error: "e"}},
+		{events.NarrativeDelta, events.DeltaData{Text: "n"}},
+		{events.NarrativeCompleted, events.NarrativeData{Text: "n", Cached: true}},
+		{events.NarrativeFailed, events.ErrorData{Error: "e"}},
+		{events.JobCompleted, events.CompletedData{JobID: id, Status: "partial", Error: "deadline"}},
+		{events.JobCompleted, events.CompletedData{JobID: id, Status: "completed", Cached: true}},
+		{events.WebhookDelivered, events.WebhookData{WebhookID: "msg_" + id, Attempts: 1, StatusCode: 204}},
+		{events.WebhookFailed, events.WebhookData{WebhookID: "msg_" + id, Attempts: 8, StatusCode: 503, Error: "receiver answered 503"}},
+		{events.WebhookFailed, events.WebhookData{WebhookID: "msg_" + id, Attempts: 1, Error: "post: connection refused"}},
+	}
+	for _, c := range valid {
+		if err := visit(schemas[c.event], c.data); err != nil {
+			t.Errorf("%s %+v: %v", c.event, c.data, err)
+		}
+	}
+	invalid := []struct {
+		event string
+		data  string
+	}{
+		{events.SnapshotDelta, `{"text":"no index"}`},
+		{events.NarrativeDelta, `{"index":0,"text":"an index"}`},
+		{events.JobCompleted, `{"job_id":"` + id + `","status":"running"}`},
+		{events.JobCompleted, `{"job_id":"` + id + `","status":"completed","cached":false}`},
+		{events.SnapshotStarted, `{"index":0,"date":"2023-01-01","label":"x","attempt":1,"extra":1}`},
+		{events.AggregateStarted, `{}`},
+	}
+	for _, c := range invalid {
+		if err := visit(schemas[c.event], json.RawMessage(c.data)); err == nil {
+			t.Errorf("%s %s validates", c.event, c.data)
+		}
+	}
+}
+
+// TestGoTypes checks the api's answers, as its Go types marshal them,
+// against the document's schemas: with every optional member set, and
+// with none. The e2e suite checks the answers the api really gives; this
+// also covers those it does not reach (monitoring, warming, webhooks).
+func TestGoTypes(t *testing.T) {
+	doc := load(t)
+	id := "0190b4e2-7c1a-7d3e-9f00-5a1b2c3d4e5f"
+	links := api.Links{Self: "/api/jobs/" + id, Events: "/api/jobs/" + id + "/events?token=38e6e8d228b8462d.1796239262.y-GicG7909AD8I2b8mYtvYr6SYn_GlymnZJY69lFJJ8"}
+	created := time.Date(2026, 5, 1, 10, 0, 0, 123456789, time.UTC)
+
+	fresh := &job.Job{ID: id, Status: job.StatusQueued, CreatedAt: created, Deadline: created.Add(2 * time.Minute),
+		Spec: job.Spec{Question: "q", Complexity: job.ComplexityStandard, Cache: job.CacheUse,
+			TimePoints: []job.TimePoint{{Date: "2023-01-01", Label: "January 2023"}}},
+		Snapshots: []job.Snapshot{{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotPending}}}
+	delivered := created.Add(time.Minute)
+	ended := &job.Job{ID: id, Status: job.StatusPartial, CreatedAt: created, Deadline: created.Add(2 * time.Minute),
+		FinishedAt: created.Add(90 * time.Second), Error: "deadline passed",
+		Spec: job.Spec{Question: "q", Model: "gpt-4o", Complexity: job.ComplexityBrief, Cache: job.CacheBypass, ForceTimeTravel: true,
+			CallbackURL: "https://user:pw@example.com/hook?token=x#f", Warm: true},
+		Snapshots: []job.Snapshot{
+			{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotCompleted, Text: "t", Model: "gpt-4o", Attempts: 1,
+				LLMAttempts: 2, StartedAt: created.UnixMilli() + 10, CompletedAt: created.UnixMilli() + 500, Cached: true},
+			{Index: 1, Date: "2024-05-01", Label: "May 2024", Status: job.SnapshotFailed, Attempts: 3, LLMAttempts: 3, Error: "e",
+				StartedAt: created.UnixMilli() + 10, CompletedAt: created.UnixMilli() + 900},
+			{Index: 2, Date: "2026-05-01", Label: "Today", Status: job.SnapshotExpired, Attempts: 1, StartedAt: created.UnixMilli() + 10},
+		},
+		Aggregate: &job.Aggregate{KeyChanges: []job.KeyChange{{From: "2023-01-01", To: "2024-05-01", FromLabel: "a", ToLabel: "b", Changes: []string{}}},
+			Narrative: "n", KeyChangesError: "k", NarrativeError: "x", StartedAt: created.UnixMilli() + 1000, KeyChangesMS: 5, NarrativeMS: 6,
+			KeyChangesLLMAttempts: 1, NarrativeLLMAttempts: 2, Cached: true},
+		Webhook: &job.Webhook{Status: job.WebhookDelivered, Attempts: 2, LastStatusCode: 204, DeliveredAt: &delivered},
+	}
+	hook := ended.View()
+	hook.Webhook = nil
+
+	samples := []monitoring.Sample{
+		{JobID: id, Status: "completed", Stages: map[string]int64{metrics.StageQueueWait: 5, metrics.StageSnapshots: 900,
+			metrics.StageFanIn: 3, metrics.StageKeyChanges: 200, metrics.StageNarrative: 300, metrics.StageTotal: 120000}, Snapshots: []int64{500, 900}},
+		{JobID: id, Status: "failed", Stages: map[string]int64{metrics.StageQueueWait: 5}},
+	}
+	stats := monitoring.Stats(samples)
+	th := monitoring.Thresholds{TotalP95Warning: time.Second, TotalP95Critical: time.Minute, SnapshotP95Warning: time.Millisecond}
+
+	for _, c := range []struct {
+		schema string
+		value  any
+	}{
+		{"Accepted", api.Accepted{JobID: id, Status: job.StatusQueued, Links: links}},
+		{"Accepted", api.Accepted{JobID: id, Status: job.StatusCompleted, Joined: true, Cached: true, CachedSnapshots: 2, Links: links}},
+		{"JobView", api.JobView{View: fresh.View(), Links: links}},
+		{"JobView", api.JobView{View: ended.View(), Links: links}},
+		{"WebhookBody", worker.WebhookBody{Type: "job.partial", Timestamp: "2026-05-01T10:01:30.000Z", Data: hook}},
+		{"WarmAccepted", api.WarmAccepted{Results: []api.WarmResult{{Question: "q", Outcome: api.WarmCached},
+			{Question: "r", Outcome: api.WarmQueued, JobID: id, Links: &links}, {Question: "s", Outcome: api.WarmJoined, JobID: id, Links: &links}}}},
+		{"UsageView", api.UsageView{Key: api.KeyView{ID: "anonymous"}}},
+		{"UsageView", api.UsageView{Key: api.KeyView{ID: "0123456789abcdef", Name: "team-a"},
+			Limits: api.LimitsView{SubmissionsPerMinute: 60, RunningJobs: 16, StoredJobs: 5000, TokensPerDay: 2000000, SSEConnections: 32},
+			Usage:  api.UsageNow{SubmissionsAvailable: 57, RunningJobs: 2, StoredJobs: 311, TokensToday: 48211, SSEConnections: 1}}},
+		{"ModelsView", api.ModelsView{Default: "gpt-4o", Models: []string{"gpt-4o", "gpt-4o-mini"}}},
+		{"StatsResponse", api.StatsResponse{Window: "1h0m0s", Jobs: 2, Stages: stats}},
+		{"StatsResponse", api.StatsResponse{Window: "15m0s", Stages: monitoring.Stats(nil)}},
+		{"BreakdownResponse", api.BreakdownResponse{Window: "1h0m0s", Breakdown: monitoring.LatencyBreakdown(samples)}},
+		{"BreakdownResponse", api.BreakdownResponse{Window: "1h0m0s", Breakdown: monitoring.LatencyBreakdown(nil)}},
+		{"AlertsResponse", api.AlertsResponse{Window: "1h0m0s", Alerts: monitoring.Alerts(stats, th, time.Hour)}},
+		{"AlertsResponse", api.AlertsResponse{Window: "1h0m0s", Alerts: monitoring.Alerts(nil, th, time.Hour)}},
+		{"Error", api.ErrorBody{Error: api.ErrorDetail{Code: api.CodeInvalidField, Message: "m", Field: "question"}}},
+		{"Error", api.ErrorBody{Error: api.ErrorDetail{Code: api.CodeQuotaExceeded, Message: "m", Limit: quota.LimitTokens}}},
+		{"Error", api.ErrorBody{Error: api.ErrorDetail{Code: api.CodeModelNotAllowed, Message: "m", Field: "model", Allowed: []string{"a"}}}},
+	} {
+		if err := visit(doc.Components.Schemas[c.schema].Value, c.value); err != nil {
+			b, _ := json.Marshal(c.value)
+			t.Errorf("%s %s: %v", c.schema, b, err)
+		}
+	}
+	if len(monitoring.Alerts(stats, th, time.Hour)) == 0 || len(monitoring.LatencyBreakdown(samples).Stages) == 0 {
+		t.Fatal("the monitoring samples make no alert or no breakdown: the test checks less than it should")
+	}
+}
+
+func visit(s *openapi3.Schema, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var val any
+	if err := json.Unmarshal(b, &val); err != nil {
+		return err
+	}
+	return s.VisitJSON(val, openapi3.EnableJSONSchema2020(), openapi3.VisitAsResponse())
+}
+
+func TestHandler(t *testing.T) {
+	srv := httptest.NewServer(openapi.Handler())
+	defer srv.Close()
+
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/openapi.json", nil)
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || !bytes.Equal(body, openapi.JSON()) {
+		t.Fatalf("GET: %d %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+	}
+	etag := resp.Header.Get("ETag")
+	if etag == "" || !strings.Contains(resp.Header.Get("Cache-Control"), "max-age") {
+		t.Fatalf("not cacheable: %v", resp.Header)
+	}
+
+	req.Header.Set("If-None-Match", etag)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("If-None-Match: %d, want 304", resp.StatusCode)
+	}
+
+	req, _ = http.NewRequest(http.MethodGet, srv.URL+"/openapi.json", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("ETag") == etag {
+		t.Fatalf("gzip: %v", resp.Header)
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(zr); !bytes.Equal(b, openapi.JSON()) {
+		t.Fatal("gzip body differs")
+	}
+
+	resp, err = http.Post(srv.URL+"/openapi.json", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST: %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestDocsOnGin mounts the routes as internal/api/server.go does, and reads
+// the reference page and everything it loads.
+func TestDocsOnGin(t *testing.T) {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.GET("/openapi.json", gin.WrapH(openapi.Handler()))
+	docs := gin.WrapH(openapi.DocsHandler("/docs"))
+	r.GET("/docs", docs)
+	r.GET("/docs/*file", docs)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := noRedirect.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+
+	if resp, _ := get("/openapi.json"); resp.StatusCode != 200 {
+		t.Fatalf("/openapi.json: %d", resp.StatusCode)
+	}
+	resp, _ := get("/docs")
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "docs/" {
+		t.Fatalf("/docs: %d Location %q, want 301 docs/", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, page := get("/docs/")
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("/docs/: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	csp := resp.Header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "http") {
+		t.Fatalf("Content-Security-Policy %q", csp)
+	}
+	// The page loads nothing from elsewhere: only relative URLs.
+	for _, other := range []string{"http:", "https:", `="//`} {
+		if strings.Contains(page, other) {
+			t.Fatalf("the page names another site (%s):\n%s", other, page)
+		}
+	}
+	for _, want := range []string{`spec-url="openapi.json"`, `src="redoc.standalone.js"`} {
+		if !strings.Contains(page, want) {
+			t.Fatalf("page lacks %s", want)
+		}
+	}
+	for path, ctype := range map[string]string{
+		"/docs/index.html":                      "text/html",
+		"/docs/openapi.json":                    "application/json",
+		"/docs/redoc.standalone.js":             "text/javascript",
+		"/docs/LICENSE":                         "text/plain",
+		"/docs/redoc.standalone.js.LICENSE.txt": "text/plain",
+	} {
+		resp, body := get(path)
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), ctype) || body == "" {
+			t.Errorf("%s: %d %q", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+	if resp, body := get("/docs/openapi.json"); body != string(openapi.JSON()) {
+		t.Errorf("/docs/openapi.json differs from the document (%d)", resp.StatusCode)
+	}
+	resp, body := get("/docs/nothing.js")
+	var e struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if resp.StatusCode != 404 || json.Unmarshal([]byte(body), &e) != nil || e.Error.Code != "not_found" {
+		t.Fatalf("/docs/nothing.js: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestDocsHandlerPrefixes(t *testing.T) {
+	for _, prefix := range []string{"/api/docs/", "/api/docs"} {
+		h := openapi.DocsHandler(prefix)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), http.MethodGet, "/api/docs?x=1", nil))
+		if rec.Code != http.StatusMovedPermanently || rec.Header().Get("Location") != "docs/?x=1" {
+			t.Fatalf("prefix %q: %d %q", prefix, rec.Code, rec.Header().Get("Location"))
+		}
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), http.MethodHead, "/api/docs/", nil))
+		if rec.Code != 200 || rec.Body.Len() != 0 {
+			t.Fatalf("prefix %q: HEAD %d, %d bytes", prefix, rec.Code, rec.Body.Len())
+		}
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), http.MethodDelete, "/api/docs/", nil))
+		if rec.Code != http.StatusMethodNotAllowed {
+			t.Fatalf("prefix %q: DELETE %d", prefix, rec.Code)
+		}
+	}
+}
