@@ -45,5 +45,8 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
-	return api.New(cfg, rdb, log).Run(ctx)
+	srv := api.New(cfg, rdb, log)
+	// The queue admin UI holds Redis connections of its own.
+	defer srv.Close()
+	return srv.Run(ctx)
 }
