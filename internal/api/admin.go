@@ -1,8 +1,6 @@
 package api
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"fmt"
 	"net/http"
 	"strings"
@@ -35,19 +33,15 @@ func newAdminUI(cfg config.Config) (*asynqmon.HTTPHandler, error) {
 // adminAuth admits requests with the configured basic-auth credentials or
 // bearer token; others get 401 with a basic-auth challenge.
 func adminAuth(a config.Admin) gin.HandlerFunc {
-	eq := func(got, want string) bool {
-		g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-		return subtle.ConstantTimeCompare(g[:], w[:]) == 1
-	}
 	return func(c *gin.Context) {
 		if a.Token != "" {
-			if tok, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer "); ok && eq(tok, a.Token) {
+			if tok, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer "); ok && equalSecret(tok, a.Token) {
 				c.Next()
 				return
 			}
 		}
 		if a.User != "" && a.Password != "" {
-			if u, p, ok := c.Request.BasicAuth(); ok && eq(u, a.User) && eq(p, a.Password) {
+			if u, p, ok := c.Request.BasicAuth(); ok && equalSecret(u, a.User) && equalSecret(p, a.Password) {
 				c.Next()
 				return
 			}

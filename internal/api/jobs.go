@@ -341,13 +341,23 @@ func (s *Server) headOf(c *gin.Context) (store.Head, bool) {
 	return h, true
 }
 
-// loadJob reads the :id job as its caller sees it (store.Resolve).
+// loadJob reads the :id job as its caller sees it (store.Resolve),
+// answering 404 unless the caller owns it. The resolved job carries its
+// owner: no head is read first.
 func (s *Server) loadJob(c *gin.Context) (*job.Job, bool) {
-	h, ok := s.headOf(c)
+	id, ok := jobID(c)
 	if !ok {
 		return nil, false
 	}
-	return s.resolve(c, h.ID)
+	j, ok := s.resolve(c, id)
+	if !ok {
+		return nil, false
+	}
+	if !callerOf(c).owns(store.Head{ID: j.ID, Owner: j.Spec.Owner}) {
+		abort(c, http.StatusNotFound, CodeJobNotFound, "", "no job %q (unknown or expired)", id)
+		return nil, false
+	}
+	return j, true
 }
 
 func (s *Server) resolve(c *gin.Context, id string) (*job.Job, bool) {

@@ -77,6 +77,9 @@ type SnapshotPayload struct {
 	NoCacheRead bool `json:"no_cache_read,omitempty"`
 	// Warm says the job is a cache-warming job (its lane is WarmLane).
 	Warm bool `json:"warm,omitempty"`
+	// Owner is the API key that submitted the job, whose token budget
+	// pays for the call (job.Spec.Owner).
+	Owner string `json:"owner,omitempty"`
 	// DeadlineMS is the job's deadline (Unix ms): until then a task that
 	// finds no job waits for it to be written (the api queues the tasks
 	// first); after it, the job has ended and expired.
@@ -199,6 +202,7 @@ func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
 			JobID: j.ID, Index: i, Question: j.Spec.Question, Date: tp.Date, Label: tp.Label,
 			Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
 			NoCacheRead: !j.Spec.ReadsCache(), Warm: j.Spec.Warm, DeadlineMS: j.Deadline.UnixMilli(),
+			Owner: j.Spec.Owner,
 		})
 		_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeSnapshot, p, headers),
 			asynq.Queue(lane.Snapshot),
