@@ -323,12 +323,16 @@ func (c *Client) doWith(ctx context.Context, method, path string, header http.He
 // With req.IdempotencyKey, a repeat of the same request within the key's
 // lifetime returns the first request's job (Accepted.Replayed).
 func (c *Client) Submit(ctx context.Context, req SubmitRequest) (Accepted, error) {
+	return c.submit(ctx, "/api/time-travel", req.IdempotencyKey, req)
+}
+
+func (c *Client) submit(ctx context.Context, path, idempotencyKey string, req any) (Accepted, error) {
 	var a Accepted
 	var header http.Header
-	if req.IdempotencyKey != "" {
-		header = http.Header{"Idempotency-Key": {req.IdempotencyKey}}
+	if idempotencyKey != "" {
+		header = http.Header{"Idempotency-Key": {idempotencyKey}}
 	}
-	h, err := c.doWith(ctx, http.MethodPost, "/api/time-travel", header, req, &a)
+	h, err := c.doWith(ctx, http.MethodPost, path, header, req, &a)
 	if err != nil {
 		return Accepted{}, err
 	}
@@ -337,6 +341,28 @@ func (c *Client) Submit(ctx context.Context, req SubmitRequest) (Accepted, error
 		return Accepted{}, errors.New("client: submit: answer has no job_id")
 	}
 	return a, nil
+}
+
+// EnsembleRequest is the body of POST /api/ensemble: 2 to 8 models answer
+// Question, and SynthesisModel (empty: the server's default) merges their
+// answers.
+type EnsembleRequest struct {
+	Question       string   `json:"question"`
+	Models         []string `json:"models"`
+	SynthesisModel string   `json:"synthesis_model,omitempty"`
+	// Cache is CacheUse (the default) or CacheBypass (skip cache reads).
+	Cache string `json:"cache,omitempty"`
+	// CallbackURL gets the job's result in a signed webhook when it ends.
+	CallbackURL string `json:"callback_url,omitempty"`
+	// IdempotencyKey, sent as the Idempotency-Key header, makes a repeat
+	// of this request return the first one's job.
+	IdempotencyKey string `json:"-"`
+}
+
+// Ensemble submits an ensemble job (POST /api/ensemble) and returns its
+// acceptance, as Submit does for a time-travel job.
+func (c *Client) Ensemble(ctx context.Context, req EnsembleRequest) (Accepted, error) {
+	return c.submit(ctx, "/api/ensemble", req.IdempotencyKey, req)
 }
 
 // Job returns the current state of job id (GET /api/jobs/{id}). An unknown

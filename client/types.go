@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -157,9 +158,14 @@ const (
 // Final reports whether the delivery has its outcome.
 func (s WebhookStatus) Final() bool { return s == WebhookDelivered || s == WebhookFailed }
 
-// JobView is a job as GET /api/jobs/{id} and DELETE /api/jobs/{id} show it.
+// JobView is a job as GET /api/jobs/{id} and DELETE /api/jobs/{id} show it,
+// for every kind: the fields of a time-travel job (Complexity to Narrative)
+// are empty in an ensemble's view, and those of an ensemble (Models to
+// Analysis) in a time-travel job's.
 type JobView struct {
-	ID       string    `json:"job_id"`
+	ID string `json:"job_id"`
+	// Kind is KindTimeTravel or KindEnsemble.
+	Kind     string    `json:"kind"`
 	Status   JobStatus `json:"status"`
 	Question string    `json:"question"`
 	// Model is the model the request named; empty for the default.
@@ -181,7 +187,16 @@ type JobView struct {
 	Snapshots  []Snapshot  `json:"snapshots"`
 	KeyChanges []KeyChange `json:"key_changes"`
 	Narrative  string      `json:"narrative"`
-	Timings    Timings     `json:"timings"`
+	// Models are an ensemble's models, one answer each, in order;
+	// SynthesisModel the model that merges them (empty: the default).
+	Models         []string `json:"models"`
+	SynthesisModel string   `json:"synthesis_model,omitempty"`
+	// Answers has one entry per model of an ensemble (Label is the model).
+	Answers   []Member `json:"answers"`
+	Synthesis string   `json:"synthesis"`
+	// Analysis is nil until the ensemble's analysis is done.
+	Analysis *Analysis `json:"analysis"`
+	Timings  Timings   `json:"timings"`
 	// Errors lists every failure that shaped the outcome.
 	Errors []string `json:"errors"`
 	// CallbackURL is the request's callback URL without its query,
@@ -194,14 +209,57 @@ type JobView struct {
 	Links Links `json:"links"`
 }
 
-// Snapshot is one time point's answer. Model is the model asked and, once
-// the snapshot is done, the model that answered (possibly a fallback).
-// Attempts counts the deliveries of its task, LLMAttempts the requests sent
-// to providers for it, failed ones included. StartedAt and CompletedAt are
-// Unix milliseconds, 0 when not yet.
-type Snapshot struct {
+// kindFields are the JSON fields of a view or job.accepted that belong to
+// one kind: the others' are left out of its encoding.
+var kindFields = map[string][]string{
+	KindTimeTravel: {"complexity", "force_time_travel", "snapshots", "key_changes", "narrative", "time_points"},
+	KindEnsemble:   {"models", "synthesis_model", "answers", "synthesis", "analysis"},
+}
+
+// withoutOtherKinds encodes v (whose kind is kind) without the fields of
+// the other kinds, as the API writes it. No kind is time travel: servers
+// from before job kinds name none.
+func withoutOtherKinds(v any, kind string) ([]byte, error) {
+	if kind == "" {
+		kind = KindTimeTravel
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var o map[string]json.RawMessage
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, err
+	}
+	for k, fields := range kindFields {
+		if k == kind {
+			continue
+		}
+		for _, f := range fields {
+			if !slices.Contains(kindFields[kind], f) {
+				delete(o, f)
+			}
+		}
+	}
+	return json.Marshal(o)
+}
+
+type jobViewJSON JobView
+
+// MarshalJSON writes the view as the API does: with its own kind's fields
+// only.
+func (v JobView) MarshalJSON() ([]byte, error) { return withoutOtherKinds(jobViewJSON(v), v.Kind) }
+
+// Member is one member call of a job: a time point's answer (a Snapshot,
+// with its Date) or one model's answer in an ensemble (Label is the
+// model). Model is the model asked and, once the member is done, the model
+// that answered (possibly a fallback). Attempts counts the deliveries of
+// its task, LLMAttempts the requests sent to providers for it, failed ones
+// included. StartedAt and CompletedAt are Unix milliseconds, 0 when not
+// yet.
+type Member struct {
 	Index       int            `json:"index"`
-	Date        string         `json:"date"`
+	Date        string         `json:"date,omitempty"`
 	Label       string         `json:"label"`
 	Status      SnapshotStatus `json:"status"`
 	Text        string         `json:"text,omitempty"`
@@ -213,6 +271,36 @@ type Snapshot struct {
 	CompletedAt int64          `json:"completed_at_ms,omitempty"`
 	// Cached is set when the answer came from the cache.
 	Cached bool `json:"cached,omitempty"`
+}
+
+// Snapshot is one time point's answer.
+type Snapshot = Member
+
+// Analysis is an ensemble's comparison of its answers: the points all
+// share, where they disagree (with each model's position), and claims only
+// one model made.
+type Analysis struct {
+	Consensus     []string       `json:"consensus"`
+	Disagreements []Disagreement `json:"disagreements"`
+	UniqueClaims  []Claim        `json:"unique_claims"`
+}
+
+// Disagreement is one topic the models answer differently.
+type Disagreement struct {
+	Topic     string     `json:"topic"`
+	Positions []Position `json:"positions"`
+}
+
+// Position is what one model says on a disputed topic.
+type Position struct {
+	Model    string `json:"model"`
+	Position string `json:"position"`
+}
+
+// Claim is a claim only one model made.
+type Claim struct {
+	Model string `json:"model"`
+	Claim string `json:"claim"`
 }
 
 // KeyChange lists what changed between two consecutive time points (their
@@ -246,6 +334,14 @@ type Timings struct {
 	// the two aggregation calls sent to providers, failed ones included.
 	KeyChangesLLMAttempts int `json:"key_changes_llm_attempts,omitempty"`
 	NarrativeLLMAttempts  int `json:"narrative_llm_attempts,omitempty"`
+	// An ensemble's stages: its answers (all, and each by index), then
+	// its synthesis and analysis, which run concurrently.
+	AnswersMS            *int64  `json:"answers_ms,omitempty"`
+	AnswerMS             []int64 `json:"answer_ms,omitempty"`
+	SynthesisMS          *int64  `json:"synthesis_ms,omitempty"`
+	AnalysisMS           *int64  `json:"analysis_ms,omitempty"`
+	SynthesisLLMAttempts int     `json:"synthesis_llm_attempts,omitempty"`
+	AnalysisLLMAttempts  int     `json:"analysis_llm_attempts,omitempty"`
 	// TotalMS is from acceptance to the terminal status.
 	TotalMS *int64 `json:"total_ms,omitempty"`
 }
@@ -357,6 +453,24 @@ const (
 	// outcome of the webhook to the job's callback URL.
 	EventWebhookDelivered = "webhook.delivered"
 	EventWebhookFailed    = "webhook.failed"
+	// An ensemble's events: each model's answer (data: AnswerStartedData,
+	// SnapshotDeltaData, AnswerCompletedData, AnswerFailedData), the
+	// synthesis (TextData) and the analysis (AnalysisData).
+	EventAnswerStarted      = "answer.started"
+	EventAnswerDelta        = "answer.delta"
+	EventAnswerCompleted    = "answer.completed"
+	EventAnswerFailed       = "answer.failed"
+	EventSynthesisDelta     = "synthesis.delta"
+	EventSynthesisCompleted = "synthesis.completed"
+	EventSynthesisFailed    = "synthesis.failed"
+	EventAnalysisCompleted  = "analysis.completed"
+	EventAnalysisFailed     = "analysis.failed"
+)
+
+// Job kinds (JobView.Kind, JobAcceptedData.Kind).
+const (
+	KindTimeTravel = "timetravel"
+	KindEnsemble   = "ensemble"
 )
 
 // Event is one Server-Sent Event of a job's stream.
@@ -393,14 +507,19 @@ type TimePointRef struct {
 	Label string `json:"label"`
 }
 
-// JobAcceptedData is the data of job.accepted.
+// JobAcceptedData is the data of job.accepted: the fields of every kind,
+// those of a time-travel job (Complexity, TimePoints) and those of an
+// ensemble (Models, SynthesisModel).
 type JobAcceptedData struct {
-	JobID      string         `json:"job_id"`
-	Question   string         `json:"question"`
-	Model      string         `json:"model,omitempty"`
-	Complexity string         `json:"complexity"`
-	Deadline   string         `json:"deadline"`
-	TimePoints []TimePointRef `json:"time_points"`
+	JobID          string         `json:"job_id"`
+	Kind           string         `json:"kind"`
+	Question       string         `json:"question"`
+	Model          string         `json:"model,omitempty"`
+	Complexity     string         `json:"complexity"`
+	Deadline       string         `json:"deadline"`
+	TimePoints     []TimePointRef `json:"time_points"`
+	Models         []string       `json:"models"`
+	SynthesisModel string         `json:"synthesis_model,omitempty"`
 	// Cached is set when the whole job is served from the caches: its
 	// events follow at once.
 	Cached bool `json:"cached,omitempty"`
@@ -475,6 +594,47 @@ type JobCompletedData struct {
 	Error  string    `json:"error,omitempty"`
 	// Cached is set when the whole job was served from the caches.
 	Cached bool `json:"cached,omitempty"`
+}
+
+type acceptedJSON JobAcceptedData
+
+// MarshalJSON writes the data as the API does: with its own kind's fields
+// only.
+func (d JobAcceptedData) MarshalJSON() ([]byte, error) {
+	return withoutOtherKinds(acceptedJSON(d), d.Kind)
+}
+
+// AnswerStartedData is the data of answer.started (as SnapshotStartedData;
+// Label is the model).
+type AnswerStartedData struct {
+	Index   int    `json:"index"`
+	Label   string `json:"label"`
+	Attempt int    `json:"attempt"`
+	Cached  bool   `json:"cached,omitempty"`
+}
+
+// AnswerCompletedData is the data of answer.completed; Model is the model
+// that answered.
+type AnswerCompletedData struct {
+	Index      int    `json:"index"`
+	Label      string `json:"label"`
+	Model      string `json:"model,omitempty"`
+	Text       string `json:"text"`
+	DurationMS int64  `json:"duration_ms"`
+	Cached     bool   `json:"cached,omitempty"`
+}
+
+// AnswerFailedData is the data of answer.failed.
+type AnswerFailedData struct {
+	Index int    `json:"index"`
+	Label string `json:"label"`
+	Error string `json:"error"`
+}
+
+// AnalysisData is the data of analysis.completed.
+type AnalysisData struct {
+	Analysis Analysis `json:"analysis"`
+	Cached   bool     `json:"cached,omitempty"`
 }
 
 // WebhookData is the data of webhook.delivered and webhook.failed.

@@ -17,8 +17,10 @@ import (
 
 	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/api"
+	"github.com/timetravel-ai/timetravel/internal/ensemble"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 // fill sets every field reachable from v to a non-zero value: pointers are
@@ -59,9 +61,9 @@ func filled[T any]() *T {
 	return &t
 }
 
-// roundTrip encodes from, decodes it into a new value of to's type refusing
-// members that type lacks, encodes that again and checks that both
-// encodings are the same JSON object.
+// roundTrip encodes from (a server's value), decodes it into a new value of
+// to's type (a client's) refusing members that type lacks, encodes that
+// again and checks that both encodings are the same JSON object.
 func roundTrip(t *testing.T, from any, to reflect.Type) {
 	t.Helper()
 	a, err := json.Marshal(from)
@@ -78,49 +80,224 @@ func roundTrip(t *testing.T, from any, to reflect.Type) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var av, bv any
-	if err := json.Unmarshal(a, &av); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &bv); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(av, bv) {
+	if !reflect.DeepEqual(decodeJSON(t, a), decodeJSON(t, b)) {
 		t.Errorf("%T → %s changes the JSON\n from %s\n   to %s", from, to, a, b)
 	}
 }
 
+func decodeJSON(t *testing.T, b []byte) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return v
+}
+
+// shape is the form of the JSON value v: an object's members and their
+// shapes, a list's first element's shape, a scalar's JSON type.
+func shape(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = shape(e)
+		}
+		return out
+	case []any:
+		if len(v) == 0 {
+			return []any{}
+		}
+		return []any{shape(v[0])}
+	case string:
+		return "string"
+	case float64:
+		return "number"
+	case bool:
+		return "bool"
+	}
+	return "null"
+}
+
+// sameShape checks that server and client (filled values) encode with the
+// same members, of the same JSON types, at every depth: no member of the
+// client's type is missing from the server's. Members named in skip (at
+// the top level) are left out of the comparison.
+func sameShape(t *testing.T, server, client any, skip ...string) {
+	t.Helper()
+	enc := func(v any) map[string]any {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, ok := shape(decodeJSON(t, b)).(map[string]any)
+		if !ok {
+			t.Fatalf("%T encodes as %s, not a JSON object", v, b)
+		}
+		for _, k := range skip {
+			delete(m, k)
+		}
+		return m
+	}
+	if s, c := enc(server), enc(client); !reflect.DeepEqual(s, c) {
+		sb, _ := json.Marshal(s)
+		cb, _ := json.Marshal(c)
+		t.Errorf("%T and %T differ in shape\n server %s\n client %s", server, client, sb, cb)
+	}
+}
+
+// ttSpec is a time-travel spec with one time point.
+func ttSpec() job.Spec {
+	spec := timetravel.Spec("q", timetravel.Params{
+		TimePoints: []timetravel.TimePoint{{Date: "2023-01-01", Label: "January 2023"}},
+		Complexity: timetravel.ComplexityBrief, ForceTimeTravel: true,
+	})
+	spec.Model = "gpt-4o"
+	return spec
+}
+
+// ttMember is a filled time-travel member, as the server keeps it.
+func ttMember() job.Member {
+	m := *filled[job.Member]()
+	m.Ref = map[string]string{"date": "2023-01-01"}
+	return m
+}
+
+// memberEvent is the payload of a member event as the server writes it:
+// the member's identity (job.Member.RefData) and the fields kv.
+func memberEvent(m job.Member, kv ...any) map[string]any {
+	d := m.RefData()
+	for i := 0; i+1 < len(kv); i += 2 {
+		d[kv[i].(string)] = kv[i+1]
+	}
+	return d
+}
+
+// ttTimings are filled timings of a time-travel job.
+func ttTimings() job.TimingsView {
+	tm := *filled[job.Timings]()
+	tm.Parts = []job.PartTiming{
+		{Name: timetravel.PartKeyChanges, MS: 5, LLMAttempts: 2},
+		{Name: timetravel.PartNarrative, MS: 6, LLMAttempts: 3},
+	}
+	return job.TimingsView{Timings: tm, Noun: timetravel.Noun}
+}
+
+// ttView is a filled view of a time-travel job, as the api shows it.
+func ttView(t *testing.T) *api.JobView {
+	t.Helper()
+	v := *filled[job.View]()
+	v.Kind = timetravel.Name
+	v.Timings = ttTimings()
+	kc, err := json.Marshal([]timetravel.KeyChange{*filled[timetravel.KeyChange]()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &job.Job{Spec: ttSpec(), Noun: timetravel.Noun, Members: []job.Member{ttMember()},
+		Result: &job.Result{Parts: []job.Part{{Name: timetravel.PartKeyChanges, Value: kc}, {Name: timetravel.PartNarrative, Text: "n"}}}}
+	if v.Fields, err = (timetravel.Kind{}).View(j); err != nil {
+		t.Fatal(err)
+	}
+	return &api.JobView{View: v, Links: *filled[api.Links]()}
+}
+
+// ttAccepted is the payload of a time-travel job's job.accepted.
+func ttAccepted(t *testing.T) json.RawMessage {
+	t.Helper()
+	common := *filled[events.AcceptedData]()
+	common.Kind = timetravel.Name
+	spec := ttSpec()
+	fields, err := (timetravel.Kind{}).Accepted(spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := json.Marshal(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.AcceptedPayload(common, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestWireTypes checks that each of the client's types carries exactly the
-// JSON members of the server's type it mirrors, with the same types and the
-// same omission of empty values: every member of either side survives a
-// trip through the other.
+// JSON members of what the server writes, with the same types and the
+// same omission of empty values: every member the server writes survives
+// a trip through the client's type, and the client's type has no member
+// the server does not write.
 func TestWireTypes(t *testing.T) {
+	m := ttMember()
+	i := m.Index
+	kc, err := json.Marshal([]timetravel.KeyChange{*filled[timetravel.KeyChange]()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name           string
-		server, client any // pointers to filled values
+		server, client any // filled values
+		// kind, when set, is the kind of the client's value (its
+		// encoding then has that kind's fields only).
+		kind string
+		skip []string
 	}{
-		{"job view", filled[api.JobView](), filled[client.JobView]()},
-		{"accepted", filled[api.Accepted](), filled[client.Accepted]()},
-		{"usage", filled[api.UsageView](), filled[client.Usage]()},
-		{"models", filled[api.ModelsView](), filled[client.Models]()},
-		{"job.accepted", filled[events.AcceptedData](), filled[client.JobAcceptedData]()},
-		{"snapshot.started", filled[events.SnapshotStartedData](), filled[client.SnapshotStartedData]()},
-		{"snapshot.delta", filled[events.DeltaData](), filled[client.SnapshotDeltaData]()},
-		{"snapshot.completed", filled[events.SnapshotCompletedData](), filled[client.SnapshotCompletedData]()},
-		{"aggregate.started", filled[events.AggregateStartedData](), filled[client.AggregateStartedData]()},
-		{"key_changes.completed", filled[events.KeyChangesData](), filled[client.KeyChangesData]()},
-		{"narrative.completed", filled[events.NarrativeData](), filled[client.TextData]()},
-		{"narrative.delta", &events.DeltaData{Text: "t"}, &client.TextData{Text: "t"}},
-		{"failed", filled[events.ErrorData](), filled[client.FailedData]()},
-		{"job.completed", filled[events.CompletedData](), filled[client.JobCompletedData]()},
-		{"webhook", filled[events.WebhookData](), filled[client.WebhookData]()},
-		{"empty job view", &api.JobView{}, &client.JobView{}},
+		{name: "job view", server: ttView(t), client: filled[client.JobView](), kind: client.KindTimeTravel, skip: []string{"timings"}},
+		{name: "accepted", server: filled[api.Accepted](), client: filled[client.Accepted]()},
+		{name: "usage", server: filled[api.UsageView](), client: filled[client.Usage]()},
+		{name: "models", server: filled[api.ModelsView](), client: filled[client.Models]()},
+		{name: "job.accepted", server: ttAccepted(t), client: filled[client.JobAcceptedData](), kind: client.KindTimeTravel},
+		{name: "snapshot.started", server: memberEvent(m, "attempt", 2, "cached", true), client: filled[client.SnapshotStartedData]()},
+		{name: "snapshot.delta", server: events.DeltaData{Index: &i, Text: "t"}, client: filled[client.SnapshotDeltaData]()},
+		{name: "snapshot.completed", server: memberEvent(m, "model", "gpt-4o", "text", "t", "duration_ms", 3, "cached", true),
+			client: filled[client.SnapshotCompletedData]()},
+		{name: "snapshot.failed", server: memberEvent(m, "error", "e"), client: filled[client.SnapshotFailedData]()},
+		{name: "aggregate.started", server: filled[events.AggregateStartedData](), client: filled[client.AggregateStartedData]()},
+		{name: "key_changes.completed", server: map[string]any{timetravel.PartKeyChanges: json.RawMessage(kc), "cached": true},
+			client: filled[client.KeyChangesData]()},
+		{name: "narrative.completed", server: map[string]any{"text": "t", "cached": true}, client: filled[client.TextData]()},
+		{name: "narrative.delta", server: &events.DeltaData{Text: "t"}, client: &client.TextData{Text: "t"}},
+		{name: "failed", server: filled[events.ErrorData](), client: filled[client.FailedData]()},
+		{name: "job.completed", server: filled[events.CompletedData](), client: filled[client.JobCompletedData]()},
+		{name: "webhook", server: filled[events.WebhookData](), client: filled[client.WebhookData]()},
+		{name: "empty job view", server: &api.JobView{View: job.View{Kind: timetravel.Name, Fields: timetravel.View{}}},
+			client: &client.JobView{Kind: client.KindTimeTravel}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.kind != "" {
+				reflect.ValueOf(tt.client).Elem().FieldByName("Kind").SetString(tt.kind)
+			}
 			roundTrip(t, tt.server, reflect.TypeOf(tt.client).Elem())
-			roundTrip(t, tt.client, reflect.TypeOf(tt.server).Elem())
+			sameShape(t, tt.server, tt.client, tt.skip...)
 		})
+	}
+}
+
+// The client's Timings has the stages of every kind: together, exactly
+// those the server shows for each.
+func TestWireTimings(t *testing.T) {
+	ens := *filled[job.Timings]()
+	ens.Parts = []job.PartTiming{{Name: ensemble.PartSynthesis, MS: 5, LLMAttempts: 2}, {Name: ensemble.PartAnalysis, MS: 6, LLMAttempts: 3}}
+	union := map[string]any{}
+	for _, tv := range []job.TimingsView{ttTimings(), {Timings: ens, Noun: ensemble.Noun}} {
+		roundTrip(t, tv, reflect.TypeFor[client.Timings]())
+		b, err := json.Marshal(tv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range shape(decodeJSON(t, b)).(map[string]any) {
+			union[k] = v
+		}
+	}
+	b, err := json.Marshal(filled[client.Timings]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := shape(decodeJSON(t, b)); !reflect.DeepEqual(c, union) {
+		ub, _ := json.Marshal(union)
+		cb, _ := json.Marshal(c)
+		t.Errorf("client timings differ from the server's\n server %s\n client %s", ub, cb)
 	}
 }
 
@@ -167,16 +344,16 @@ func TestWireNames(t *testing.T) {
 		{client.CodeUnavailable, api.CodeUnavailable},
 
 		{client.EventJobAccepted, events.JobAccepted},
-		{client.EventSnapshotStarted, events.SnapshotStarted},
-		{client.EventSnapshotDelta, events.SnapshotDelta},
-		{client.EventSnapshotCompleted, events.SnapshotCompleted},
-		{client.EventSnapshotFailed, events.SnapshotFailed},
-		{client.EventKeyChangesCompleted, events.KeyChangesCompleted},
-		{client.EventKeyChangesFailed, events.KeyChangesFailed},
+		{client.EventSnapshotStarted, events.MemberEvent(timetravel.Noun, events.VerbStarted)},
+		{client.EventSnapshotDelta, events.MemberEvent(timetravel.Noun, events.VerbDelta)},
+		{client.EventSnapshotCompleted, events.MemberEvent(timetravel.Noun, events.VerbCompleted)},
+		{client.EventSnapshotFailed, events.MemberEvent(timetravel.Noun, events.VerbFailed)},
+		{client.EventKeyChangesCompleted, events.PartEvent(timetravel.PartKeyChanges, events.VerbCompleted)},
+		{client.EventKeyChangesFailed, events.PartEvent(timetravel.PartKeyChanges, events.VerbFailed)},
 		{client.EventAggregateStarted, events.AggregateStarted},
-		{client.EventNarrativeDelta, events.NarrativeDelta},
-		{client.EventNarrativeCompleted, events.NarrativeCompleted},
-		{client.EventNarrativeFailed, events.NarrativeFailed},
+		{client.EventNarrativeDelta, events.PartEvent(timetravel.PartNarrative, events.VerbDelta)},
+		{client.EventNarrativeCompleted, events.PartEvent(timetravel.PartNarrative, events.VerbCompleted)},
+		{client.EventNarrativeFailed, events.PartEvent(timetravel.PartNarrative, events.VerbFailed)},
 		{client.EventJobCompleted, events.JobCompleted},
 		{client.EventWebhookDelivered, events.WebhookDelivered},
 		{client.EventWebhookFailed, events.WebhookFailed},
@@ -188,18 +365,20 @@ func TestWireNames(t *testing.T) {
 		{string(client.StatusPartial), string(job.StatusPartial)},
 		{string(client.StatusFailed), string(job.StatusFailed)},
 		{string(client.StatusCanceled), string(job.StatusCanceled)},
-		{string(client.SnapshotPending), string(job.SnapshotPending)},
-		{string(client.SnapshotRunning), string(job.SnapshotRunning)},
-		{string(client.SnapshotCompleted), string(job.SnapshotCompleted)},
-		{string(client.SnapshotFailed), string(job.SnapshotFailed)},
-		{string(client.SnapshotCanceled), string(job.SnapshotCanceled)},
-		{string(client.SnapshotExpired), string(job.SnapshotExpired)},
+		{string(client.SnapshotPending), string(job.MemberPending)},
+		{string(client.SnapshotRunning), string(job.MemberRunning)},
+		{string(client.SnapshotCompleted), string(job.MemberCompleted)},
+		{string(client.SnapshotFailed), string(job.MemberFailed)},
+		{string(client.SnapshotCanceled), string(job.MemberCanceled)},
+		{string(client.SnapshotExpired), string(job.MemberExpired)},
 		{string(client.WebhookPending), string(job.WebhookPending)},
 		{string(client.WebhookDelivered), string(job.WebhookDelivered)},
 		{string(client.WebhookFailed), string(job.WebhookFailed)},
-		{client.ComplexityBrief, string(job.ComplexityBrief)},
-		{client.ComplexityStandard, string(job.ComplexityStandard)},
-		{client.ComplexityDetailed, string(job.ComplexityDetailed)},
+		{client.ComplexityBrief, string(timetravel.ComplexityBrief)},
+		{client.ComplexityStandard, string(timetravel.ComplexityStandard)},
+		{client.ComplexityDetailed, string(timetravel.ComplexityDetailed)},
+		{client.KindTimeTravel, timetravel.Name},
+		{client.KindEnsemble, ensemble.Name},
 		{client.CacheUse, string(job.CacheUse)},
 		{client.CacheBypass, string(job.CacheBypass)},
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,9 +58,11 @@ func TestSubmitAccepted(t *testing.T) {
 	get := httptest.NewRecorder()
 	h.ServeHTTP(get, httptest.NewRequest(http.MethodGet, acc.Links.Self, nil))
 	var v struct {
+		Kind      string `json:"kind"`
 		Question  string `json:"question"`
 		Status    string `json:"status"`
 		Snapshots []struct{ Date, Label, Status string }
+		Links     api.Links `json:"links"`
 	}
 	if err := json.Unmarshal(get.Body.Bytes(), &v); err != nil || get.Code != 200 {
 		t.Fatalf("GET %d %s", get.Code, get.Body)
@@ -68,6 +71,33 @@ func TestSubmitAccepted(t *testing.T) {
 	if v.Question != "What are the best AI models?" || v.Status != "queued" || len(v.Snapshots) != 2 ||
 		v.Snapshots[0].Label != "GPT-4 day" || v.Snapshots[1].Date != today || v.Snapshots[1].Status != "pending" {
 		t.Fatalf("job %+v", v)
+	}
+	// The view names the job's kind and carries its links beside the
+	// kind's fields.
+	if v.Kind != "timetravel" || v.Links.Self != acc.Links.Self || !strings.HasPrefix(v.Links.Events, acc.Links.Self+"/events?token=") {
+		t.Fatalf("view: kind %q, links %+v", v.Kind, v.Links)
+	}
+	for _, field := range []string{`"complexity":"brief"`, `"force_time_travel":false`, `"key_changes":[]`, `"narrative":""`, `"timings":{`} {
+		if !strings.Contains(get.Body.String(), field) {
+			t.Errorf("view lacks %s: %s", field, get.Body)
+		}
+	}
+}
+
+// A model that is not offered is refused with the field that names it and
+// the models that are.
+func TestModelNotAllowed(t *testing.T) {
+	t.Parallel()
+	h := handlerWith(t, map[string]string{"LLM_MODEL": "m1", "LLM_ALLOWED_MODELS": "m2"})
+	rec := post(h, "application/json", `{"question":"Which model?","model":"gpt-4-32k"}`)
+	if e := errorOf(t, rec); rec.Code != http.StatusUnprocessableEntity || e.Code != api.CodeModelNotAllowed || e.Field != "model" ||
+		!slices.Equal(e.Allowed, []string{"m1", "m2"}) || !strings.Contains(e.Message, "gpt-4-32k") {
+		t.Fatalf("%d %+v", rec.Code, e)
+	}
+	for _, m := range []string{"m1", "m2", ""} {
+		if rec := post(h, "application/json", `{"question":"Which model?","model":"`+m+`"}`); rec.Code != http.StatusAccepted {
+			t.Errorf("model %q: %d %s", m, rec.Code, rec.Body)
+		}
 	}
 }
 

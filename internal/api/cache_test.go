@@ -115,6 +115,14 @@ func TestIdempotencyKeyAnswers(t *testing.T) {
 	if a.JobID == "" || b.JobID != a.JobID || again.Header().Get(api.IdempotentReplayedHeader) != "true" || first.Header().Get(api.IdempotentReplayedHeader) != "" {
 		t.Fatalf("first %+v, replay %+v (header %q)", a, b, again.Header().Get(api.IdempotentReplayedHeader))
 	}
+	// The same body written otherwise (white space, escapes) is the same
+	// request.
+	rewritten := send(h, "/api/time-travel", ` { "question" : "q\u0031" } `, key)
+	var c api.Accepted
+	_ = json.Unmarshal(rewritten.Body.Bytes(), &c)
+	if rewritten.Code != http.StatusAccepted || c.JobID != a.JobID || rewritten.Header().Get(api.IdempotentReplayedHeader) != "true" {
+		t.Fatalf("the same body written otherwise: %d %+v", rewritten.Code, c)
+	}
 	tests := []struct {
 		name, key, body string
 		status          int

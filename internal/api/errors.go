@@ -80,6 +80,8 @@ func decodeError(err error) (int, ErrorDetail) {
 		return http.StatusBadRequest, ErrorDetail{Code: CodeInvalidField, Field: fieldErr.Field, Message: fieldErr.Message}
 	case errors.As(err, &maxErr):
 		return http.StatusRequestEntityTooLarge, ErrorDetail{Code: CodeBodyTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", maxErr.Limit)}
+	case errors.Is(err, errNotObject):
+		return http.StatusBadRequest, ErrorDetail{Code: CodeMalformedJSON, Message: errNotObject.Error()}
 	case errors.Is(err, io.EOF):
 		return http.StatusBadRequest, ErrorDetail{Code: CodeMalformedJSON, Message: "request body is empty: send a JSON object"}
 	case errors.As(err, &synErr):

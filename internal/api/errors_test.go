@@ -11,17 +11,32 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
-// decodeBody decodes body as the submit handler does and returns the error.
-func decodeBody(body string) error {
+// readAndCheck reads body as the submit handler does (at most
+// MaxBodyBytes) and checks it is one JSON object; it returns the object.
+func readAndCheck(body string) ([]byte, error) {
 	r := http.MaxBytesReader(httptest.NewRecorder(), io.NopCloser(strings.NewReader(body)), MaxBodyBytes)
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	var sub job.Submission
-	return dec.Decode(&sub)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	return checkObject(b)
+}
+
+// decodeBody decodes body as the submit handler of time travel does (read,
+// checked to be one object, decoded by the kind) and returns the error.
+func decodeBody(body string) error {
+	obj, err := readAndCheck(body)
+	if err != nil {
+		return err
+	}
+	_, err = timetravel.Kind{}.Decode(obj, time.Now())
+	return err
 }
 
 func TestDecodeError(t *testing.T) {
@@ -147,6 +162,28 @@ func TestDecodeError(t *testing.T) {
 			wantMsg:    []string{"JSON object"},
 		},
 		{
+			name:       "body is a number",
+			body:       `42`,
+			wantStatus: http.StatusBadRequest,
+			wantCode:   CodeMalformedJSON,
+			wantMsg:    []string{"JSON object"},
+		},
+		{
+			name:       "data after the object, decoded",
+			body:       `{"question":"q"} {"question":"r"}`,
+			wantStatus: http.StatusBadRequest,
+			wantCode:   CodeMalformedJSON,
+			wantMsg:    []string{"data after the JSON object"},
+		},
+		{
+			name:       "null is the empty object",
+			body:       `null`,
+			wantStatus: http.StatusBadRequest,
+			wantCode:   CodeInvalidField,
+			wantField:  "question",
+			wantMsg:    []string{"question is required"},
+		},
+		{
 			name:       "time point object with an unknown field",
 			body:       `{"question":"q","time_points":[{"date":"2023-01-01","when":"x"}]}`,
 			wantStatus: http.StatusBadRequest,
@@ -188,7 +225,7 @@ func TestDecodeError(t *testing.T) {
 		},
 		{
 			name:       "type error without a field",
-			err:        &json.UnmarshalTypeError{Value: "array", Type: reflect.TypeFor[job.Submission]()},
+			err:        &json.UnmarshalTypeError{Value: "array", Type: reflect.TypeFor[timetravel.Submission]()},
 			wantStatus: http.StatusBadRequest,
 			wantCode:   CodeMalformedJSON,
 		},
@@ -231,10 +268,10 @@ func TestDecodeBodyAtTheLimit(t *testing.T) {
 	// A body of exactly MaxBodyBytes is read whole; one byte more is refused.
 	prefix, suffix := `{"question":"`, `"}`
 	fill := MaxBodyBytes - len(prefix) - len(suffix)
-	if err := decodeBody(prefix + strings.Repeat("a", fill) + suffix); err != nil {
+	if _, err := readAndCheck(prefix + strings.Repeat("a", fill) + suffix); err != nil {
 		t.Fatalf("body of %d bytes: %v", MaxBodyBytes, err)
 	}
-	err := decodeBody(prefix + strings.Repeat("a", fill+1) + suffix)
+	_, err := readAndCheck(prefix + strings.Repeat("a", fill+1) + suffix)
 	if status, d := decodeError(err); status != http.StatusRequestEntityTooLarge || d.Code != CodeBodyTooLarge {
 		t.Fatalf("body of %d bytes: %v → %d %+v", MaxBodyBytes+1, err, status, d)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/idempotency"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/store"
@@ -35,7 +36,8 @@ type Accepted struct {
 	// Cached is set when the whole job was served from the caches: it has
 	// ended already, and its event stream holds every event.
 	Cached bool `json:"cached,omitempty"`
-	// CachedSnapshots counts the snapshots answered from the cache.
+	// CachedSnapshots counts the members answered from the member cache
+	// (time travel's snapshots).
 	CachedSnapshots int   `json:"cached_snapshots,omitempty"`
 	Links           Links `json:"links"`
 }
@@ -61,14 +63,13 @@ const (
 	IdempotentReplayedHeader = "Idempotent-Replayed"
 )
 
-// decodeJSON decodes the JSON request body into v, strictly (no unknown
-// fields, nothing after the object, valid UTF-8 only), and answers the
-// error itself: false means the request is answered.
-func decodeJSON(c *gin.Context, v any) bool {
+// readBody reads the JSON request body and checks it is valid UTF-8, and
+// answers the error itself: false means the request is answered.
+func readBody(c *gin.Context) ([]byte, bool) {
 	mt, _, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
 	if err != nil || mt != "application/json" {
 		abort(c, http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "", "Content-Type must be application/json, got %q", clipID(c.GetHeader("Content-Type")))
-		return false
+		return nil, false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes))
 	if err != nil {
@@ -76,31 +77,70 @@ func decodeJSON(c *gin.Context, v any) bool {
 		if errors.As(err, &maxErr) {
 			status, detail := decodeError(err)
 			c.AbortWithStatusJSON(status, ErrorBody{Error: detail})
-			return false
+			return nil, false
 		}
 		abort(c, http.StatusBadRequest, CodeMalformedJSON, "", "the request body could not be read")
-		return false
+		return nil, false
 	}
 	// encoding/json turns invalid UTF-8 and lone surrogate escapes into
 	// U+FFFD: questions that differ would then read alike.
 	if at := invalidUTF8(body); at >= 0 {
 		abort(c, http.StatusBadRequest, CodeInvalidEncoding, "", "request body is not valid UTF-8 (at byte %d)", at)
+		return nil, false
+	}
+	return body, true
+}
+
+// decodeJSON decodes the JSON request body into v, strictly (no unknown
+// fields, nothing after the object, valid UTF-8 only), and answers the
+// error itself: false means the request is answered.
+func decodeJSON(c *gin.Context, v any) bool {
+	body, ok := readBody(c)
+	if !ok {
 		return false
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(v)
-	if err == nil {
-		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			err = errors.New("request body has data after the JSON object")
-		}
-	}
-	if err != nil {
+	if err := jobkind.DecodeStrict(body, v); err != nil {
 		status, detail := decodeError(err)
 		c.AbortWithStatusJSON(status, ErrorBody{Error: detail})
 		return false
 	}
 	return true
+}
+
+// errTrailingData: the body goes on after its JSON value.
+var errTrailingData = errors.New("request body has data after the JSON object")
+
+func noTrailingData(dec *json.Decoder) error {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errTrailingData
+	}
+	return nil
+}
+
+// errNotObject: the body is JSON, but not an object (a list, a string...).
+var errNotObject = errors.New("request body must be a JSON object")
+
+// checkObject checks that body (valid UTF-8) is one JSON object and
+// nothing more, as a kind's Decode expects it; null counts as the empty
+// object, which it is returned as. Its errors are those decodeError
+// answers: empty body, syntax errors, a body that is not an object, data
+// after the object.
+func checkObject(body []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, err
+	}
+	if err := noTrailingData(dec); err != nil {
+		return nil, err
+	}
+	switch raw[0] {
+	case '{':
+		return body, nil
+	case 'n': // null: no field at all
+		return []byte("{}"), nil
+	}
+	return nil, errNotObject
 }
 
 // invalidUTF8 returns the offset of the first byte of b that is not valid
@@ -157,45 +197,73 @@ func hex4(b []byte, i int) (uint32, bool) {
 	return v, true
 }
 
-// validSpec validates a submission and its callback URL; false means the
-// request is answered with the problem.
-func (s *Server) validSpec(c *gin.Context, sub job.Submission) (job.Spec, bool) {
-	spec, ferr := sub.Validate(s.now())
-	if ferr != nil {
-		abort(c, http.StatusBadRequest, CodeInvalidField, ferr.Field, "%s", ferr.Message)
-		return spec, false
+// decodeSpec reads the request body of a job of kind and returns the Spec
+// it asks for, checked: the body is one JSON object in valid UTF-8 (the
+// same 4xx answers as decodeJSON), the kind's Decode accepts it (its
+// *job.FieldError is answered 400 invalid_field, a JSON type error or an
+// unknown field as decodeError says), its callback URL passes the webhook
+// policy and every model it names is allowed (422 model_not_allowed,
+// naming the field). false means the request is answered with the
+// problem. It also returns the body, for the Idempotency-Key's hash.
+func (s *Server) decodeSpec(c *gin.Context, kind jobkind.Kind) (job.Spec, []byte, bool) {
+	body, ok := readBody(c)
+	if !ok {
+		return job.Spec{}, nil, false
 	}
+	obj, err := checkObject(body)
+	var spec job.Spec
+	if err == nil {
+		spec, err = kind.Decode(obj, s.now())
+	}
+	if err != nil {
+		status, detail := decodeError(err)
+		c.AbortWithStatusJSON(status, ErrorBody{Error: detail})
+		return job.Spec{}, nil, false
+	}
+	if !s.checkSpec(c, kind, spec) {
+		return job.Spec{}, nil, false
+	}
+	return spec, body, true
+}
+
+// checkSpec checks a decoded spec's callback URL and the models it names;
+// false means the request is answered with the problem.
+func (s *Server) checkSpec(c *gin.Context, kind jobkind.Kind, spec job.Spec) bool {
 	if spec.CallbackURL != "" {
 		if !s.webhooksOn {
 			abort(c, http.StatusBadRequest, CodeInvalidField, "callback_url", "callback_url cannot be used: webhooks are not configured on this server")
-			return spec, false
+			return false
 		}
 		if err := s.callbacks.ValidateURL(c.Request.Context(), spec.CallbackURL); err != nil {
 			abort(c, http.StatusBadRequest, CodeInvalidField, "callback_url", "callback_url: %v", err)
-			return spec, false
+			return false
 		}
 	}
-	return spec, true
+	for _, m := range kind.Models(spec) {
+		if m.Model != "" && !s.cfg.LLM.ModelAllowed(m.Model) {
+			c.AbortWithStatusJSON(http.StatusUnprocessableEntity, ErrorBody{Error: ErrorDetail{
+				Code: CodeModelNotAllowed, Field: m.Field, Allowed: s.cfg.LLM.AllowedModels(),
+				Message: fmt.Sprintf("model %q is not offered by this server; use one of the allowed models (GET /api/models)", clipID(m.Model)),
+			}})
+			return false
+		}
+	}
+	return true
 }
 
-func (s *Server) submit(c *gin.Context) {
+// submit returns the handler of POST /api<kind.Path()>: it accepts a job
+// of kind, whatever the kind.
+func (s *Server) submit(kind jobkind.Kind) gin.HandlerFunc {
+	return func(c *gin.Context) { s.submitKind(c, kind) }
+}
+
+func (s *Server) submitKind(c *gin.Context, kind jobkind.Kind) {
 	who := callerOf(c)
 	if !s.admitSubmission(c, who) {
 		return
 	}
-	var sub job.Submission
-	if !decodeJSON(c, &sub) {
-		return
-	}
-	spec, ok := s.validSpec(c, sub)
+	spec, body, ok := s.decodeSpec(c, kind)
 	if !ok {
-		return
-	}
-	if spec.Model != "" && !s.cfg.LLM.ModelAllowed(spec.Model) {
-		c.AbortWithStatusJSON(http.StatusUnprocessableEntity, ErrorBody{Error: ErrorDetail{
-			Code: CodeModelNotAllowed, Field: "model", Allowed: s.cfg.LLM.AllowedModels(),
-			Message: fmt.Sprintf("model %q is not offered by this server; use one of the allowed models (GET /api/models)", clipID(spec.Model)),
-		}})
 		return
 	}
 	spec.Owner = who.owner
@@ -209,7 +277,7 @@ func (s *Server) submit(c *gin.Context) {
 			return
 		}
 		var err error
-		if hash, err = idempotency.BodyHash(sub); err != nil {
+		if hash, err = idempotency.RequestHash(kind.Name(), body); err != nil {
 			abort(c, http.StatusInternalServerError, CodeInternal, "", "could not hash the request")
 			return
 		}
@@ -259,7 +327,7 @@ func (s *Server) submit(c *gin.Context) {
 	c.Header("Location", l.Self)
 	c.JSON(http.StatusAccepted, Accepted{
 		JobID: j.ID, Status: j.Status, Joined: out.Joined, Cached: out.Cached,
-		CachedSnapshots: out.CachedSnapshots, Links: l,
+		CachedSnapshots: out.CachedMembers, Links: l,
 	})
 }
 
@@ -374,11 +442,40 @@ func (s *Server) resolve(c *gin.Context, id string) (*job.Job, bool) {
 	return j, true
 }
 
-// JobView is a job as GET /api/jobs/{id} shows it: its state and its
-// links (the events link carries a fresh token).
+// JobView is a job as GET /api/jobs/{id} shows it: its state, as its kind
+// shows it (jobkind.Registry.View), and its links (the events link carries
+// a fresh token).
 type JobView struct {
 	job.View
 	Links Links `json:"links"`
+}
+
+// MarshalJSON writes the view (with its kind's fields) and the links
+// beside its fields.
+func (v JobView) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(v.View)
+	if err != nil {
+		return nil, err
+	}
+	var o map[string]json.RawMessage
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, err
+	}
+	if o["links"], err = json.Marshal(v.Links); err != nil {
+		return nil, err
+	}
+	return json.Marshal(o)
+}
+
+// showJob answers status with j as the caller sees it.
+func (s *Server) showJob(c *gin.Context, status int, j *job.Job) {
+	v, err := s.kinds.View(j)
+	if err != nil {
+		s.log.Error("show job", "job_id", j.ID, "err", err)
+		abort(c, http.StatusInternalServerError, CodeInternal, "", "could not show the job")
+		return
+	}
+	c.JSON(status, JobView{View: v, Links: s.links(callerOf(c), j.ID)})
 }
 
 func (s *Server) getJob(c *gin.Context) {
@@ -386,7 +483,7 @@ func (s *Server) getJob(c *gin.Context) {
 	if !ok {
 		return
 	}
-	c.JSON(http.StatusOK, JobView{View: j.View(), Links: s.links(callerOf(c), j.ID)})
+	s.showJob(c, http.StatusOK, j)
 }
 
 // cancelJob cancels the caller's job. A job shared with other callers
@@ -417,7 +514,7 @@ func (s *Server) cancelJob(c *gin.Context) {
 		return
 	}
 	if j, ok := s.resolve(c, h.ID); ok {
-		c.JSON(http.StatusOK, JobView{View: j.View(), Links: s.links(callerOf(c), j.ID)})
+		s.showJob(c, http.StatusOK, j)
 	}
 }
 
@@ -451,7 +548,7 @@ func (s *Server) cancelWork(c *gin.Context, workID string) bool {
 		queued = false
 		s.log.Warn("could not queue the webhook of the canceled job; its aggregation task will", "job_id", j.ID, "err", err)
 	}
-	if err := tasks.Withdraw(s.insp, tasks.LaneOf(j.Spec.Warm), j.ID, indexes(len(j.Snapshots)), queued); err != nil {
+	if err := tasks.Withdraw(s.insp, tasks.LaneOf(j.Spec.Warm), j.ID, indexes(len(j.Members)), queued); err != nil {
 		s.log.Warn("withdraw tasks of canceled job", "job_id", j.ID, "err", err)
 	}
 	if j.Fingerprint != "" {

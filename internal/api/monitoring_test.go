@@ -53,8 +53,8 @@ func record(t *testing.T, st *monitoring.Store, at time.Time, totals ...int) {
 		ms := int64(s) * 1000
 		err := st.Record(context.Background(), monitoring.Sample{
 			JobID: fmt.Sprintf("job-%d-%d", at.UnixNano(), i), Status: "completed", At: at.UnixMilli(),
-			Stages:    map[string]int64{"queue_wait": 10, "snapshots": ms / 2, "fan_in": 10, "narrative": ms/2 - 20, "total": ms},
-			Snapshots: []int64{ms / 2},
+			Stages: map[string]int64{"queue_wait": 10, "snapshots": ms / 2, "fan_in": 10, "narrative": ms/2 - 20, "total": ms},
+			Noun:   "snapshot", Members: []int64{ms / 2},
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -1,6 +1,9 @@
 // Package api is the HTTP face of the service: it validates and accepts
-// time-travel jobs, puts their tasks on the queues, shows job state, and
-// streams job events over Server-Sent Events. It never calls an LLM.
+// jobs of every registered kind (POST /api<kind path>, e.g.
+// /api/time-travel), puts their tasks on the queues, shows job state, and
+// streams job events over Server-Sent Events. It never calls an LLM. It
+// knows no kind: each kind decodes its requests and shows its jobs
+// (package jobkind).
 package api
 
 import (
@@ -30,6 +33,8 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/idempotency"
 	"github.com/timetravel-ai/timetravel/internal/intake"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/quota"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -80,6 +85,11 @@ type Server struct {
 	quota  *quota.Quota
 	conns  *quota.Conns
 	tokens eventTokens
+
+	// kinds are the job kinds served, each at its own route; env is what
+	// their plans depend on (the configured models and providers).
+	kinds *jobkind.Registry
+	env   jobkind.Env
 }
 
 // New wires a Server on rdb. With admin credentials configured it opens
@@ -108,8 +118,11 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 		quota:  quota.New(rdb),
 		conns:  quota.NewConns(cfg.Access.MaxSSEConnections),
 		tokens: newEventTokens(cfg.Access.EventsTokenSecret, cfg.Access.EventsTokenTTL),
+
+		kinds: kinds.Registry(),
+		env:   intake.EnvOf(cfg.LLM),
 	}
-	s.intake = intake.FromConfig(cfg, rdb, s.store, s.enq, s.insp, log)
+	s.intake = intake.FromConfig(cfg, rdb, s.store, s.enq, s.insp, s.kinds, s.env, log)
 	s.intake.SetAdmit(s.admitJob)
 	if cfg.Admin.Mounted() {
 		ui, err := newAdminUI(cfg)
@@ -162,7 +175,9 @@ func (s *Server) Handler() http.Handler {
 	r.GET(streamRoute, s.identify(true), s.streamEvents)
 
 	a := r.Group("/api", s.trace(), s.identify(false))
-	a.POST("/time-travel", s.submit)
+	for _, k := range s.kinds.All() {
+		a.POST(k.Path(), s.submit(k))
+	}
 	a.GET("/jobs/:id", s.getJob)
 	a.DELETE("/jobs/:id", s.cancelJob)
 	a.POST("/cache/warm", adminOnly, s.warmCache)

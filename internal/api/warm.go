@@ -9,16 +9,17 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 // WarmRequest is the body of POST /api/cache/warm: questions to warm now,
-// with the time points, model and complexity of a submission (all
-// optional, the defaults alike).
+// as time-travel jobs with the time points, model and complexity of a
+// time-travel submission (all optional, the defaults alike).
 type WarmRequest struct {
-	Questions  []string             `json:"questions"`
-	TimePoints []job.TimePointInput `json:"time_points"`
-	Model      string               `json:"model"`
-	Complexity string               `json:"complexity"`
+	Questions  []string                    `json:"questions"`
+	TimePoints []timetravel.TimePointInput `json:"time_points"`
+	Model      string                      `json:"model"`
+	Complexity string                      `json:"complexity"`
 }
 
 // WarmResult says what warming one question does.
@@ -68,7 +69,7 @@ func (s *Server) warmCache(c *gin.Context) {
 	now := s.now()
 	specs := make([]job.Spec, len(req.Questions))
 	for i, q := range req.Questions {
-		sub := job.Submission{Question: &q, TimePoints: req.TimePoints, Model: req.Model, Complexity: req.Complexity}
+		sub := timetravel.Submission{Question: &q, TimePoints: req.TimePoints, Model: req.Model, Complexity: req.Complexity}
 		spec, ferr := sub.Validate(now)
 		if ferr != nil {
 			field, msg := ferr.Field, ferr.Message

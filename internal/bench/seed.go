@@ -54,7 +54,7 @@ func RunSeed(ctx context.Context, binDir string, runs int, cfg LatencyConfig, lo
 	defer svc.Stop()
 	model := llm.New(config.LLM{BaseURL: svc.Stack.SimURL + "/v1", APIKey: stack.SimAPIKey, APIType: "openai", Timeout: time.Minute})
 	question := "What are the best AI models?"
-	spec, ferr := job.Submission{Question: &question}.Validate(time.Now())
+	spec, ferr := timetravel.Submission{Question: &question}.Validate(time.Now())
 	if ferr != nil {
 		return rep, ferr
 	}
@@ -92,15 +92,16 @@ func RunSeed(ctx context.Context, binDir string, runs int, cfg LatencyConfig, lo
 	return rep, nil
 }
 
-func snapshotCall(ctx context.Context, m *llm.Client, spec job.Spec, i int) (job.Snapshot, error) {
-	tp := spec.TimePoints[i]
-	p := timetravel.Snapshot(spec.Question, tp, spec.Complexity)
+func snapshotCall(ctx context.Context, m *llm.Client, spec job.Spec, i int) (job.Member, error) {
+	params := timetravel.ParamsOf(spec)
+	tp := params.TimePoints[i]
+	p := timetravel.Snapshot(spec.Question, tp, params.Complexity)
 	resp, err := m.Stream(ctx, llm.Request{Model: simSnapshot, System: p.System, User: p.User, MaxTokens: p.MaxTokens}, func(string) error { return nil })
-	return job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Text: resp.Text, Status: job.SnapshotCompleted}, err
+	return job.Member{Index: i, Label: tp.Label, Ref: map[string]string{"date": tp.Date}, Text: resp.Text, Status: job.MemberCompleted}, err
 }
 
-func narrativeCall(ctx context.Context, m *llm.Client, spec job.Spec, snaps []job.Snapshot) error {
-	p := timetravel.Narrative(spec.Question, snaps, spec.Complexity)
+func narrativeCall(ctx context.Context, m *llm.Client, spec job.Spec, snaps []job.Member) error {
+	p := timetravel.Narrative(spec.Question, snaps, timetravel.ParamsOf(spec).Complexity)
 	_, err := m.Complete(ctx, llm.Request{Model: simNarrative, System: p.System, User: p.User, MaxTokens: p.MaxTokens})
 	return err
 }
@@ -108,8 +109,9 @@ func narrativeCall(ctx context.Context, m *llm.Client, spec job.Spec, snaps []jo
 // sequential is the original algorithm.
 func sequential(ctx context.Context, m *llm.Client, spec job.Spec) (time.Duration, error) {
 	start := time.Now()
-	snaps := make([]job.Snapshot, len(spec.TimePoints))
-	for i := range spec.TimePoints {
+	n := len(timetravel.ParamsOf(spec).TimePoints)
+	snaps := make([]job.Member, n)
+	for i := range n {
 		s, err := snapshotCall(ctx, m, spec, i)
 		if err != nil {
 			return 0, err
@@ -131,10 +133,11 @@ func sequential(ctx context.Context, m *llm.Client, spec job.Spec) (time.Duratio
 // concurrent is the optimised version of the original.
 func concurrent(ctx context.Context, m *llm.Client, spec job.Spec) (time.Duration, error) {
 	start := time.Now()
-	snaps := make([]job.Snapshot, len(spec.TimePoints))
-	errs := make([]error, len(spec.TimePoints))
+	n := len(timetravel.ParamsOf(spec).TimePoints)
+	snaps := make([]job.Member, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i := range spec.TimePoints {
+	for i := range n {
 		wg.Go(func() { snaps[i], errs[i] = snapshotCall(ctx, m, spec, i) })
 	}
 	wg.Wait()

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,36 +13,28 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
-// TTLs say how long cached answers live: an answer as of a past date does
-// not change, one as of today does.
+// TTLs say how long cached answers live: an answer that cannot change (a
+// time point in the past) lives long, a volatile one (about today) does
+// not.
 type TTLs struct {
-	// Past is the lifetime of a snapshot of a date before today.
+	// Past is the lifetime of an answer that does not change.
 	Past time.Duration
-	// Today is the lifetime of a snapshot of today's date (UTC).
+	// Today is the lifetime of a volatile answer (jobkind.Member.Volatile),
+	// and of any result made from one.
 	Today time.Duration
 }
 
-// For returns the lifetime of a snapshot of date (YYYY-MM-DD) written at
-// now: Today for today's date (or a later one), Past otherwise.
-func (t TTLs) For(date string, now time.Time) time.Duration {
-	if date >= now.UTC().Format(job.DateLayout) {
+// For returns the lifetime of an entry: Today when volatile, Past
+// otherwise.
+func (t TTLs) For(volatile bool) time.Duration {
+	if volatile {
 		return t.Today
 	}
 	return t.Past
 }
 
-// ForAll returns the lifetime of a result made from snapshots of dates: the
-// shortest of theirs.
-func (t TTLs) ForAll(dates []string, now time.Time) time.Duration {
-	ttl := t.Past
-	for _, d := range dates {
-		ttl = min(ttl, t.For(d, now))
-	}
-	return ttl
-}
-
-// Snapshot is a cached answer.
-type Snapshot struct {
+// Answer is a cached member answer.
+type Answer struct {
 	Text string `json:"text"`
 	// Model is the model that answered.
 	Model string `json:"model"`
@@ -49,18 +42,18 @@ type Snapshot struct {
 	At int64 `json:"at_ms"`
 }
 
-// Aggregate is a cached aggregation result. Only complete results are
-// cached: both the key changes and the narrative.
-type Aggregate struct {
-	KeyChanges      []job.KeyChange `json:"key_changes"`
-	Narrative       string          `json:"narrative"`
-	KeyChangesModel string          `json:"key_changes_model,omitempty"`
-	NarrativeModel  string          `json:"narrative_model,omitempty"`
-	At              int64           `json:"at_ms"`
+// result is a result cache entry: the parts of a complete result, without
+// the bookkeeping of the job that made it, and when it was made.
+type result struct {
+	Parts []job.Part `json:"parts"`
+	At    int64      `json:"at_ms"`
 }
 
-// Cache reads and writes cached answers. It is safe for concurrent use.
-// An entry that cannot be decoded reads as a miss.
+// Cache reads and writes cached answers and results, by the keys their
+// kinds give them (jobkind.Member.CacheKey, jobkind.Kind.ResultKey). It is
+// safe for concurrent use. An empty key is never cached: it reads as a
+// miss and is not written. An entry that cannot be decoded, or that holds
+// no usable answer or no complete result, reads as a miss.
 type Cache struct {
 	rdb redis.UniversalClient
 	ttl TTLs
@@ -72,87 +65,134 @@ func New(rdb redis.UniversalClient, ttl TTLs) *Cache {
 	return &Cache{rdb: rdb, ttl: ttl, now: time.Now}
 }
 
-// Snapshots looks up every id in one round trip. The result has one entry
-// per id, nil for a miss.
-func (c *Cache) Snapshots(ctx context.Context, ids []SnapshotID) ([]*Snapshot, error) {
-	out := make([]*Snapshot, len(ids))
-	if len(ids) == 0 {
+// Members looks up the answer of every key in one round trip (none when
+// no key is set). The result has one entry per key, in order, nil for a
+// miss; an empty key is a miss.
+func (c *Cache) Members(ctx context.Context, keys []string) ([]*Answer, error) {
+	out := make([]*Answer, len(keys))
+	cmds := make([]*redis.StringCmd, len(keys))
+	some := false
+	for _, k := range keys {
+		some = some || k != ""
+	}
+	if !some {
 		return out, nil
 	}
 	// GETs in a pipeline rather than one MGET: the keys live in different
 	// Redis Cluster slots.
-	cmds := make([]*redis.StringCmd, len(ids))
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.Get(ctx, id.Key())
+		for i, k := range keys {
+			if k != "" {
+				cmds[i] = p.Get(ctx, MemberRedisKey(k))
+			}
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read snapshot cache: %w", err)
+		return nil, fmt.Errorf("read member cache: %w", err)
 	}
 	for i, cmd := range cmds {
+		if cmd == nil {
+			continue
+		}
 		raw, err := cmd.Bytes()
 		if err != nil {
 			continue
 		}
-		var s Snapshot
-		if json.Unmarshal(raw, &s) == nil && s.Text != "" {
-			out[i] = &s
+		var a Answer
+		if json.Unmarshal(raw, &a) == nil && a.Text != "" {
+			out[i] = &a
 		}
 	}
 	return out, nil
 }
 
-// PutSnapshot caches s as the answer of id, for as long as id's date says.
-func (c *Cache) PutSnapshot(ctx context.Context, id SnapshotID, s Snapshot) error {
-	if s.Text == "" {
-		return errors.New("cache snapshot: empty answer")
+// PutMember caches a as the answer of key: for TTLs.Today when volatile,
+// TTLs.Past otherwise. At defaults to now. An empty key is not cached (no
+// error); an empty answer is refused with an error.
+func (c *Cache) PutMember(ctx context.Context, key string, a Answer, volatile bool) error {
+	if key == "" {
+		return nil
+	}
+	if a.Text == "" {
+		return errors.New("cache member answer: empty answer")
 	}
 	now := c.now()
-	if s.At == 0 {
-		s.At = now.UnixMilli()
+	if a.At == 0 {
+		a.At = now.UnixMilli()
 	}
-	b, _ := json.Marshal(s)
-	if err := c.rdb.Set(ctx, id.Key(), b, c.ttl.For(id.Date, now)).Err(); err != nil {
-		return fmt.Errorf("write snapshot cache: %w", err)
+	b, _ := json.Marshal(a)
+	if err := c.rdb.Set(ctx, MemberRedisKey(key), b, c.ttl.For(volatile)).Err(); err != nil {
+		return fmt.Errorf("write member cache: %w", err)
 	}
 	return nil
 }
 
-// Aggregate looks up the result of id; nil for a miss.
-func (c *Cache) Aggregate(ctx context.Context, id AggregateID) (*Aggregate, error) {
-	raw, err := c.rdb.Get(ctx, id.Key()).Bytes()
+// Result looks up the result of key; nil for a miss. The result has its
+// parts (Name, Value or Text, Model), Cached false and StartedAt 0: the
+// caller marks it as it serves it.
+func (c *Cache) Result(ctx context.Context, key string) (*job.Result, error) {
+	if key == "" {
+		return nil, nil
+	}
+	raw, err := c.rdb.Get(ctx, ResultRedisKey(key)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read result cache: %w", err)
 	}
-	var a Aggregate
-	if json.Unmarshal(raw, &a) != nil || a.Narrative == "" || a.KeyChanges == nil {
+	var e result
+	if json.Unmarshal(raw, &e) != nil || !Complete(e.Parts) {
 		return nil, nil
 	}
-	return &a, nil
+	return &job.Result{Parts: e.Parts}, nil
 }
 
-// PutAggregate caches a as the result of id, for the shortest lifetime of
-// the snapshots it was made from.
-func (c *Cache) PutAggregate(ctx context.Context, id AggregateID, a Aggregate) error {
-	if a.Narrative == "" || a.KeyChanges == nil {
-		return errors.New("cache result: incomplete result")
+// PutResult caches r as the result of key: for TTLs.Today when volatile
+// (made from a volatile answer), TTLs.Past otherwise. Only a complete
+// result is cached (see Complete); anything else, and an empty key, is
+// not written, without error. Only each part's Name, Value, Text and
+// Model are kept: its duration and attempts belong to the job that made
+// it, and r's StartedAt and Cached are dropped.
+func (c *Cache) PutResult(ctx context.Context, key string, r job.Result, volatile bool) error {
+	if key == "" || !Complete(r.Parts) {
+		return nil
 	}
-	now := c.now()
-	if a.At == 0 {
-		a.At = now.UnixMilli()
+	e := result{Parts: make([]job.Part, len(r.Parts)), At: c.now().UnixMilli()}
+	for i, p := range r.Parts {
+		e.Parts[i] = job.Part{Name: p.Name, Value: p.Value, Text: p.Text, Model: p.Model}
 	}
-	dates := make([]string, len(id.Snapshots))
-	for i, s := range id.Snapshots {
-		dates[i] = s.Date
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("cache result: %w", err)
 	}
-	b, _ := json.Marshal(a)
-	if err := c.rdb.Set(ctx, id.Key(), b, c.ttl.ForAll(dates, now)).Err(); err != nil {
+	if err := c.rdb.Set(ctx, ResultRedisKey(key), b, c.ttl.For(volatile)).Err(); err != nil {
 		return fmt.Errorf("write result cache: %w", err)
 	}
 	return nil
+}
+
+// Complete reports whether parts make a result worth caching: at least
+// one part, each named, none failed, each with its outcome (a structured
+// part's value, not null; a streamed part's text, not empty).
+func Complete(parts []job.Part) bool {
+	if len(parts) == 0 {
+		return false
+	}
+	for _, p := range parts {
+		if p.Name == "" || p.Error != "" {
+			return false
+		}
+		if v := bytes.TrimSpace(p.Value); len(v) > 0 {
+			if string(v) == "null" {
+				return false
+			}
+			continue
+		}
+		if p.Text == "" {
+			return false
+		}
+	}
+	return true
 }

@@ -4,22 +4,28 @@ import (
 	"fmt"
 
 	"github.com/timetravel-ai/timetravel/internal/cache"
-	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
-// Two spellings of one question share a cache entry; another model,
+// A kind builds its member cache keys with Identity over everything the
+// answer depends on, the question as NormalizeQuestion spells it. Two
+// spellings of one question then share a cache entry; another model,
 // another provider, or a question that means something else (another
 // case, another final mark) does not.
-func ExampleSnapshotID_Key() {
+func ExampleIdentity() {
 	fmt.Printf("%q\n", cache.NormalizeQuestion("  What are the best\tAI  models?\r\n"))
 
-	id := cache.SnapshotID{
-		Question:   "What are the best AI models?",
-		Model:      "gpt-4o",
-		Provider:   "openai https://api.example/v1",
-		Date:       "2024-05-01",
-		Label:      "May 2024",
-		Complexity: job.ComplexityStandard,
+	type memberID struct{ Kind, Question, Model, Provider, Date, Label string }
+	key := func(id memberID) string {
+		id.Question = cache.NormalizeQuestion(id.Question)
+		return cache.Identity(id)
+	}
+	id := memberID{
+		Kind:     "timetravel",
+		Question: "What are the best AI models?",
+		Model:    "gpt-4o",
+		Provider: "openai https://api.example/v1",
+		Date:     "2024-05-01",
+		Label:    "May 2024",
 	}
 	respelled := id
 	respelled.Question = " What are the  best AI models? "
@@ -32,11 +38,11 @@ func ExampleSnapshotID_Key() {
 	lowerCase := id
 	lowerCase.Question = "what are the best ai models?"
 
-	fmt.Println(id.Key() == respelled.Key())
-	fmt.Println(id.Key() == otherModel.Key())
-	fmt.Println(id.Key() == otherProvider.Key())
-	fmt.Println(id.Key() == otherQuestion.Key())
-	fmt.Println(id.Key() == lowerCase.Key())
+	fmt.Println(key(id) == key(respelled))
+	fmt.Println(key(id) == key(otherModel))
+	fmt.Println(key(id) == key(otherProvider))
+	fmt.Println(key(id) == key(otherQuestion))
+	fmt.Println(key(id) == key(lowerCase))
 	// Output:
 	// "What are the best AI models?"
 	// true

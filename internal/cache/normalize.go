@@ -1,16 +1,18 @@
 // Package cache holds what lets the service answer a question it has seen
-// without asking a model again: the question normalisation every key is
-// built on, the snapshot cache (one answer as of one date), the result
-// cache (key changes and narrative, by the snapshots they were made from),
-// and the in-flight registry that makes identical requests share one job.
-// Everything lives in Redis and is shared by every process.
+// without asking a model again, for jobs of every kind: the question
+// normalisation keys are built on, the member cache (one member's answer,
+// by the key its kind gives it), the result cache (the parts of an
+// aggregation, by the key its kind gives it from the answers it was made
+// from), and the in-flight registry that makes identical requests share
+// one job. Everything lives in Redis and is shared by every process. The
+// package knows no kind: kinds build their keys with Identity.
 //
 // Two requests share a cache entry only when they mean the same thing to a
 // model: the normalisation folds nothing but invisible differences (white
 // space around the question and between words, line endings, Unicode
 // canonical equivalence), never case, punctuation, compatibility forms or
-// indentation; and every key names the provider that serves the model (see
-// SnapshotID), so that an answer from one provider is never served as
+// indentation; and every kind's key names the provider that serves the
+// model, so that an answer from one provider is never served as
 // another's.
 package cache
 

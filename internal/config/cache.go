@@ -90,7 +90,7 @@ func (c Cache) validate() []error {
 		bad("CACHE_WARM_QUESTIONS", "at most %d questions, got %d", MaxWarmQuestions, len(qs))
 	}
 	for i, q := range qs {
-		if _, ferr := (job.Submission{Question: &q}).Validate(time.Now()); ferr != nil {
+		if _, ferr := job.ValidQuestion(&q); ferr != nil {
 			bad("CACHE_WARM_QUESTIONS", "question %d: %s", i+1, ferr.Message)
 		}
 	}

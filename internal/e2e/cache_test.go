@@ -14,7 +14,9 @@ import (
 	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
-	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 // accepted is the api's answer to a submission, as these tests read it.
@@ -70,11 +72,48 @@ func cachedFlag(t *testing.T, ev client.Event) bool {
 	return d.Cached
 }
 
-// snapKey is the cache key of a snapshot answered by e's simulator (the
-// stack's one provider).
-func snapKey(e env, question, date, label string) string {
+// simEnv is what the stack's kinds plan with: the snapshot model as the
+// default, served by e's simulator (the stack's one provider).
+func simEnv(e env) jobkind.Env {
 	provider := config.DefaultProvider + " http://" + e.stack.Sim.Addr + "/v1"
-	return cache.SnapshotID{Question: question, Model: modelSnapshot, Provider: provider, Date: date, Label: label, Complexity: job.ComplexityStandard}.Key()
+	return jobkind.Env{Model: modelSnapshot, Extraction: modelExtract, Narrative: modelNarrative,
+		ProviderOf: func(string) string { return provider }}
+}
+
+// snapKey is the Redis key of the cache entry of a snapshot answered by
+// e's simulator.
+func snapKey(e env, question, date, label string) string {
+	spec := timetravel.Spec(question, timetravel.Params{
+		TimePoints: []timetravel.TimePoint{{Date: date, Label: label}},
+		Complexity: timetravel.ComplexityStandard,
+	})
+	plan, err := timetravel.Kind{}.Plan(spec, simEnv(e))
+	if err != nil {
+		panic(err) // a plan of a valid spec
+	}
+	return cache.MemberRedisKey(plan[0].CacheKey)
+}
+
+// memberPayloads are the member tasks of the time-travel job v as the api
+// enqueues them on e's stack, by index.
+func memberPayloads(t *testing.T, e env, v client.JobView) []tasks.MemberPayload {
+	t.Helper()
+	tps := make([]timetravel.TimePoint, len(v.Snapshots))
+	for i, s := range v.Snapshots {
+		tps[i] = timetravel.TimePoint{Date: s.Date, Label: s.Label}
+	}
+	spec := timetravel.Spec(v.Question, timetravel.Params{TimePoints: tps, Complexity: timetravel.Complexity(v.Complexity)})
+	spec.Model = v.Model
+	plan, err := timetravel.Kind{}.Plan(spec, simEnv(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]tasks.MemberPayload, len(plan))
+	for i, m := range plan {
+		out[i] = tasks.MemberPayload{JobID: v.ID, Kind: timetravel.Name, Index: i, Label: m.Label, Request: tasks.RequestOf(m.Request),
+			CacheKey: m.CacheKey, Volatile: m.Volatile, DeadlineMS: v.Deadline.UnixMilli()}
+	}
+	return out
 }
 
 // scrape returns the Prometheus text at url.
@@ -102,7 +141,7 @@ func TestCacheServesRepeatsNewDatesAndExpiresToday(t *testing.T) {
 	short := map[string]string{"CACHE_TODAY_TTL": todayTTL.String()}
 	e := startStack(t, 1, short, short)
 	const q = "What are the best AI models?"
-	today := time.Now().UTC().Format(job.DateLayout)
+	today := time.Now().UTC().Format(timetravel.DateLayout)
 	past := []struct{ date, label string }{{"2023-01-01", "January 2023"}, {"2023-03-01", "March 2023"}, {"2024-05-01", "May 2024"}}
 
 	// 1. First ask: every call is made.
@@ -440,8 +479,10 @@ func TestPeriodicWarmingStaysInItsShare(t *testing.T) {
 		"LLM_MAX_IN_FLIGHT":      "4", // warming's share: 2 in flight
 	}
 	e := startStack(t, 2, nil, warmEnv)
+	// The result cache's entries: one per warmed question once done.
+	results := strings.TrimSuffix(cache.ResultRedisKey("x"), cache.Identity("x")) + "*"
 	waitUntil(t, 45*time.Second, func() bool {
-		keys, err := e.rdb.Keys(context.Background(), "tt:cache:agg:*").Result()
+		keys, err := e.rdb.Keys(context.Background(), results).Result()
 		return err == nil && len(keys) >= len(questions)
 	})
 	st := simStats(t, e)

@@ -717,7 +717,7 @@ func TestContractChecker(t *testing.T) {
 	}
 
 	stream := "retry: 2000\n\n" +
-		"id: 1-0\nevent: job.accepted\ndata: {\"job_id\":\"" + id + "\",\"question\":\"q\",\"complexity\":\"brief\",\"deadline\":\"2024-01-01T00:00:00Z\",\"time_points\":[]}\n\n" +
+		"id: 1-0\nevent: job.accepted\ndata: {\"job_id\":\"" + id + "\",\"kind\":\"timetravel\",\"question\":\"q\",\"complexity\":\"brief\",\"deadline\":\"2024-01-01T00:00:00Z\",\"time_points\":[]}\n\n" +
 		": ping\n\n" +
 		"id: 1-1\r\nevent: snapshot.delta\r\ndata: {\"index\":0,\"text\":\"a\"}\r\n\r\n" +
 		"id: 1-2\nevent: job.completed\ndata: {\"job_id\":\"" + id + "\",\"status\":\"completed\"}\n\n"

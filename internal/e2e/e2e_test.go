@@ -16,11 +16,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/client"
-	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 	"github.com/timetravel-ai/timetravel/internal/stack"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 var binDir string
@@ -405,7 +405,7 @@ func TestPipeline(t *testing.T) {
 		insp := asynq.NewInspectorFromRedisClient(e.rdb)
 		waitUntil(t, 10*time.Second, func() bool {
 			for i := range 4 {
-				if _, err := insp.GetTaskInfo(tasks.QueueSnapshot, tasks.SnapshotTaskID(id, i)); !errors.Is(err, asynq.ErrTaskNotFound) {
+				if _, err := insp.GetTaskInfo(tasks.QueueSnapshot, tasks.MemberTaskID(id, i)); !errors.Is(err, asynq.ErrTaskNotFound) {
 					return false
 				}
 			}
@@ -423,9 +423,10 @@ func TestPipeline(t *testing.T) {
 		// Deliver every snapshot task a second time, as at-least-once
 		// delivery may, while the first deliveries run.
 		ac := asynq.NewClientFromRedisClient(e.rdb)
-		for i, s := range v.Snapshots {
-			p, _ := json.Marshal(tasks.SnapshotPayload{JobID: id, Index: i, Question: v.Question, Date: s.Date, Label: s.Label, Complexity: string(v.Complexity)})
-			if _, err := ac.Enqueue(asynq.NewTask(tasks.TypeSnapshot, p), asynq.Queue(tasks.QueueSnapshot), asynq.TaskID(fmt.Sprintf("dup-%s-%d", id, i))); err != nil {
+		payloads := memberPayloads(t, e, v)
+		for i := range v.Snapshots {
+			p, _ := json.Marshal(payloads[i])
+			if _, err := ac.Enqueue(asynq.NewTask(tasks.TypeMember, p), asynq.Queue(tasks.QueueSnapshot), asynq.TaskID(fmt.Sprintf("dup-%s-%d", id, i))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -443,8 +444,8 @@ func TestPipeline(t *testing.T) {
 			t.Fatalf("fan-in counted %s snapshots, want 4", done)
 		}
 		// A delivery after the end changes nothing.
-		p, _ := json.Marshal(tasks.SnapshotPayload{JobID: id, Index: 0, Question: v.Question, Date: v.Snapshots[0].Date, Label: v.Snapshots[0].Label})
-		if _, err := ac.Enqueue(asynq.NewTask(tasks.TypeSnapshot, p), asynq.Queue(tasks.QueueSnapshot), asynq.TaskID("late-"+id)); err != nil {
+		p, _ := json.Marshal(payloads[0])
+		if _, err := ac.Enqueue(asynq.NewTask(tasks.TypeMember, p), asynq.Queue(tasks.QueueSnapshot), asynq.TaskID("late-"+id)); err != nil {
 			t.Fatal(err)
 		}
 		insp := asynq.NewInspectorFromRedisClient(e.rdb)
@@ -458,7 +459,7 @@ func TestPipeline(t *testing.T) {
 	})
 
 	t.Run("bad input gets a clear 4xx", func(t *testing.T) {
-		future := time.Now().UTC().AddDate(0, 0, 2).Format(job.DateLayout)
+		future := time.Now().UTC().AddDate(0, 0, 2).Format(timetravel.DateLayout)
 		many := make([]string, 13)
 		for i := range many {
 			many[i] = fmt.Sprintf("%q", fmt.Sprintf("20%02d-01-01", i+10))

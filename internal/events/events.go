@@ -10,7 +10,9 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,24 +20,17 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/job"
 )
 
-// Event names, as sent in the SSE "event:" field.
+// Event names, as sent in the SSE "event:" field: the fixed ones below,
+// whatever the job's kind, and those of its members and of the parts of
+// its aggregation (MemberEvent, PartEvent).
 const (
-	JobAccepted         = "job.accepted"
-	SnapshotStarted     = "snapshot.started"
-	SnapshotDelta       = "snapshot.delta"
-	SnapshotCompleted   = "snapshot.completed"
-	SnapshotFailed      = "snapshot.failed"
-	KeyChangesCompleted = "key_changes.completed"
-	KeyChangesFailed    = "key_changes.failed"
+	JobAccepted = "job.accepted"
 	// AggregateStarted announces an aggregation attempt. An attempt after
-	// the first means the one before it died: narrative text before it is
-	// void (the narrative is the narrative.delta text after the latest
-	// aggregate.started).
-	AggregateStarted   = "aggregate.started"
-	NarrativeDelta     = "narrative.delta"
-	NarrativeCompleted = "narrative.completed"
-	NarrativeFailed    = "narrative.failed"
-	JobCompleted       = "job.completed"
+	// the first means the one before it died: the streamed text of its
+	// parts before it is void (a streamed part's text is the <part>.delta
+	// text after the latest aggregate.started).
+	AggregateStarted = "aggregate.started"
+	JobCompleted     = "job.completed"
 	// HolderDetached marks, on a shared job's stream, that one of its
 	// callers canceled its part (data: {"holder": id}). It is never sent
 	// as is: that caller's stream ends there with job.completed
@@ -47,6 +42,32 @@ const (
 	WebhookDelivered = "webhook.delivered"
 	WebhookFailed    = "webhook.failed"
 )
+
+// Verbs of the events of members and of parts.
+const (
+	// VerbStarted: a member's attempt began (<noun>.started).
+	VerbStarted = "started"
+	// VerbDelta: text of a member's answer or of a streamed part.
+	VerbDelta = "delta"
+	// VerbCompleted: a member's answer or a part is complete.
+	VerbCompleted = "completed"
+	// VerbFailed: a member or a part failed for good.
+	VerbFailed = "failed"
+)
+
+// MemberEvent is the name of a member event of a job whose kind calls its
+// members noun: <noun>.<verb> ("snapshot.started"). Payloads: started
+// carries the member's identity (job.Member.RefData) and its attempt (and
+// cached:true, attempt 0, for a cached answer); delta {index, text};
+// completed the identity, model, text, duration_ms (and cached:true);
+// failed the identity and error.
+func MemberEvent(noun job.Noun, verb string) string { return string(noun) + "." + verb }
+
+// PartEvent is the name of an event of the aggregation part part:
+// <part>.<verb> ("narrative.delta"). Payloads: a streamed part's delta and
+// completed {text}, a structured part's completed {<part>: value}, both
+// with cached:true when from the result cache; failed {error}.
+func PartEvent(part, verb string) string { return part + "." + verb }
 
 // Channel is the Pub/Sub channel on which writers announce "job <id> has new
 // events"; the message is the job id.
@@ -77,52 +98,44 @@ func ValidID(s string) bool { return idPattern.MatchString(s) }
 
 // Payloads. Field names are part of the public contract (docs/api.md).
 
-// TimePointRef names a time point in event payloads.
-type TimePointRef struct {
-	Index int    `json:"index"`
-	Date  string `json:"date"`
-	Label string `json:"label"`
-}
-
-// AcceptedData is the payload of job.accepted.
+// AcceptedData is the part of the payload of job.accepted that every kind
+// has; the kind adds its own fields (AcceptedPayload).
 type AcceptedData struct {
-	JobID      string         `json:"job_id"`
-	Question   string         `json:"question"`
-	Model      string         `json:"model,omitempty"`
-	Complexity string         `json:"complexity"`
-	Deadline   string         `json:"deadline"`
-	TimePoints []TimePointRef `json:"time_points"`
+	JobID    string `json:"job_id"`
+	Kind     string `json:"kind"`
+	Question string `json:"question"`
+	Model    string `json:"model,omitempty"`
+	Deadline string `json:"deadline"`
 	// Cached is set when the whole job is served from the caches: its
 	// events follow at once.
 	Cached bool `json:"cached,omitempty"`
 }
 
-// SnapshotStartedData is the payload of snapshot.started. Attempt counts
-// the deliveries of the snapshot's task (0 for a cached answer).
-type SnapshotStartedData struct {
-	Index   int    `json:"index"`
-	Date    string `json:"date"`
-	Label   string `json:"label"`
-	Attempt int    `json:"attempt"`
-	Cached  bool   `json:"cached,omitempty"`
-}
-
-// SnapshotCompletedData is the payload of snapshot.completed.
-type SnapshotCompletedData struct {
-	Index      int    `json:"index"`
-	Date       string `json:"date"`
-	Label      string `json:"label"`
-	Model      string `json:"model,omitempty"`
-	Text       string `json:"text"`
-	DurationMS int64  `json:"duration_ms"`
-	// Cached is set when the answer came from the snapshot cache.
-	Cached bool `json:"cached,omitempty"`
-}
-
-// KeyChangesData is the payload of key_changes.completed.
-type KeyChangesData struct {
-	KeyChanges []job.KeyChange `json:"key_changes"`
-	Cached     bool            `json:"cached,omitempty"`
+// AcceptedPayload returns the payload of job.accepted: common with the
+// fields of extra (a JSON object, the job's job.Job.Accepted; empty or
+// null adds nothing) beside its own. A field of extra named like one of
+// common's is dropped: the common fields mean the same for every kind.
+func AcceptedPayload(common AcceptedData, extra json.RawMessage) ([]byte, error) {
+	b, err := json.Marshal(common)
+	if err != nil {
+		return nil, fmt.Errorf("encode job.accepted: %w", err)
+	}
+	if len(bytes.TrimSpace(extra)) == 0 || bytes.Equal(bytes.TrimSpace(extra), []byte("null")) {
+		return b, nil
+	}
+	var o, e map[string]json.RawMessage
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, fmt.Errorf("encode job.accepted: %w", err)
+	}
+	if err := json.Unmarshal(extra, &e); err != nil {
+		return nil, fmt.Errorf("encode job.accepted: the kind's fields are not a JSON object: %w", err)
+	}
+	for k, v := range e {
+		if _, taken := o[k]; !taken {
+			o[k] = v
+		}
+	}
+	return json.Marshal(o)
 }
 
 // AggregateStartedData is the payload of aggregate.started.
@@ -130,14 +143,8 @@ type AggregateStartedData struct {
 	Attempt int `json:"attempt"`
 }
 
-// NarrativeData is the payload of narrative.completed.
-type NarrativeData struct {
-	Text   string `json:"text"`
-	Cached bool   `json:"cached,omitempty"`
-}
-
-// DeltaData is the payload of snapshot.delta (with Index) and
-// narrative.delta (without).
+// DeltaData is the payload of <noun>.delta (with Index) and of a streamed
+// part's <part>.delta (without).
 type DeltaData struct {
 	Index *int   `json:"index,omitempty"`
 	Text  string `json:"text"`

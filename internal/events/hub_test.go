@@ -58,7 +58,7 @@ func TestFollowReplaysThenFollowsUntilTerminal(t *testing.T) {
 		t.Fatalf("replayed %+v, want %s job.accepted", e, first)
 	}
 	// Live events arrive in order; the follower ends after the terminal one.
-	want := []string{events.SnapshotStarted, events.SnapshotDelta, events.JobCompleted}
+	want := []string{events.MemberEvent("snapshot", events.VerbStarted), events.MemberEvent("snapshot", events.VerbDelta), events.JobCompleted}
 	ids := make([]string, len(want))
 	for i, typ := range want {
 		ids[i] = appendEvent(t, db.Client, job, typ)
@@ -83,7 +83,7 @@ func TestFollowResumesStrictlyAfterID(t *testing.T) {
 	h := startHub(t, db.Client)
 	job := "job-b"
 	var ids []string
-	for _, typ := range []string{events.JobAccepted, events.SnapshotStarted, events.SnapshotDelta, events.JobCompleted} {
+	for _, typ := range []string{events.JobAccepted, events.MemberEvent("snapshot", events.VerbStarted), events.MemberEvent("snapshot", events.VerbDelta), events.JobCompleted} {
 		ids = append(ids, appendEvent(t, db.Client, job, typ))
 	}
 	var seen []string

@@ -17,9 +17,9 @@ import (
 // counts towards the breaker.
 func TestValidatedAnswers(t *testing.T) {
 	t.Parallel()
-	snaps := []job.Snapshot{
-		{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotCompleted, Text: "GPT-3.5 leads."},
-		{Index: 1, Date: "2024-05-01", Label: "May 2024", Status: job.SnapshotCompleted, Text: "GPT-4o is out."},
+	snaps := []job.Member{
+		{Index: 0, Label: "January 2023", Ref: map[string]string{"date": "2023-01-01"}, Status: job.MemberCompleted, Text: "GPT-3.5 leads."},
+		{Index: 1, Label: "May 2024", Ref: map[string]string{"date": "2024-05-01"}, Status: job.MemberCompleted, Text: "GPT-4o is out."},
 	}
 	const (
 		good  = `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["GPT-4o released"]}]}`
@@ -68,7 +68,7 @@ func TestValidatedAnswers(t *testing.T) {
 				}
 			})
 			b.f.set(tt.script...)
-			var parsed []job.KeyChange
+			var parsed []timetravel.KeyChange
 			r := llm.Request{Model: model, User: "key changes", JSON: true, Validate: func(text string) error {
 				var err error
 				parsed, err = timetravel.ParseKeyChanges(text, snaps)

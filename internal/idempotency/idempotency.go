@@ -1,11 +1,13 @@
 // Package idempotency keeps the Idempotency-Key of job submissions: a
-// client that sends the same key with the same body again, within the
-// key's lifetime, gets the job of its first request instead of a second
-// job; the same key with another body is refused. Records live in Redis and
+// client that sends the same key with the same request again (the same
+// kind of job, the same body), within the key's lifetime, gets the job of
+// its first request instead of a second job; the same key with another
+// request is refused. Records live in Redis and
 // are shared by every api process.
 package idempotency
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -56,6 +58,25 @@ func BodyHash(v any) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// RequestHash is the digest that tells two submissions apart: the kind of
+// job they ask for (a body sent to two kinds' routes is two requests) and
+// their JSON body, canonical: decoded and encoded again, so that white
+// space, member order and how strings are escaped do not count, while
+// every member present, and every value as written, does. body must be
+// JSON.
+func RequestHash(kind string, body []byte) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // numbers as written, never rounded
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return "", fmt.Errorf("hash request body: %w", err)
+	}
+	return BodyHash(struct {
+		Kind string `json:"kind"`
+		Body any    `json:"body"`
+	}{kind, v})
 }
 
 // Keys stores the records. It is safe for concurrent use.

@@ -98,6 +98,51 @@ func TestBodyHash(t *testing.T) {
 	}
 }
 
+// A request's hash counts its kind and its body's content, not how the
+// body is written.
+func TestRequestHash(t *testing.T) {
+	t.Parallel()
+	h := func(kind, body string) string {
+		t.Helper()
+		s, err := RequestHash(kind, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	const body = `{"question":"How do vaccines work?","complexity":"brief","n":1.50}`
+	a := h("timetravel", body)
+	if len(a) != 64 {
+		t.Errorf("hash %q is not a hex SHA-256", a)
+	}
+	for _, same := range []string{
+		body,
+		` { "complexity" : "brief", "n": 1.50,` + "\n\t" + `"question": "How do vaccines work?" } `,
+		`{"question":"How do vaccines work\u003f","complexity":"\u0062rief","n":1.50}`,
+	} {
+		if h("timetravel", same) != a {
+			t.Errorf("%s hashes unlike %s", same, body)
+		}
+	}
+	for _, other := range []struct{ kind, body string }{
+		{"ensemble", body},
+		{"timetravel", `{"question":"How do vaccines work?","complexity":"detailed","n":1.50}`},
+		{"timetravel", `{"question":"How do vaccines work?","complexity":"brief","n":1.5}`},
+		{"timetravel", `{"question":"How do vaccines work?","complexity":"brief"}`},
+		{"timetravel", `{"question":"How do vaccines work?","complexity":"brief","n":1.50,"model":""}`},
+		{"", body},
+	} {
+		if h(other.kind, other.body) == a {
+			t.Errorf("%s %s hashes like %s", other.kind, other.body, body)
+		}
+	}
+	for _, bad := range []string{"", "{", `{"a":1}}`[:5]} {
+		if _, err := RequestHash("timetravel", []byte(bad)); err == nil {
+			t.Errorf("RequestHash of %q succeeded", bad)
+		}
+	}
+}
+
 func TestBeginCompleteLifecycle(t *testing.T) {
 	t.Parallel()
 	k, _ := newKeys(t)

@@ -1,11 +1,14 @@
-// Package intake turns a validated request into the job that answers it:
-// served at once from the caches, joined to an identical job in flight, or
-// created with the cached answers it can reuse and only its missing work
-// queued. The api uses it for submissions, the worker for cache warming.
+// Package intake turns a validated request of any kind into the job that
+// answers it: served at once from the caches, joined to an identical job in
+// flight, or created with the cached answers it can reuse and only its
+// missing work queued. The job's kind (package jobkind) plans its members,
+// names their cache keys and the identity of its result; the intake knows
+// no kind. The api uses it for submissions, the worker for cache warming.
 package intake
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,10 +20,10 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
-	"github.com/timetravel-ai/timetravel/internal/timetravel"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -33,11 +36,14 @@ type Options struct {
 	Cache *cache.Cache
 	// Inflight deduplicates identical requests; nil turns that off.
 	Inflight *cache.Inflight
-	// Models are the configured models (for cache keys).
-	Models timetravel.Models
-	// ProviderOf names the provider that serves each model (for cache
-	// keys); nil names none.
-	ProviderOf ProviderOf
+	// Kinds are the job kinds served (kinds.Registry()): a spec's kind
+	// plans its job.
+	Kinds *jobkind.Registry
+	// Env is what the kinds' plans depend on besides the request: the
+	// configured models and the providers that serve them (cache keys
+	// name them). The api and the workers must build it alike (EnvOf),
+	// or they name different keys for one answer.
+	Env jobkind.Env
 	// Deadline bounds each job.
 	Deadline time.Duration
 	// Admit, when set, is asked before a caller's job (or handle) is
@@ -48,12 +54,22 @@ type Options struct {
 	Log   *slog.Logger
 }
 
+// EnvOf is the Env that cfg describes: its default, extraction and
+// narrative models, each served by the provider cfg routes it to
+// (config.LLM.ProviderIdentity).
+func EnvOf(cfg config.LLM) jobkind.Env {
+	return jobkind.Env{
+		Model: cfg.Model, Extraction: cfg.ExtractionModel, Narrative: cfg.NarrativeModel,
+		ProviderOf: cfg.ProviderIdentity,
+	}
+}
+
 // FromConfig wires the Intake cfg describes: caching and deduplication on
-// or off, the configured models and job deadline.
-func FromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, log *slog.Logger) *Intake {
+// or off and the job deadline, serving the kinds of reg in env (the
+// process builds both once, see EnvOf).
+func FromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, reg *jobkind.Registry, env jobkind.Env, log *slog.Logger) *Intake {
 	o := Options{
-		Store: st, Enqueuer: enq, Inspector: insp, ProviderOf: cfg.LLM.ProviderIdentity,
-		Models:   timetravel.Models{Snapshot: cfg.LLM.Model, Extraction: cfg.LLM.ExtractionModel, Narrative: cfg.LLM.NarrativeModel},
+		Store: st, Enqueuer: enq, Inspector: insp, Kinds: reg, Env: env,
 		Deadline: cfg.JobDeadline, Log: log,
 	}
 	if cfg.Cache.Caching {
@@ -93,8 +109,8 @@ type Outcome struct {
 	// Cached is set when the whole job was served from the caches: it has
 	// ended already, with all its events.
 	Cached bool
-	// CachedSnapshots counts the snapshots answered from the cache.
-	CachedSnapshots int
+	// CachedMembers counts the members answered from the member cache.
+	CachedMembers int
 }
 
 // createGrace is how long a fingerprint's holder may be missing from the
@@ -102,25 +118,49 @@ type Outcome struct {
 // before it stores the job.
 const createGrace = 10 * time.Second
 
-// Submit serves spec. Cache trouble never fails a request (the job runs
-// without the cache); an error means no job answers the request.
+// Submit serves spec, planned by its kind. Cache trouble never fails a
+// request (the job runs without the cache); an error means no job answers
+// the request.
 func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
+	kind, err := in.o.Kinds.Of(spec)
+	if err != nil {
+		return Outcome{}, err
+	}
+	spec.Kind = kind.Name()
+	env := in.o.Env
+	plan, err := kind.Plan(spec, env)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("plan the %s job: %w", kind.Name(), err)
+	}
+	if len(plan) == 0 {
+		return Outcome{}, fmt.Errorf("plan the %s job: no %s to compute", kind.Name(), kind.Noun().Plural())
+	}
 	now := in.now().Truncate(time.Millisecond) // as stored: every reader sees the same instant
 	id, err := uuid.NewV7()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("make a job id: %w", err)
 	}
 	j := &job.Job{
-		ID: id.String(), Spec: spec, Status: job.StatusQueued,
+		ID: id.String(), Spec: spec, Noun: kind.Noun(), Status: job.StatusQueued,
 		CreatedAt: now, Deadline: now.Add(in.o.Deadline),
 	}
+	j.Members = make([]job.Member, len(plan))
+	for i, m := range plan {
+		j.Members[i] = job.Member{Index: i, Label: m.Label, Ref: m.Ref, Status: job.MemberPending}
+	}
+	acc, err := kind.Accepted(spec, j.Members)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("the accepted fields of the %s job: %w", kind.Name(), err)
+	}
+	if j.Accepted, err = json.Marshal(acc); err != nil {
+		return Outcome{}, fmt.Errorf("encode the accepted fields of the %s job: %w", kind.Name(), err)
+	}
 	log := in.o.Log.With("job_id", j.ID)
-	model := in.o.Models.SnapshotModel(spec)
 
-	hits := make([]*cache.Snapshot, len(spec.TimePoints))
-	var agg *cache.Aggregate
+	hits := make([]*cache.Answer, len(plan))
+	var result *job.Result
 	if in.o.Cache != nil && spec.ReadsCache() {
-		hits, agg = in.lookup(ctx, j, model, log)
+		hits, result = in.lookup(ctx, kind, j, plan, log)
 	}
 	n := 0
 	for _, h := range hits {
@@ -128,26 +168,26 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 			n++
 		}
 	}
-	total := len(spec.TimePoints)
+	total := len(plan)
 	if in.o.Cache != nil && spec.ReadsCache() && !spec.Warm {
 		// Warming's lookups would blur the hit rate of people's requests.
-		result := metrics.CacheMiss
+		res := metrics.CacheMiss
 		switch {
-		case agg != nil:
-			result = metrics.CacheHit
+		case result != nil:
+			res = metrics.CacheHit
 		case n > 0:
-			result = metrics.CachePartial
+			res = metrics.CachePartial
 		}
-		metrics.CacheLookups.WithLabelValues(metrics.CacheScopeJob, result).Inc()
+		metrics.CacheLookups.WithLabelValues(metrics.CacheScopeJob, res).Inc()
 	}
-	if agg != nil {
+	if result != nil {
 		if spec.Warm {
-			return Outcome{Job: j, Cached: true, CachedSnapshots: n}, nil // nothing to warm
+			return Outcome{Job: j, Cached: true, CachedMembers: n}, nil // nothing to warm
 		}
 		if err := in.admit(ctx, j, false); err != nil {
 			return Outcome{}, err
 		}
-		return in.serveCached(ctx, j, hits, agg)
+		return in.serveCached(ctx, kind, j, hits, result)
 	}
 	if err := in.admit(ctx, j, true); err != nil {
 		return Outcome{}, err
@@ -155,33 +195,35 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 
 	// A request with a callback URL never joins another job, nor is it
 	// joined: the one webhook of a shared job would name another caller's
-	// job.
+	// job. A kind whose members or result it does not identify takes no
+	// part either (an empty fingerprint).
 	if in.o.Inflight != nil && spec.CallbackURL == "" {
-		fp := cache.Fingerprint(spec, model, in.o.ProviderOf.Of(model))
-		holder, err := in.claim(ctx, fp, j, log)
-		if err != nil {
-			return Outcome{}, err
-		}
-		if holder != nil {
-			h := &job.Job{ID: j.ID, Spec: spec, Status: holder.Status, CreatedAt: now, Deadline: holder.Deadline}
-			err := in.o.Store.CreateHandle(ctx, h, holder.ID)
-			switch {
-			case err == nil:
-				metrics.JobsJoined.Inc()
-				log.Info("request joined a job in flight", "joined", holder.ID)
-				return Outcome{Job: holder.SeenBy(h), Joined: true}, nil
-			case errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrNotFound):
-				// The job ended in between: this request runs its own,
-				// without deduplication.
-				log.Debug("job in flight ended before it could be joined", "holder", holder.ID)
-			default:
+		if fp := in.fingerprint(kind, spec, plan); fp != "" {
+			holder, err := in.claim(ctx, fp, j, log)
+			if err != nil {
 				return Outcome{}, err
+			}
+			if holder != nil {
+				h := &job.Job{ID: j.ID, Spec: spec, Noun: j.Noun, Status: holder.Status, CreatedAt: now, Deadline: holder.Deadline}
+				err := in.o.Store.CreateHandle(ctx, h, holder.ID)
+				switch {
+				case err == nil:
+					metrics.JobsJoined.Inc()
+					log.Info("request joined a job in flight", "joined", holder.ID)
+					return Outcome{Job: holder.SeenBy(h), Joined: true}, nil
+				case errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrNotFound):
+					// The job ended in between: this request runs its own,
+					// without deduplication.
+					log.Debug("job in flight ended before it could be joined", "holder", holder.ID)
+				default:
+					return Outcome{}, err
+				}
 			}
 		}
 	}
 
-	fillSnapshots(j, hits, now)
-	if err := in.accept(ctx, j, n == total); err != nil {
+	fillMembers(j, hits, now)
+	if err := in.accept(ctx, j, plan, n == total); err != nil {
 		if j.Fingerprint != "" {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			_ = in.o.Inflight.Release(rctx, j.Fingerprint, j.ID)
@@ -189,9 +231,21 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 		}
 		return Outcome{}, err
 	}
-	metrics.CacheCallsSaved.WithLabelValues(metrics.StageSnapshot).Add(float64(n))
-	log.Debug("job accepted", "cached_snapshots", n, "of", total)
-	return Outcome{Job: j, CachedSnapshots: n}, nil
+	metrics.CacheCallsSaved.WithLabelValues(string(j.Noun)).Add(float64(n))
+	log.Debug("job accepted", "cached_"+j.Noun.Plural(), n, "of", total)
+	return Outcome{Job: j, CachedMembers: n}, nil
+}
+
+// fingerprint is the identity of spec's request for deduplication (see
+// cache.Fingerprint): its kind, its members' cache keys, the identity of
+// its result beyond them, whether it bypasses the cache, warms, and its
+// callback URL. Empty: the request takes no part in deduplication.
+func (in *Intake) fingerprint(kind jobkind.Kind, spec job.Spec, plan []jobkind.Member) string {
+	keys := make([]string, len(plan))
+	for i, m := range plan {
+		keys[i] = m.CacheKey
+	}
+	return cache.Fingerprint(kind.Name(), keys, kind.ResultKey(spec, in.o.Env, nil), !spec.ReadsCache(), spec.Warm, spec.CallbackURL)
 }
 
 // admit asks the Admit hook to let j be stored (and, when runs, run);
@@ -209,85 +263,66 @@ func (in *Intake) admit(ctx context.Context, j *job.Job, runs bool) error {
 // Outcome is Cached, with a Job that was never stored.
 func (in *Intake) Warm(ctx context.Context, spec job.Spec) (Outcome, error) {
 	spec.Warm = true
-	spec.Cache, spec.ForceTimeTravel, spec.CallbackURL, spec.Owner = job.CacheUse, false, "", job.SystemOwner
+	spec.Cache, spec.CallbackURL, spec.Owner = job.CacheUse, "", job.SystemOwner
 	return in.Submit(ctx, spec)
 }
 
-// lookup reads the cached snapshots of j's time points and, when all are
-// there, the cached result made from them.
-func (in *Intake) lookup(ctx context.Context, j *job.Job, model string, log *slog.Logger) ([]*cache.Snapshot, *cache.Aggregate) {
-	spec := j.Spec
-	ids := make([]cache.SnapshotID, len(spec.TimePoints))
-	provider := in.o.ProviderOf.Of(model)
-	for i, tp := range spec.TimePoints {
-		ids[i] = cache.SnapshotID{Question: spec.Question, Model: model, Provider: provider, Date: tp.Date, Label: tp.Label, Complexity: spec.Complexity}
+// lookup reads the cached answers of j's members (by the plan's cache
+// keys) and, when all are there, the cached result made from them (by the
+// kind's result key).
+func (in *Intake) lookup(ctx context.Context, kind jobkind.Kind, j *job.Job, plan []jobkind.Member, log *slog.Logger) ([]*cache.Answer, *job.Result) {
+	keys := make([]string, len(plan))
+	for i, m := range plan {
+		keys[i] = m.CacheKey
 	}
-	hits, err := in.o.Cache.Snapshots(ctx, ids)
-	if err != nil {
-		log.Warn("snapshot cache unreadable; the job runs without it", "err", err)
-		return make([]*cache.Snapshot, len(ids)), nil
+	hits, err := in.o.Cache.Members(ctx, keys)
+	if err != nil || len(hits) != len(plan) {
+		log.Warn("member cache unreadable; the job runs without it", "err", err)
+		return make([]*cache.Answer, len(plan)), nil
 	}
-	snaps := make([]job.Snapshot, 0, len(hits))
+	done := make([]job.Member, 0, len(hits))
 	for i, h := range hits {
 		if h == nil {
 			return hits, nil
 		}
-		tp := spec.TimePoints[i]
-		snaps = append(snaps, job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Text: h.Text})
+		m := j.Members[i]
+		m.Status, m.Text, m.Model, m.Cached = job.MemberCompleted, h.Text, h.Model, true
+		done = append(done, m)
 	}
-	agg, err := in.o.Cache.Aggregate(ctx, AggregateID(in.o.Models, in.o.ProviderOf, spec, snaps))
+	r, err := in.o.Cache.Result(ctx, kind.ResultKey(j.Spec, in.o.Env, done))
 	if err != nil {
 		log.Warn("result cache unreadable; the job runs without it", "err", err)
 		return hits, nil
 	}
-	return hits, agg
+	return hits, r
 }
 
-// AggregateID is the result-cache identity of the aggregation of spec made
-// from snaps (completed, in chronological order) with the models of m, at
-// the providers that providerOf names.
-func AggregateID(m timetravel.Models, providerOf ProviderOf, spec job.Spec, snaps []job.Snapshot) cache.AggregateID {
-	extraction, narrative := m.Extraction, m.NarrativeModel(spec)
-	return cache.AggregateID{
-		Question: spec.Question, Complexity: spec.Complexity,
-		ExtractionModel: extraction, ExtractionProvider: providerOf.Of(extraction),
-		NarrativeModel: narrative, NarrativeProvider: providerOf.Of(narrative),
-		Snapshots: snaps,
-	}
-}
-
-// fillSnapshots gives j its snapshots, the cached ones completed.
-func fillSnapshots(j *job.Job, hits []*cache.Snapshot, now time.Time) {
-	j.Snapshots = make([]job.Snapshot, len(j.Spec.TimePoints))
-	for i, tp := range j.Spec.TimePoints {
-		s := job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotPending}
+// fillMembers completes j's members answered from the cache.
+func fillMembers(j *job.Job, hits []*cache.Answer, now time.Time) {
+	for i := range j.Members {
 		if h := hits[i]; h != nil {
-			s.Status, s.Text, s.Model, s.Cached = job.SnapshotCompleted, h.Text, h.Model, true
-			s.StartedAt, s.CompletedAt = now.UnixMilli(), now.UnixMilli()
+			m := &j.Members[i]
+			m.Status, m.Text, m.Model, m.Cached = job.MemberCompleted, h.Text, h.Model, true
+			m.StartedAt, m.CompletedAt = now.UnixMilli(), now.UnixMilli()
 		}
-		j.Snapshots[i] = s
 	}
 }
 
-// serveCached stores j as ended, made wholly of cached answers, and queues
-// its webhook.
-func (in *Intake) serveCached(ctx context.Context, j *job.Job, hits []*cache.Snapshot, agg *cache.Aggregate) (Outcome, error) {
+// serveCached stores j as ended, made wholly of cached answers and the
+// cached result r, and queues its webhook.
+func (in *Intake) serveCached(ctx context.Context, kind jobkind.Kind, j *job.Job, hits []*cache.Answer, r *job.Result) (Outcome, error) {
 	now := j.CreatedAt
-	fillSnapshots(j, hits, now)
+	fillMembers(j, hits, now)
 	j.Status, j.FinishedAt = job.StatusCompleted, now
-	j.Aggregate = &job.Aggregate{
-		KeyChanges: agg.KeyChanges, Narrative: agg.Narrative, StartedAt: now.UnixMilli(),
-		KeyChangesModel: agg.KeyChangesModel, NarrativeModel: agg.NarrativeModel, Cached: true,
-	}
+	j.Result = &job.Result{Parts: r.Parts, StartedAt: now.UnixMilli(), Cached: true}
 	if _, err := in.o.Store.Create(ctx, j); err != nil {
 		return Outcome{}, err
 	}
-	n := len(j.Snapshots)
-	metrics.CacheCallsSaved.WithLabelValues(metrics.StageSnapshot).Add(float64(n))
-	if n >= 2 {
-		metrics.CacheCallsSaved.WithLabelValues(metrics.StageKeyChanges).Inc()
+	n := len(j.Members)
+	metrics.CacheCallsSaved.WithLabelValues(string(j.Noun)).Add(float64(n))
+	for _, part := range in.calledParts(kind, j) {
+		metrics.CacheCallsSaved.WithLabelValues(part).Inc()
 	}
-	metrics.CacheCallsSaved.WithLabelValues(metrics.StageNarrative).Inc()
 	if j.Spec.CallbackURL != "" {
 		if err := in.queueWebhook(ctx, j.ID); err != nil {
 			// The job stays answered; the client can read it. Its
@@ -295,8 +330,29 @@ func (in *Intake) serveCached(ctx context.Context, j *job.Job, hits []*cache.Sna
 			in.o.Log.Error("could not queue the webhook of a cached job", "job_id", j.ID, "err", err)
 		}
 	}
-	in.o.Log.Debug("job served from cache", "job_id", j.ID, "snapshots", n)
-	return Outcome{Job: j, Cached: true, CachedSnapshots: n}, nil
+	in.o.Log.Debug("job served from cache", "job_id", j.ID, j.Noun.Plural(), n)
+	return Outcome{Job: j, Cached: true, CachedMembers: n}, nil
+}
+
+// calledParts names the parts of j's cached result that would have needed
+// a call: those the kind does not fix without one (time travel's key
+// changes of a single snapshot). When the kind cannot say, every part of
+// the result.
+func (in *Intake) calledParts(kind jobkind.Kind, j *job.Job) []string {
+	var names []string
+	parts, err := kind.Parts(j.Spec, in.o.Env, j.Completed())
+	if err != nil {
+		for _, p := range j.Result.Parts {
+			names = append(names, p.Name)
+		}
+		return names
+	}
+	for _, p := range parts {
+		if p.Fixed == nil {
+			names = append(names, p.Name)
+		}
+	}
+	return names
 }
 
 func (in *Intake) queueWebhook(ctx context.Context, jobID string) error {
@@ -363,25 +419,26 @@ func (in *Intake) holder(ctx context.Context, h cache.Holder) (*job.Job, error) 
 	}
 }
 
-// accept stores the job and enqueues its tasks. The order is what keeps
-// every job ending: the aggregation, scheduled at the deadline, goes first,
-// so that a crash after any later step still ends the job at its deadline.
-// A job whose snapshots all came from the cache has its aggregation
-// started at once.
-func (in *Intake) accept(ctx context.Context, j *job.Job, allCached bool) error {
+// accept stores the job and enqueues its tasks (one per member of plan
+// that the cache did not answer). The order is what keeps every job
+// ending: the aggregation, scheduled at the deadline, goes first, so that
+// a crash after any later step still ends the job at its deadline. A job
+// whose members all came from the cache has its aggregation started at
+// once.
+func (in *Intake) accept(ctx context.Context, j *job.Job, plan []jobkind.Member, allCached bool) error {
 	if err := in.o.Enqueuer.EnqueueAggregate(ctx, j); err != nil {
 		return err
 	}
 	lane := tasks.LaneOf(j.Spec.Warm)
 	// The job is written last, after every task it needs is queued: a
 	// process that dies half-way leaves tasks without a job (they find
-	// none and end), never a job without its tasks. A snapshot task that
+	// none and end), never a job without its tasks. A member task that
 	// runs before the job is written goes back to its queue until it is.
 	undo := func() {
-		_ = tasks.Withdraw(in.o.Inspector, lane, j.ID, indexes(len(j.Spec.TimePoints)), true)
+		_ = tasks.Withdraw(in.o.Inspector, lane, j.ID, indexes(len(plan)), true)
 	}
 	if !allCached {
-		if err := in.o.Enqueuer.EnqueueSnapshots(ctx, j); err != nil {
+		if err := in.o.Enqueuer.EnqueueMembers(ctx, j, plan); err != nil {
 			undo()
 			return err
 		}
@@ -395,7 +452,7 @@ func (in *Intake) accept(ctx context.Context, j *job.Job, allCached bool) error 
 	if allCached {
 		if err := tasks.Promote(in.o.Inspector, lane, j.ID); err != nil {
 			// The deadline still starts it.
-			in.o.Log.Warn("could not start the aggregation of a job with all snapshots cached; it runs at the deadline", "job_id", j.ID, "err", err)
+			in.o.Log.Warn("could not start the aggregation of a job with all "+j.Noun.Plural()+" cached; it runs at the deadline", "job_id", j.ID, "err", err)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package intake_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/intake"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/redistest"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -22,14 +25,31 @@ import (
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-var models = timetravel.Models{Snapshot: "snap-model", Extraction: "extract-model", Narrative: "narr-model"}
+// The configured models.
+const (
+	snapModel    = "snap-model"
+	extractModel = "extract-model"
+	narrModel    = "narr-model"
+)
 
-// providers serve the extraction model at one provider and the others at
+// llmConfig serves the extraction model at one provider and the others at
 // the first, as the gateway routes them.
-var providers = config.LLM{Providers: []config.Provider{
-	{Name: "main", BaseURL: "https://main.example/v1"},
-	{Name: "fast", BaseURL: "https://fast.example/v1", Models: []string{models.Extraction}},
-}}.ProviderIdentity
+var llmConfig = config.LLM{
+	Model: snapModel, ExtractionModel: extractModel, NarrativeModel: narrModel,
+	Providers: []config.Provider{
+		{Name: "main", BaseURL: "https://main.example/v1"},
+		{Name: "fast", BaseURL: "https://fast.example/v1", Models: []string{extractModel}},
+	},
+}
+
+// providers names the provider of each model as llmConfig routes it.
+var providers = llmConfig.ProviderIdentity
+
+// env is the intake's environment: the models at their providers.
+var env = intake.EnvOf(llmConfig)
+
+// tt is the time-travel kind.
+var tt = timetravel.Kind{}
 
 type fixture struct {
 	db    redistest.DB
@@ -41,6 +61,12 @@ type fixture struct {
 
 func newFixture(t *testing.T) fixture {
 	t.Helper()
+	return newFixtureOf(t, kinds.Registry())
+}
+
+// newFixtureOf is newFixture serving the kinds of reg.
+func newFixtureOf(t *testing.T, reg *jobkind.Registry) fixture {
+	t.Helper()
 	db := redistest.New(t)
 	st := store.New(db.Client, time.Hour)
 	c := cache.New(db.Client, cache.TTLs{Past: time.Hour, Today: time.Minute})
@@ -48,41 +74,48 @@ func newFixture(t *testing.T) fixture {
 	in := intake.New(intake.Options{
 		Store: st, Enqueuer: tasks.NewEnqueuer(asynq.NewClientFromRedisClient(db.Client), 3, time.Minute),
 		Inspector: insp, Cache: c, Inflight: cache.NewInflight(db.Client),
-		Models: models, ProviderOf: providers, Deadline: time.Minute,
+		Kinds: reg, Env: env, Deadline: time.Minute,
 	})
 	return fixture{db: db, in: in, store: st, cache: c, insp: insp}
 }
 
-// spec is a request with two past time points.
+// spec is a time-travel request with two past time points.
 func spec(question string) job.Spec {
-	return job.Spec{
-		Question: question, Complexity: job.ComplexityStandard, Cache: job.CacheUse,
-		TimePoints: []job.TimePoint{{Date: "2023-01-01", Label: "January 2023"}, {Date: "2024-05-01", Label: "May 2024"}},
-	}
+	return timetravel.Spec(question, timetravel.Params{
+		Complexity: timetravel.ComplexityStandard,
+		TimePoints: []timetravel.TimePoint{{Date: "2023-01-01", Label: "January 2023"}, {Date: "2024-05-01", Label: "May 2024"}},
+	})
 }
 
-// cacheSnapshots caches the answers of the given time points of s.
-func (f fixture) cacheSnapshots(t *testing.T, s job.Spec, indexes ...int) []job.Snapshot {
+// cacheSnapshots caches the answers of the given time points of s, as
+// the snapshot model at its provider in e answers them.
+func (f fixture) cacheSnapshots(t *testing.T, s job.Spec, e jobkind.Env, indexes ...int) []job.Member {
 	t.Helper()
-	var snaps []job.Snapshot
+	plan, err := tt.Plan(s, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snaps []job.Member
 	for _, i := range indexes {
-		tp := s.TimePoints[i]
-		text := "answer as of " + tp.Label
-		id := cache.SnapshotID{Question: s.Question, Model: models.Snapshot, Provider: providers(models.Snapshot), Date: tp.Date, Label: tp.Label, Complexity: s.Complexity}
-		if err := f.cache.PutSnapshot(context.Background(), id, cache.Snapshot{Text: text, Model: models.Snapshot}); err != nil {
+		m := plan[i]
+		text := "answer as of " + m.Label
+		if err := f.cache.PutMember(context.Background(), m.CacheKey, cache.Answer{Text: text, Model: snapModel}, m.Volatile); err != nil {
 			t.Fatal(err)
 		}
-		snaps = append(snaps, job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Text: text})
+		snaps = append(snaps, job.Member{Index: i, Label: m.Label, Ref: m.Ref, Status: job.MemberCompleted, Text: text})
 	}
 	return snaps
 }
 
-func (f fixture) cacheAggregate(t *testing.T, s job.Spec, snaps []job.Snapshot) {
+// cacheAggregate caches the result of s made from snaps by the
+// aggregation models at their providers in e.
+func (f fixture) cacheAggregate(t *testing.T, s job.Spec, e jobkind.Env, snaps []job.Member) {
 	t.Helper()
-	err := f.cache.PutAggregate(context.Background(), intake.AggregateID(models, providers, s, snaps), cache.Aggregate{
-		KeyChanges: []job.KeyChange{{From: snaps[0].Date, To: snaps[1].Date, Changes: []string{"more models"}}},
-		Narrative:  "It changed.",
-	})
+	kc, _ := json.Marshal([]timetravel.KeyChange{{From: timetravel.DateOf(snaps[0]), To: timetravel.DateOf(snaps[1]), Changes: []string{"more models"}}})
+	err := f.cache.PutResult(context.Background(), tt.ResultKey(s, e, snaps), job.Result{Parts: []job.Part{
+		{Name: timetravel.PartKeyChanges, Value: kc, Model: extractModel},
+		{Name: timetravel.PartNarrative, Text: "It changed.", Model: narrModel},
+	}}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,17 +170,17 @@ func TestSubmit(t *testing.T) {
 			if tt.bypass {
 				s.Cache = job.CacheBypass
 			}
-			snaps := f.cacheSnapshots(t, s, tt.cached...)
+			snaps := f.cacheSnapshots(t, s, env, tt.cached...)
 			if tt.aggregate {
-				f.cacheAggregate(t, s, snaps)
+				f.cacheAggregate(t, s, env, snaps)
 			}
 			out, err := f.in.Submit(t.Context(), s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if out.Cached != tt.wantCached || out.CachedSnapshots != tt.wantSnapshots || out.Joined {
+			if out.Cached != tt.wantCached || out.CachedMembers != tt.wantSnapshots || out.Joined {
 				t.Fatalf("outcome cached %v, cached snapshots %d, joined %v; want %v, %d, false",
-					out.Cached, out.CachedSnapshots, out.Joined, tt.wantCached, tt.wantSnapshots)
+					out.Cached, out.CachedMembers, out.Joined, tt.wantCached, tt.wantSnapshots)
 			}
 			j, err := f.store.Get(t.Context(), out.Job.ID)
 			if err != nil {
@@ -157,10 +190,10 @@ func TestSubmit(t *testing.T) {
 				t.Errorf("stored job %s (cached %v), want %s (%v)", j.Status, j.Cached(), tt.wantStatus, tt.wantCached)
 			}
 			for i, want := range tt.wantQueued {
-				if got := f.taskState(tasks.QueueSnapshot, tasks.SnapshotTaskID(j.ID, i)); got != want {
+				if got := f.taskState(tasks.QueueSnapshot, tasks.MemberTaskID(j.ID, i)); got != want {
 					t.Errorf("snapshot task %d: %s, want %s", i, got, want)
 				}
-				if cached := j.Snapshots[i].Cached; cached != (want == "none") {
+				if cached := j.Members[i].Cached; cached != (want == "none") {
 					t.Errorf("snapshot %d cached = %v", i, cached)
 				}
 			}
@@ -232,7 +265,15 @@ func TestSubmitJoinsOnlyLiveJobs(t *testing.T) {
 
 	// A holder that claimed the fingerprint a minute ago and never wrote
 	// its job is dead: it is replaced at once.
-	fp := cache.Fingerprint(s, models.Snapshot, providers(models.Snapshot))
+	plan, err := tt.Plan(s, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, len(plan))
+	for i, m := range plan {
+		keys[i] = m.CacheKey
+	}
+	fp := cache.Fingerprint(timetravel.Name, keys, tt.ResultKey(s, env, nil), false, false, "")
 	ghost := "ghost " + strconv.FormatInt(time.Now().Add(-time.Minute).UnixMilli(), 10)
 	if err := f.db.Client.Set(t.Context(), "tt:inflight:"+fp, ghost, time.Minute).Err(); err != nil {
 		t.Fatal(err)
@@ -263,8 +304,8 @@ func TestWarm(t *testing.T) {
 	if out.Cached || out.Joined || !out.Job.Spec.Warm {
 		t.Fatalf("warming an uncached question: %+v", out)
 	}
-	for i := range s.TimePoints {
-		if got := f.taskState(tasks.QueueWarm, tasks.SnapshotTaskID(out.Job.ID, i)); got != "pending" {
+	for i := range timetravel.ParamsOf(s).TimePoints {
+		if got := f.taskState(tasks.QueueWarm, tasks.MemberTaskID(out.Job.ID, i)); got != "pending" {
 			t.Errorf("warming snapshot %d on the warm queue: %s, want pending", i, got)
 		}
 	}
@@ -273,7 +314,7 @@ func TestWarm(t *testing.T) {
 	}
 
 	cached := spec("Who won the last World Cup?")
-	f.cacheAggregate(t, cached, f.cacheSnapshots(t, cached, 0, 1))
+	f.cacheAggregate(t, cached, env, f.cacheSnapshots(t, cached, env, 0, 1))
 	out, err = f.in.Warm(t.Context(), cached)
 	if err != nil {
 		t.Fatal(err)

@@ -1,13 +1,11 @@
 package intake_test
 
 import (
-	"context"
 	"testing"
 
-	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/intake"
-	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
 )
 
 // Answers cached by a provider are served only when the same provider
@@ -17,14 +15,14 @@ func TestSubmitServesOnlyTheSameProvidersAnswers(t *testing.T) {
 	t.Parallel()
 	movedAll := config.LLM{BaseURL: "https://elsewhere.example/v1"}.ProviderIdentity
 	movedExtraction := func(model string) string {
-		if model == models.Extraction {
+		if model == extractModel {
 			return "fast https://fast-proxy.example/v1"
 		}
 		return providers(model)
 	}
 	tests := []struct {
 		name          string
-		cachedBy      intake.ProviderOf // the providers the answers were cached by
+		cachedBy      func(model string) string // the providers the answers were cached by
 		wantCached    bool
 		wantSnapshots int
 	}{
@@ -38,53 +36,43 @@ func TestSubmitServesOnlyTheSameProvidersAnswers(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
 			s := spec("What are the best AI models?")
-			ctx := context.Background()
-			var snaps []job.Snapshot
-			for i, tp := range s.TimePoints {
-				text := "answer as of " + tp.Label
-				id := cache.SnapshotID{Question: s.Question, Model: models.Snapshot, Provider: tt.cachedBy.Of(models.Snapshot), Date: tp.Date, Label: tp.Label, Complexity: s.Complexity}
-				if err := f.cache.PutSnapshot(ctx, id, cache.Snapshot{Text: text, Model: models.Snapshot}); err != nil {
-					t.Fatal(err)
-				}
-				snaps = append(snaps, job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Text: text})
-			}
-			err := f.cache.PutAggregate(ctx, intake.AggregateID(models, tt.cachedBy, s, snaps), cache.Aggregate{
-				KeyChanges: []job.KeyChange{{From: snaps[0].Date, To: snaps[1].Date, Changes: []string{"more models"}}},
-				Narrative:  "It changed.",
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			cachedBy := env
+			cachedBy.ProviderOf = tt.cachedBy
+			f.cacheAggregate(t, s, cachedBy, f.cacheSnapshots(t, s, cachedBy, 0, 1))
 			out, err := f.in.Submit(t.Context(), s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if out.Cached != tt.wantCached || out.CachedSnapshots != tt.wantSnapshots {
-				t.Errorf("outcome cached %v, cached snapshots %d; want %v, %d", out.Cached, out.CachedSnapshots, tt.wantCached, tt.wantSnapshots)
+			if out.Cached != tt.wantCached || out.CachedMembers != tt.wantSnapshots {
+				t.Errorf("outcome cached %v, cached snapshots %d; want %v, %d", out.Cached, out.CachedMembers, tt.wantCached, tt.wantSnapshots)
 			}
 		})
 	}
 }
 
-// A nil ProviderOf names no provider; a set one names the provider the
-// configuration routes each model to.
-func TestProviderOf(t *testing.T) {
+// An Env without ProviderOf names no provider; EnvOf names the provider
+// the configuration routes each model to, and the configured models.
+func TestEnvOf(t *testing.T) {
 	t.Parallel()
+	if env.Model != snapModel || env.Extraction != extractModel || env.Narrative != narrModel {
+		t.Fatalf("EnvOf: models %q %q %q, want %q %q %q", env.Model, env.Extraction, env.Narrative, snapModel, extractModel, narrModel)
+	}
 	tests := []struct {
 		name  string
-		of    intake.ProviderOf
+		env   jobkind.Env
 		model string
 		want  string
 	}{
-		{"nil", nil, "m", ""},
-		{"unlisted model: the first provider", providers, models.Snapshot, "main https://main.example/v1"},
-		{"listed model", providers, models.Extraction, "fast https://fast.example/v1"},
+		{"nil", jobkind.Env{}, "m", ""},
+		{"unlisted model: the first provider", env, snapModel, "main https://main.example/v1"},
+		{"listed model", env, extractModel, "fast https://fast.example/v1"},
+		{"no providers: the OPENAI_* provider", intake.EnvOf(config.LLM{BaseURL: "https://api.example/v1"}), "m", config.DefaultProvider + " https://api.example/v1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := tt.of.Of(tt.model); got != tt.want {
-				t.Errorf("Of(%q) = %q, want %q", tt.model, got, tt.want)
+			if got := tt.env.Provider(tt.model); got != tt.want {
+				t.Errorf("Provider(%q) = %q, want %q", tt.model, got, tt.want)
 			}
 		})
 	}

@@ -1,10 +1,15 @@
-// Package job holds the domain of a time-travel job: what a user asks for
-// (Spec), the validated form of a submission, the job's state machine and the
-// shape in which a job is shown to clients. It has no I/O.
+// Package job holds the domain of a job of any kind: what a user asks for
+// (Spec), the job's state machine, its members (the calls that fan out,
+// one per time point or per model) and its result (the parts of the
+// aggregation over the members), and the common shape in which a job is
+// shown to clients. What a kind adds (its request, prompts and view) lives
+// in the kind's package (see package jobkind). It has no I/O.
 package job
 
 import (
+	"encoding/json"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -33,61 +38,52 @@ func (s Status) Terminal() bool {
 	return false
 }
 
-// SnapshotStatus is the state of one time point's answer.
-type SnapshotStatus string
+// MemberStatus is the state of one member's answer.
+type MemberStatus string
 
-// Snapshot statuses.
+// Member statuses.
 const (
-	SnapshotPending   SnapshotStatus = "pending"
-	SnapshotRunning   SnapshotStatus = "running"
-	SnapshotCompleted SnapshotStatus = "completed"
-	SnapshotFailed    SnapshotStatus = "failed"
-	// SnapshotCanceled: the job was canceled before the snapshot finished.
-	SnapshotCanceled SnapshotStatus = "canceled"
-	// SnapshotExpired: the job ended (at its deadline, or when its
-	// aggregation could not wait) before the snapshot finished.
-	SnapshotExpired SnapshotStatus = "expired"
+	MemberPending   MemberStatus = "pending"
+	MemberRunning   MemberStatus = "running"
+	MemberCompleted MemberStatus = "completed"
+	MemberFailed    MemberStatus = "failed"
+	// MemberCanceled: the job was canceled before the member finished.
+	MemberCanceled MemberStatus = "canceled"
+	// MemberExpired: the job ended (at its deadline, or when its
+	// aggregation could not wait) before the member finished.
+	MemberExpired MemberStatus = "expired"
 )
 
-// Done reports whether the snapshot has its final outcome from the model
-// (answered, or failed for good); only such snapshots count towards fan-in.
-func (s SnapshotStatus) Done() bool { return s == SnapshotCompleted || s == SnapshotFailed }
+// Done reports whether the member has its final outcome from the model
+// (answered, or failed for good); only such members count towards fan-in.
+func (s MemberStatus) Done() bool { return s == MemberCompleted || s == MemberFailed }
 
-// Terminal reports whether the snapshot will not change again: done, or
+// Terminal reports whether the member will not change again: done, or
 // stopped when its job ended.
-func (s SnapshotStatus) Terminal() bool {
-	return s.Done() || s == SnapshotCanceled || s == SnapshotExpired
+func (s MemberStatus) Terminal() bool {
+	return s.Done() || s == MemberCanceled || s == MemberExpired
 }
 
-// Complexity sets how long and detailed the answers are.
-type Complexity string
+// Noun is what a kind calls its members, in the singular ("snapshot",
+// "answer"): its member events are named <noun>.started and so on, and
+// its stage of member calls <noun>s.
+type Noun string
 
-// Complexities.
-const (
-	ComplexityBrief    Complexity = "brief"
-	ComplexityStandard Complexity = "standard"
-	ComplexityDetailed Complexity = "detailed"
-)
+// Plural is the noun in the plural (an "s" appended).
+func (n Noun) Plural() string { return string(n) + "s" }
 
-// TimePoint is one date at which the question is answered.
-type TimePoint struct {
-	// Date is the day, formatted YYYY-MM-DD.
-	Date string `json:"date"`
-	// Label is how the date is shown, e.g. "March 2023".
-	Label string `json:"label"`
-}
-
-// Spec is a validated request: everything a job needs to run. Time points are
-// in chronological order.
+// Spec is a validated request: everything a job needs to run. The fields
+// here are those every kind has; Params holds what the kind adds (time
+// travel: its time points and complexity), which only the kind reads.
 type Spec struct {
-	Question        string      `json:"question"`
-	TimePoints      []TimePoint `json:"time_points"`
-	Model           string      `json:"model,omitempty"`
-	Complexity      Complexity  `json:"complexity"`
-	ForceTimeTravel bool        `json:"force_time_travel,omitempty"`
+	// Kind names the job's kind (see package jobkind).
+	Kind     string `json:"kind,omitempty"`
+	Question string `json:"question"`
+	// Model is the model the request named; empty: the configured default.
+	Model string `json:"model,omitempty"`
 	// Cache says whether the job may reuse cached answers: CacheUse, or
-	// CacheBypass (also set by ForceTimeTravel), which skips cache reads
-	// but still writes what the job computes.
+	// CacheBypass, which skips cache reads but still writes what the job
+	// computes.
 	Cache CacheMode `json:"cache"`
 	// CallbackURL, when set, gets the job's result in a signed webhook
 	// once the job ends. It was checked at submission (webhook.Policy).
@@ -99,6 +95,8 @@ type Spec struct {
 	// when the api runs without keys); its quotas pay for the job's
 	// provider tokens. Set by the api, never by the request body.
 	Owner string `json:"owner,omitempty"`
+	// Params is the kind's own part of the request, as its kind encodes it.
+	Params json.RawMessage `json:"params,omitempty"`
 }
 
 // AnonymousOwner owns the jobs submitted without an API key, on a server
@@ -121,59 +119,172 @@ const (
 )
 
 // ReadsCache reports whether the job may be served cached answers.
-func (s Spec) ReadsCache() bool { return s.Cache != CacheBypass && !s.ForceTimeTravel }
+func (s Spec) ReadsCache() bool { return s.Cache != CacheBypass }
 
-// Snapshot is one time point's answer and its bookkeeping. Times are Unix
-// milliseconds; zero means "not yet". Model is the model asked and, once the
-// snapshot is done, the model that answered (a fallback when the model was
-// out of service). Attempts counts the deliveries of its task that claimed
-// it; LLMAttempts the requests sent to providers for it over all of them,
-// failed ones included.
-type Snapshot struct {
-	Index       int            `json:"index"`
-	Date        string         `json:"date"`
-	Label       string         `json:"label"`
-	Status      SnapshotStatus `json:"status"`
-	Text        string         `json:"text,omitempty"`
-	Model       string         `json:"model,omitempty"`
-	Attempts    int            `json:"attempts"`
-	LLMAttempts int            `json:"llm_attempts,omitempty"`
-	Error       string         `json:"error,omitempty"`
-	StartedAt   int64          `json:"started_at_ms,omitempty"`
-	CompletedAt int64          `json:"completed_at_ms,omitempty"`
-	// Cached is set when the answer came from the snapshot cache (no
-	// model was called for it).
+// Member is one of a job's member calls (a time point's answer, a model's
+// answer) and its bookkeeping. Times are Unix milliseconds; zero means
+// "not yet". Model is the model asked and, once the member is done, the
+// model that answered (a fallback when the model was out of service).
+// Attempts counts the deliveries of its task that claimed it; LLMAttempts
+// the requests sent to providers for it over all of them, failed ones
+// included.
+type Member struct {
+	Index int `json:"index"`
+	// Label names the member for people ("March 2023", "gpt-4o").
+	Label string `json:"label"`
+	// Ref holds the further fields its kind names the member by (time
+	// travel: "date"); in JSON they sit beside index and label, in views
+	// and in every event of the member. They never use the name of a
+	// field of Member.
+	Ref         map[string]string `json:"-"`
+	Status      MemberStatus      `json:"status"`
+	Text        string            `json:"text,omitempty"`
+	Model       string            `json:"model,omitempty"`
+	Attempts    int               `json:"attempts"`
+	LLMAttempts int               `json:"llm_attempts,omitempty"`
+	Error       string            `json:"error,omitempty"`
+	StartedAt   int64             `json:"started_at_ms,omitempty"`
+	CompletedAt int64             `json:"completed_at_ms,omitempty"`
+	// Cached is set when the answer came from the member cache (no model
+	// was called for it).
 	Cached bool `json:"cached,omitempty"`
 }
 
-// KeyChange lists what changed between two consecutive snapshots.
-type KeyChange struct {
-	From      string   `json:"from"`
-	To        string   `json:"to"`
-	FromLabel string   `json:"from_label"`
-	ToLabel   string   `json:"to_label"`
-	Changes   []string `json:"changes"`
+type memberJSON Member
+
+// MarshalJSON writes the member with its Ref fields beside the others.
+func (m Member) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(memberJSON(m))
+	if err != nil || len(m.Ref) == 0 {
+		return b, err
+	}
+	return mergeObject(b, m.Ref)
 }
 
-// Aggregate is the outcome of the aggregation step. An error field set means
-// that part failed; the other part may still be there.
-type Aggregate struct {
-	KeyChanges      []KeyChange `json:"key_changes"`
-	KeyChangesError string      `json:"key_changes_error,omitempty"`
-	Narrative       string      `json:"narrative,omitempty"`
-	NarrativeError  string      `json:"narrative_error,omitempty"`
-	StartedAt       int64       `json:"started_at_ms,omitempty"`
-	KeyChangesMS    int64       `json:"key_changes_ms,omitempty"`
-	NarrativeMS     int64       `json:"narrative_ms,omitempty"`
-	// The models that answered the key changes and the narrative, and the
-	// requests each call sent (failed ones included).
-	KeyChangesModel       string `json:"key_changes_model,omitempty"`
-	KeyChangesLLMAttempts int    `json:"key_changes_llm_attempts,omitempty"`
-	NarrativeModel        string `json:"narrative_model,omitempty"`
-	NarrativeLLMAttempts  int    `json:"narrative_llm_attempts,omitempty"`
-	// Cached is set when the key changes and the narrative came from the
-	// result cache.
+// UnmarshalJSON reads a member written by MarshalJSON: the fields that are
+// not Member's are its Ref.
+func (m *Member) UnmarshalJSON(b []byte) error {
+	var v memberJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	for k, raw := range all {
+		if memberFields[k] {
+			continue
+		}
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			continue
+		}
+		if v.Ref == nil {
+			v.Ref = map[string]string{}
+		}
+		v.Ref[k] = s
+	}
+	*m = Member(v)
+	return nil
+}
+
+// memberFields are the JSON names of Member's own fields, which no Ref
+// field may take.
+var memberFields = map[string]bool{
+	"index": true, "label": true, "status": true, "text": true, "model": true, "attempts": true,
+	"llm_attempts": true, "error": true, "started_at_ms": true, "completed_at_ms": true, "cached": true,
+}
+
+// ReservedField reports whether name is a field of Member's JSON, which a
+// kind's Ref must not use.
+func ReservedField(name string) bool { return memberFields[name] }
+
+// RefData is the member's identity as its events carry it: index, label
+// and the Ref fields.
+func (m Member) RefData() map[string]any {
+	d := make(map[string]any, len(m.Ref)+2)
+	for k, v := range m.Ref {
+		d[k] = v
+	}
+	d["index"], d["label"] = m.Index, m.Label
+	return d
+}
+
+// mergeObject adds fields to the JSON object b.
+func mergeObject(b []byte, fields map[string]string) ([]byte, error) {
+	var o map[string]json.RawMessage
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, err
+	}
+	for k, v := range fields {
+		if _, taken := o[k]; taken {
+			continue
+		}
+		raw, _ := json.Marshal(v)
+		o[k] = raw
+	}
+	return json.Marshal(o)
+}
+
+// Part is one part of a job's aggregation: a call over the members'
+// answers whose outcome is streamed text (Text) or a structured value
+// (Value, the kind's JSON). Error set means the part failed.
+type Part struct {
+	Name  string          `json:"name"`
+	Value json.RawMessage `json:"value,omitempty"`
+	Text  string          `json:"text,omitempty"`
+	Error string          `json:"error,omitempty"`
+	// Model answered (or last failed); LLMAttempts counts the requests
+	// the part sent; MS is how long its call took.
+	Model       string `json:"model,omitempty"`
+	LLMAttempts int    `json:"llm_attempts,omitempty"`
+	MS          int64  `json:"ms,omitempty"`
+}
+
+// Result is the outcome of a job's aggregation: its parts, in the kind's
+// order.
+type Result struct {
+	Parts []Part `json:"parts"`
+	// StartedAt is when the aggregation began (Unix ms).
+	StartedAt int64 `json:"started_at_ms,omitempty"`
+	// Cached is set when the parts came from the result cache.
 	Cached bool `json:"cached,omitempty"`
+}
+
+// Part returns the part named name, or nil.
+func (r *Result) Part(name string) *Part {
+	if r == nil {
+		return nil
+	}
+	for i := range r.Parts {
+		if r.Parts[i].Name == name {
+			return &r.Parts[i]
+		}
+	}
+	return nil
+}
+
+// Set puts p in place of the part of its name, or adds it.
+func (r *Result) Set(p Part) {
+	if q := r.Part(p.Name); q != nil {
+		*q = p
+		return
+	}
+	r.Parts = append(r.Parts, p)
+}
+
+// Failed reports whether a part of the result failed.
+func (r *Result) Failed() bool {
+	if r == nil {
+		return false
+	}
+	for _, p := range r.Parts {
+		if p.Error != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // WebhookStatus is the state of the delivery of a job's result to its
@@ -204,15 +315,20 @@ type Webhook struct {
 
 // Job is the full state of a job as stored.
 type Job struct {
-	ID         string     `json:"job_id"`
-	Spec       Spec       `json:"-"`
-	Status     Status     `json:"status"`
-	CreatedAt  time.Time  `json:"created_at"`
-	Deadline   time.Time  `json:"deadline"`
-	FinishedAt time.Time  `json:"-"`
-	Snapshots  []Snapshot `json:"snapshots"`
-	Aggregate  *Aggregate `json:"-"`
-	Error      string     `json:"-"`
+	ID   string `json:"job_id"`
+	Spec Spec   `json:"-"`
+	// Noun is what the job's kind calls its members.
+	Noun       Noun      `json:"-"`
+	Status     Status    `json:"status"`
+	CreatedAt  time.Time `json:"created_at"`
+	Deadline   time.Time `json:"deadline"`
+	FinishedAt time.Time `json:"-"`
+	Members    []Member  `json:"members"`
+	Result     *Result   `json:"-"`
+	Error      string    `json:"-"`
+	// Accepted holds the fields the job's kind adds to its job.accepted
+	// event (a JSON object; time travel: its time points and complexity).
+	Accepted json.RawMessage `json:"-"`
 	// Webhook is the callback's delivery state; nil until it is queued.
 	Webhook *Webhook `json:"-"`
 	// Fingerprint identifies the request for in-flight deduplication
@@ -255,29 +371,29 @@ func (j *Job) SeenBy(handle *Job) *Job {
 		return &v
 	}
 	v.Status, v.FinishedAt, v.Error = StatusCanceled, d.At, CanceledByClient
-	v.Snapshots = make([]Snapshot, len(j.Snapshots))
-	for i, s := range j.Snapshots {
+	v.Members = make([]Member, len(j.Members))
+	for i, s := range j.Members {
 		if !s.Status.Terminal() || s.CompletedAt > d.At.UnixMilli() {
-			s.Status, s.Text, s.Error, s.CompletedAt = SnapshotCanceled, "", "", 0
+			s.Status, s.Text, s.Error, s.CompletedAt = MemberCanceled, "", "", 0
 		}
-		v.Snapshots[i] = s
+		v.Members[i] = s
 	}
-	if a := j.Aggregate; a != nil {
-		v.Aggregate = &Aggregate{StartedAt: a.StartedAt}
-		if a.StartedAt > d.At.UnixMilli() {
-			v.Aggregate = nil
+	if r := j.Result; r != nil {
+		v.Result = &Result{StartedAt: r.StartedAt}
+		if r.StartedAt > d.At.UnixMilli() {
+			v.Result = nil
 		}
 	}
 	return &v
 }
 
 // Cached reports whether the whole job was served from the caches: every
-// snapshot and the aggregation.
+// member and the aggregation.
 func (j *Job) Cached() bool {
-	if j.Aggregate == nil || !j.Aggregate.Cached {
+	if j.Result == nil || !j.Result.Cached {
 		return false
 	}
-	for _, s := range j.Snapshots {
+	for _, s := range j.Members {
 		if !s.Cached {
 			return false
 		}
@@ -285,27 +401,41 @@ func (j *Job) Cached() bool {
 	return true
 }
 
+// Completed returns the members that completed, in order.
+func (j *Job) Completed() []Member {
+	var out []Member
+	for _, m := range j.Members {
+		if m.Status == MemberCompleted {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // Timings are the per-stage durations of a job in milliseconds; a stage that
-// has not happened is omitted.
+// has not happened is nil.
 type Timings struct {
-	// QueueWaitMS is from acceptance to the first snapshot starting.
-	QueueWaitMS *int64 `json:"queue_wait_ms,omitempty"`
-	// SnapshotsMS is from the first snapshot starting to the last one ending.
-	SnapshotsMS *int64 `json:"snapshots_ms,omitempty"`
-	// SnapshotMS has each snapshot's own duration, by index (0 when unfinished).
-	SnapshotMS []int64 `json:"snapshot_ms,omitempty"`
-	// FanInMS is from the last snapshot ending to aggregation starting.
-	FanInMS *int64 `json:"fan_in_ms,omitempty"`
-	// KeyChangesMS and NarrativeMS are the two aggregation calls, which run
-	// concurrently.
-	KeyChangesMS *int64 `json:"key_changes_ms,omitempty"`
-	NarrativeMS  *int64 `json:"narrative_ms,omitempty"`
-	// KeyChangesLLMAttempts and NarrativeLLMAttempts count the requests
-	// the two aggregation calls sent to providers, failed ones included.
-	KeyChangesLLMAttempts int `json:"key_changes_llm_attempts,omitempty"`
-	NarrativeLLMAttempts  int `json:"narrative_llm_attempts,omitempty"`
+	// QueueWaitMS is from acceptance to the first member starting.
+	QueueWaitMS *int64
+	// MembersMS is from the first member starting to the last one ending.
+	MembersMS *int64
+	// MemberMS has each member's own duration, by index (0 when
+	// unfinished).
+	MemberMS []int64
+	// FanInMS is from the last member ending to aggregation starting.
+	FanInMS *int64
+	// Parts are the aggregation's parts, which run concurrently.
+	Parts []PartTiming
 	// TotalMS is from acceptance to the terminal state.
-	TotalMS *int64 `json:"total_ms,omitempty"`
+	TotalMS *int64
+}
+
+// PartTiming is the duration of one part of the aggregation and the
+// requests it sent to providers, failed ones included.
+type PartTiming struct {
+	Name        string
+	MS          int64
+	LLMAttempts int
 }
 
 // Timings derives the stage durations from the job's timestamps.
@@ -313,9 +443,9 @@ func (j *Job) Timings() Timings {
 	var t Timings
 	created := j.CreatedAt.UnixMilli()
 	var firstStart, lastEnd int64
-	per := make([]int64, len(j.Snapshots))
+	per := make([]int64, len(j.Members))
 	anyDone := false
-	for i, s := range j.Snapshots {
+	for i, s := range j.Members {
 		if s.StartedAt > 0 && (firstStart == 0 || s.StartedAt < firstStart) {
 			firstStart = s.StartedAt
 		}
@@ -333,22 +463,18 @@ func (j *Job) Timings() Timings {
 		t.QueueWaitMS = ptr(max(firstStart-created, 0))
 	}
 	if anyDone {
-		t.SnapshotMS = per
+		t.MemberMS = per
 		if firstStart > 0 {
-			t.SnapshotsMS = ptr(max(lastEnd-firstStart, 0))
+			t.MembersMS = ptr(max(lastEnd-firstStart, 0))
 		}
 	}
-	if a := j.Aggregate; a != nil {
-		if a.StartedAt > 0 && lastEnd > 0 {
-			t.FanInMS = ptr(max(a.StartedAt-lastEnd, 0))
+	if r := j.Result; r != nil {
+		if r.StartedAt > 0 && lastEnd > 0 {
+			t.FanInMS = ptr(max(r.StartedAt-lastEnd, 0))
 		}
-		if a.KeyChangesMS > 0 {
-			t.KeyChangesMS = ptr(a.KeyChangesMS)
+		for _, p := range r.Parts {
+			t.Parts = append(t.Parts, PartTiming{Name: p.Name, MS: p.MS, LLMAttempts: p.LLMAttempts})
 		}
-		if a.NarrativeMS > 0 {
-			t.NarrativeMS = ptr(a.NarrativeMS)
-		}
-		t.KeyChangesLLMAttempts, t.NarrativeLLMAttempts = a.KeyChangesLLMAttempts, a.NarrativeLLMAttempts
 	}
 	if !j.FinishedAt.IsZero() {
 		t.TotalMS = ptr(max(j.FinishedAt.UnixMilli()-created, 0))
@@ -358,53 +484,134 @@ func (j *Job) Timings() Timings {
 
 func ptr(v int64) *int64 { return &v }
 
-// View is how a job is shown to clients (GET /api/jobs/{id}).
+// Stages returns the named stage durations of t for a job whose members
+// are noun: queue_wait, <noun>s, fan_in, each part by its name, total.
+// Stages that have not happened are left out.
+func (t Timings) Stages(noun Noun) map[string]int64 {
+	s := map[string]int64{}
+	add := func(name string, v *int64) {
+		if v != nil {
+			s[name] = *v
+		}
+	}
+	add("queue_wait", t.QueueWaitMS)
+	add(noun.Plural(), t.MembersMS)
+	add("fan_in", t.FanInMS)
+	for _, p := range t.Parts {
+		if p.MS > 0 {
+			s[p.Name] = p.MS
+		}
+	}
+	add("total", t.TotalMS)
+	return s
+}
+
+// TimingsView is how a job's timings are shown (in the job's view):
+// queue_wait_ms, <noun>s_ms, <noun>_ms (per member), fan_in_ms, <part>_ms
+// and <part>_llm_attempts for each part, total_ms; stages that have not
+// happened are left out.
+type TimingsView struct {
+	Timings
+	Noun Noun
+}
+
+// MarshalJSON writes the timings under the names above.
+func (v TimingsView) MarshalJSON() ([]byte, error) {
+	o := map[string]any{}
+	set := func(name string, p *int64) {
+		if p != nil {
+			o[name] = *p
+		}
+	}
+	set("queue_wait_ms", v.QueueWaitMS)
+	set(v.Noun.Plural()+"_ms", v.MembersMS)
+	if len(v.MemberMS) > 0 {
+		o[string(v.Noun)+"_ms"] = v.MemberMS
+	}
+	set("fan_in_ms", v.FanInMS)
+	for _, p := range v.Parts {
+		if p.MS > 0 {
+			o[p.Name+"_ms"] = p.MS
+		}
+		if p.LLMAttempts > 0 {
+			o[p.Name+"_llm_attempts"] = p.LLMAttempts
+		}
+	}
+	set("total_ms", v.TotalMS)
+	return json.Marshal(o)
+}
+
+// View is how a job is shown to clients (GET /api/jobs/{id}, webhooks):
+// the fields every kind has, and the kind's own (Fields, a JSON object
+// whose fields sit beside these).
 type View struct {
-	ID              string     `json:"job_id"`
-	Status          Status     `json:"status"`
-	Question        string     `json:"question"`
-	Model           string     `json:"model,omitempty"`
-	Complexity      Complexity `json:"complexity"`
-	ForceTimeTravel bool       `json:"force_time_travel"`
-	Cache           CacheMode  `json:"cache"`
+	ID       string    `json:"job_id"`
+	Kind     string    `json:"kind"`
+	Status   Status    `json:"status"`
+	Question string    `json:"question"`
+	Model    string    `json:"model,omitempty"`
+	Cache    CacheMode `json:"cache"`
 	// Cached is set when the whole job was served from the caches.
 	Cached      bool        `json:"cached"`
 	Warm        bool        `json:"warm,omitempty"`
 	CreatedAt   time.Time   `json:"created_at"`
 	Deadline    time.Time   `json:"deadline"`
 	FinishedAt  *time.Time  `json:"finished_at,omitempty"`
-	Snapshots   []Snapshot  `json:"snapshots"`
-	KeyChanges  []KeyChange `json:"key_changes"`
-	Narrative   string      `json:"narrative"`
-	Timings     Timings     `json:"timings"`
+	Timings     TimingsView `json:"timings"`
 	Errors      []string    `json:"errors"`
 	CallbackURL string      `json:"callback_url,omitempty"`
 	Webhook     *Webhook    `json:"webhook,omitempty"`
+	// Fields are the kind's own fields (see jobkind.Kind.View).
+	Fields any `json:"-"`
 }
 
-// View returns the client-facing form of the job. Errors lists, in a stable
-// order, every failure that shaped the outcome. CallbackURL is shown
-// without its query, fragment and user info: they may hold the receiver's
-// own token, which the view (and the webhook body made of it) must not
-// repeat.
+type viewJSON View
+
+// MarshalJSON writes the view with the kind's fields beside the others.
+func (v View) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(viewJSON(v))
+	if err != nil || v.Fields == nil {
+		return b, err
+	}
+	extra, err := json.Marshal(v.Fields)
+	if err != nil {
+		return nil, err
+	}
+	var o, e map[string]json.RawMessage
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(extra, &e); err != nil {
+		return nil, err
+	}
+	for k, raw := range e {
+		if _, taken := o[k]; !taken {
+			o[k] = raw
+		}
+	}
+	return json.Marshal(o)
+}
+
+// View returns the common part of the client-facing form of the job; the
+// caller adds its kind's Fields. Errors lists, in a stable order, every
+// failure that shaped the outcome. CallbackURL is shown without its
+// query, fragment and user info: they may hold the receiver's own token,
+// which the view (and the webhook body made of it) must not repeat.
 func (j *Job) View() View {
 	v := View{
-		ID:              j.ID,
-		Status:          j.Status,
-		Question:        j.Spec.Question,
-		Model:           j.Spec.Model,
-		Complexity:      j.Spec.Complexity,
-		ForceTimeTravel: j.Spec.ForceTimeTravel,
-		Cache:           j.Spec.Cache,
-		Cached:          j.Cached(),
-		Warm:            j.Spec.Warm,
-		CreatedAt:       j.CreatedAt.UTC(),
-		Deadline:        j.Deadline.UTC(),
-		Snapshots:       j.Snapshots,
-		KeyChanges:      []KeyChange{},
-		Timings:         j.Timings(),
-		Errors:          []string{},
-		Webhook:         j.Webhook,
+		ID:        j.ID,
+		Kind:      j.Spec.Kind,
+		Status:    j.Status,
+		Question:  j.Spec.Question,
+		Model:     j.Spec.Model,
+		Cache:     j.Spec.Cache,
+		Cached:    j.Cached(),
+		Warm:      j.Spec.Warm,
+		CreatedAt: j.CreatedAt.UTC(),
+		Deadline:  j.Deadline.UTC(),
+		Timings:   TimingsView{Timings: j.Timings(), Noun: j.Noun},
+		Errors:    j.Errors(),
+		Webhook:   j.Webhook,
 	}
 	if j.Spec.CallbackURL != "" {
 		// A URL that does not parse (never one accepted at submission) is
@@ -418,25 +625,28 @@ func (j *Job) View() View {
 		f := j.FinishedAt.UTC()
 		v.FinishedAt = &f
 	}
-	if j.Error != "" {
-		v.Errors = append(v.Errors, j.Error)
-	}
-	for _, s := range j.Snapshots {
-		if s.Error != "" {
-			v.Errors = append(v.Errors, "snapshot "+s.Label+": "+s.Error)
-		}
-	}
-	if a := j.Aggregate; a != nil {
-		if a.KeyChanges != nil {
-			v.KeyChanges = a.KeyChanges
-		}
-		v.Narrative = a.Narrative
-		if a.KeyChangesError != "" {
-			v.Errors = append(v.Errors, "key changes: "+a.KeyChangesError)
-		}
-		if a.NarrativeError != "" {
-			v.Errors = append(v.Errors, "narrative: "+a.NarrativeError)
-		}
-	}
 	return v
+}
+
+// Errors lists, in a stable order, every failure that shaped the job's
+// outcome: the job's, each member's ("<noun> <label>: ...") and each
+// part's ("<part name, _ as space>: ...").
+func (j *Job) Errors() []string {
+	out := []string{}
+	if j.Error != "" {
+		out = append(out, j.Error)
+	}
+	for _, s := range j.Members {
+		if s.Error != "" {
+			out = append(out, string(j.Noun)+" "+s.Label+": "+s.Error)
+		}
+	}
+	if r := j.Result; r != nil {
+		for _, p := range r.Parts {
+			if p.Error != "" {
+				out = append(out, strings.ReplaceAll(p.Name, "_", " ")+": "+p.Error)
+			}
+		}
+	}
+	return out
 }

@@ -36,9 +36,12 @@ type prompt struct {
 // generate returns the deterministic completion text for p: the same prompt
 // always gives the same text.
 func generate(p prompt) string {
-	var all, user strings.Builder
+	var all, user, system strings.Builder
 	question := ""
 	for _, m := range p.messages {
+		if m.role == "system" {
+			system.WriteString(m.text)
+		}
 		all.WriteString(m.text)
 		all.WriteByte('\n')
 		if m.role == "user" {
@@ -49,6 +52,9 @@ func generate(p prompt) string {
 	}
 	if question == "" && len(p.messages) > 0 {
 		question = p.messages[len(p.messages)-1].text
+	}
+	if text, ok := ensembleText(p, system.String(), user.String()); ok {
+		return text
 	}
 	dates := extractDates(all.String())
 	aiText := user.String()

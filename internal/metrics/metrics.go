@@ -28,7 +28,12 @@ var LatencyBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45
 // HTTPBuckets are the buckets of HTTPRequestDuration, in seconds.
 var HTTPBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-// Stages of a job, the values of the stage label.
+// Stages of a job, the values of the stage label. These are time travel's;
+// a job of any kind has the stages queue_wait, <noun>s (its member calls,
+// first start to last end), fan_in, one per part of its aggregation (by
+// the part's name) and total, and <noun> for each member's own duration
+// (an ensemble: answer, answers, synthesis, ...). A stage label value is
+// just the stage's name (job.Timings.Stages).
 const (
 	StageQueueWait  = "queue_wait"
 	StageSnapshot   = "snapshot"
@@ -39,7 +44,7 @@ const (
 	StageTotal      = "total"
 )
 
-// Stages lists the stages in the order of a job.
+// Stages lists time travel's stages in the order of a job.
 var Stages = []string{StageQueueWait, StageSnapshot, StageSnapshots, StageFanIn, StageKeyChanges, StageNarrative, StageTotal}
 
 var (
@@ -52,11 +57,11 @@ var (
 		Buckets: LatencyBuckets,
 	}, []string{"status"})
 
-	// StageDuration is the duration of each stage of the jobs that ended
-	// (snapshot: each snapshot's own).
+	// StageDuration is the duration of each stage of the jobs that ended,
+	// by stage name (see Stages; <noun>: each member's own).
 	StageDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "timetravel_stage_duration_seconds",
-		Help:    "Duration of a stage of the jobs that ended: queue_wait, snapshot (each), snapshots, fan_in, key_changes, narrative, total.",
+		Help:    "Duration of a stage of the jobs that ended: queue_wait, <noun> (each member: snapshot, answer), <noun>s (all members), fan_in, each aggregation part (key_changes, narrative, ...), total.",
 		Buckets: LatencyBuckets,
 	}, []string{"stage"})
 
@@ -269,19 +274,21 @@ func RegisterWorker(reg prometheus.Registerer, insp *asynq.Inspector) {
 }
 
 // ObserveJob records a job that ended: its duration by status and each
-// stage's duration, from the job's timings in milliseconds (nil: the stage
-// did not happen). snapshots holds each snapshot's own duration (0: it did
-// not finish).
-func ObserveJob(status string, stages map[string]int64, snapshots []int64) {
+// stage's duration, from the job's timings in milliseconds
+// (job.Timings.Stages: a stage that did not happen is absent; any name is
+// a stage label value). members holds each member's own duration (0: it
+// did not finish), observed as the stage named member (the kind's noun,
+// StageSnapshot for time travel).
+func ObserveJob(status string, stages map[string]int64, member string, members []int64) {
 	if ms, ok := stages[StageTotal]; ok {
 		JobDuration.WithLabelValues(status).Observe(seconds(ms))
 	}
 	for stage, ms := range stages {
 		StageDuration.WithLabelValues(stage).Observe(seconds(ms))
 	}
-	for _, ms := range snapshots {
+	for _, ms := range members {
 		if ms > 0 {
-			StageDuration.WithLabelValues(StageSnapshot).Observe(seconds(ms))
+			StageDuration.WithLabelValues(member).Observe(seconds(ms))
 		}
 	}
 }

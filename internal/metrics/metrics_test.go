@@ -82,3 +82,54 @@ func TestRegister(t *testing.T) {
 	RegisterWorker(prometheus.NewRegistry(), nil)
 	RegisterAPI(prometheus.NewRegistry())
 }
+
+func histogramCount(t *testing.T, o prometheus.Observer) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// ObserveJob records time travel's stages and those of any other kind
+// alike: a stage label value is just the stage's name.
+func TestObserveJob(t *testing.T) {
+	t.Parallel()
+	// A status of this test's own; stages are read before and after.
+	const status = "metrics-test-status"
+	tests := []struct {
+		name    string
+		stages  map[string]int64
+		member  string
+		members []int64
+		// want is the observations added per stage label.
+		want map[string]uint64
+	}{
+		{"time travel",
+			map[string]int64{StageQueueWait: 10, StageSnapshots: 900, StageFanIn: 5, StageKeyChanges: 200, StageNarrative: 300, StageTotal: 1500},
+			StageSnapshot, []int64{500, 0, 900},
+			map[string]uint64{StageQueueWait: 1, StageSnapshots: 1, StageFanIn: 1, StageKeyChanges: 1, StageNarrative: 1, StageTotal: 1, StageSnapshot: 2}},
+		{"ensemble",
+			map[string]int64{StageQueueWait: 10, "answers": 900, StageFanIn: 5, "analysis": 100, "synthesis": 300, StageTotal: 1500},
+			"answer", []int64{400, 900},
+			map[string]uint64{StageQueueWait: 1, "answers": 1, StageFanIn: 1, "analysis": 1, "synthesis": 1, StageTotal: 1, "answer": 2}},
+	}
+	for _, tt := range tests {
+		// Sequential: both cases observe queue_wait, fan_in and total.
+		before := map[string]uint64{}
+		for stage := range tt.want {
+			before[stage] = histogramCount(t, StageDuration.WithLabelValues(stage))
+		}
+		jobsBefore := histogramCount(t, JobDuration.WithLabelValues(status))
+		ObserveJob(status, tt.stages, tt.member, tt.members)
+		for stage, want := range tt.want {
+			if got := histogramCount(t, StageDuration.WithLabelValues(stage)) - before[stage]; got != want {
+				t.Errorf("%s: %d observations of stage %s, want %d", tt.name, got, stage, want)
+			}
+		}
+		if got := histogramCount(t, JobDuration.WithLabelValues(status)) - jobsBefore; got != 1 {
+			t.Errorf("%s: %d job durations, want 1", tt.name, got)
+		}
+	}
+}

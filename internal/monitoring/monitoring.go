@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"sort"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,44 +32,75 @@ const MaxJobs = 1000
 const keyTTL = 24 * time.Hour
 
 // Sample is one finished job's stage durations in milliseconds. Stages
-// holds the stages it went through (metrics.Stage*, but snapshot);
-// Snapshots holds each finished snapshot's own duration.
+// holds the stages it went through, by name (job.Timings.Stages:
+// queue_wait, <noun>s, fan_in, each part of its aggregation, total);
+// Members holds each finished member's own duration, the stage named Noun
+// (MemberStage).
 type Sample struct {
-	JobID     string           `json:"job_id"`
-	Status    string           `json:"status"`
-	At        int64            `json:"at_ms"`
-	Stages    map[string]int64 `json:"stages"`
-	Snapshots []int64          `json:"snapshots,omitempty"`
+	JobID  string           `json:"job_id"`
+	Status string           `json:"status"`
+	At     int64            `json:"at_ms"`
+	Stages map[string]int64 `json:"stages"`
+	// Noun is what the job's kind calls its members ("snapshot"); empty
+	// in samples recorded before kinds existed, which were time travel's.
+	Noun    string  `json:"noun,omitempty"`
+	Members []int64 `json:"members,omitempty"`
 }
 
-// FromJob returns the sample of an ended job, from its timings.
+type sampleJSON Sample
+
+// UnmarshalJSON reads a sample, also as recorded before kinds existed
+// (the snapshots' durations under "snapshots").
+func (s *Sample) UnmarshalJSON(b []byte) error {
+	var v struct {
+		sampleJSON
+		Snapshots []int64 `json:"snapshots"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Sample(v.sampleJSON)
+	if s.Members == nil && v.Snapshots != nil {
+		s.Members = v.Snapshots
+	}
+	return nil
+}
+
+// MemberStage is the stage of each member's own duration: the kind's noun
+// (metrics.StageSnapshot for time travel and for samples without a noun).
+func (s Sample) MemberStage() string {
+	if s.Noun == "" {
+		return metrics.StageSnapshot
+	}
+	return s.Noun
+}
+
+// membersStage is the stage of all the members, first start to last end.
+func (s Sample) membersStage() string { return job.Noun(s.MemberStage()).Plural() }
+
+// FromJob returns the sample of an ended job of any kind, from its
+// timings. A job without a noun (stored before kinds existed) is time
+// travel's.
 func FromJob(j *job.Job) Sample {
+	noun := j.Noun
+	if noun == "" {
+		noun = job.Noun(metrics.StageSnapshot)
+	}
 	t := j.Timings()
-	s := Sample{JobID: j.ID, Status: string(j.Status), At: j.FinishedAt.UnixMilli(), Stages: map[string]int64{}}
+	s := Sample{JobID: j.ID, Status: string(j.Status), At: j.FinishedAt.UnixMilli(), Stages: t.Stages(noun), Noun: string(noun)}
 	if j.FinishedAt.IsZero() {
 		s.At = time.Now().UnixMilli()
 	}
-	add := func(stage string, v *int64) {
-		if v != nil {
-			s.Stages[stage] = *v
-		}
-	}
-	add(metrics.StageQueueWait, t.QueueWaitMS)
-	add(metrics.StageSnapshots, t.SnapshotsMS)
-	add(metrics.StageFanIn, t.FanInMS)
-	add(metrics.StageKeyChanges, t.KeyChangesMS)
-	add(metrics.StageNarrative, t.NarrativeMS)
-	add(metrics.StageTotal, t.TotalMS)
-	for _, ms := range t.SnapshotMS {
+	for _, ms := range t.MemberMS {
 		if ms > 0 {
-			s.Snapshots = append(s.Snapshots, ms)
+			s.Members = append(s.Members, ms)
 		}
 	}
 	return s
 }
 
 // Observe records s on the Prometheus metrics of package metrics.
-func (s Sample) Observe() { metrics.ObserveJob(s.Status, s.Stages, s.Snapshots) }
+func (s Sample) Observe() { metrics.ObserveJob(s.Status, s.Stages, s.MemberStage(), s.Members) }
 
 // Store reads and writes the samples.
 type Store struct {
@@ -115,16 +147,16 @@ func (st *Store) Recent(ctx context.Context, now time.Time, window time.Duration
 	return out, nil
 }
 
-// Stats summarizes each stage over samples; stages without samples are
-// left out.
+// Stats summarizes each stage over samples, each member's own duration
+// under its sample's MemberStage; stages without samples are left out.
 func Stats(samples []Sample) map[string]Summary {
 	values := map[string][]float64{}
 	for _, s := range samples {
 		for stage, ms := range s.Stages {
 			values[stage] = append(values[stage], float64(ms))
 		}
-		for _, ms := range s.Snapshots {
-			values[metrics.StageSnapshot] = append(values[metrics.StageSnapshot], float64(ms))
+		for _, ms := range s.Members {
+			values[s.MemberStage()] = append(values[s.MemberStage()], float64(ms))
 		}
 	}
 	out := map[string]Summary{}
@@ -139,9 +171,10 @@ type Share struct {
 	Stage  string  `json:"stage"`
 	MeanMS float64 `json:"mean_ms"`
 	// Percent is the stage's mean over the mean total, in percent. The
-	// sequential stages (queue_wait, snapshots, fan_in and the
-	// aggregation) add up to about 100; key_changes and narrative run side
-	// by side, so the aggregation's share is the larger of the two.
+	// sequential stages (queue_wait, <noun>s, fan_in and the aggregation)
+	// add up to about 100; the parts of the aggregation (time travel's
+	// key_changes and narrative) run side by side, so the aggregation's
+	// share is the largest of theirs.
 	Percent float64 `json:"percent"`
 }
 
@@ -154,15 +187,22 @@ type Breakdown struct {
 }
 
 // LatencyBreakdown computes the mean of each stage over the jobs that have
-// a total, and its share of the mean total.
+// a total, and its share of the mean total. The stages are those the jobs
+// went through (a stage a job skipped counts as 0 for it), in the order of
+// a job: queue_wait, the members (<noun>s, by name when kinds are mixed),
+// fan_in, then the parts of the aggregation by name.
 func LatencyBreakdown(samples []Sample) Breakdown {
 	sums := map[string]float64{}
+	members := map[string]bool{}
+	exclude := map[string]bool{metrics.StageTotal: true}
 	n := 0
 	for _, s := range samples {
 		if _, ok := s.Stages[metrics.StageTotal]; !ok {
 			continue
 		}
 		n++
+		members[s.membersStage()] = true
+		exclude[s.MemberStage()] = true
 		for stage, ms := range s.Stages {
 			sums[stage] += float64(ms)
 		}
@@ -172,10 +212,30 @@ func LatencyBreakdown(samples []Sample) Breakdown {
 		return b
 	}
 	b.MeanTotalMS = sums[metrics.StageTotal] / float64(n)
-	for _, stage := range metrics.Stages {
-		if stage == metrics.StageTotal || stage == metrics.StageSnapshot {
-			continue
+	rank := func(stage string) int {
+		switch {
+		case stage == metrics.StageQueueWait:
+			return 0
+		case members[stage]:
+			return 1
+		case stage == metrics.StageFanIn:
+			return 2
 		}
+		return 3
+	}
+	var stages []string
+	for stage := range sums {
+		if !exclude[stage] {
+			stages = append(stages, stage)
+		}
+	}
+	sort.Slice(stages, func(a, c int) bool {
+		if ra, rc := rank(stages[a]), rank(stages[c]); ra != rc {
+			return ra < rc
+		}
+		return stages[a] < stages[c]
+	})
+	for _, stage := range stages {
 		mean := sums[stage] / float64(n)
 		pct := 0.0
 		if b.MeanTotalMS > 0 {

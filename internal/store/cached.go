@@ -44,43 +44,45 @@ const resultSlack = time.Minute
 func ResultKey(ref string) string { return "tt:result:" + ref }
 
 // result is what a job served wholly from the caches shows, less what is
-// particular to the job: its question, the answer at each time point and
-// their aggregate (StartedAt zero: it is the job's, in its field
-// "agg_started"). Its JSON is the record; the record's key is its digest.
+// particular to the job: its question, the fields its kind adds to
+// job.accepted, each member's answer and their result (StartedAt zero: it
+// is the job's, in its field "agg_started"). Its JSON is the record; the
+// record's key is its digest.
 type result struct {
-	Question  string           `json:"question"`
-	Snapshots []resultSnapshot `json:"snapshots"`
-	Aggregate job.Aggregate    `json:"aggregate"`
+	Question string          `json:"question"`
+	Accepted json.RawMessage `json:"accepted,omitempty"`
+	Members  []resultMember  `json:"members"`
+	Result   job.Result      `json:"result"`
 }
 
-type resultSnapshot struct {
-	Index int    `json:"index"`
-	Date  string `json:"date"`
-	Label string `json:"label"`
-	Model string `json:"model,omitempty"`
-	Text  string `json:"text"`
+type resultMember struct {
+	Index int               `json:"index"`
+	Label string            `json:"label"`
+	Ref   map[string]string `json:"ref,omitempty"`
+	Model string            `json:"model,omitempty"`
+	Text  string            `json:"text"`
 }
 
 // compactResult returns the shared part of j when j can be stored by
 // reference without losing anything a reader of the job would see: it has
-// ended with its aggregate, everything came from the caches, and its
-// snapshots started and completed when it was created (as the intake makes
-// such jobs). Any other job is stored in full.
-func compactResult(j *job.Job) (*result, bool) {
-	n := len(j.Spec.TimePoints)
-	if !j.Status.Terminal() || j.Aggregate == nil || n == 0 || len(j.Snapshots) != n || !j.Cached() {
+// ended with its result, everything came from the caches, and its members
+// started and completed when it was created (as the intake makes such
+// jobs). Any other job is stored in full. acc is j's Accepted as stored
+// (normalAccepted).
+func compactResult(j *job.Job, acc json.RawMessage) (*result, bool) {
+	n := len(j.Members)
+	if !j.Status.Terminal() || j.Result == nil || n == 0 || !j.Cached() {
 		return nil, false
 	}
 	created := j.CreatedAt.UnixMilli()
-	r := &result{Question: j.Spec.Question, Snapshots: make([]resultSnapshot, n), Aggregate: *j.Aggregate}
-	r.Aggregate.StartedAt = 0
-	for i, tp := range j.Spec.TimePoints {
-		s := j.Snapshots[i]
-		if s.Status != job.SnapshotCompleted || s.StartedAt != created || s.CompletedAt != created {
+	r := &result{Question: j.Spec.Question, Accepted: acc, Members: make([]resultMember, n), Result: *j.Result}
+	r.Result.StartedAt = 0
+	for i, m := range j.Members {
+		if m.Status != job.MemberCompleted || m.StartedAt != created || m.CompletedAt != created {
 			return nil, false
 		}
-		// Index, date and label are the time point's, as Create stores them.
-		r.Snapshots[i] = resultSnapshot{Index: i, Date: tp.Date, Label: tp.Label, Model: s.Model, Text: s.Text}
+		// The index is the member's place, as Create stores it.
+		r.Members[i] = resultMember{Index: i, Label: m.Label, Ref: m.Ref, Model: m.Model, Text: m.Text}
 	}
 	return r, true
 }
@@ -105,9 +107,10 @@ func (s *Store) createRef(ctx context.Context, j *job.Job, r *result) (string, e
 	if err := s.keepResult(ctx, ref, blob, ttl+resultSlack); err != nil {
 		return "", fmt.Errorf("create job %s: %w", j.ID, err)
 	}
-	n := len(j.Spec.TimePoints)
+	n := len(j.Members)
 	fields := []any{
 		"spec", string(specJSON),
+		"noun", string(nounOf(j)),
 		"status", string(j.Status),
 		"created", j.CreatedAt.UnixMilli(),
 		"deadline", j.Deadline.UnixMilli(),
@@ -117,7 +120,7 @@ func (s *Store) createRef(ctx context.Context, j *job.Job, r *result) (string, e
 		"done", n,
 		"ref", ref,
 	}
-	if ms := j.Aggregate.StartedAt; ms != 0 {
+	if ms := j.Result.StartedAt; ms != 0 {
 		fields = append(fields, "agg_started", ms)
 	}
 	if j.Fingerprint != "" {
@@ -222,31 +225,38 @@ func (s *Store) decode(ctx context.Context, jobID string, h map[string]string) (
 // reference, what the record r keeps for it: the job as it was given to
 // Create, as a job stored in full reads.
 func applyResult(j *job.Job, h map[string]string, r *result) error {
-	if len(r.Snapshots) != len(j.Snapshots) {
-		return fmt.Errorf("decode job %s: its result has %d snapshots, the job %d", j.ID, len(r.Snapshots), len(j.Snapshots))
+	if len(r.Members) != len(j.Members) {
+		return fmt.Errorf("decode job %s: its result has %d members, the job %d", j.ID, len(r.Members), len(j.Members))
 	}
 	j.Spec.Question = r.Question
+	j.Accepted = r.Accepted
 	created := j.CreatedAt.UnixMilli()
-	for i, rs := range r.Snapshots {
-		j.Snapshots[i] = job.Snapshot{
-			Index: rs.Index, Date: rs.Date, Label: rs.Label, Status: job.SnapshotCompleted,
-			Text: rs.Text, Model: rs.Model, Cached: true, StartedAt: created, CompletedAt: created,
+	for i, rm := range r.Members {
+		j.Members[i] = job.Member{
+			Index: rm.Index, Label: rm.Label, Ref: rm.Ref, Status: job.MemberCompleted,
+			Text: rm.Text, Model: rm.Model, Cached: true, StartedAt: created, CompletedAt: created,
 		}
 	}
-	a := r.Aggregate
-	a.StartedAt, _ = strconv.ParseInt(h["agg_started"], 10, 64)
-	j.Aggregate = &a
+	res := r.Result
+	res.StartedAt, _ = strconv.ParseInt(h["agg_started"], 10, 64)
+	j.Result = &res
 	return nil
 }
 
 // createdEvents returns the events Create appends for j (as stored: its
-// stored status and snapshots), in order: job.accepted; snapshot.started,
-// one snapshot.delta with the whole text and snapshot.completed for each
-// completed snapshot; for an ended job, its aggregation events when it has
-// an aggregate, and job.completed. cached is whether the whole job was
-// served from the caches. Events makes the events of a job stored by
-// reference with it, so they are the events the job would have had stored
-// in full. IDs are left empty.
+// stored status and members, its noun and Accepted as stored), in order:
+// job.accepted (events.AcceptedPayload: the common fields, kind
+// j.Spec.Kind, and j.Accepted); for each completed member <noun>.started
+// (identity, attempt 0, cached), one <noun>.delta with the whole text and
+// <noun>.completed (identity, model, text, duration_ms 0, cached); for an
+// ended job, the events of each part of its result in order when it has
+// one (a structured part: <part>.completed {<part>: value}; a streamed
+// part: <part>.delta {text}, then <part>.completed {text}; both with the
+// result's cached; a failed part: <part>.failed {error}), and
+// job.completed. cached is whether the whole job was served from the
+// caches. Events makes the events of a job stored by reference with it, so
+// they are the events the job would have had stored in full. IDs are left
+// empty.
 func createdEvents(j *job.Job, cached bool) ([]events.Event, error) {
 	var evs []events.Event
 	add := func(typ string, data any) error {
@@ -257,28 +267,38 @@ func createdEvents(j *job.Job, cached bool) ([]events.Event, error) {
 		evs = append(evs, events.Event{Type: typ, Data: b})
 		return nil
 	}
-	refs := make([]events.TimePointRef, len(j.Spec.TimePoints))
-	for i, tp := range j.Spec.TimePoints {
-		refs[i] = events.TimePointRef{Index: i, Date: tp.Date, Label: tp.Label}
-	}
-	err := add(events.JobAccepted, events.AcceptedData{
-		JobID: j.ID, Question: j.Spec.Question, Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
-		Deadline: j.Deadline.UTC().Format(time.RFC3339Nano), TimePoints: refs, Cached: cached,
-	})
+	acc, err := events.AcceptedPayload(events.AcceptedData{
+		JobID: j.ID, Kind: j.Spec.Kind, Question: j.Spec.Question, Model: j.Spec.Model,
+		Deadline: j.Deadline.UTC().Format(time.RFC3339Nano), Cached: cached,
+	}, j.Accepted)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("job %s: %w", j.ID, err)
 	}
-	for _, c := range j.Snapshots {
-		if c.Status != job.SnapshotCompleted {
+	evs = append(evs, events.Event{Type: events.JobAccepted, Data: acc})
+	noun := nounOf(j)
+	with := func(m job.Member, kv ...any) map[string]any {
+		d := m.RefData()
+		for i := 0; i+1 < len(kv); i += 2 {
+			d[kv[i].(string)] = kv[i+1]
+		}
+		if m.Cached {
+			d["cached"] = true
+		}
+		return d
+	}
+	for _, m := range j.Members {
+		if m.Status != job.MemberCompleted {
 			continue
 		}
-		i := c.Index
+		i := m.Index
+		completed := with(m, "text", m.Text, "duration_ms", 0)
+		if m.Model != "" {
+			completed["model"] = m.Model
+		}
 		err = errors.Join(
-			add(events.SnapshotStarted, events.SnapshotStartedData{Index: i, Date: c.Date, Label: c.Label, Cached: c.Cached}),
-			add(events.SnapshotDelta, events.DeltaData{Index: &i, Text: c.Text}),
-			add(events.SnapshotCompleted, events.SnapshotCompletedData{
-				Index: i, Date: c.Date, Label: c.Label, Model: c.Model, Text: c.Text, Cached: c.Cached,
-			}))
+			add(events.MemberEvent(noun, events.VerbStarted), with(m, "attempt", 0)),
+			add(events.MemberEvent(noun, events.VerbDelta), events.DeltaData{Index: &i, Text: m.Text}),
+			add(events.MemberEvent(noun, events.VerbCompleted), completed))
 		if err != nil {
 			return nil, err
 		}
@@ -286,13 +306,17 @@ func createdEvents(j *job.Job, cached bool) ([]events.Event, error) {
 	if !j.Status.Terminal() {
 		return evs, nil
 	}
-	if a := j.Aggregate; a != nil {
-		err = errors.Join(
-			add(events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: a.KeyChanges, Cached: a.Cached}),
-			add(events.NarrativeDelta, events.DeltaData{Text: a.Narrative}),
-			add(events.NarrativeCompleted, events.NarrativeData{Text: a.Narrative, Cached: a.Cached}))
-		if err != nil {
-			return nil, err
+	if r := j.Result; r != nil {
+		for _, p := range r.Parts {
+			if p.Error == "" && p.Value == nil {
+				if err := add(events.PartEvent(p.Name, events.VerbDelta), events.DeltaData{Text: p.Text}); err != nil {
+					return nil, err
+				}
+			}
+			verb, data := partTerminal(p, r.Cached)
+			if err := add(events.PartEvent(p.Name, verb), data); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := add(events.JobCompleted, events.CompletedData{JobID: j.ID, Status: string(j.Status), Error: j.Error, Cached: cached}); err != nil {

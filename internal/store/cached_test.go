@@ -20,27 +20,37 @@ import (
 )
 
 // servedJob returns a job as the intake makes one served wholly from the
-// caches: ended at its creation, every snapshot and the aggregate cached.
+// caches: ended at its creation, every snapshot and the result cached.
 // Times have the millisecond precision the store keeps, so that the job
 // read back can be compared with it.
 func servedJob(id, question string, texts ...string) *job.Job {
 	now := time.UnixMilli(time.Now().UnixMilli())
-	j := &job.Job{ID: id, Status: job.StatusCompleted, CreatedAt: now, Deadline: now.Add(time.Minute), FinishedAt: now}
-	j.Spec = job.Spec{Question: question, Model: "m1", Complexity: job.ComplexityStandard, Cache: job.CacheUse}
+	members := make([]job.Member, len(texts))
 	for i, text := range texts {
-		d := time.Date(2020+i, time.March, 1, 0, 0, 0, 0, time.UTC)
-		tp := job.TimePoint{Date: d.Format(job.DateLayout), Label: job.DefaultLabel(d)}
-		j.Spec.TimePoints = append(j.Spec.TimePoints, tp)
-		j.Snapshots = append(j.Snapshots, job.Snapshot{
-			Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotCompleted, Text: text, Model: "m1", Cached: true,
-			StartedAt: now.UnixMilli(), CompletedAt: now.UnixMilli(),
-		})
+		m := dated(i, time.Date(2020+i, time.March, 1, 0, 0, 0, 0, time.UTC))
+		m.Status, m.Text, m.Model, m.Cached = job.MemberCompleted, text, "m1", true
+		m.StartedAt, m.CompletedAt = now.UnixMilli(), now.UnixMilli()
+		members[i] = m
 	}
-	j.Aggregate = &job.Aggregate{Narrative: "It changed.", StartedAt: now.UnixMilli(), KeyChangesModel: "x1", NarrativeModel: "n1", Cached: true, KeyChanges: []job.KeyChange{}}
+	j := timeTravel(id, question, members)
+	j.Status, j.CreatedAt, j.Deadline, j.FinishedAt = job.StatusCompleted, now, now.Add(time.Minute), now
+	j.Spec.Model, j.Spec.Cache = "m1", job.CacheUse
+	type keyChange struct {
+		From      string   `json:"from"`
+		To        string   `json:"to"`
+		FromLabel string   `json:"from_label"`
+		ToLabel   string   `json:"to_label"`
+		Changes   []string `json:"changes"`
+	}
+	kcs := []keyChange{}
 	for i := 1; i < len(texts); i++ {
-		a, b := j.Snapshots[i-1], j.Snapshots[i]
-		j.Aggregate.KeyChanges = append(j.Aggregate.KeyChanges, job.KeyChange{From: a.Date, To: b.Date, FromLabel: a.Label, ToLabel: b.Label, Changes: []string{"c" + strconv.Itoa(i)}})
+		a, b := members[i-1], members[i]
+		kcs = append(kcs, keyChange{From: a.Ref["date"], To: b.Ref["date"], FromLabel: a.Label, ToLabel: b.Label, Changes: []string{"c" + strconv.Itoa(i)}})
 	}
+	j.Result = &job.Result{StartedAt: now.UnixMilli(), Cached: true, Parts: []job.Part{
+		{Name: "key_changes", Value: mustJSON(kcs), Model: "x1"},
+		{Name: "narrative", Text: "It changed.", Model: "n1"},
+	}}
 	return j
 }
 
@@ -199,7 +209,7 @@ func TestEventsOfJobInFull(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
 	ctx := context.Background()
-	if _, _, err := b.store.StartSnapshot(ctx, b.job.ID, 0, "w", "m"); err != nil {
+	if _, _, err := b.store.StartMember(ctx, b.job.ID, 0, "w", "m"); err != nil {
 		t.Fatal(err)
 	}
 	want, err := events.Read(ctx, b.db.Client, b.job.ID, "")
@@ -319,9 +329,9 @@ func TestCachedResultSharing(t *testing.T) {
 	otherText := servedJob(jobID(0), "q?", "a", "B")
 	otherQuestion := servedJob(jobID(0), "q2?", "a", "b")
 	notCached := servedJob(jobID(0), "q?", "a", "b")
-	notCached.Snapshots[1].Cached = false
+	notCached.Members[1].Cached = false
 	lateSnapshot := servedJob(jobID(0), "q?", "a", "b")
-	lateSnapshot.Snapshots[1].CompletedAt++
+	lateSnapshot.Members[1].CompletedAt++
 	tests := []struct {
 		job     *job.Job
 		byRef   bool
@@ -451,7 +461,7 @@ func TestCachedJobMemory(t *testing.T) {
 			if !tt.full && perJob > budget {
 				t.Errorf("each job grew Redis by %d bytes, want at most %d", perJob, budget)
 			}
-			if got, err := st.Get(ctx, jobID(2+tt.jobs-1)); err != nil || got.Spec.Question != question || got.Snapshots[3].Text != answer(3) {
+			if got, err := st.Get(ctx, jobID(2+tt.jobs-1)); err != nil || got.Spec.Question != question || got.Members[3].Text != answer(3) {
 				t.Errorf("the last job does not read back whole: %v", err)
 			}
 		})

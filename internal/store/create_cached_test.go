@@ -68,21 +68,17 @@ func entryTypes(es []streamEntry) []string {
 // cachedJob returns a job of n time points whose snapshots at the indexes
 // in cached come answered from the cache.
 func cachedJob(n int, cached ...int) *job.Job {
-	now := time.Now()
-	j := &job.Job{ID: "0190aaaa-0000-7000-8000-0000000000c1", Status: job.StatusQueued, CreatedAt: now, Deadline: now.Add(time.Minute)}
-	j.Spec = job.Spec{Question: "q?", Complexity: job.ComplexityStandard, Cache: job.CacheUse}
-	j.Snapshots = make([]job.Snapshot, n)
+	members := make([]job.Member, n)
 	for i := range n {
-		d := time.Date(2023, time.Month(1+i), 1, 0, 0, 0, 0, time.UTC)
-		tp := job.TimePoint{Date: d.Format(job.DateLayout), Label: job.DefaultLabel(d)}
-		j.Spec.TimePoints = append(j.Spec.TimePoints, tp)
-		j.Snapshots[i] = job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotPending}
+		members[i] = dated(i, time.Date(2023, time.Month(1+i), 1, 0, 0, 0, 0, time.UTC))
 	}
+	j := timeTravel("0190aaaa-0000-7000-8000-0000000000c1", "q?", members)
+	j.Spec.Cache = job.CacheUse
 	for _, i := range cached {
-		s := &j.Snapshots[i]
-		s.Status, s.Cached, s.Model = job.SnapshotCompleted, true, "cache-model"
+		s := &j.Members[i]
+		s.Status, s.Cached, s.Model = job.MemberCompleted, true, "cache-model"
 		s.Text = "answer " + s.Label
-		s.StartedAt, s.CompletedAt = now.UnixMilli(), now.UnixMilli()
+		s.StartedAt, s.CompletedAt = j.CreatedAt.UnixMilli(), j.CreatedAt.UnixMilli()
 	}
 	return j
 }
@@ -102,25 +98,26 @@ func create(t *testing.T, j *job.Job) bundle {
 // the rest.
 func checkCachedSnapshotEvents(t *testing.T, j *job.Job, es []streamEntry) []streamEntry {
 	t.Helper()
-	for _, s := range j.Snapshots {
+	for _, s := range j.Members {
 		if !s.Cached {
 			continue
 		}
 		if len(es) < 3 {
 			t.Fatalf("snapshot %d: %d events left, want its three", s.Index, len(es))
 		}
-		if got := entryTypes(es[:3]); !slices.Equal(got, []string{events.SnapshotStarted, events.SnapshotDelta, events.SnapshotCompleted}) {
+		if got := entryTypes(es[:3]); !slices.Equal(got, []string{snapshotStarted, snapshotDelta, snapshotCompleted}) {
 			t.Fatalf("snapshot %d: events %v", s.Index, got)
 		}
 		idx := float64(s.Index)
 		started, delta, completed := es[0].data, es[1].data, es[2].data
-		if started["index"] != idx || started["cached"] != true || started["date"] != s.Date || started["label"] != s.Label {
+		if started["index"] != idx || started["cached"] != true || started["date"] != s.Ref["date"] || started["attempt"] != 0.0 || started["label"] != s.Label {
 			t.Errorf("snapshot %d: snapshot.started %v", s.Index, started)
 		}
 		if delta["index"] != idx || delta["text"] != s.Text {
 			t.Errorf("snapshot %d: snapshot.delta %v, want the whole text %q", s.Index, delta, s.Text)
 		}
-		if completed["index"] != idx || completed["cached"] != true || completed["text"] != s.Text || completed["model"] != s.Model {
+		if completed["index"] != idx || completed["cached"] != true || completed["text"] != s.Text || completed["model"] != s.Model ||
+			completed["date"] != s.Ref["date"] || completed["label"] != s.Label || completed["duration_ms"] != 0.0 {
 			t.Errorf("snapshot %d: snapshot.completed %v", s.Index, completed)
 		}
 		es = es[3:]
@@ -138,11 +135,11 @@ func TestCreateWithCachedSnapshots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != job.StatusQueued || len(got.Snapshots) != 4 {
+	if got.Status != job.StatusQueued || len(got.Members) != 4 {
 		t.Fatalf("job %+v", got)
 	}
-	for i, s := range got.Snapshots {
-		want := j.Snapshots[i]
+	for i, s := range got.Members {
+		want := j.Members[i]
 		if s.Status != want.Status || s.Cached != want.Cached || s.Text != want.Text || s.Model != want.Model || s.Index != i {
 			t.Errorf("snapshot %d stored as %+v, want %+v", i, s, want)
 		}
@@ -170,17 +167,17 @@ func TestCreateWithCachedSnapshots(t *testing.T) {
 	}
 
 	// The pending snapshots are the workers'; the cached ones are done.
-	if _, fan, err := b.store.StartSnapshot(ctx, j.ID, 0, "w", "m"); !errors.Is(err, store.ErrSnapshotDone) || fan.Done != 2 || fan.Total != 4 {
-		t.Errorf("start of a cached snapshot: %+v, %v; want ErrSnapshotDone with 2 of 4 done", fan, err)
+	if _, fan, err := b.store.StartMember(ctx, j.ID, 0, "w", "m"); !errors.Is(err, store.ErrMemberDone) || fan.Done != 2 || fan.Total != 4 {
+		t.Errorf("start of a cached snapshot: %+v, %v; want ErrMemberDone with 2 of 4 done", fan, err)
 	}
-	if _, _, err := b.store.StartSnapshot(ctx, j.ID, 1, "w1", "m"); err != nil {
+	if _, _, err := b.store.StartMember(ctx, j.ID, 1, "w1", "m"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.store.FinishSnapshot(ctx, j.ID, 1, "w1", store.SnapshotOutcome{Text: "t1"}); err != nil {
+	if _, err := b.store.FinishMember(ctx, j.ID, 1, "w1", store.MemberOutcome{Text: "t1"}); err != nil {
 		t.Fatal(err)
 	}
-	_, _, _ = b.store.StartSnapshot(ctx, j.ID, 3, "w3", "m")
-	fan, err := b.store.FinishSnapshot(ctx, j.ID, 3, "w3", store.SnapshotOutcome{Text: "t3"})
+	_, _, _ = b.store.StartMember(ctx, j.ID, 3, "w3", "m")
+	fan, err := b.store.FinishMember(ctx, j.ID, 3, "w3", store.MemberOutcome{Text: "t3"})
 	if err != nil || !fan.Last() || fan.Done != 4 {
 		t.Errorf("last worker snapshot: %+v, %v; want the fan-in complete at 4", fan, err)
 	}
@@ -191,10 +188,12 @@ func TestCreateWhollyCached(t *testing.T) {
 	j := cachedJob(3, 0, 1, 2)
 	j.Status = job.StatusCompleted
 	j.FinishedAt = j.CreatedAt.Add(5 * time.Millisecond)
-	j.Aggregate = &job.Aggregate{
-		KeyChanges: []job.KeyChange{{From: j.Snapshots[0].Date, To: j.Snapshots[1].Date, Changes: []string{"c"}}},
-		Narrative:  "It evolved.",
-		Cached:     true,
+	j.Result = &job.Result{
+		Parts: []job.Part{
+			{Name: "key_changes", Value: json.RawMessage(`[{"from":"2023-01-01","to":"2023-02-01","changes":["c"]}]`)},
+			{Name: "narrative", Text: "It evolved."},
+		},
+		Cached: true,
 	}
 	b := create(t, j)
 	ctx := context.Background()
@@ -209,8 +208,10 @@ func TestCreateWhollyCached(t *testing.T) {
 	if !got.Cached() || !got.View().Cached {
 		t.Error("a wholly cached job does not read as cached")
 	}
-	if got.Aggregate == nil || got.Aggregate.Narrative != "It evolved." || len(got.Aggregate.KeyChanges) != 1 {
-		t.Errorf("aggregate %+v", got.Aggregate)
+	var kcs []any
+	if got.Result == nil || got.Result.Part("narrative") == nil || got.Result.Part("narrative").Text != "It evolved." ||
+		got.Result.Part("key_changes") == nil || json.Unmarshal(got.Result.Part("key_changes").Value, &kcs) != nil || len(kcs) != 1 {
+		t.Errorf("result %+v", got.Result)
 	}
 	if v := b.db.Client.HGet(ctx, store.JobKey(j.ID), "done").Val(); v != "3" {
 		t.Errorf("done = %s, want 3", v)
@@ -221,7 +222,7 @@ func TestCreateWhollyCached(t *testing.T) {
 		t.Fatalf("first event %v, want job.accepted marked cached", es[:min(1, len(es))])
 	}
 	rest := checkCachedSnapshotEvents(t, j, es[1:])
-	want := []string{events.KeyChangesCompleted, events.NarrativeDelta, events.NarrativeCompleted, events.JobCompleted}
+	want := []string{keyChangesCompleted, narrativeDelta, narrativeCompleted, events.JobCompleted}
 	if got := entryTypes(rest); !slices.Equal(got, want) {
 		t.Fatalf("events after the snapshots %v, want %v", got, want)
 	}
@@ -255,16 +256,16 @@ func TestCreateWhollyCached(t *testing.T) {
 	}
 }
 
-func TestFinishSnapshotCached(t *testing.T) {
+func TestFinishMemberCached(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
 	ctx := context.Background()
 	for i, cached := range []bool{true, false} {
 		owner := string(rune('a' + i))
-		if _, _, err := b.store.StartSnapshot(ctx, b.job.ID, i, owner, "m"); err != nil {
+		if _, _, err := b.store.StartMember(ctx, b.job.ID, i, owner, "m"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.store.FinishSnapshot(ctx, b.job.ID, i, owner, store.SnapshotOutcome{Text: "t", Model: "m", Cached: cached}); err != nil {
+		if _, err := b.store.FinishMember(ctx, b.job.ID, i, owner, store.MemberOutcome{Text: "t", Model: "m", Cached: cached}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -272,15 +273,15 @@ func TestFinishSnapshotCached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := j.Snapshots[0]; !s.Cached || s.Status != job.SnapshotCompleted || s.Text != "t" {
+	if s := j.Members[0]; !s.Cached || s.Status != job.MemberCompleted || s.Text != "t" {
 		t.Errorf("snapshot 0 %+v, want completed and cached", s)
 	}
-	if s := j.Snapshots[1]; s.Cached || s.Status != job.SnapshotCompleted {
+	if s := j.Members[1]; s.Cached || s.Status != job.MemberCompleted {
 		t.Errorf("snapshot 1 %+v, want completed, not cached", s)
 	}
 	var completed []streamEntry
 	for _, e := range readStream(t, b) {
-		if e.typ == events.SnapshotCompleted {
+		if e.typ == snapshotCompleted {
 			completed = append(completed, e)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -20,27 +21,27 @@ func TestRepeatedWritesCountOnce(t *testing.T) {
 	b := setup(t, 1)
 	ctx := context.Background()
 	for range 2 {
-		if a, _, err := b.store.StartSnapshot(ctx, b.job.ID, 0, "w1", "m"); err != nil || a != 1 {
+		if a, _, err := b.store.StartMember(ctx, b.job.ID, 0, "w1", "m"); err != nil || a != 1 {
 			t.Fatalf("start: attempt %d, %v", a, err)
 		}
 	}
 	for range 2 {
-		if err := b.store.AppendSnapshotText(ctx, b.job.ID, 0, "w1", 1, "hello "); err != nil {
+		if err := b.store.AppendMemberText(ctx, b.job.ID, 0, "w1", 1, "hello "); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := b.store.AppendSnapshotText(ctx, b.job.ID, 0, "w1", 2, "world"); err != nil {
+	if err := b.store.AppendMemberText(ctx, b.job.ID, 0, "w1", 2, "world"); err != nil {
 		t.Fatal(err)
 	}
-	fan, err := b.store.FinishSnapshot(ctx, b.job.ID, 0, "w1", store.SnapshotOutcome{Text: "hello world"})
+	fan, err := b.store.FinishMember(ctx, b.job.ID, 0, "w1", store.MemberOutcome{Text: "hello world"})
 	if err != nil || !fan.Last() {
 		t.Fatalf("finish: %+v %v", fan, err)
 	}
 	// Again: recorded already, and the caller learns it was the last.
-	if fan, err := b.store.FinishSnapshot(ctx, b.job.ID, 0, "w1", store.SnapshotOutcome{Text: "hello world"}); !errors.Is(err, store.ErrSnapshotDone) || !fan.Last() {
-		t.Fatalf("finish again: %+v %v, want ErrSnapshotDone and the last", fan, err)
+	if fan, err := b.store.FinishMember(ctx, b.job.ID, 0, "w1", store.MemberOutcome{Text: "hello world"}); !errors.Is(err, store.ErrMemberDone) || !fan.Last() {
+		t.Fatalf("finish again: %+v %v, want ErrMemberDone and the last", fan, err)
 	}
-	want := []string{events.JobAccepted, events.SnapshotStarted, events.SnapshotDelta, events.SnapshotDelta, events.SnapshotCompleted}
+	want := []string{events.JobAccepted, snapshotStarted, snapshotDelta, snapshotDelta, snapshotCompleted}
 	if got := b.types(t); !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
@@ -61,36 +62,42 @@ func TestAggregationRestartIsAnnouncedAndPartsOnce(t *testing.T) {
 	if again, err := b.store.BeginAggregate(ctx, b.job.ID, "agg1"); err != nil || again.Attempt != 1 {
 		t.Fatalf("begin 1 again: %+v %v", again, err)
 	}
-	if err := b.store.EmitAggregatePart(ctx, b.job.ID, "agg1", "key_changes", events.KeyChangesCompleted, events.KeyChangesData{}, []byte(`{"k":1}`)); err != nil {
+	kc := job.Part{Name: "key_changes", Value: json.RawMessage(`[{"from":"2023-01-01","to":"2023-02-01","changes":["c"]}]`), Model: "x1", LLMAttempts: 1, MS: 7}
+	if err := b.store.EmitPart(ctx, b.job.ID, "agg1", kc, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.store.AppendNarrativeText(ctx, b.job.ID, "agg1", 1, "dead "); err != nil {
+	if err := b.store.AppendPartText(ctx, b.job.ID, "agg1", "narrative", 1, "dead "); err != nil {
 		t.Fatal(err)
 	}
 	a2, err := b.store.BeginAggregate(ctx, b.job.ID, "agg2")
-	if err != nil || a2.Attempt != 2 || string(a2.Parts["key_changes"]) != `{"k":1}` || a2.Parts["narrative"] != nil {
+	if err != nil || a2.Attempt != 2 || a2.Parts["narrative"] != nil {
 		t.Fatalf("begin 2: %+v %v", a2, err)
 	}
+	var rec job.Part
+	if err := json.Unmarshal(a2.Parts["key_changes"], &rec); err != nil || !reflect.DeepEqual(rec, kc) {
+		t.Fatalf("begin 2: key changes record %s (%v), want %+v", a2.Parts["key_changes"], err, kc)
+	}
 	// The dead attempt's late writes.
-	if err := b.store.AppendNarrativeText(ctx, b.job.ID, "agg1", 2, "late"); !errors.Is(err, store.ErrStale) {
+	if err := b.store.AppendPartText(ctx, b.job.ID, "agg1", "narrative", 2, "late"); !errors.Is(err, store.ErrStale) {
 		t.Fatalf("late delta: %v, want ErrStale", err)
 	}
 	if err := b.store.FinishAggregate(ctx, b.job.ID, "agg1", job.StatusCompleted, "", nil); !errors.Is(err, store.ErrStale) {
 		t.Fatalf("late finish: %v, want ErrStale", err)
 	}
 	// The new attempt repeats the key changes: not appended again.
-	if err := b.store.EmitAggregatePart(ctx, b.job.ID, "agg2", "key_changes", events.KeyChangesFailed, events.ErrorData{Error: "x"}, []byte(`{}`)); err != nil {
+	if err := b.store.EmitPart(ctx, b.job.ID, "agg2", job.Part{Name: "key_changes", Error: "x"}, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.store.AppendNarrativeText(ctx, b.job.ID, "agg2", 1, "alive"); err != nil {
+	if err := b.store.AppendPartText(ctx, b.job.ID, "agg2", "narrative", 1, "alive"); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if err := b.store.EmitAggregatePart(ctx, b.job.ID, "agg2", "narrative", events.NarrativeCompleted, events.NarrativeData{Text: "alive"}, []byte(`{}`)); err != nil {
+		if err := b.store.EmitPart(ctx, b.job.ID, "agg2", job.Part{Name: "narrative", Text: "alive"}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := b.store.FinishAggregate(ctx, b.job.ID, "agg2", job.StatusCompleted, "", &job.Aggregate{Narrative: "alive"}); err != nil {
+	res := &job.Result{Parts: []job.Part{kc, {Name: "narrative", Text: "alive"}}}
+	if err := b.store.FinishAggregate(ctx, b.job.ID, "agg2", job.StatusCompleted, "", res); err != nil {
 		t.Fatal(err)
 	}
 	evs, err := events.Read(ctx, b.db.Client, b.job.ID, "")
@@ -100,6 +107,7 @@ func TestAggregationRestartIsAnnouncedAndPartsOnce(t *testing.T) {
 	var types []string
 	var attempts []int
 	narrative := ""
+	var kcData, narrData map[string]any
 	for _, e := range evs {
 		types = append(types, e.Type)
 		switch e.Type {
@@ -110,38 +118,55 @@ func TestAggregationRestartIsAnnouncedAndPartsOnce(t *testing.T) {
 			}
 			attempts = append(attempts, d.Attempt)
 			narrative = ""
-		case events.NarrativeDelta:
+		case narrativeDelta:
 			var d events.DeltaData
 			_ = json.Unmarshal(e.Data, &d)
 			narrative += d.Text
+		case keyChangesCompleted:
+			_ = json.Unmarshal(e.Data, &kcData)
+		case narrativeCompleted:
+			_ = json.Unmarshal(e.Data, &narrData)
 		}
 	}
 	if !slices.Equal(attempts, []int{1, 2}) {
 		t.Fatalf("aggregate.started attempts %v, want [1 2]", attempts)
 	}
-	for _, typ := range []string{events.KeyChangesCompleted, events.NarrativeCompleted, events.JobCompleted} {
+	for _, typ := range []string{keyChangesCompleted, narrativeCompleted, events.JobCompleted} {
 		if count(types, typ) != 1 {
 			t.Fatalf("events %v: want one %s", types, typ)
 		}
 	}
-	if count(types, events.KeyChangesFailed) != 0 {
+	if count(types, keyChangesFailed) != 0 {
 		t.Fatalf("events %v: key changes ended twice", types)
 	}
 	if narrative != "alive" {
 		t.Fatalf("narrative after the last restart %q, want %q", narrative, "alive")
 	}
+	// A structured part's event carries its value under its name; a
+	// streamed part's its text; neither is marked cached.
+	wantKC := map[string]any{"key_changes": []any{map[string]any{"from": "2023-01-01", "to": "2023-02-01", "changes": []any{"c"}}}}
+	if !reflect.DeepEqual(kcData, wantKC) {
+		t.Fatalf("key_changes.completed %v, want %v", kcData, wantKC)
+	}
+	if !reflect.DeepEqual(narrData, map[string]any{"text": "alive"}) {
+		t.Fatalf("narrative.completed %v", narrData)
+	}
+	j, err := b.store.Get(ctx, b.job.ID)
+	if err != nil || !reflect.DeepEqual(j.Result.Parts, res.Parts) || j.Result.StartedAt == 0 {
+		t.Fatalf("result read back %+v (%v), want %+v started", j.Result, err, res)
+	}
 }
 
-// A job that ends leaves no snapshot pending or running, and leaves the
+// A job that ends leaves no member pending or running, and leaves the
 // deadline watchdog's set.
 func TestFinishEndsEverySnapshotAndForgetsDeadline(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		status job.Status
-		want   job.SnapshotStatus
+		want   job.MemberStatus
 	}{
-		{job.StatusCanceled, job.SnapshotCanceled},
-		{job.StatusPartial, job.SnapshotExpired},
+		{job.StatusCanceled, job.MemberCanceled},
+		{job.StatusPartial, job.MemberExpired},
 	} {
 		t.Run(string(tt.status), func(t *testing.T) {
 			b := setup(t, 3)
@@ -153,20 +178,74 @@ func TestFinishEndsEverySnapshotAndForgetsDeadline(t *testing.T) {
 			if early, _ := b.store.Overdue(ctx, b.job.Deadline.Add(-time.Second), 10); slices.Contains(early, b.job.ID) {
 				t.Fatal("overdue before its deadline")
 			}
-			_, _, _ = b.store.StartSnapshot(ctx, b.job.ID, 0, "a", "m")
-			_, _ = b.store.FinishSnapshot(ctx, b.job.ID, 0, "a", store.SnapshotOutcome{Text: "t"})
-			_, _, _ = b.store.StartSnapshot(ctx, b.job.ID, 1, "b", "m")
+			_, _, _ = b.store.StartMember(ctx, b.job.ID, 0, "a", "m")
+			_, _ = b.store.FinishMember(ctx, b.job.ID, 0, "a", store.MemberOutcome{Text: "t"})
+			_, _, _ = b.store.StartMember(ctx, b.job.ID, 1, "b", "m")
 			if err := b.store.Finish(ctx, b.job.ID, tt.status, "", nil); err != nil {
 				t.Fatal(err)
 			}
 			j, _ := b.store.Get(ctx, b.job.ID)
-			got := []job.SnapshotStatus{j.Snapshots[0].Status, j.Snapshots[1].Status, j.Snapshots[2].Status}
-			if want := []job.SnapshotStatus{job.SnapshotCompleted, tt.want, tt.want}; !slices.Equal(got, want) {
+			got := []job.MemberStatus{j.Members[0].Status, j.Members[1].Status, j.Members[2].Status}
+			if want := []job.MemberStatus{job.MemberCompleted, tt.want, tt.want}; !slices.Equal(got, want) {
 				t.Fatalf("snapshots %v, want %v", got, want)
 			}
 			if overdue, _ := b.store.Overdue(ctx, b.job.Deadline.Add(time.Hour), 10); slices.Contains(overdue, b.job.ID) {
 				t.Fatal("an ended job is still watched")
 			}
 		})
+	}
+}
+
+// Each streamed part numbers its own deltas: parts may stream at once, a
+// repeated delta of a part counts once, and the next aggregation attempt
+// numbers its deltas from 1 again.
+func TestPartDeltasNumberedPerPart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	if _, err := b.store.BeginAggregate(ctx, b.job.ID, "agg1"); err != nil {
+		t.Fatal(err)
+	}
+	writes := []struct {
+		owner, part string
+		seq         int
+		text        string
+	}{
+		{"agg1", "narrative", 1, "n1 "},
+		{"agg1", "summary", 1, "s1 "},
+		{"agg1", "narrative", 1, "n1 "}, // repeated after a lost reply
+		{"agg1", "summary", 2, "s2 "},
+		{"agg1", "narrative", 2, "n2 "},
+		{"agg1", "summary", 2, "s2 "}, // repeated
+	}
+	for _, w := range writes {
+		if err := b.store.AppendPartText(ctx, b.job.ID, w.owner, w.part, w.seq, w.text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.store.BeginAggregate(ctx, b.job.ID, "agg2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.AppendPartText(ctx, b.job.ID, "agg2", "narrative", 1, "again"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range readStream(t, b) {
+		switch e.typ {
+		case narrativeDelta, "summary.delta":
+			if len(e.data) != 1 {
+				t.Errorf("%s %v: want {text}", e.typ, e.data)
+			}
+			got = append(got, e.typ+" "+e.data["text"].(string))
+		case events.AggregateStarted:
+			got = append(got, e.typ)
+		}
+	}
+	want := []string{
+		events.AggregateStarted, "narrative.delta n1 ", "summary.delta s1 ", "summary.delta s2 ", "narrative.delta n2 ",
+		events.AggregateStarted, "narrative.delta again",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events\n %v\nwant %v", got, want)
 	}
 }

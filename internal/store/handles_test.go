@@ -38,7 +38,7 @@ func TestSharedJobDetachAndCancel(t *testing.T) {
 	}
 	// The handle resolves to the work under its own id and owner.
 	v, err := b.store.Resolve(ctx, h1)
-	if err != nil || v.ID != h1 || v.Spec.Owner != "bob" || v.Status != job.StatusQueued || len(v.Snapshots) != 2 {
+	if err != nil || v.ID != h1 || v.Spec.Owner != "bob" || v.Status != job.StatusQueued || len(v.Members) != 2 {
 		t.Fatalf("resolve: %+v %v", v, err)
 	}
 

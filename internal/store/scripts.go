@@ -8,8 +8,31 @@ import "github.com/redis/go-redis/v9"
 // KEYS[1] = the job hash, KEYS[2] = the job's event stream, and
 // ARGV[1] = the announcement channel, ARGV[2] = the job id.
 //
-// Statuses that accept snapshot work: queued, running.
+// Statuses that accept member work: queued, running.
 // Terminal statuses: completed, partial, failed, canceled.
+//
+// The scripts know no kind. Member events are named by the hash's field
+// noun ("snapshot" when absent: a job stored before jobs had kinds), and
+// their payloads are built from the member record's ref (see
+// memberRecord): the member's identity as its events carry it.
+
+// luaIdentity defines identity(s): a new table holding the identity of
+// the member record s (its ref; for a record stored before records had
+// one, its fields that are not state), to which an event adds its own
+// fields.
+const luaIdentity = `
+local state = {status = true, text = true, model = true, attempts = true, llm_attempts = true, error = true,
+  started_at_ms = true, completed_at_ms = true, cached = true}
+local function identity(s)
+  local d = {}
+  if s.ref then
+    for k, x in pairs(s.ref) do d[k] = x end
+  else
+    for k, x in pairs(s) do if not state[k] then d[k] = x end end
+  end
+  return d
+end
+`
 
 // createScript: ARGV[3] ttl ms, ARGV[4] the number E of events, ARGV[5 ..
 // 4+2E] their type/data pairs (job.accepted first), then the hash's
@@ -29,22 +52,24 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return id
 `)
 
-// snapStartScript: ARGV[3] index, ARGV[4] owner, ARGV[5] now ms, ARGV[6]
-// model. Claims the snapshot for this attempt (the newest attempt wins).
-// Idempotent for the owner that holds the claim: a call repeated after a
-// lost reply changes nothing and announces nothing.
+// memberStartScript: ARGV[3] index, ARGV[4] owner, ARGV[5] now ms, ARGV[6]
+// model. Claims the member for this attempt (the newest attempt wins) and
+// appends <noun>.started (identity + attempt). Idempotent for the owner
+// that holds the claim: a call repeated after a lost reply changes nothing
+// and announces nothing.
 // Returns {'ok', attempt} | {'done', done, n} | {'closed', status} | {'gone'}.
-var snapStartScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'status')
+var memberStartScript = redis.NewScript(luaIdentity + `
+local v = redis.call('HMGET', KEYS[1], 'status', 'noun')
+local st = v[1]
 if not st then return {'gone'} end
 if st ~= 'queued' and st ~= 'running' then return {'closed', st} end
 local f = 's:' .. ARGV[3]
 local raw = redis.call('HGET', KEYS[1], f)
-if not raw then return redis.error_reply('NO_SNAPSHOT') end
+if not raw then return redis.error_reply('NO_MEMBER') end
 local s = cjson.decode(raw)
 if s.status == 'completed' or s.status == 'failed' then
-  local v = redis.call('HMGET', KEYS[1], 'done', 'n')
-  return {'done', tonumber(v[1]), tonumber(v[2])}
+  local w = redis.call('HMGET', KEYS[1], 'done', 'n')
+  return {'done', tonumber(w[1]), tonumber(w[2])}
 end
 if redis.call('HGET', KEYS[1], 'o:' .. ARGV[3]) == ARGV[4] then return {'ok', s.attempts or 1} end
 s.status = 'running'
@@ -53,22 +78,25 @@ if not s.started_at_ms then s.started_at_ms = tonumber(ARGV[5]) end
 s.model = ARGV[6]
 redis.call('HSET', KEYS[1], f, cjson.encode(s), 'o:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], 0)
 if st == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running') end
-local d = cjson.encode({index = s.index, date = s.date, label = s.label, attempt = s.attempts})
-redis.call('XADD', KEYS[2], '*', 't', 'snapshot.started', 'd', d)
+local d = identity(s)
+d.attempt = s.attempts
+redis.call('XADD', KEYS[2], '*', 't', (v[2] or 'snapshot') .. '.started', 'd', cjson.encode(d))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'ok', s.attempts}
 `)
 
-// snapFinishScript: ARGV[3] index, ARGV[4] owner, ARGV[5] outcome
+// memberFinishScript: ARGV[3] index, ARGV[4] owner, ARGV[5] outcome
 // (completed | failed | retry), ARGV[6] now ms, ARGV[7] text, ARGV[8] error,
 // ARGV[9] the model that answered (empty: unchanged), ARGV[10] the LLM
-// requests of this attempt (added to the snapshot's llm_attempts), ARGV[11]
-// "1" when the text came from the snapshot cache.
-// Records the outcome once for the owning attempt; completed and failed count
-// towards fan-in. Returns {'ok', done, n} | {'stale'} | {'done', done, n} |
-// {'closed', status} | {'gone'}.
-var snapFinishScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'status', 'o:' .. ARGV[3], 's:' .. ARGV[3], 'n')
+// requests of this attempt (added to the member's llm_attempts), ARGV[11]
+// "1" when the text came from the member cache.
+// Records the outcome once for the owning attempt; completed and failed
+// count towards fan-in, and append <noun>.completed (identity + model,
+// text, duration_ms, cached) or <noun>.failed (identity + error). Returns
+// {'ok', done, n} | {'stale'} | {'done', done, n} | {'closed', status} |
+// {'gone'}.
+var memberFinishScript = redis.NewScript(luaIdentity + `
+local v = redis.call('HMGET', KEYS[1], 'status', 'o:' .. ARGV[3], 's:' .. ARGV[3], 'n', 'noun')
 if not v[1] then return {'gone'} end
 if v[1] ~= 'queued' and v[1] ~= 'running' then return {'closed', v[1]} end
 if v[2] ~= ARGV[4] then return {'stale'} end
@@ -88,31 +116,32 @@ if outcome == 'retry' then
 end
 s.status = outcome
 s.completed_at_ms = tonumber(ARGV[6])
-local d
+local d = identity(s)
 if outcome == 'completed' then
   s.text = ARGV[7]
   s.error = nil
-  local cached = nil
-  if ARGV[11] == '1' then s.cached = true; cached = true end
-  d = cjson.encode({index = s.index, date = s.date, label = s.label, model = s.model, text = s.text,
-    duration_ms = s.completed_at_ms - (s.started_at_ms or s.completed_at_ms), cached = cached})
+  if ARGV[11] == '1' then s.cached = true; d.cached = true end
+  d.model = s.model
+  d.text = s.text
+  d.duration_ms = s.completed_at_ms - (s.started_at_ms or s.completed_at_ms)
 else
   s.error = ARGV[8]
-  d = cjson.encode({index = s.index, date = s.date, label = s.label, error = s.error})
+  d.error = s.error
 end
 redis.call('HSET', KEYS[1], 's:' .. ARGV[3], cjson.encode(s))
 local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
-redis.call('XADD', KEYS[2], '*', 't', 'snapshot.' .. outcome, 'd', d)
+redis.call('XADD', KEYS[2], '*', 't', (v[5] or 'snapshot') .. '.' .. outcome, 'd', cjson.encode(d))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'ok', done, tonumber(v[4])}
 `)
 
 // aggBeginScript: ARGV[3] owner, ARGV[4] now ms, ARGV[5] closed channel.
-// Moves the job to aggregating (closing it to snapshot work) and makes this
+// Moves the job to aggregating (closing it to member work) and makes this
 // attempt the owner of the aggregation events. A new owner counts an
 // aggregation attempt and announces it with aggregate.started {attempt}, so
-// that clients drop the narrative text of an attempt that died; the owner
-// that holds the claim may call again (after a lost reply) without effect.
+// that clients drop the streamed text of an attempt that died; its parts'
+// sequence numbers (fields q:agg:<part>) start again. The owner that holds
+// the claim may call again (after a lost reply) without effect.
 // Returns {'ok', attempt} | {'closed', status} | {'gone'}.
 var aggBeginScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'status', 'o:agg', 'agg_attempt')
@@ -121,7 +150,10 @@ if not st then return {'gone'} end
 if st ~= 'queued' and st ~= 'running' and st ~= 'aggregating' then return {'closed', st} end
 if v[2] == ARGV[3] then return {'ok', tonumber(v[3]) or 1} end
 local attempt = (tonumber(v[3]) or 0) + 1
-redis.call('HSET', KEYS[1], 'status', 'aggregating', 'o:agg', ARGV[3], 'agg_attempt', attempt, 'q:agg', 0)
+redis.call('HSET', KEYS[1], 'status', 'aggregating', 'o:agg', ARGV[3], 'agg_attempt', attempt)
+for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(k, 1, 6) == 'q:agg:' then redis.call('HDEL', KEYS[1], k) end
+end
 if st ~= 'aggregating' then
   redis.call('HSET', KEYS[1], 'agg_started', ARGV[4])
   redis.call('PUBLISH', ARGV[5], ARGV[2])
@@ -132,41 +164,46 @@ return {'ok', attempt}
 `)
 
 // emitScript: ARGV[3] statuses allowed (comma-separated, with leading and
-// trailing comma), ARGV[4] owner field, ARGV[5] owner value, ARGV[6] event
-// type, ARGV[7] data, ARGV[8] sequence number (0: none), ARGV[9] part (empty:
-// none), ARGV[10] the part's record. Appends the event only while the job is
-// in an allowed status and the owner field holds the owner value.
+// trailing comma), ARGV[4] owner field, ARGV[5] owner value, ARGV[6] the
+// field of the sequence numbers (empty: none), ARGV[7] the event type's
+// prefix (empty: the job's noun), ARGV[8] its verb, ARGV[9] data, ARGV[10]
+// sequence number (0: none), ARGV[11] part (empty: none), ARGV[12] the
+// part's record. Appends the event <prefix>.<verb> only while the job is in
+// an allowed status and the owner field holds the owner value.
 // Exactly once, whatever the retries: a sequenced event (text deltas) is
-// appended only if its number is above the owner's last (field q:<owner
-// field without "o:">, reset when the claim changes hands); a part's event
-// (the terminal event of key changes or of the narrative) only if no event
-// of that part was appended before, by any owner; the part's record (field
+// appended only if its number is above the last one in its sequence field
+// (q:<index> of a member, q:agg:<part> of a part; reset when the claim
+// changes hands); a part's event (its terminal event) only if no event of
+// that part was appended before, by any owner; the part's record (field
 // part:<part>) is kept for a later attempt to reuse. Returns {'ok', id} |
 // {'dup'} | {'stale'} | {'closed', status} | {'gone'}.
 var emitScript = redis.NewScript(`
-local qf = 'q:' .. string.sub(ARGV[4], 3)
-local v = redis.call('HMGET', KEYS[1], 'status', ARGV[4], qf)
+local qf = ARGV[6]
+if qf == '' then qf = 'q:' end -- no sequence: a field never written
+local v = redis.call('HMGET', KEYS[1], 'status', ARGV[4], qf, 'noun')
 if not v[1] then return {'gone'} end
 if not string.find(ARGV[3], ',' .. v[1] .. ',', 1, true) then return {'closed', v[1]} end
 if v[2] ~= ARGV[5] then return {'stale'} end
-local seq = tonumber(ARGV[8]) or 0
+local seq = tonumber(ARGV[10]) or 0
 if seq > 0 then
   if seq <= (tonumber(v[3]) or 0) then return {'dup'} end
   redis.call('HSET', KEYS[1], qf, seq)
 end
-if ARGV[9] ~= '' then
-  if redis.call('HSETNX', KEYS[1], 'part:' .. ARGV[9], ARGV[10]) == 0 then return {'dup'} end
+if ARGV[11] ~= '' then
+  if redis.call('HSETNX', KEYS[1], 'part:' .. ARGV[11], ARGV[12]) == 0 then return {'dup'} end
 end
-local id = redis.call('XADD', KEYS[2], '*', 't', ARGV[6], 'd', ARGV[7])
+local prefix = ARGV[7]
+if prefix == '' then prefix = v[4] or 'snapshot' end
+local id = redis.call('XADD', KEYS[2], '*', 't', prefix .. '.' .. ARGV[8], 'd', ARGV[9])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'ok', id}
 `)
 
 // finishScript: ARGV[3] final status, ARGV[4] now ms, ARGV[5] error, ARGV[6]
-// aggregate JSON (may be empty), ARGV[7] retention ms, ARGV[8] job.completed
+// result JSON (job.Result; may be empty), ARGV[7] retention ms, ARGV[8] job.completed
 // data, ARGV[9] closed channel, ARGV[10] the aggregation owner the end is
 // fenced by (empty: none; a cancel or the deadline ends the job whoever
-// owns it), ARGV[11] the status of snapshots that never finished (canceled
+// owns it), ARGV[11] the status of members that never finished (canceled
 // or expired). Ends a job that has not ended. Returns {'ok', id} |
 // {'closed', status} | {'stale'} | {'gone'}.
 var finishScript = redis.NewScript(`

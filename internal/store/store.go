@@ -1,8 +1,11 @@
-// Package store keeps jobs in Redis: the job record, its snapshots and
-// result, and the fan-in bookkeeping that tells the last snapshot it was the
-// last. Each change is atomic with the event that announces it on the job's
-// stream (see package events), so that retries and duplicate deliveries of a
-// task count once and a finished job never changes again.
+// Package store keeps jobs of every kind in Redis: the job record, its
+// members and result, and the fan-in bookkeeping that tells the last member
+// it was the last. Each change is atomic with the event that announces it
+// on the job's stream (see package events), so that retries and duplicate
+// deliveries of a task count once and a finished job never changes again.
+// The store knows no kind: it names member events by the job's noun and
+// builds their payloads from the members' identities (job.Member.RefData),
+// and the parts' events from job.Part (structured: a Value; streamed: Text).
 package store
 
 import (
@@ -32,8 +35,8 @@ var (
 	ErrClosed = errors.New("job no longer accepts this step")
 	// ErrStale: another attempt has taken over this piece of work.
 	ErrStale = errors.New("superseded by a newer attempt")
-	// ErrSnapshotDone: the snapshot already has its final outcome.
-	ErrSnapshotDone = errors.New("snapshot already done")
+	// ErrMemberDone: the member already has its final outcome.
+	ErrMemberDone = errors.New("member already done")
 )
 
 // Store reads and writes jobs. It is safe for concurrent use.
@@ -109,7 +112,7 @@ func (s *Store) ForgetDeadline(ctx context.Context, jobID string) error {
 func (s *Store) Redis() redis.UniversalClient { return s.rdb }
 
 // ClosedChannel is the Pub/Sub channel on which the store announces that a
-// job stopped taking snapshot work (aggregation began) or ended; the message
+// job stopped taking member work (aggregation began) or ended; the message
 // is the job id. Workers listen on it to stop work that became useless.
 const ClosedChannel = "tt:closed"
 
@@ -119,15 +122,17 @@ func JobKey(jobID string) string { return "tt:{" + jobID + "}:job" }
 
 func keys(jobID string) []string { return []string{JobKey(jobID), events.StreamKey(jobID)} }
 
-// Create stores a new job and appends job.accepted. Snapshots the job
-// comes with as completed (answered from the cache) are stored done, each
-// announced like a worker's: snapshot.started, one snapshot.delta with the
-// whole text, snapshot.completed; the others are stored pending. A job that
-// comes with a terminal status and its aggregate (served wholly from the
-// caches) is stored ended, with its aggregation events and job.completed,
-// and kept for the retention; a job that has not ended expires after its
-// deadline plus the retention unless it finishes (which restarts the
-// retention clock).
+// Create stores a new job and appends job.accepted (its common fields and
+// j.Accepted, the kind's). The job's members are j.Members, in order (a
+// member's index is its place), each named by its Label and Ref; the job's
+// noun j.Noun ("snapshot" when empty) names their events. Members the job comes with as completed (answered from the
+// cache) are stored done, each announced like a worker's: <noun>.started,
+// one <noun>.delta with the whole text, <noun>.completed; the others are
+// stored pending. A job that comes with a terminal status and its result
+// (served wholly from the caches) is stored ended, with the events of each
+// part of its result and job.completed, and kept for the retention; a job
+// that has not ended expires after its deadline plus the retention unless
+// it finishes (which restarts the retention clock).
 //
 // A job served wholly from the caches is stored by reference to one
 // shared copy of what it shows (see ResultKey), with no event stream: Get
@@ -138,30 +143,60 @@ func (s *Store) Create(ctx context.Context, j *job.Job) (string, error) {
 	return s.create(ctx, j, true)
 }
 
+// defaultNoun is the noun of a job stored without one: a time-travel job
+// stored before jobs had kinds.
+const defaultNoun job.Noun = "snapshot"
+
+func nounOf(j *job.Job) job.Noun {
+	if j.Noun == "" {
+		return defaultNoun
+	}
+	return j.Noun
+}
+
+// normalAccepted returns j's Accepted as the store keeps it (compact JSON,
+// as encoding/json writes it), or nil when it has none.
+func normalAccepted(j *job.Job) (json.RawMessage, error) {
+	if len(j.Accepted) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(j.Accepted)
+	if err != nil {
+		return nil, fmt.Errorf("encode the accepted fields of job %s: %w", j.ID, err)
+	}
+	return b, nil
+}
+
 // create is Create; compact false stores a job served wholly from the
 // caches in full too.
 func (s *Store) create(ctx context.Context, j *job.Job, compact bool) (string, error) {
-	if r, ok := compactResult(j); ok && compact {
+	acc, err := normalAccepted(j)
+	if err != nil {
+		return "", err
+	}
+	if r, ok := compactResult(j, acc); ok && compact {
 		return s.createRef(ctx, j, r)
 	}
 	spec, err := json.Marshal(j.Spec)
 	if err != nil {
 		return "", fmt.Errorf("encode spec: %w", err)
 	}
-	snaps := j.Snapshots
-	if len(snaps) != len(j.Spec.TimePoints) {
-		snaps = make([]job.Snapshot, len(j.Spec.TimePoints))
-	}
+	n := len(j.Members)
 	status := job.StatusQueued
 	if j.Status.Terminal() {
 		status = j.Status
 	}
+	noun := nounOf(j)
 	fields := []any{
 		"spec", string(spec),
+		"noun", string(noun),
 		"status", string(status),
 		"created", j.CreatedAt.UnixMilli(),
 		"deadline", j.Deadline.UnixMilli(),
-		"n", len(j.Spec.TimePoints),
+		"n", n,
+	}
+	if acc != nil {
+		fields = append(fields, "acc", string(acc))
 	}
 	if j.Fingerprint != "" {
 		fields = append(fields, "fp", j.Fingerprint)
@@ -170,18 +205,18 @@ func (s *Store) create(ctx context.Context, j *job.Job, compact bool) (string, e
 		fields = append(fields, "owner", j.Spec.Owner)
 	}
 	done := 0
-	stored := make([]job.Snapshot, len(j.Spec.TimePoints))
-	for i, tp := range j.Spec.TimePoints {
-		snap := job.Snapshot{Index: i, Date: tp.Date, Label: tp.Label, Status: job.SnapshotPending}
-		if c := snaps[i]; c.Status == job.SnapshotCompleted {
-			snap.Status, snap.Text, snap.Model, snap.Cached = job.SnapshotCompleted, c.Text, c.Model, c.Cached
-			snap.StartedAt, snap.CompletedAt = c.StartedAt, c.CompletedAt
+	stored := make([]job.Member, n)
+	for i, c := range j.Members {
+		m := job.Member{Index: i, Label: c.Label, Ref: c.Ref, Status: job.MemberPending}
+		if c.Status == job.MemberCompleted {
+			m.Status, m.Text, m.Model, m.Cached = job.MemberCompleted, c.Text, c.Model, c.Cached
+			m.StartedAt, m.CompletedAt = c.StartedAt, c.CompletedAt
 			done++
 		}
-		stored[i] = snap
-		b, err := json.Marshal(snap)
+		stored[i] = m
+		b, err := encodeMember(m)
 		if err != nil {
-			return "", fmt.Errorf("encode snapshot: %w", err)
+			return "", fmt.Errorf("encode member %d of job %s: %w", i, j.ID, err)
 		}
 		fields = append(fields, "s:"+strconv.Itoa(i), string(b))
 	}
@@ -190,16 +225,17 @@ func (s *Store) create(ctx context.Context, j *job.Job, compact bool) (string, e
 	if status.Terminal() {
 		ttl = s.retention
 		fields = append(fields, "finished", j.FinishedAt.UnixMilli(), "error", j.Error)
-		if a := j.Aggregate; a != nil {
-			b, err := json.Marshal(a)
+		if r := j.Result; r != nil {
+			b, err := json.Marshal(r)
 			if err != nil {
-				return "", fmt.Errorf("encode aggregate: %w", err)
+				return "", fmt.Errorf("encode result: %w", err)
 			}
 			fields = append(fields, "agg", string(b))
 		}
 	}
 	evs, err := createdEvents(&job.Job{
-		ID: j.ID, Spec: j.Spec, Status: status, Deadline: j.Deadline, Snapshots: stored, Aggregate: j.Aggregate, Error: j.Error,
+		ID: j.ID, Spec: j.Spec, Noun: noun, Status: status, Deadline: j.Deadline, Members: stored, Result: j.Result,
+		Error: j.Error, Accepted: acc,
 	}, j.Cached())
 	if err != nil {
 		return "", err
@@ -224,6 +260,54 @@ func (s *Store) create(ctx context.Context, j *job.Job, compact bool) (string, e
 		_ = s.rdb.ZAdd(ctx, DeadlinesKey, redis.Z{Score: float64(j.Deadline.UnixMilli()), Member: j.ID}).Err()
 	}
 	return id, nil
+}
+
+// memberRecord is how a member is stored (field s:<i>): its identity as
+// its events carry it (Ref: job.Member.RefData, an object of index, label
+// and the kind's fields), from which the scripts build the member's event
+// payloads whatever the kind, and its state. A record stored before
+// members had an identity of their own has no "ref": its identity is its
+// fields that are not state (job.Member's JSON).
+type memberRecord struct {
+	Ref         json.RawMessage  `json:"ref,omitempty"`
+	Status      job.MemberStatus `json:"status"`
+	Text        string           `json:"text,omitempty"`
+	Model       string           `json:"model,omitempty"`
+	Attempts    int              `json:"attempts"`
+	LLMAttempts int              `json:"llm_attempts,omitempty"`
+	Error       string           `json:"error,omitempty"`
+	StartedAt   int64            `json:"started_at_ms,omitempty"`
+	CompletedAt int64            `json:"completed_at_ms,omitempty"`
+	Cached      bool             `json:"cached,omitempty"`
+}
+
+func encodeMember(m job.Member) ([]byte, error) {
+	ref, err := json.Marshal(m.RefData())
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(memberRecord{
+		Ref: ref, Status: m.Status, Text: m.Text, Model: m.Model, Attempts: m.Attempts, LLMAttempts: m.LLMAttempts,
+		Error: m.Error, StartedAt: m.StartedAt, CompletedAt: m.CompletedAt, Cached: m.Cached,
+	})
+}
+
+func decodeMember(raw []byte) (job.Member, error) {
+	var r memberRecord
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return job.Member{}, err
+	}
+	var m job.Member
+	if len(r.Ref) == 0 {
+		err := json.Unmarshal(raw, &m)
+		return m, err
+	}
+	if err := json.Unmarshal(r.Ref, &m); err != nil {
+		return job.Member{}, fmt.Errorf("its identity: %w", err)
+	}
+	m.Status, m.Text, m.Model, m.Attempts, m.LLMAttempts = r.Status, r.Text, r.Model, r.Attempts, r.LLMAttempts
+	m.Error, m.StartedAt, m.CompletedAt, m.Cached = r.Error, r.StartedAt, r.CompletedAt, r.Cached
+	return m, nil
 }
 
 // Get returns the job, or ErrNotFound.
@@ -266,7 +350,13 @@ func (s *Store) Status(ctx context.Context, jobID string) (job.Status, error) {
 // decodeJob decodes the hash h of job id; r is the result record it names
 // when it is stored by reference (see decode), and nil otherwise.
 func decodeJob(id string, h map[string]string, r *result) (*job.Job, error) {
-	j := &job.Job{ID: id, Status: job.Status(h["status"])}
+	j := &job.Job{ID: id, Status: job.Status(h["status"]), Noun: job.Noun(h["noun"])}
+	if j.Noun == "" {
+		j.Noun = defaultNoun
+	}
+	if acc := h["acc"]; acc != "" {
+		j.Accepted = json.RawMessage(acc)
+	}
 	if err := json.Unmarshal([]byte(h["spec"]), &j.Spec); err != nil {
 		return nil, fmt.Errorf("decode job %s spec: %w", id, err)
 	}
@@ -278,20 +368,28 @@ func decodeJob(id string, h map[string]string, r *result) (*job.Job, error) {
 	j.Of = h["of"]
 	j.Detached = decodeDetached(h)
 	n, _ := strconv.Atoi(h["n"])
-	j.Snapshots = make([]job.Snapshot, n)
+	j.Members = make([]job.Member, n)
 	for i := 0; i < n && r == nil; i++ { // by reference: applyResult
-		if err := json.Unmarshal([]byte(h["s:"+strconv.Itoa(i)]), &j.Snapshots[i]); err != nil {
-			return nil, fmt.Errorf("decode job %s snapshot %d: %w", id, i, err)
+		m, err := decodeMember([]byte(h["s:"+strconv.Itoa(i)]))
+		if err != nil {
+			return nil, fmt.Errorf("decode job %s member %d: %w", id, i, err)
 		}
+		j.Members[i] = m
 	}
+	// The result as the job ended with it, or, while it aggregates, when
+	// its aggregation began; a result that does not say when it began
+	// began when the job moved to aggregating.
+	started, _ := strconv.ParseInt(h["agg_started"], 10, 64)
 	if raw := h["agg"]; raw != "" {
-		j.Aggregate = &job.Aggregate{}
-		if err := json.Unmarshal([]byte(raw), j.Aggregate); err != nil {
-			return nil, fmt.Errorf("decode job %s aggregate: %w", id, err)
+		j.Result = &job.Result{}
+		if err := json.Unmarshal([]byte(raw), j.Result); err != nil {
+			return nil, fmt.Errorf("decode job %s result: %w", id, err)
 		}
-	} else if started := h["agg_started"]; started != "" {
-		ms, _ := strconv.ParseInt(started, 10, 64)
-		j.Aggregate = &job.Aggregate{StartedAt: ms}
+		if j.Result.StartedAt == 0 {
+			j.Result.StartedAt = started
+		}
+	} else if started != 0 {
+		j.Result = &job.Result{StartedAt: started}
 	}
 	if r != nil {
 		if err := applyResult(j, h, r); err != nil {
@@ -316,66 +414,70 @@ func msTime(s string) time.Time {
 	return time.UnixMilli(ms)
 }
 
-// FanIn tells how many snapshots of a job have their final outcome.
+// FanIn tells how many members of a job have their final outcome.
 type FanIn struct {
 	Done, Total int
 }
 
-// Last reports whether every snapshot is done.
+// Last reports whether every member is done.
 func (f FanIn) Last() bool { return f.Total > 0 && f.Done >= f.Total }
 
-// StartSnapshot claims snapshot index for the attempt owner (a token unique to
-// this delivery) and appends snapshot.started. A newer attempt takes over from
-// an older one, whose later writes then fail with ErrStale. It returns the
-// attempt number; ErrSnapshotDone with the fan-in state when the snapshot is
-// already done; ErrClosed or ErrNotFound when the job takes no more snapshot
-// work.
-func (s *Store) StartSnapshot(ctx context.Context, jobID string, index int, owner, model string) (int, FanIn, error) {
-	res, err := s.run(ctx, snapStartScript, keys(jobID), events.Channel, jobID, index, owner, s.now().UnixMilli(), model)
+// StartMember claims member index for the attempt owner (a token unique to
+// this delivery) and appends <noun>.started (the member's identity and
+// attempt). A newer attempt takes over from an older one, whose later
+// writes then fail with ErrStale. It returns the attempt number;
+// ErrMemberDone with the fan-in state when the member is already done;
+// ErrClosed or ErrNotFound when the job takes no more member work.
+func (s *Store) StartMember(ctx context.Context, jobID string, index int, owner, model string) (int, FanIn, error) {
+	res, err := s.run(ctx, memberStartScript, keys(jobID), events.Channel, jobID, index, owner, s.now().UnixMilli(), model)
 	if err != nil {
-		return 0, FanIn{}, fmt.Errorf("start snapshot %d of job %s: %w", index, jobID, err)
+		return 0, FanIn{}, fmt.Errorf("start member %d of job %s: %w", index, jobID, err)
 	}
 	switch res[0] {
 	case "ok":
 		return int(toInt(res, 1)), FanIn{}, nil
 	case "done":
-		return 0, FanIn{Done: int(toInt(res, 1)), Total: int(toInt(res, 2))}, ErrSnapshotDone
+		return 0, FanIn{Done: int(toInt(res, 1)), Total: int(toInt(res, 2))}, ErrMemberDone
 	}
 	return 0, FanIn{}, resultErr(res)
 }
 
-// AppendSnapshotText appends a snapshot.delta with text, if owner still owns
-// the snapshot and the job still takes snapshot work. seq numbers the
-// owner's deltas from 1: a delta whose number was appended already (a retry
-// after a lost reply) is not appended again.
-func (s *Store) AppendSnapshotText(ctx context.Context, jobID string, index int, owner string, seq int, text string) error {
+// AppendMemberText appends a <noun>.delta {index, text}, if owner still
+// owns the member and the job still takes member work. seq numbers the
+// owner's deltas from 1: a delta whose number was appended already (a
+// retry after a lost reply) is not appended again.
+func (s *Store) AppendMemberText(ctx context.Context, jobID string, index int, owner string, seq int, text string) error {
 	d, _ := json.Marshal(events.DeltaData{Index: &index, Text: text})
-	return s.emit(ctx, jobID, ",queued,running,", "o:"+strconv.Itoa(index), owner, events.SnapshotDelta, d, seq, "", nil)
+	i := strconv.Itoa(index)
+	return s.emit(ctx, jobID, ",queued,running,", "o:"+i, owner, "q:"+i, "", events.VerbDelta, d, seq, "", nil)
 }
 
-// SnapshotOutcome is how an attempt at a snapshot ended.
-type SnapshotOutcome struct {
+// MemberOutcome is how an attempt at a member ended.
+type MemberOutcome struct {
 	// Text is the answer when the attempt succeeded.
 	Text string
-	// Err is the failure; with Retry it is recorded and the snapshot goes
-	// back to pending for a later attempt, without it the snapshot fails.
+	// Err is the failure; with Retry it is recorded and the member goes
+	// back to pending for a later attempt, without it the member fails.
 	Err   error
 	Retry bool
 	// Model is the model that answered (or last failed); empty keeps the
 	// one recorded at the start.
 	Model string
 	// LLMAttempts is the requests this attempt sent; they add up over the
-	// snapshot's attempts.
+	// member's attempts.
 	LLMAttempts int
-	// Cached is set when Text came from the snapshot cache.
+	// Cached is set when Text came from the member cache.
 	Cached bool
 }
 
-// FinishSnapshot records the owner attempt's outcome. Completed and failed
-// count towards fan-in exactly once per snapshot, whatever the number of
-// deliveries; the returned FanIn tells whether this call made it the last.
-// ErrStale, ErrClosed and ErrSnapshotDone say why nothing was recorded.
-func (s *Store) FinishSnapshot(ctx context.Context, jobID string, index int, owner string, out SnapshotOutcome) (FanIn, error) {
+// FinishMember records the owner attempt's outcome and appends
+// <noun>.completed (the member's identity, model, text, duration_ms, and
+// cached:true for a cached answer) or <noun>.failed (identity and error);
+// a retry appends nothing. Completed and failed count towards fan-in
+// exactly once per member, whatever the number of deliveries; the returned
+// FanIn tells whether this call made it the last. ErrStale, ErrClosed and
+// ErrMemberDone say why nothing was recorded.
+func (s *Store) FinishMember(ctx context.Context, jobID string, index int, owner string, out MemberOutcome) (FanIn, error) {
 	outcome, errMsg := "completed", ""
 	if out.Err != nil {
 		outcome, errMsg = "failed", out.Err.Error()
@@ -387,16 +489,16 @@ func (s *Store) FinishSnapshot(ctx context.Context, jobID string, index int, own
 	if out.Cached {
 		cached = "1"
 	}
-	res, err := s.run(ctx, snapFinishScript, keys(jobID), events.Channel, jobID, index, owner, outcome,
+	res, err := s.run(ctx, memberFinishScript, keys(jobID), events.Channel, jobID, index, owner, outcome,
 		s.now().UnixMilli(), out.Text, errMsg, out.Model, out.LLMAttempts, cached)
 	if err != nil {
-		return FanIn{}, fmt.Errorf("finish snapshot %d of job %s: %w", index, jobID, err)
+		return FanIn{}, fmt.Errorf("finish member %d of job %s: %w", index, jobID, err)
 	}
 	switch res[0] {
 	case "ok":
 		return FanIn{Done: int(toInt(res, 1)), Total: int(toInt(res, 2))}, nil
 	case "done":
-		return FanIn{Done: int(toInt(res, 1)), Total: int(toInt(res, 2))}, ErrSnapshotDone
+		return FanIn{Done: int(toInt(res, 1)), Total: int(toInt(res, 2))}, ErrMemberDone
 	}
 	return FanIn{}, resultErr(res)
 }
@@ -406,13 +508,13 @@ type Aggregation struct {
 	Job *job.Job
 	// Attempt counts the aggregation's owners, from 1.
 	Attempt int
-	// Parts are the records of the parts whose terminal event an earlier
-	// attempt appended (EmitAggregatePart), by part name: an attempt reuses
-	// them instead of calling the model again.
+	// Parts are the records (job.Part JSON) of the parts whose terminal
+	// event an earlier attempt appended (EmitPart), by part name: an
+	// attempt reuses them instead of calling the model again.
 	Parts map[string][]byte
 }
 
-// BeginAggregate moves the job to aggregating, which closes it to snapshot
+// BeginAggregate moves the job to aggregating, which closes it to member
 // work, makes owner the author of the aggregation events, and returns the job
 // as it then is. A new owner (a redelivered or re-run aggregation) takes
 // over and is announced by aggregate.started with its attempt; the same
@@ -434,7 +536,8 @@ func (s *Store) BeginAggregate(ctx context.Context, jobID, owner string) (*Aggre
 }
 
 // GetWithParts returns the job and the records of the aggregation parts
-// whose terminal event is on its stream (see EmitAggregatePart), or
+// whose terminal event is on its stream (job.Part JSON, by name; see
+// EmitPart), or
 // ErrNotFound.
 func (s *Store) GetWithParts(ctx context.Context, jobID string) (*job.Job, map[string][]byte, error) {
 	h, err := s.hash(ctx, jobID)
@@ -454,31 +557,68 @@ func (s *Store) GetWithParts(ctx context.Context, jobID string) (*job.Job, map[s
 	return j, parts, nil
 }
 
-// AppendNarrativeText appends a narrative.delta with text while owner owns
-// the aggregation. seq numbers the owner's deltas from 1, as for
-// AppendSnapshotText.
-func (s *Store) AppendNarrativeText(ctx context.Context, jobID, owner string, seq int, text string) error {
+// AppendPartText appends a <part>.delta {text} of the streamed part part
+// while owner owns the aggregation. seq numbers the owner's deltas of that
+// part from 1, as for AppendMemberText: each part counts its own, so parts
+// may stream concurrently.
+func (s *Store) AppendPartText(ctx context.Context, jobID, owner, part string, seq int, text string) error {
 	d, _ := json.Marshal(events.DeltaData{Text: text})
-	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, events.NarrativeDelta, d, seq, "", nil)
+	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, "q:agg:"+part, part, events.VerbDelta, d, seq, "", nil)
 }
 
-// EmitAggregatePart appends the terminal event of one part of the
-// aggregation (part "key_changes" or "narrative"), while owner owns the
-// aggregation, and keeps record with it. Each part's terminal event is
-// appended at most once per job, whatever the attempts and retries: when it
-// is there already, nothing is appended and the call succeeds.
-func (s *Store) EmitAggregatePart(ctx context.Context, jobID, owner, part, eventType string, data any, record []byte) error {
+// EmitPart appends the terminal event of p, one part of the aggregation,
+// while owner owns the aggregation, and keeps p (its JSON) as the part's
+// record (Aggregation.Parts). The event is <part>.failed {error} when p
+// has an Error; otherwise <part>.completed: {<part>: Value} for a
+// structured part (Value set), {text} for a streamed one, with
+// cached:true when cached. Each part's terminal event is appended at most
+// once per job, whatever the attempts and retries: when it is there
+// already, nothing is appended and the call succeeds.
+func (s *Store) EmitPart(ctx context.Context, jobID, owner string, p job.Part, cached bool) error {
+	if p.Name == "" {
+		return fmt.Errorf("emit a part of job %s: the part has no name", jobID)
+	}
+	verb, data := partTerminal(p, cached)
 	d, err := json.Marshal(data)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", eventType, err)
+		return fmt.Errorf("encode %s: %w", events.PartEvent(p.Name, verb), err)
 	}
-	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, eventType, d, 0, part, record)
+	record, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode part %s: %w", p.Name, err)
+	}
+	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, "", p.Name, verb, d, 0, p.Name, record)
 }
 
-func (s *Store) emit(ctx context.Context, jobID, allowed, ownerField, owner, eventType string, data []byte, seq int, part string, record []byte) error {
-	res, err := s.run(ctx, emitScript, keys(jobID), events.Channel, jobID, allowed, ownerField, owner, eventType, string(data), seq, part, string(record))
+// textData is the payload of a streamed part's <part>.completed.
+type textData struct {
+	Text   string `json:"text"`
+	Cached bool   `json:"cached,omitempty"`
+}
+
+// partTerminal returns the verb and payload of p's terminal event.
+func partTerminal(p job.Part, cached bool) (string, any) {
+	switch {
+	case p.Error != "":
+		return events.VerbFailed, events.ErrorData{Error: p.Error}
+	case p.Value != nil:
+		d := map[string]any{p.Name: p.Value}
+		if cached {
+			d["cached"] = true
+		}
+		return events.VerbCompleted, d
+	}
+	return events.VerbCompleted, textData{Text: p.Text, Cached: cached}
+}
+
+// emit appends an event; see emitScript. seqField names the field that
+// keeps the last sequence number (empty with seq 0); the event's type is
+// prefix.verb, prefix empty meaning the job's noun.
+func (s *Store) emit(ctx context.Context, jobID, allowed, ownerField, owner, seqField, prefix, verb string, data []byte, seq int, part string, record []byte) error {
+	res, err := s.run(ctx, emitScript, keys(jobID), events.Channel, jobID, allowed, ownerField, owner, seqField,
+		prefix, verb, string(data), seq, part, string(record))
 	if err != nil {
-		return fmt.Errorf("append %s to job %s: %w", eventType, jobID, err)
+		return fmt.Errorf("append %s.%s to job %s: %w", prefix, verb, jobID, err)
 	}
 	if res[0] == "ok" || res[0] == "dup" {
 		return nil
@@ -486,43 +626,43 @@ func (s *Store) emit(ctx context.Context, jobID, allowed, ownerField, owner, eve
 	return resultErr(res)
 }
 
-// Finish ends a job that has not ended with the given status and, when agg
-// is not nil, its aggregate, and appends the terminal job.completed event.
-// Snapshots that never finished get the status canceled (a canceled job)
-// or expired. Whoever owns the aggregation, this ends the job: it is for a
+// Finish ends a job that has not ended with the given status and, when r
+// is not nil, its result, and appends the terminal job.completed event.
+// Members that never finished get the status canceled (a canceled job) or
+// expired. Whoever owns the aggregation, this ends the job: it is for a
 // cancel and for the deadline. ErrClosed means the job had already ended
 // (nothing changed).
-func (s *Store) Finish(ctx context.Context, jobID string, status job.Status, errMsg string, agg *job.Aggregate) error {
-	return s.finish(ctx, jobID, "", status, errMsg, agg)
+func (s *Store) Finish(ctx context.Context, jobID string, status job.Status, errMsg string, r *job.Result) error {
+	return s.finish(ctx, jobID, "", status, errMsg, r)
 }
 
 // FinishAggregate is Finish fenced by the aggregation's claim: it ends the
 // job only while owner owns its aggregation (ErrStale otherwise), so that
 // an attempt that was given up for dead cannot end the job behind its
 // successor.
-func (s *Store) FinishAggregate(ctx context.Context, jobID, owner string, status job.Status, errMsg string, agg *job.Aggregate) error {
-	return s.finish(ctx, jobID, owner, status, errMsg, agg)
+func (s *Store) FinishAggregate(ctx context.Context, jobID, owner string, status job.Status, errMsg string, r *job.Result) error {
+	return s.finish(ctx, jobID, owner, status, errMsg, r)
 }
 
-func (s *Store) finish(ctx context.Context, jobID, owner string, status job.Status, errMsg string, agg *job.Aggregate) error {
+func (s *Store) finish(ctx context.Context, jobID, owner string, status job.Status, errMsg string, r *job.Result) error {
 	if !status.Terminal() {
 		return fmt.Errorf("finish job %s: %q is not a terminal status", jobID, status)
 	}
-	aggJSON := ""
-	if agg != nil {
-		b, err := json.Marshal(agg)
+	resJSON := ""
+	if r != nil {
+		b, err := json.Marshal(r)
 		if err != nil {
-			return fmt.Errorf("encode aggregate: %w", err)
+			return fmt.Errorf("encode result: %w", err)
 		}
-		aggJSON = string(b)
+		resJSON = string(b)
 	}
-	unfinished := job.SnapshotExpired
+	unfinished := job.MemberExpired
 	if status == job.StatusCanceled {
-		unfinished = job.SnapshotCanceled
+		unfinished = job.MemberCanceled
 	}
 	d, _ := json.Marshal(events.CompletedData{JobID: jobID, Status: string(status), Error: errMsg})
 	res, err := s.run(ctx, finishScript, keys(jobID), events.Channel, jobID, string(status), s.now().UnixMilli(),
-		errMsg, aggJSON, s.retention.Milliseconds(), string(d), ClosedChannel, owner, string(unfinished))
+		errMsg, resJSON, s.retention.Milliseconds(), string(d), ClosedChannel, owner, string(unfinished))
 	if err != nil {
 		return fmt.Errorf("finish job %s: %w", jobID, err)
 	}

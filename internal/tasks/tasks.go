@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
 
@@ -34,25 +36,27 @@ const (
 	QueueWarm = "warm"
 )
 
-// Task types.
+// Task types, the same for every job kind.
 const (
-	TypeSnapshot  = "timetravel:snapshot"
-	TypeAggregate = "timetravel:aggregate"
-	TypeWebhook   = "timetravel:webhook"
+	// TypeMember is one member call of a job (a snapshot, an answer).
+	TypeMember    = "job:member"
+	TypeAggregate = "job:aggregate"
+	TypeWebhook   = "job:webhook"
 	// TypeWarm warms the cache for the configured questions.
-	TypeWarm = "timetravel:warm"
+	TypeWarm = "job:warm"
 )
 
-// Lane is the pair of queues a job's tasks run on.
+// Lane is the pair of queues a job's tasks run on: its member calls on
+// Member, its aggregation on Aggregate.
 type Lane struct {
-	Snapshot, Aggregate string
+	Member, Aggregate string
 }
 
 // Lanes: user jobs run on the snapshot and aggregate queues, cache-warming
 // jobs on the warm queue.
 var (
-	UserLane = Lane{Snapshot: QueueSnapshot, Aggregate: QueueAggregate}
-	WarmLane = Lane{Snapshot: QueueWarm, Aggregate: QueueWarm}
+	UserLane = Lane{Member: QueueSnapshot, Aggregate: QueueAggregate}
+	WarmLane = Lane{Member: QueueWarm, Aggregate: QueueWarm}
 )
 
 // LaneOf returns the lane of a job (of a warming job when warm).
@@ -63,16 +67,19 @@ func LaneOf(warm bool) Lane {
 	return UserLane
 }
 
-// SnapshotPayload is everything a snapshot task needs, so that the worker
-// reads nothing before calling the model.
-type SnapshotPayload struct {
-	JobID      string `json:"job_id"`
-	Index      int    `json:"index"`
-	Question   string `json:"question"`
-	Date       string `json:"date"`
-	Label      string `json:"label"`
-	Model      string `json:"model,omitempty"`
-	Complexity string `json:"complexity"`
+// MemberPayload is everything a member task needs, so that the worker
+// reads nothing before calling the model, whatever the job's kind.
+type MemberPayload struct {
+	JobID string `json:"job_id"`
+	Kind  string `json:"kind,omitempty"`
+	Index int    `json:"index"`
+	Label string `json:"label,omitempty"`
+	// Request is the call; its model is the model asked.
+	Request Request `json:"request"`
+	// CacheKey is the answer's identity in the member cache (empty: not
+	// cached); Volatile, that it is cached for the short TTL.
+	CacheKey string `json:"cache_key,omitempty"`
+	Volatile bool   `json:"volatile,omitempty"`
 	// NoCacheRead says the job bypasses cache reads (it still writes).
 	NoCacheRead bool `json:"no_cache_read,omitempty"`
 	// Warm says the job is a cache-warming job (its lane is WarmLane).
@@ -86,6 +93,26 @@ type SnapshotPayload struct {
 	DeadlineMS int64 `json:"deadline_ms,omitempty"`
 }
 
+// Request is an llm.Request as a task carries it.
+type Request struct {
+	Model       string  `json:"model"`
+	System      string  `json:"system,omitempty"`
+	User        string  `json:"user"`
+	MaxTokens   int     `json:"max_tokens,omitempty"`
+	Temperature float32 `json:"temperature,omitempty"`
+	JSON        bool    `json:"json,omitempty"`
+}
+
+// RequestOf is r as a task carries it (without its validator).
+func RequestOf(r llm.Request) Request {
+	return Request{Model: r.Model, System: r.System, User: r.User, MaxTokens: r.MaxTokens, Temperature: r.Temperature, JSON: r.JSON}
+}
+
+// LLM is the request as the model client takes it.
+func (r Request) LLM() llm.Request {
+	return llm.Request{Model: r.Model, System: r.System, User: r.User, MaxTokens: r.MaxTokens, Temperature: r.Temperature, JSON: r.JSON}
+}
+
 // AggregatePayload names the job to aggregate.
 type AggregatePayload struct {
 	JobID string `json:"job_id"`
@@ -97,10 +124,10 @@ type WebhookPayload struct {
 	JobID string `json:"job_id"`
 }
 
-// SnapshotTaskID is the fixed asynq task id of snapshot index of a job; a
-// second enqueue of the same snapshot is refused by asynq.
-func SnapshotTaskID(jobID string, index int) string {
-	return jobID + ":snapshot:" + strconv.Itoa(index)
+// MemberTaskID is the fixed asynq task id of member index of a job; a
+// second enqueue of the same member is refused by asynq.
+func MemberTaskID(jobID string, index int) string {
+	return jobID + ":member:" + strconv.Itoa(index)
 }
 
 // AggregateTaskID is the fixed asynq task id of a job's aggregation.
@@ -181,37 +208,38 @@ const (
 
 // AggregateAt is when a job's aggregation runs unless the last snapshot
 // brings it forward: a quarter of the job's time before its deadline (at
-// most 30 s, ample for two concurrent LLM calls), so that a job whose snapshots hang still gets its key
-// changes and narrative from the snapshots it has.
+// most 30 s, ample for two concurrent LLM calls), so that a job whose members hang still gets its
+// aggregation over the members it has.
 func AggregateAt(j *job.Job) time.Time {
 	reserve := min(j.Deadline.Sub(j.CreatedAt)/aggregateShare, maxAggregateReserve)
 	return j.Deadline.Add(-max(reserve, 0))
 }
 
-// EnqueueSnapshots puts one task per time point on the job's snapshot
-// queue, except for the snapshots the job already has (answered from the
-// cache). A task that exists already (same id) counts as enqueued.
-func (e *Enqueuer) EnqueueSnapshots(ctx context.Context, j *job.Job) error {
+// EnqueueMembers puts one task per member of plan (the job's plan, by
+// index) on the job's member queue, except for the members the job
+// already has done (answered from the cache). A task that exists already
+// (same id) counts as enqueued.
+func (e *Enqueuer) EnqueueMembers(ctx context.Context, j *job.Job, plan []jobkind.Member) error {
 	headers := tracing.Headers(ctx)
 	lane := LaneOf(j.Spec.Warm)
-	for i, tp := range j.Spec.TimePoints {
-		if i < len(j.Snapshots) && j.Snapshots[i].Status.Done() {
+	for i, m := range plan {
+		if i < len(j.Members) && j.Members[i].Status.Done() {
 			continue
 		}
-		p, _ := json.Marshal(SnapshotPayload{
-			JobID: j.ID, Index: i, Question: j.Spec.Question, Date: tp.Date, Label: tp.Label,
-			Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
+		p, _ := json.Marshal(MemberPayload{
+			JobID: j.ID, Kind: j.Spec.Kind, Index: i, Label: m.Label, Request: RequestOf(m.Request),
+			CacheKey: m.CacheKey, Volatile: m.Volatile,
 			NoCacheRead: !j.Spec.ReadsCache(), Warm: j.Spec.Warm, DeadlineMS: j.Deadline.UnixMilli(),
 			Owner: j.Spec.Owner,
 		})
-		_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeSnapshot, p, headers),
-			asynq.Queue(lane.Snapshot),
-			asynq.TaskID(SnapshotTaskID(j.ID, i)),
+		_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeMember, p, headers),
+			asynq.Queue(lane.Member),
+			asynq.TaskID(MemberTaskID(j.ID, i)),
 			asynq.MaxRetry(e.maxRetry+HandBackSpare),
 			asynq.Timeout(e.timeout),
 		)
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-			return fmt.Errorf("enqueue snapshot %d of job %s: %w", i, j.ID, err)
+			return fmt.Errorf("enqueue %s %d of job %s: %w", j.Noun, i, j.ID, err)
 		}
 	}
 	return nil
@@ -299,7 +327,7 @@ func Promote(insp Inspector, lane Lane, jobID string) error {
 }
 
 // Withdraw removes the job's tasks, on lane, that have not started: the given
-// snapshots and, with withAggregate, the aggregation. Running tasks are not
+// members and, with withAggregate, the aggregation. Running tasks are not
 // touched here: workers stop them when the store announces the job closed
 // (asynq's CancelProcessing would put them up for retry instead). Missing
 // tasks are fine: they ran or were removed already.
@@ -312,7 +340,7 @@ func Withdraw(insp Inspector, lane Lane, jobID string, indexes []int, withAggreg
 		}
 	}
 	for _, i := range indexes {
-		remove(lane.Snapshot, SnapshotTaskID(jobID, i))
+		remove(lane.Member, MemberTaskID(jobID, i))
 	}
 	if withAggregate {
 		remove(lane.Aggregate, AggregateTaskID(jobID))

@@ -80,7 +80,7 @@ func (p *periodName) UnmarshalJSON(b []byte) error {
 // the model left out gets an empty list. It fails with ErrMalformed when no
 // usable JSON object is found or no transition could be placed. It never
 // panics.
-func ParseKeyChanges(answer string, snaps []job.Snapshot) ([]job.KeyChange, error) {
+func ParseKeyChanges(answer string, snaps []job.Member) ([]KeyChange, error) {
 	raw := extractObject(answer)
 	if raw == "" {
 		return nil, fmt.Errorf("%w: no JSON object in %q", ErrMalformed, clip(answer, 120))
@@ -92,10 +92,10 @@ func ParseKeyChanges(answer string, snaps []job.Snapshot) ([]job.KeyChange, erro
 	if doc.Transitions == nil {
 		return nil, fmt.Errorf("%w: no \"transitions\" list", ErrMalformed)
 	}
-	out := make([]job.KeyChange, 0, max(len(snaps)-1, 0))
+	out := make([]KeyChange, 0, max(len(snaps)-1, 0))
 	for i := 0; i+1 < len(snaps); i++ {
-		out = append(out, job.KeyChange{
-			From: snaps[i].Date, To: snaps[i+1].Date,
+		out = append(out, KeyChange{
+			From: DateOf(snaps[i]), To: DateOf(snaps[i+1]),
 			FromLabel: snaps[i].Label, ToLabel: snaps[i+1].Label,
 			Changes: []string{},
 		})
@@ -184,7 +184,7 @@ type resolver struct {
 // ymd is a date as far as it is known: 0 for a part not given.
 type ymd struct{ y, m, d int }
 
-func newResolver(snaps []job.Snapshot, names []string) *resolver {
+func newResolver(snaps []job.Member, names []string) *resolver {
 	r := &resolver{n: len(snaps), exact: map[string][]int{}, labels: make([][]string, len(snaps)), dates: make([]ymd, len(snaps))}
 	add := func(key string, i int) {
 		if key != "" && !slices.Contains(r.exact[key], i) {
@@ -192,13 +192,13 @@ func newResolver(snaps []job.Snapshot, names []string) *resolver {
 		}
 	}
 	for i, s := range snaps {
-		add(strings.Join(tokens(s.Date), " "), i)
+		add(strings.Join(tokens(DateOf(s)), " "), i)
 		add(strings.Join(tokens(s.Label), " "), i)
 		outside, inside := splitParens(s.Label)
 		add(strings.Join(tokens(outside), " "), i)
 		add(strings.Join(tokens(inside), " "), i)
 		r.labels[i] = tokens(outside)
-		if cands := parseDate(tokens(s.Date)); len(cands) == 1 && cands[0].d > 0 {
+		if cands := parseDate(tokens(DateOf(s))); len(cands) == 1 && cands[0].d > 0 {
 			r.dates[i] = cands[0]
 		}
 	}

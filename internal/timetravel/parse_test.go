@@ -9,36 +9,36 @@ import (
 )
 
 // threeSnaps are three chronological snapshots.
-var threeSnaps = []job.Snapshot{
-	{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotCompleted, Text: "GPT-3.5 leads."},
-	{Index: 1, Date: "2024-05-01", Label: "May 2024", Status: job.SnapshotCompleted, Text: "GPT-4o is out."},
-	{Index: 2, Date: "2026-11-26", Label: "today (November 26, 2026)", Status: job.SnapshotCompleted, Text: "Many strong models."},
+var threeSnaps = []job.Member{
+	{Index: 0, Label: "January 2023", Ref: map[string]string{"date": "2023-01-01"}, Status: job.MemberCompleted, Text: "GPT-3.5 leads."},
+	{Index: 1, Label: "May 2024", Ref: map[string]string{"date": "2024-05-01"}, Status: job.MemberCompleted, Text: "GPT-4o is out."},
+	{Index: 2, Label: "today (November 26, 2026)", Ref: map[string]string{"date": "2026-11-26"}, Status: job.MemberCompleted, Text: "Many strong models."},
 }
 
 // fourSnaps have two snapshots in 2023.
-var fourSnaps = []job.Snapshot{
-	{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotCompleted},
-	{Index: 1, Date: "2023-06-15", Label: "June 15, 2023", Status: job.SnapshotCompleted},
-	{Index: 2, Date: "2024-05-01", Label: "May 2024", Status: job.SnapshotCompleted},
-	{Index: 3, Date: "2026-11-26", Label: "today (November 26, 2026)", Status: job.SnapshotCompleted},
+var fourSnaps = []job.Member{
+	{Index: 0, Label: "January 2023", Ref: map[string]string{"date": "2023-01-01"}, Status: job.MemberCompleted},
+	{Index: 1, Label: "June 15, 2023", Ref: map[string]string{"date": "2023-06-15"}, Status: job.MemberCompleted},
+	{Index: 2, Label: "May 2024", Ref: map[string]string{"date": "2024-05-01"}, Status: job.MemberCompleted},
+	{Index: 3, Label: "today (November 26, 2026)", Ref: map[string]string{"date": "2026-11-26"}, Status: job.MemberCompleted},
 }
 
 // kc4 builds the expected key changes for fourSnaps (nil: none).
-func kc4(changes ...[]string) []job.KeyChange {
-	out := make([]job.KeyChange, 3)
+func kc4(changes ...[]string) []KeyChange {
+	out := make([]KeyChange, 3)
 	for i := range out {
 		c := changes[i]
 		if c == nil {
 			c = []string{}
 		}
-		out[i] = job.KeyChange{From: fourSnaps[i].Date, To: fourSnaps[i+1].Date, FromLabel: fourSnaps[i].Label, ToLabel: fourSnaps[i+1].Label, Changes: c}
+		out[i] = KeyChange{From: DateOf(fourSnaps[i]), To: DateOf(fourSnaps[i+1]), FromLabel: fourSnaps[i].Label, ToLabel: fourSnaps[i+1].Label, Changes: c}
 	}
 	return out
 }
 
 // kc builds the expected key changes for threeSnaps.
-func kc(first, second []string) []job.KeyChange {
-	return []job.KeyChange{
+func kc(first, second []string) []KeyChange {
+	return []KeyChange{
 		{From: "2023-01-01", To: "2024-05-01", FromLabel: "January 2023", ToLabel: "May 2024", Changes: first},
 		{From: "2024-05-01", To: "2026-11-26", FromLabel: "May 2024", ToLabel: "today (November 26, 2026)", Changes: second},
 	}
@@ -50,8 +50,8 @@ func TestParseKeyChanges(t *testing.T) {
 	tests := []struct {
 		name   string
 		answer string
-		snaps  []job.Snapshot
-		want   []job.KeyChange
+		snaps  []job.Member
+		want   []KeyChange
 	}{
 		{
 			name:   "well-formed",
@@ -247,13 +247,13 @@ func TestParseKeyChanges(t *testing.T) {
 			name:   "one snapshot has no pairs",
 			answer: `{"transitions":[]}`,
 			snaps:  threeSnaps[:1],
-			want:   []job.KeyChange{},
+			want:   []KeyChange{},
 		},
 		{
 			name:   "no snapshots",
 			answer: `{"transitions":[{"from":"2023-01-01","to":"2024-05-01","changes":["x"]}]}`,
-			snaps:  []job.Snapshot{},
-			want:   []job.KeyChange{},
+			snaps:  []job.Member{},
+			want:   []KeyChange{},
 		},
 	}
 	for _, tt := range tests {
@@ -348,8 +348,8 @@ func FuzzParseKeyChanges(f *testing.F) {
 			t.Fatalf("%d entries for %d snapshots", len(got), len(snaps))
 		}
 		for i, c := range got {
-			if c.From != snaps[i].Date || c.To != snaps[i+1].Date {
-				t.Fatalf("entry %d is %s→%s, want %s→%s", i, c.From, c.To, snaps[i].Date, snaps[i+1].Date)
+			if c.From != DateOf(snaps[i]) || c.To != DateOf(snaps[i+1]) {
+				t.Fatalf("entry %d is %s→%s, want %s→%s", i, c.From, c.To, DateOf(snaps[i]), DateOf(snaps[i+1]))
 			}
 			if c.FromLabel != snaps[i].Label || c.ToLabel != snaps[i+1].Label {
 				t.Fatalf("entry %d has labels %q→%q", i, c.FromLabel, c.ToLabel)

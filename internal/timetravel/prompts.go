@@ -1,4 +1,5 @@
-// Package timetravel holds the prompts of a time-travel job and the parsing
+// Package timetravel is the time-travel job kind (see Kind): its request,
+// its plan, and the prompts of a time-travel job and the parsing
 // of the model's answers: the snapshot prompt (answer as of a date), the
 // batched key-changes extraction (one call for every consecutive pair, JSON
 // out) and the evolution narrative.
@@ -22,11 +23,11 @@ type Prompt struct {
 	MaxTokens int
 }
 
-func lengthHint(c job.Complexity) (string, int) {
+func lengthHint(c Complexity) (string, int) {
 	switch c {
-	case job.ComplexityBrief:
+	case ComplexityBrief:
 		return "Answer in at most 3 sentences.", 200
-	case job.ComplexityDetailed:
+	case ComplexityDetailed:
 		return "Answer thoroughly, in several paragraphs, with specifics.", 1500
 	default:
 		return "Answer in one or two short paragraphs.", 600
@@ -35,7 +36,7 @@ func lengthHint(c job.Complexity) (string, int) {
 
 // Snapshot is the prompt that asks the model to answer as it would have on
 // tp's date. The prompt names exactly one date in YYYY-MM-DD form.
-func Snapshot(question string, tp job.TimePoint, c job.Complexity) Prompt {
+func Snapshot(question string, tp TimePoint, c Complexity) Prompt {
 	hint, budget := lengthHint(c)
 	sys := fmt.Sprintf(`You are a knowledgeable assistant answering as of %s. Today's date is %s.
 Use only information that was publicly known on or before that date. Do not mention, hint at or predict anything that happened later; if something was uncertain then, say so as it would have been said then.
@@ -47,11 +48,11 @@ Use only information that was publicly known on or before that date. Do not ment
 // between every pair of consecutive snapshots, as a JSON object of the form
 // {"transitions":[{"from":"YYYY-MM-DD","to":"YYYY-MM-DD","changes":["..."]}]}.
 // snaps must be in chronological order and number at least two.
-func KeyChanges(question string, snaps []job.Snapshot) Prompt {
+func KeyChanges(question string, snaps []job.Member) Prompt {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Question: %s\n\n", question)
 	for _, s := range snaps {
-		fmt.Fprintf(&b, "=== Answer as of %s (%s) ===\n%s\n\n", s.Label, s.Date, strings.TrimSpace(s.Text))
+		fmt.Fprintf(&b, "=== Answer as of %s (%s) ===\n%s\n\n", s.Label, DateOf(s), strings.TrimSpace(s.Text))
 	}
 	b.WriteString("For each pair of consecutive answers above, list the key changes from the earlier to the later answer.")
 	sys := `You compare answers to the same question given at different dates and extract what changed.
@@ -63,40 +64,14 @@ Include one transition per consecutive pair, in date order, each with 1 to 5 sho
 
 // Narrative is the prompt for the story of how the answer evolved across the
 // snapshots (in chronological order).
-func Narrative(question string, snaps []job.Snapshot, c job.Complexity) Prompt {
+func Narrative(question string, snaps []job.Member, c Complexity) Prompt {
 	_, budget := lengthHint(c)
 	var b strings.Builder
 	fmt.Fprintf(&b, "Question: %s\n\n", question)
 	for _, s := range snaps {
-		fmt.Fprintf(&b, "=== Answer as of %s (%s) ===\n%s\n\n", s.Label, s.Date, strings.TrimSpace(s.Text))
+		fmt.Fprintf(&b, "=== Answer as of %s (%s) ===\n%s\n\n", s.Label, DateOf(s), strings.TrimSpace(s.Text))
 	}
 	b.WriteString("Write the narrative now.")
 	sys := `You are a historian of knowledge. Given answers to one question as they would have been given at successive dates, write a short narrative (one to three paragraphs) of how the answer evolved over time: what stayed, what changed, and what drove the changes. Refer to the dates by their labels. Plain prose, no lists, no headings.`
 	return Prompt{System: sys, User: b.String(), MaxTokens: budget}
-}
-
-// Models names the models of each step of a job, as configured.
-type Models struct {
-	// Snapshot answers snapshots of jobs that name no model.
-	Snapshot string
-	// Extraction makes the key-changes extraction.
-	Extraction string
-	// Narrative writes the narrative; empty means the job's snapshot model.
-	Narrative string
-}
-
-// SnapshotModel is the model asked for the snapshots of spec.
-func (m Models) SnapshotModel(spec job.Spec) string {
-	if spec.Model != "" {
-		return spec.Model
-	}
-	return m.Snapshot
-}
-
-// NarrativeModel is the model asked for the narrative of spec.
-func (m Models) NarrativeModel(spec job.Spec) string {
-	if m.Narrative != "" {
-		return m.Narrative
-	}
-	return m.SnapshotModel(spec)
 }

@@ -10,11 +10,11 @@ import (
 
 var isoDate = regexp.MustCompile(`\d{4}-\d{2}-\d{2}`)
 
-var complexities = []job.Complexity{job.ComplexityBrief, job.ComplexityStandard, job.ComplexityDetailed}
+var complexities = []Complexity{ComplexityBrief, ComplexityStandard, ComplexityDetailed}
 
 func TestSnapshotPrompt(t *testing.T) {
 	t.Parallel()
-	tests := []job.TimePoint{
+	tests := []TimePoint{
 		{Date: "2023-01-01", Label: "January 2023"},
 		{Date: "2023-03-14", Label: "March 14, 2023"},
 		{Date: "2026-11-26", Label: "today (November 26, 2026)"},
@@ -47,9 +47,9 @@ func TestSnapshotPrompt(t *testing.T) {
 
 func TestMaxTokensByComplexity(t *testing.T) {
 	t.Parallel()
-	tp := job.TimePoint{Date: "2023-01-01", Label: "January 2023"}
-	snap := Snapshot("q", tp, job.ComplexityStandard).MaxTokens
-	narr := Narrative("q", threeSnaps, job.ComplexityStandard).MaxTokens
+	tp := TimePoint{Date: "2023-01-01", Label: "January 2023"}
+	snap := Snapshot("q", tp, ComplexityStandard).MaxTokens
+	narr := Narrative("q", threeSnaps, ComplexityStandard).MaxTokens
 	for i := 1; i < len(complexities); i++ {
 		lo, hi := complexities[i-1], complexities[i]
 		if a, b := Snapshot("q", tp, lo).MaxTokens, Snapshot("q", tp, hi).MaxTokens; a >= b {
@@ -70,20 +70,20 @@ func TestMaxTokensByComplexity(t *testing.T) {
 
 // datesInOrder checks that s names every snapshot's date, in order, and
 // carries each snapshot's label and trimmed text.
-func datesInOrder(t *testing.T, what, s string, snaps []job.Snapshot) {
+func datesInOrder(t *testing.T, what, s string, snaps []job.Member) {
 	t.Helper()
 	var want []string
 	for _, sn := range snaps {
-		want = append(want, sn.Date)
+		want = append(want, DateOf(sn))
 	}
 	if got := isoDate.FindAllString(s, -1); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("%s names dates %q, want %q", what, got, want)
 	}
 	last := -1
 	for _, sn := range snaps {
-		i := strings.Index(s, sn.Date)
+		i := strings.Index(s, DateOf(sn))
 		if i <= last {
-			t.Errorf("%s: %s is not after the previous date", what, sn.Date)
+			t.Errorf("%s: %s is not after the previous date", what, DateOf(sn))
 		}
 		last = i
 		for _, part := range []string{sn.Label, strings.TrimSpace(sn.Text)} {
@@ -96,7 +96,7 @@ func datesInOrder(t *testing.T, what, s string, snaps []job.Snapshot) {
 
 func TestKeyChangesPrompt(t *testing.T) {
 	t.Parallel()
-	snaps := append([]job.Snapshot(nil), threeSnaps...)
+	snaps := append([]job.Member(nil), threeSnaps...)
 	snaps[1].Text = "\n  GPT-4o is out.  \n"
 	const question = "Which AI model is best?"
 	p := KeyChanges(question, snaps)
@@ -141,10 +141,10 @@ func TestPromptsKeepGivenOrder(t *testing.T) {
 	// The prompts list snapshots in the order given; the caller sorts. A
 	// reversed list must be rendered reversed, not re-sorted, so that the
 	// parse of the answer (which pairs consecutive entries) matches it.
-	rev := []job.Snapshot{threeSnaps[2], threeSnaps[1], threeSnaps[0]}
+	rev := []job.Member{threeSnaps[2], threeSnaps[1], threeSnaps[0]}
 	p := KeyChanges("q", rev)
 	got := isoDate.FindAllString(p.User, -1)
-	want := []string{threeSnaps[2].Date, threeSnaps[1].Date, threeSnaps[0].Date}
+	want := []string{DateOf(threeSnaps[2]), DateOf(threeSnaps[1]), DateOf(threeSnaps[0])}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("dates %q, want %q", got, want)
 	}

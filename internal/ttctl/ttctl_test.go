@@ -14,6 +14,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 // fakeAPI serves one job that ends with status.
@@ -60,9 +61,10 @@ func (f *fakeAPI) server(t *testing.T) *httptest.Server {
 	})
 	mux.HandleFunc("GET /api/jobs/j1", func(w http.ResponseWriter, r *http.Request) {
 		one := int64(10)
-		_ = json.NewEncoder(w).Encode(job.View{ID: "j1", Status: f.status,
-			Snapshots: []job.Snapshot{{Label: "A", Status: job.SnapshotCompleted}},
-			Timings:   job.Timings{TotalMS: &one}})
+		_ = json.NewEncoder(w).Encode(job.View{ID: "j1", Kind: timetravel.Name, Status: f.status,
+			Timings: job.TimingsView{Timings: job.Timings{TotalMS: &one}, Noun: timetravel.Noun},
+			Fields: timetravel.View{Snapshots: []job.Member{{Label: "A", Status: job.MemberCompleted}},
+				KeyChanges: []timetravel.KeyChange{}}})
 	})
 	mux.HandleFunc("DELETE /api/jobs/j1", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,27 +14,28 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
-	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
-	"github.com/timetravel-ai/timetravel/internal/timetravel"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
 
-// HandleAggregate ends a job: it runs either when the last snapshot finished
-// (promoted) or ahead of the job's deadline (tasks.AggregateAt). It closes
-// the job to snapshot work, withdraws unfinished snapshots, runs the
-// key-changes extraction and the narrative concurrently, and records the
-// terminal state, all by the job's deadline: at the deadline its calls are
-// cancelled and the job ends with what it has (endOverdue). A re-run (a
-// redelivery, or a worker that died) announces itself and reuses the parts
-// an earlier attempt finished. It is idempotent: on a job that has ended it
-// only makes sure the webhook is queued.
+// HandleAggregate ends a job of any kind: it runs either when the last
+// member finished (promoted) or ahead of the job's deadline
+// (tasks.AggregateAt). It closes the job to member work, withdraws
+// unfinished members, runs the parts of the aggregation its kind declares
+// over the completed members (concurrently when provider capacity allows),
+// and records the terminal state, all by the job's deadline: at the
+// deadline its calls are cancelled and the job ends with what it has
+// (endOverdue). A re-run (a redelivery, or a worker that died) announces
+// itself and reuses the parts an earlier attempt finished. It is
+// idempotent: on a job that has ended it only makes sure the webhook is
+// queued.
 func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 	var p tasks.AggregatePayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
@@ -106,85 +108,89 @@ func handedBack(err error) bool {
 		errors.Is(err, errJobNotWritten)
 }
 
-// Aggregation parts: the terminal event of each is appended once per job,
-// with its record, which a later attempt reuses.
-const (
-	partKeyChanges = "key_changes"
-	partNarrative  = "narrative"
-)
-
-// keyChangesRecord and narrativeRecord are the parts' records.
-type keyChangesRecord struct {
-	KeyChanges []job.KeyChange `json:"key_changes"`
-	Error      string          `json:"error,omitempty"`
-	Model      string          `json:"model,omitempty"`
-	Attempts   int             `json:"attempts,omitempty"`
-	MS         int64           `json:"ms,omitempty"`
-}
-
-type narrativeRecord struct {
-	Text     string `json:"text,omitempty"`
-	Error    string `json:"error,omitempty"`
-	Model    string `json:"model,omitempty"`
-	Attempts int    `json:"attempts,omitempty"`
-	MS       int64  `json:"ms,omitempty"`
-}
-
-// restoreParts fills agg with the parts an earlier attempt finished and
-// reports which.
-func restoreParts(agg *job.Aggregate, parts map[string][]byte) (kc, narr bool) {
-	var k keyChangesRecord
-	if raw, ok := parts[partKeyChanges]; ok && json.Unmarshal(raw, &k) == nil {
-		kc = true
-		agg.KeyChanges, agg.KeyChangesError = k.KeyChanges, k.Error
-		if agg.KeyChanges == nil {
-			agg.KeyChanges = []job.KeyChange{}
-		}
-		agg.KeyChangesModel, agg.KeyChangesLLMAttempts, agg.KeyChangesMS = k.Model, k.Attempts, k.MS
-	}
-	var n narrativeRecord
-	if raw, ok := parts[partNarrative]; ok && json.Unmarshal(raw, &n) == nil {
-		narr = true
-		agg.Narrative, agg.NarrativeError = n.Text, n.Error
-		agg.NarrativeModel, agg.NarrativeLLMAttempts, agg.NarrativeMS = n.Model, n.Attempts, n.MS
-	}
-	return kc, narr
-}
-
-// tally splits a job's snapshots into those that completed and the indexes
+// tally splits a job's members into those that completed and the indexes
 // of those that have no outcome yet (failed ones are in neither).
-func tally(snaps []job.Snapshot) (completed []job.Snapshot, unfinished []int) {
-	for _, s := range snaps {
-		switch s.Status {
-		case job.SnapshotCompleted:
-			completed = append(completed, s)
-		case job.SnapshotFailed:
+func tally(members []job.Member) (completed []job.Member, unfinished []int) {
+	for _, m := range members {
+		switch m.Status {
+		case job.MemberCompleted:
+			completed = append(completed, m)
+		case job.MemberFailed:
 		default:
-			unfinished = append(unfinished, s.Index)
+			unfinished = append(unfinished, m.Index)
 		}
 	}
 	return completed, unfinished
 }
 
-// newAggregate is j's aggregate before any part: no key changes yet, and
-// the time its aggregation began.
-func newAggregate(j *job.Job) *job.Aggregate {
-	agg := &job.Aggregate{KeyChanges: []job.KeyChange{}}
-	if j.Aggregate != nil {
-		agg.StartedAt = j.Aggregate.StartedAt
+// newResult is j's result before any part: the time its aggregation
+// began.
+func newResult(j *job.Job) *job.Result {
+	r := &job.Result{}
+	if j.Result != nil {
+		r.StartedAt = j.Result.StartedAt
 	}
-	return agg
+	return r
 }
 
-// outcome is the status and message of a job that ends with the given
-// snapshots and aggregate.
-func outcome(snaps []job.Snapshot, agg *job.Aggregate, done int) (job.Status, string) {
-	status, msg := job.StatusCompleted, ""
-	if missing := len(snaps) - done; missing > 0 {
-		status = job.StatusPartial
-		msg = missingMessage(snaps)
+// partsOf returns the parts of the aggregation of j over completed, as its
+// kind declares them.
+func (h *Handlers) partsOf(j *job.Job, completed []job.Member) (jobkind.Kind, []jobkind.Part, error) {
+	if h.kinds == nil {
+		return nil, nil, errors.New("no job kinds registered")
 	}
-	if agg != nil && (agg.KeyChangesError != "" || agg.NarrativeError != "") {
+	kind, err := h.kinds.Of(j.Spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	parts, err := kind.Parts(j.Spec, h.env, completed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parts of the %s aggregation: %w", kind.Name(), err)
+	}
+	return kind, parts, nil
+}
+
+// restoreParts puts in res the parts an earlier attempt finished (records,
+// job.Part JSON by name) among parts, and reports which, by name.
+func restoreParts(res *job.Result, parts []jobkind.Part, records map[string][]byte) map[string]bool {
+	done := map[string]bool{}
+	for _, p := range parts {
+		raw, ok := records[p.Name]
+		if !ok {
+			continue
+		}
+		var rec job.Part
+		if json.Unmarshal(raw, &rec) != nil {
+			continue
+		}
+		rec.Name = p.Name
+		res.Set(rec)
+		done[p.Name] = true
+	}
+	return done
+}
+
+// order puts res's parts in the kind's order (parts); others go last.
+func order(res *job.Result, parts []jobkind.Part) {
+	rank := func(name string) int {
+		i := slices.IndexFunc(parts, func(p jobkind.Part) bool { return p.Name == name })
+		if i < 0 {
+			return len(parts)
+		}
+		return i
+	}
+	slices.SortStableFunc(res.Parts, func(a, b job.Part) int { return rank(a.Name) - rank(b.Name) })
+}
+
+// outcome is the status and message of a job whose members are members,
+// done of which completed, and whose result is res.
+func outcome(noun job.Noun, members []job.Member, res *job.Result, done int) (job.Status, string) {
+	status, msg := job.StatusCompleted, ""
+	if missing := len(members) - done; missing > 0 {
+		status = job.StatusPartial
+		msg = missingMessage(noun, members)
+	}
+	if res.Failed() {
 		status = job.StatusPartial
 		if msg == "" {
 			msg = "part of the aggregation failed"
@@ -193,17 +199,21 @@ func outcome(snaps []job.Snapshot, agg *job.Aggregate, done int) (job.Status, st
 	return status, msg
 }
 
+// unfinishedAtDeadline is the error of a part the deadline cut.
+const unfinishedAtDeadline = "unfinished at the deadline"
+
 // endOverdue ends a job whose deadline has passed with what it has: the
-// snapshots that completed and the aggregation parts that finished;
-// partial (or failed, with no snapshot) unless all of it is there. It is
-// how the deadline watchdog and an aggregation that ran out of time end a
-// job, and safe to call for a job that has ended (it then only makes sure
-// the watchdog forgets it). It returns the job as it ended when this call
-// ended it.
+// members that completed and the aggregation parts that finished (a part
+// that needs no call takes its fixed value; the others that did not finish
+// fail, unfinished at the deadline); partial (or failed, with no member
+// completed) unless all of it is there. It is how the deadline watchdog
+// and an aggregation that ran out of time end a job, and safe to call for
+// a job that has ended (it then only makes sure the watchdog forgets it).
+// It returns the job as it ended when this call ended it.
 func (h *Handlers) endOverdue(ctx context.Context, jobID string) (*job.Job, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	j, parts, err := h.store.GetWithParts(ctx, jobID)
+	j, records, err := h.store.GetWithParts(ctx, jobID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, h.store.ForgetDeadline(ctx, jobID)
 	}
@@ -213,39 +223,54 @@ func (h *Handlers) endOverdue(ctx context.Context, jobID string) (*job.Job, erro
 	if j.Status.Terminal() {
 		return nil, h.store.ForgetDeadline(ctx, jobID)
 	}
-	completed, unfinished := tally(j.Snapshots)
+	noun := h.nounOf(j)
+	completed, unfinished := tally(j.Members)
 	done := len(completed)
-	agg := newAggregate(j)
-	kc, narr := restoreParts(agg, parts)
-	status, msg := outcome(j.Snapshots, agg, done)
+	res := newResult(j)
+	var parts []jobkind.Part
+	if done > 0 {
+		if _, parts, err = h.partsOf(j, completed); err != nil {
+			// The parts are unknown: the job ends with its members only.
+			h.log.Error("job ends at its deadline without its aggregation", "job_id", jobID, "err", err)
+		}
+	}
+	restored := restoreParts(res, parts, records)
+	status, msg := outcome(noun, j.Members, res, done)
 	switch {
 	case done == 0:
-		status, msg = job.StatusFailed, "deadline passed with no snapshot completed"
-		agg = nil
-	case !kc || !narr:
+		status, msg = job.StatusFailed, fmt.Sprintf("deadline passed with no %s completed", noun)
+		res = nil
+	case len(restored) < len(parts):
 		status = job.StatusPartial
 		if msg == "" {
 			msg = "deadline passed during the aggregation"
 		} else {
 			msg = "deadline passed: " + msg
 		}
-		if !kc && done >= 2 {
-			agg.KeyChangesError = "unfinished at the deadline"
+		for _, p := range parts {
+			if restored[p.Name] {
+				continue
+			}
+			if p.Fixed != nil {
+				if rec, err := fixedPart(p); err == nil {
+					res.Set(rec)
+					continue
+				}
+			}
+			res.Set(job.Part{Name: p.Name, Error: unfinishedAtDeadline})
 		}
-		if !narr {
-			agg.NarrativeError = "unfinished at the deadline"
-		}
+		order(res, parts)
 	}
-	if err := h.store.Finish(ctx, jobID, status, msg, agg); err != nil {
+	if err := h.store.Finish(ctx, jobID, status, msg, res); err != nil {
 		if errors.Is(err, store.ErrClosed) {
 			return nil, nil
 		}
 		return nil, err
 	}
-	h.log.Warn("job ended at its deadline", "job_id", jobID, "status", status, "snapshots", done, "of", len(j.Snapshots))
+	h.log.Warn("job ended at its deadline", "job_id", jobID, "status", status, noun.Plural(), done, "of", len(j.Members))
 	if len(unfinished) > 0 {
 		if err := tasks.Withdraw(h.insp, tasks.LaneOf(j.Spec.Warm), jobID, unfinished, false); err != nil {
-			h.log.Warn("withdraw snapshot tasks", "job_id", jobID, "err", err)
+			h.log.Warn("withdraw "+string(noun)+" tasks", "job_id", jobID, "err", err)
 		}
 	}
 	return h.jobEnded(ctx, jobID), nil
@@ -260,6 +285,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 		return nil, err
 	}
 	j := begun.Job
+	noun := h.nounOf(j)
 	log := h.log.With("job_id", jobID, "stage", "aggregate", "attempt", begun.Attempt).With(tracing.LogAttrs(ctx)...)
 	if begun.Attempt > 1 {
 		log.Warn("aggregation runs again", "parts_done", len(begun.Parts))
@@ -274,239 +300,289 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 	ctx, cancel := context.WithDeadlineCause(ctx, j.Deadline.Add(requestSlack), errPastDeadline)
 	defer cancel()
 	// The job's owner pays for its calls; a call its budget refuses fails
-	// its part for good (keyChanges, narrative), like any model failure.
+	// its part for good, like any model failure.
 	ctx = gateway.WithOwner(ctx, j.Spec.Owner)
 
-	done, unfinished := tally(j.Snapshots)
+	done, unfinished := tally(j.Members)
 	if len(unfinished) > 0 {
-		log.Warn("aggregation began with snapshots unfinished; withdrawing them", "unfinished", len(unfinished))
+		log.Warn("aggregation began with "+noun.Plural()+" unfinished; withdrawing them", "unfinished", len(unfinished))
 		if err := tasks.Withdraw(h.insp, tasks.LaneOf(j.Spec.Warm), jobID, unfinished, false); err != nil {
-			log.Warn("withdraw snapshot tasks", "err", err)
+			log.Warn("withdraw "+string(noun)+" tasks", "err", err)
 		}
 	}
 	if len(done) == 0 {
-		msg := "all snapshots failed"
+		msg := fmt.Sprintf("all %s failed", noun.Plural())
 		if len(unfinished) > 0 {
-			msg = fmt.Sprintf("no snapshot completed by the deadline (%d failed, %d unfinished)", len(j.Snapshots)-len(unfinished), len(unfinished))
+			msg = fmt.Sprintf("no %s completed by the deadline (%d failed, %d unfinished)", noun, len(j.Members)-len(unfinished), len(unfinished))
 		}
-		if err := h.store.FinishAggregate(ctx, jobID, owner, job.StatusFailed, msg, j.Aggregate); err != nil {
+		if err := h.store.FinishAggregate(ctx, jobID, owner, job.StatusFailed, msg, j.Result); err != nil {
 			return nil, err
 		}
 		return h.jobEnded(ctx, jobID), nil
 	}
 
-	agg := newAggregate(j)
-	kcDone, narrDone := restoreParts(agg, begun.Parts)
-	if !kcDone && !narrDone {
-		if hit := h.cachedAggregate(ctx, j, done, log); hit != nil {
-			if err := h.serveCachedAggregate(ctx, j, owner, done, hit, agg); err != nil {
+	kind, parts, err := h.partsOf(j, done)
+	if err != nil {
+		// No retry would change that: the job fails at once.
+		log.Error("aggregation impossible; job failed", "err", err)
+		if err := h.store.FinishAggregate(ctx, jobID, owner, job.StatusFailed, "aggregation failed: "+err.Error(), j.Result); err != nil {
+			return nil, err
+		}
+		return h.jobEnded(ctx, jobID), nil
+	}
+	res := newResult(j)
+	restored := restoreParts(res, parts, begun.Parts)
+	key := ""
+	if h.caching.Cache != nil {
+		key = kind.ResultKey(j.Spec, h.env, done)
+	}
+	if len(restored) == 0 && h.readsResultCache(j, done) {
+		if hit := h.cachedResult(ctx, key, log); hit != nil && hasParts(hit, parts) {
+			if err := h.serveCachedResult(ctx, j, owner, parts, hit, res); err != nil {
 				return nil, err
 			}
-			if err := h.store.FinishAggregate(ctx, jobID, owner, job.StatusCompleted, "", agg); err != nil {
+			if err := h.store.FinishAggregate(ctx, jobID, owner, job.StatusCompleted, "", res); err != nil {
 				return nil, err
 			}
-			log.Info("job finished from the result cache", "snapshots", len(done))
+			log.Info("job finished from the result cache", noun.Plural(), len(done))
 			return h.jobEnded(ctx, jobID), nil
 		}
 	}
-	if err := h.runParts(ctx, j, owner, done, agg, !kcDone, !narrDone, log); err != nil {
+	var todo []jobkind.Part
+	for _, p := range parts {
+		if !restored[p.Name] {
+			todo = append(todo, p)
+		}
+	}
+	if err := h.runParts(ctx, j.ID, owner, todo, res, log); err != nil {
 		if errors.Is(context.Cause(ctx), errPastDeadline) {
 			return nil, errPastDeadline
 		}
 		return nil, err
 	}
-	status, msg := outcome(j.Snapshots, agg, len(done))
+	order(res, parts)
+	status, msg := outcome(noun, j.Members, res, len(done))
 	// Cached before the job ends: an identical request that sees it ended
 	// finds its result.
-	h.keepAggregate(ctx, j, done, agg, log)
-	if err := h.store.FinishAggregate(ctx, jobID, owner, status, msg, agg); err != nil {
+	h.keepResult(ctx, kind, j, key, done, res, log)
+	if err := h.store.FinishAggregate(ctx, jobID, owner, status, msg, res); err != nil {
 		return nil, err
 	}
-	log.Info("job finished", "status", status, "snapshots", len(done), "of", len(j.Snapshots))
+	log.Info("job finished", "status", status, noun.Plural(), len(done), "of", len(j.Members))
 	return h.jobEnded(ctx, jobID), nil
-}
-
-// runParts runs the key changes (withKC) and the narrative (withNarr) of
-// the job, side by side when both get provider capacity at once, else one
-// after the other. Capacity is taken before anything is written: without
-// it, or with every breaker open, the aggregation goes back to the queue
-// without using up a retry (it is bounded by the job's deadline).
-func (h *Handlers) runParts(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, agg *job.Aggregate, withKC, withNarr bool, log *slog.Logger) error {
-	if len(done) < 2 && withKC {
-		// One snapshot has no transition: nothing to ask.
-		if err := h.emitKeyChanges(ctx, j.ID, owner, agg, nil); err != nil {
-			return err
-		}
-		withKC = false
-	}
-	kcReq := h.keyChangesRequest(j, done)
-	narrReq := h.narrativeRequest(j, done)
-	kcCtx, narrCtx := ctx, ctx
-	sequential := false
-	if withKC {
-		var release func()
-		var err error
-		kcCtx, release, err = h.admit(ctx, kcReq)
-		defer release()
-		if err != nil {
-			return fmt.Errorf("aggregation of job %s: %w", j.ID, err)
-		}
-	}
-	if withNarr {
-		wait := ctx
-		if withKC {
-			wait = llm.WithCapacityWait(ctx, secondCallWait)
-		}
-		var release func()
-		var err error
-		narrCtx, release, err = h.admit(wait, narrReq)
-		defer release()
-		switch {
-		case withKC && errors.Is(err, llm.ErrNoCapacity):
-			// The key changes hold a slot: the narrative follows them, and
-			// may wait longer, holding only this aggregation's worker slot.
-			sequential, narrCtx = true, llm.WithCapacityWait(ctx, sequentialCallWait)
-		case err != nil:
-			return fmt.Errorf("aggregation of job %s: %w", j.ID, err)
-		}
-	}
-	kcCtx, narrCtx = llm.WithLogger(kcCtx, log), llm.WithLogger(narrCtx, log)
-	var (
-		wg      sync.WaitGroup
-		kcErr   error
-		narrErr error
-	)
-	switch {
-	case sequential:
-		log.Debug("provider capacity for one call: key changes, then narrative")
-		kcErr = h.keyChanges(kcCtx, j, owner, done, kcReq, agg)
-		if kcErr == nil {
-			narrErr = h.narrative(narrCtx, j, owner, narrReq, agg)
-		}
-	default:
-		if withKC {
-			wg.Go(func() { kcErr = h.keyChanges(kcCtx, j, owner, done, kcReq, agg) })
-		}
-		if withNarr {
-			wg.Go(func() { narrErr = h.narrative(narrCtx, j, owner, narrReq, agg) })
-		}
-		wg.Wait()
-	}
-	return errors.Join(kcErr, narrErr)
 }
 
 // Capacity waits of the aggregation.
 const (
-	// secondCallWait bounds the wait for the second call's capacity before
-	// the two calls run one after the other instead.
+	// secondCallWait bounds the wait for the capacity of each call after
+	// the first before it runs after the others instead.
 	secondCallWait = 200 * time.Millisecond
-	// sequentialCallWait bounds the capacity wait of the narrative that
-	// follows the key changes.
+	// sequentialCallWait bounds the capacity wait of each call that runs
+	// after the others.
 	sequentialCallWait = 30 * time.Second
 )
 
-func (h *Handlers) keyChangesRequest(j *job.Job, done []job.Snapshot) llm.Request {
-	req := llmRequest(h.models.Extraction, timetravel.KeyChanges(j.Spec.Question, done))
-	req.JSON = true
-	req.Temperature = 0
-	return req
+// runParts runs the parts todo of the job and puts their outcomes in res.
+// A part with a fixed value is emitted with it, without a call. The calls
+// run side by side as far as provider capacity allows, taken before
+// anything is written: the first call waits for it as any call does (and
+// without it, or with every breaker open, the aggregation goes back to the
+// queue without using up a retry; it is bounded by the job's deadline),
+// each other one only briefly (secondCallWait); those that got none run
+// after the others, one at a time, each waiting longer
+// (sequentialCallWait) while it holds only this aggregation's worker slot.
+// Model failures are recorded on their parts; store errors and the end of
+// ctx are returned.
+func (h *Handlers) runParts(ctx context.Context, jobID, owner string, todo []jobkind.Part, res *job.Result, log *slog.Logger) error {
+	var calls []jobkind.Part
+	for _, p := range todo {
+		if p.Fixed == nil {
+			calls = append(calls, p)
+			continue
+		}
+		rec, err := fixedPart(p)
+		if err != nil {
+			rec = job.Part{Name: p.Name, Error: err.Error()}
+		}
+		if err := h.store.EmitPart(ctx, jobID, owner, rec, false); err != nil {
+			return err
+		}
+		res.Set(rec)
+	}
+	type run struct {
+		part jobkind.Part
+		ctx  context.Context
+	}
+	var now, later []run
+	for k, p := range calls {
+		wait := ctx
+		if k > 0 {
+			wait = llm.WithCapacityWait(ctx, secondCallWait)
+		}
+		callCtx, release, err := h.admit(wait, p.Request)
+		defer release()
+		switch {
+		case k > 0 && errors.Is(err, llm.ErrNoCapacity):
+			// The calls before it hold the capacity there is: it follows
+			// them.
+			later = append(later, run{p, llm.WithCapacityWait(ctx, sequentialCallWait)})
+		case err != nil:
+			return fmt.Errorf("aggregation of job %s: %w", jobID, err)
+		default:
+			now = append(now, run{p, callCtx})
+		}
+	}
+	if len(later) > 0 {
+		log.Debug("provider capacity for fewer calls than parts: the rest follow one at a time",
+			"side_by_side", len(now), "after", len(later))
+	}
+	recs := make([]job.Part, len(now))
+	errs := make([]error, len(now))
+	var wg sync.WaitGroup
+	for i, r := range now {
+		wg.Go(func() { recs[i], errs[i] = h.runPart(llm.WithLogger(r.ctx, log), jobID, owner, r.part) })
+	}
+	wg.Wait()
+	for i, rec := range recs {
+		if errs[i] == nil {
+			res.Set(rec)
+		}
+	}
+	err := errors.Join(errs...)
+	for _, r := range later {
+		if err != nil {
+			break
+		}
+		var rec job.Part
+		if rec, err = h.runPart(llm.WithLogger(r.ctx, log), jobID, owner, r.part); err == nil {
+			res.Set(rec)
+		}
+	}
+	return err
 }
 
-func (h *Handlers) narrativeRequest(j *job.Job, done []job.Snapshot) llm.Request {
-	return llmRequest(h.models.NarrativeModel(j.Spec), timetravel.Narrative(j.Spec.Question, done, j.Spec.Complexity))
+// fixedPart is the record of a part with a fixed value.
+func fixedPart(p jobkind.Part) (job.Part, error) {
+	v, err := json.Marshal(p.Fixed)
+	if err != nil {
+		return job.Part{}, fmt.Errorf("encode the value of part %s: %w", p.Name, err)
+	}
+	return job.Part{Name: p.Name, Value: v}, nil
 }
 
-// keyChanges fills agg's key changes and emits their event, once per job.
-// A failed or malformed answer (retried once by the gateway through the
-// request's validator) is recorded on agg, not returned: only store errors
-// and the end of ctx (the job's deadline, its end) are.
-func (h *Handlers) keyChanges(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, req llm.Request, agg *job.Aggregate) error {
+// runPart makes the call of one part and emits its terminal event, once
+// per job, and returns its record. A failed or unacceptable answer is
+// recorded on the part (its Error), not returned: only store errors and
+// the end of ctx (the job's deadline, its end) are.
+func (h *Handlers) runPart(ctx context.Context, jobID, owner string, p jobkind.Part) (job.Part, error) {
+	if p.Stream {
+		return h.streamPart(ctx, jobID, owner, p)
+	}
+	return h.structuredPart(ctx, jobID, owner, p)
+}
+
+// structuredPart asks for a structured part's answer (not streamed) and
+// makes its value with the part's Parse, through the request's validator,
+// so that an unacceptable answer is retried once by the gateway.
+func (h *Handlers) structuredPart(ctx context.Context, jobID, owner string, p jobkind.Part) (job.Part, error) {
 	start := time.Now()
-	var kcs []job.KeyChange
-	req.Validate = func(text string) error {
-		var err error
-		kcs, err = timetravel.ParseKeyChanges(text, done)
-		return err
+	req := p.Request
+	var (
+		mu     sync.Mutex
+		value  any
+		parsed bool
+	)
+	if p.Parse != nil {
+		req.Validate = func(text string) error {
+			v, err := p.Parse(text)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			value, parsed = v, true
+			mu.Unlock()
+			return nil
+		}
 	}
 	resp, err := h.llm.Complete(ctx, req)
-	agg.KeyChangesModel, agg.KeyChangesLLMAttempts = resp.Requested, resp.Attempts
-	agg.KeyChangesMS = max(time.Since(start).Milliseconds(), 1)
-	if err == nil && kcs == nil {
+	rec := job.Part{Name: p.Name, Model: resp.Requested, LLMAttempts: resp.Attempts, MS: max(time.Since(start).Milliseconds(), 1)}
+	mu.Lock()
+	v, ok := value, parsed
+	mu.Unlock()
+	if err == nil && !ok {
 		// A model without a validator step (tests' fakes): parse here.
-		kcs, err = timetravel.ParseKeyChanges(resp.Text, done)
+		v, err = parseAnswer(p, resp.Text)
+	}
+	var raw []byte
+	if err == nil {
+		raw, err = json.Marshal(v)
 	}
 	if err != nil {
 		if ctx.Err() != nil || redisx.Unavailable(err) {
-			return errors.Join(err, context.Cause(ctx))
+			return rec, errors.Join(err, context.Cause(ctx))
 		}
-		agg.KeyChanges = []job.KeyChange{}
-		agg.KeyChangesError = err.Error()
-		return h.emitKeyChanges(ctx, j.ID, owner, agg, err)
+		rec.Error = err.Error()
+		return rec, h.store.EmitPart(ctx, jobID, owner, rec, false)
 	}
-	agg.KeyChanges = kcs
-	return h.emitKeyChanges(ctx, j.ID, owner, agg, nil)
+	rec.Value = raw
+	return rec, h.store.EmitPart(ctx, jobID, owner, rec, false)
 }
 
-// emitKeyChanges appends the key changes' terminal event with its record.
-func (h *Handlers) emitKeyChanges(ctx context.Context, jobID, owner string, agg *job.Aggregate, failure error) error {
-	rec, _ := json.Marshal(keyChangesRecord{KeyChanges: agg.KeyChanges, Error: agg.KeyChangesError,
-		Model: agg.KeyChangesModel, Attempts: agg.KeyChangesLLMAttempts, MS: agg.KeyChangesMS})
-	if failure != nil {
-		return h.store.EmitAggregatePart(ctx, jobID, owner, partKeyChanges, events.KeyChangesFailed, events.ErrorData{Error: failure.Error()}, rec)
+// parseAnswer is the value of a structured part's answer: what its Parse
+// makes of it, or, without one, the answer itself (as JSON when it is).
+func parseAnswer(p jobkind.Part, text string) (any, error) {
+	if p.Parse != nil {
+		return p.Parse(text)
 	}
-	return h.store.EmitAggregatePart(ctx, jobID, owner, partKeyChanges, events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: agg.KeyChanges, Cached: agg.Cached}, rec)
+	if json.Valid([]byte(text)) {
+		return json.RawMessage(text), nil
+	}
+	return text, nil
 }
 
-// narrative streams the evolution narrative onto the job's events and fills
-// agg, and emits its terminal event once per job. Model failures are
-// recorded on agg; store errors and the end of ctx are returned.
-func (h *Handlers) narrative(ctx context.Context, j *job.Job, owner string, req llm.Request, agg *job.Aggregate) error {
+// streamPart streams a part's text onto the job's events (<part>.delta)
+// and emits its terminal event.
+func (h *Handlers) streamPart(ctx context.Context, jobID, owner string, p jobkind.Part) (job.Part, error) {
 	start := time.Now()
 	seq := 0
 	b := newBatcher(func(text string) error {
 		seq++
-		return h.store.AppendNarrativeText(ctx, j.ID, owner, seq, text)
+		return h.store.AppendPartText(ctx, jobID, owner, p.Name, seq, text)
 	})
-	resp, err := h.llm.Stream(ctx, req, b.add)
+	resp, err := h.llm.Stream(ctx, p.Request, b.add)
 	if err == nil {
 		err = b.flush()
 	}
-	agg.NarrativeModel, agg.NarrativeLLMAttempts = resp.Requested, resp.Attempts
-	agg.NarrativeMS = max(time.Since(start).Milliseconds(), 1)
+	rec := job.Part{Name: p.Name, Model: resp.Requested, LLMAttempts: resp.Attempts, MS: max(time.Since(start).Milliseconds(), 1)}
 	if stopQuietly(err) {
-		return err
+		return rec, err
 	}
 	if err != nil && (ctx.Err() != nil || redisx.Unavailable(err)) {
-		return errors.Join(err, context.Cause(ctx))
+		return rec, errors.Join(err, context.Cause(ctx))
 	}
 	if err != nil {
-		agg.NarrativeError = err.Error()
+		rec.Error = err.Error()
 	} else {
-		agg.Narrative = resp.Text
+		rec.Text = resp.Text
 	}
-	rec, _ := json.Marshal(narrativeRecord{Text: agg.Narrative, Error: agg.NarrativeError,
-		Model: agg.NarrativeModel, Attempts: agg.NarrativeLLMAttempts, MS: agg.NarrativeMS})
-	if err != nil {
-		return h.store.EmitAggregatePart(ctx, j.ID, owner, partNarrative, events.NarrativeFailed, events.ErrorData{Error: err.Error()}, rec)
-	}
-	return h.store.EmitAggregatePart(ctx, j.ID, owner, partNarrative, events.NarrativeCompleted, events.NarrativeData{Text: resp.Text}, rec)
+	return rec, h.store.EmitPart(ctx, jobID, owner, rec, false)
 }
 
-// missingMessage says which snapshots a partial job lacks and why, e.g.
+// missingMessage says which members a partial job lacks and why, e.g.
 // "2 of 4 snapshots missing: March 2023 failed; May 2024 unfinished at the
 // deadline".
-func missingMessage(snaps []job.Snapshot) string {
+func missingMessage(noun job.Noun, members []job.Member) string {
 	var parts []string
-	for _, s := range snaps {
-		switch s.Status {
-		case job.SnapshotCompleted:
-		case job.SnapshotFailed:
-			parts = append(parts, s.Label+" failed")
+	for _, m := range members {
+		switch m.Status {
+		case job.MemberCompleted:
+		case job.MemberFailed:
+			parts = append(parts, m.Label+" failed")
 		default:
-			parts = append(parts, s.Label+" unfinished at the deadline")
+			parts = append(parts, m.Label+" unfinished at the deadline")
 		}
 	}
-	return fmt.Sprintf("%d of %d snapshots missing: %s", len(parts), len(snaps), strings.Join(parts, "; "))
+	return fmt.Sprintf("%d of %d %s missing: %s", len(parts), len(members), noun.Plural(), strings.Join(parts, "; "))
 }
 
 // jobEnded records a job that this process ended: its duration and stage

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,9 +12,9 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
-	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/intake"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -24,8 +23,11 @@ import (
 // Caching is what the handlers use of package cache; every part is
 // optional.
 type Caching struct {
-	// Cache serves snapshots and results computed by other jobs since this
-	// one was accepted, and keeps what the handlers compute.
+	// Cache serves members' answers and results computed by other jobs
+	// since this one was accepted, and keeps what the handlers compute.
+	// Its keys come from the job's kind (the member task's CacheKey, the
+	// kind's ResultKey), so that the worker and the api read and write the
+	// same entries.
 	Cache *cache.Cache
 	// Inflight is released when a job ends, so that identical requests
 	// start a job of their own from then on.
@@ -34,66 +36,53 @@ type Caching struct {
 	Intake *intake.Intake
 	// WarmQuestions are the questions the periodic warming task warms.
 	WarmQuestions []string
-	// ProviderOf names the provider that serves each model, for the cache
-	// keys; it must name them as the intake's does (both from
-	// config.LLM.ProviderIdentity), or the worker and the api read and
-	// write different entries.
-	ProviderOf intake.ProviderOf
 }
 
 // SetCaching turns on the caches' use. Call it before the servers start.
 func (h *Handlers) SetCaching(c Caching) { h.caching = c }
 
 // cachingFromConfig is the caching cfg turns on: the intake of warming
-// jobs (queued with enq) and the caches it reads, the in-flight registry,
-// and the warm questions.
-func cachingFromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, log *slog.Logger) Caching {
-	in := intake.FromConfig(cfg, rdb, st, enq, insp, log)
+// jobs (queued with enq, of the kinds of reg in env, as the handlers') and
+// the caches it reads, the in-flight registry, and the warm questions.
+func cachingFromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, reg *jobkind.Registry, env jobkind.Env, log *slog.Logger) Caching {
+	in := intake.FromConfig(cfg, rdb, st, enq, insp, reg, env, log)
 	return Caching{
 		Intake: in, Cache: in.Cache(), Inflight: cache.NewInflight(rdb), WarmQuestions: cfg.Cache.Questions(),
-		ProviderOf: cfg.LLM.ProviderIdentity,
 	}
 }
 
-// snapshotID is the cache identity of a snapshot task's answer by model,
-// at the provider that serves it.
-func (h *Handlers) snapshotID(p tasks.SnapshotPayload, model string) cache.SnapshotID {
-	return cache.SnapshotID{
-		Question: p.Question, Model: model, Provider: h.caching.ProviderOf.Of(model),
-		Date: p.Date, Label: p.Label, Complexity: job.Complexity(p.Complexity),
-	}
-}
-
-// cachedSnapshot returns the cached answer of the snapshot, when the job
-// reads the cache and one is there; cache trouble reads as a miss.
-func (h *Handlers) cachedSnapshot(ctx context.Context, p tasks.SnapshotPayload, model string, log *slog.Logger) *cache.Snapshot {
+// cachedMember returns the cached answer of the member, when the job reads
+// the cache, the member has a cache key and one is there; cache trouble
+// reads as a miss.
+func (h *Handlers) cachedMember(ctx context.Context, p tasks.MemberPayload, noun job.Noun, log *slog.Logger) *cache.Answer {
 	c := h.caching.Cache
-	if c == nil || p.NoCacheRead {
+	if c == nil || p.NoCacheRead || p.CacheKey == "" {
 		return nil
 	}
-	hits, err := c.Snapshots(ctx, []cache.SnapshotID{h.snapshotID(p, model)})
+	hits, err := c.Members(ctx, []string{p.CacheKey})
 	if err != nil {
-		log.Warn("snapshot cache unreadable; calling the model", "err", err)
+		log.Warn(string(noun)+" cache unreadable; calling the model", "err", err)
 		return nil
 	}
 	result := metrics.CacheMiss
 	if hits[0] != nil {
 		result = metrics.CacheHit
 	}
-	metrics.CacheLookups.WithLabelValues(metrics.CacheScopeSnapshot, result).Inc()
+	// The scope of a member lookup is the kind's noun ("snapshot").
+	metrics.CacheLookups.WithLabelValues(string(noun), result).Inc()
 	return hits[0]
 }
 
-// serveCachedSnapshot records the cached answer as the snapshot's outcome,
+// serveCachedMember records the cached answer as the member's outcome,
 // with the events a model call would have made, and starts the aggregation
-// when it was the last snapshot.
-func (h *Handlers) serveCachedSnapshot(ctx context.Context, p tasks.SnapshotPayload, hit *cache.Snapshot, log *slog.Logger) error {
+// when it was the last member.
+func (h *Handlers) serveCachedMember(ctx context.Context, p tasks.MemberPayload, noun job.Noun, hit *cache.Answer, log *slog.Logger) error {
 	owner := uuid.NewString()
-	_, fan, err := h.store.StartSnapshot(ctx, p.JobID, p.Index, owner, hit.Model)
+	_, fan, err := h.store.StartMember(ctx, p.JobID, p.Index, owner, hit.Model)
 	switch {
 	case notWrittenYet(err, p):
-		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, errJobNotWritten)
-	case errors.Is(err, store.ErrSnapshotDone):
+		return fmt.Errorf("%s %d of job %s: %w", noun, p.Index, p.JobID, errJobNotWritten)
+	case errors.Is(err, store.ErrMemberDone):
 		if fan.Last() {
 			return h.promote(p)
 		}
@@ -103,15 +92,15 @@ func (h *Handlers) serveCachedSnapshot(ctx context.Context, p tasks.SnapshotPayl
 	case err != nil:
 		return err
 	}
-	if err := h.store.AppendSnapshotText(ctx, p.JobID, p.Index, owner, 1, hit.Text); err != nil {
+	if err := h.store.AppendMemberText(ctx, p.JobID, p.Index, owner, 1, hit.Text); err != nil {
 		if stopQuietly(err) {
 			return nil
 		}
 		return err
 	}
-	fan, err = h.store.FinishSnapshot(ctx, p.JobID, p.Index, owner, store.SnapshotOutcome{Text: hit.Text, Model: hit.Model, Cached: true})
+	fan, err = h.store.FinishMember(ctx, p.JobID, p.Index, owner, store.MemberOutcome{Text: hit.Text, Model: hit.Model, Cached: true})
 	switch {
-	case errors.Is(err, store.ErrSnapshotDone):
+	case errors.Is(err, store.ErrMemberDone):
 		// Recorded already (by this call, whose reply was lost, or a
 		// duplicate): the fan-in may still be this one's to finish.
 		if fan.Last() {
@@ -123,91 +112,126 @@ func (h *Handlers) serveCachedSnapshot(ctx context.Context, p tasks.SnapshotPayl
 	case err != nil:
 		return err
 	}
-	metrics.CacheCallsSaved.WithLabelValues(metrics.StageSnapshot).Inc()
-	log.Info("snapshot served from cache", "done", fan.Done, "of", fan.Total)
+	metrics.CacheCallsSaved.WithLabelValues(string(noun)).Inc()
+	log.Info(string(noun)+" served from cache", "done", fan.Done, "of", fan.Total)
 	if fan.Last() {
 		return h.promote(p)
 	}
 	return nil
 }
 
-// keepSnapshot caches a snapshot's answer by the model that gave it.
-// Failures are only logged: the job has its answer.
-func (h *Handlers) keepSnapshot(ctx context.Context, p tasks.SnapshotPayload, model, text string, log *slog.Logger) {
+// keepMember caches a member's answer under its cache key, for the short
+// TTL when the member is volatile. Only an answer of the model the member
+// asked is kept: the key names that model, and a fallback's answer is not
+// interchangeable with its. Failures are only logged: the job has its
+// answer.
+func (h *Handlers) keepMember(ctx context.Context, p tasks.MemberPayload, answeredBy, text string, log *slog.Logger) {
 	c := h.caching.Cache
-	if c == nil || text == "" {
+	asked := p.Request.Model
+	if answeredBy == "" {
+		answeredBy = asked
+	}
+	if c == nil || text == "" || p.CacheKey == "" || answeredBy != asked {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if err := c.PutSnapshot(ctx, h.snapshotID(p, model), cache.Snapshot{Text: text, Model: model}); err != nil {
-		log.Warn("could not cache the snapshot", "err", err)
+	if err := c.PutMember(ctx, p.CacheKey, cache.Answer{Text: text, Model: answeredBy}, p.Volatile); err != nil {
+		log.Warn("could not cache the answer", "err", err)
 	}
 }
 
-// aggregateID is the result-cache identity of j's aggregation from done.
-func (h *Handlers) aggregateID(j *job.Job, done []job.Snapshot) cache.AggregateID {
-	return intake.AggregateID(h.models, h.caching.ProviderOf, j.Spec, done)
+// readsResultCache reports whether j's aggregation may be served from the
+// result cache: the job reads the cache and every member completed.
+func (h *Handlers) readsResultCache(j *job.Job, done []job.Member) bool {
+	return h.caching.Cache != nil && j.Spec.ReadsCache() && len(done) == len(j.Members)
 }
 
-// cachedAggregate returns the cached result made from done, when the job
-// reads the cache, every snapshot completed, and one is there.
-func (h *Handlers) cachedAggregate(ctx context.Context, j *job.Job, done []job.Snapshot, log *slog.Logger) *cache.Aggregate {
+// cachedResult returns the cached result of key, when the key is set and
+// one is there; cache trouble reads as a miss.
+func (h *Handlers) cachedResult(ctx context.Context, key string, log *slog.Logger) *job.Result {
 	c := h.caching.Cache
-	if c == nil || !j.Spec.ReadsCache() || len(done) != len(j.Snapshots) {
+	if c == nil || key == "" {
 		return nil
 	}
-	a, err := c.Aggregate(ctx, h.aggregateID(j, done))
+	r, err := c.Result(ctx, key)
 	if err != nil {
 		log.Warn("result cache unreadable; calling the models", "err", err)
 		return nil
 	}
 	result := metrics.CacheMiss
-	if a != nil {
+	if r != nil {
 		result = metrics.CacheHit
 	}
 	metrics.CacheLookups.WithLabelValues(metrics.CacheScopeAggregate, result).Inc()
-	return a
+	return r
 }
 
-// serveCachedAggregate emits the cached result's events as the
-// aggregation's and fills agg.
-func (h *Handlers) serveCachedAggregate(ctx context.Context, j *job.Job, owner string, done []job.Snapshot, hit *cache.Aggregate, agg *job.Aggregate) error {
-	agg.KeyChanges, agg.Narrative, agg.Cached = hit.KeyChanges, hit.Narrative, true
-	agg.KeyChangesModel, agg.NarrativeModel = hit.KeyChangesModel, hit.NarrativeModel
-	if err := h.emitKeyChanges(ctx, j.ID, owner, agg, nil); err != nil {
-		return err
+// serveCachedResult emits the cached result's parts as the aggregation's,
+// each with cached:true, and fills res. The parts are emitted in the
+// kind's order (parts); hit has every one of them.
+func (h *Handlers) serveCachedResult(ctx context.Context, j *job.Job, owner string, parts []jobkind.Part, hit *job.Result, res *job.Result) error {
+	for _, pp := range parts {
+		p := *hit.Part(pp.Name)
+		p.Error, p.LLMAttempts, p.MS = "", 0, 0
+		if len(p.Value) == 0 && p.Text != "" {
+			// A streamed part's text goes out as one delta, as the
+			// model's would have.
+			if err := h.store.AppendPartText(ctx, j.ID, owner, p.Name, 1, p.Text); err != nil {
+				return err
+			}
+		}
+		if err := h.store.EmitPart(ctx, j.ID, owner, p, true); err != nil {
+			return err
+		}
+		res.Set(p)
+		if pp.Fixed == nil {
+			metrics.CacheCallsSaved.WithLabelValues(pp.Name).Inc()
+		}
 	}
-	if err := h.store.AppendNarrativeText(ctx, j.ID, owner, 1, agg.Narrative); err != nil {
-		return err
-	}
-	rec, _ := json.Marshal(narrativeRecord{Text: agg.Narrative, Model: agg.NarrativeModel})
-	if err := h.store.EmitAggregatePart(ctx, j.ID, owner, partNarrative, events.NarrativeCompleted, events.NarrativeData{Text: agg.Narrative, Cached: true}, rec); err != nil {
-		return err
-	}
-	if len(done) >= 2 {
-		metrics.CacheCallsSaved.WithLabelValues(metrics.StageKeyChanges).Inc()
-	}
-	metrics.CacheCallsSaved.WithLabelValues(metrics.StageNarrative).Inc()
+	res.Cached = true
 	return nil
 }
 
-// keepAggregate caches a complete result (both parts succeeded). Failures
+// hasParts reports whether r has a part of each name of parts.
+func hasParts(r *job.Result, parts []jobkind.Part) bool {
+	for _, p := range parts {
+		if r.Part(p.Name) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// keepResult caches a complete result (every part succeeded) under key,
+// for the short TTL when a member it was made from is volatile. Failures
 // are only logged.
-func (h *Handlers) keepAggregate(ctx context.Context, j *job.Job, done []job.Snapshot, agg *job.Aggregate, log *slog.Logger) {
+func (h *Handlers) keepResult(ctx context.Context, kind jobkind.Kind, j *job.Job, key string, done []job.Member, res *job.Result, log *slog.Logger) {
 	c := h.caching.Cache
-	if c == nil || agg.Cached || agg.KeyChangesError != "" || agg.NarrativeError != "" || agg.Narrative == "" {
+	if c == nil || key == "" || res.Cached || res.Failed() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	err := c.PutAggregate(ctx, h.aggregateID(j, done), cache.Aggregate{
-		KeyChanges: agg.KeyChanges, Narrative: agg.Narrative,
-		KeyChangesModel: agg.KeyChangesModel, NarrativeModel: agg.NarrativeModel,
-	})
-	if err != nil {
+	if err := c.PutResult(ctx, key, *res, h.volatile(kind, j, done)); err != nil {
 		log.Warn("could not cache the result", "err", err)
 	}
+}
+
+// volatile reports whether a result made from done may change soon: when
+// the plan of the job, as of now, says so of one of them. When the plan
+// cannot be made it says yes, the safe side.
+func (h *Handlers) volatile(kind jobkind.Kind, j *job.Job, done []job.Member) bool {
+	plan, err := kind.Plan(j.Spec, h.env)
+	if err != nil {
+		return true
+	}
+	for _, m := range done {
+		if m.Index < 0 || m.Index >= len(plan) || plan[m.Index].Volatile {
+			return true
+		}
+	}
+	return false
 }
 
 // releaseInflight frees the ended job's in-flight entry.

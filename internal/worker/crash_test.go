@@ -13,6 +13,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 // completeSnapshots records snapshots 0..n-1 of j as answered, as workers
@@ -21,12 +22,12 @@ func (hs *harness) completeSnapshots(j *job.Job, n int) {
 	hs.t.Helper()
 	ctx := context.Background()
 	for i := range n {
-		owner := "w" + j.Spec.TimePoints[i].Date
-		if _, _, err := hs.store.StartSnapshot(ctx, j.ID, i, owner, snapModel); err != nil {
+		d := dateOf(j, i)
+		owner := "w" + d
+		if _, _, err := hs.store.StartMember(ctx, j.ID, i, owner, snapModel); err != nil {
 			hs.t.Fatal(err)
 		}
-		d := j.Spec.TimePoints[i].Date
-		if _, err := hs.store.FinishSnapshot(ctx, j.ID, i, owner, store.SnapshotOutcome{Text: snapshotText(d)}); err != nil {
+		if _, err := hs.store.FinishMember(ctx, j.ID, i, owner, store.MemberOutcome{Text: snapshotText(d)}); err != nil {
 			hs.t.Fatal(err)
 		}
 	}
@@ -51,11 +52,11 @@ func TestAggregationRerunReusesFinishedParts(t *testing.T) {
 	if _, err := hs.store.BeginAggregate(ctx, j.ID, "dead"); err != nil {
 		t.Fatal(err)
 	}
-	rec, _ := json.Marshal(map[string]any{"key_changes": []job.KeyChange{{From: dates[0], To: dates[1], Changes: []string{"from the dead"}}}})
-	if err := hs.store.EmitAggregatePart(ctx, j.ID, "dead", "key_changes", events.KeyChangesCompleted, events.KeyChangesData{}, rec); err != nil {
+	kc, _ := json.Marshal([]timetravel.KeyChange{{From: dates[0], To: dates[1], Changes: []string{"from the dead"}}})
+	if err := hs.store.EmitPart(ctx, j.ID, "dead", job.Part{Name: timetravel.PartKeyChanges, Value: kc}, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := hs.store.AppendNarrativeText(ctx, j.ID, "dead", 1, "half a narr"); err != nil {
+	if err := hs.store.AppendPartText(ctx, j.ID, "dead", timetravel.PartNarrative, 1, "half a narr"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -67,7 +68,7 @@ func TestAggregationRerunReusesFinishedParts(t *testing.T) {
 	}
 	evs := hs.events(j.ID)
 	types := typesOf(evs)
-	for _, typ := range []string{events.KeyChangesCompleted, events.NarrativeCompleted, events.JobCompleted} {
+	for _, typ := range []string{timetravel.EventKeyChangesCompleted, timetravel.EventNarrativeCompleted, events.JobCompleted} {
 		if len(ofType(evs, typ)) != 1 {
 			t.Fatalf("events %v: want one %s", types, typ)
 		}
@@ -79,7 +80,7 @@ func TestAggregationRerunReusesFinishedParts(t *testing.T) {
 		case events.AggregateStarted:
 			attempts = append(attempts, decode[events.AggregateStartedData](t, e).Attempt)
 			narrative = ""
-		case events.NarrativeDelta:
+		case timetravel.EventNarrativeDelta:
 			narrative += decode[events.DeltaData](t, e).Text
 		}
 	}
@@ -90,9 +91,9 @@ func TestAggregationRerunReusesFinishedParts(t *testing.T) {
 		t.Fatalf("narrative after the restart %q, want %q", narrative, narrativeText())
 	}
 	got := hs.job(j.ID)
-	if got.Status != job.StatusCompleted || got.Aggregate == nil || len(got.Aggregate.KeyChanges) != 1 ||
-		got.Aggregate.KeyChanges[0].Changes[0] != "from the dead" || got.Aggregate.Narrative != narrativeText() {
-		t.Fatalf("ended job %+v aggregate %+v", got, got.Aggregate)
+	if agg := aggOf(t, got); got.Status != job.StatusCompleted || agg == nil || len(agg.KeyChanges) != 1 ||
+		agg.KeyChanges[0].Changes[0] != "from the dead" || agg.Narrative != narrativeText() {
+		t.Fatalf("ended job %+v aggregate %+v", got, agg)
 	}
 }
 
@@ -111,8 +112,8 @@ func TestWatchdogEndsAnOrphanedJob(t *testing.T) {
 	if _, err := hs.store.BeginAggregate(ctx, j.ID, "dead"); err != nil {
 		t.Fatal(err)
 	}
-	rec, _ := json.Marshal(map[string]any{"key_changes": []job.KeyChange{{From: dates[0], To: dates[1], Changes: []string{"c"}}}})
-	if err := hs.store.EmitAggregatePart(ctx, j.ID, "dead", "key_changes", events.KeyChangesCompleted, events.KeyChangesData{}, rec); err != nil {
+	kc, _ := json.Marshal([]timetravel.KeyChange{{From: dates[0], To: dates[1], Changes: []string{"c"}}})
+	if err := hs.store.EmitPart(ctx, j.ID, "dead", job.Part{Name: timetravel.PartKeyChanges, Value: kc}, false); err != nil {
 		t.Fatal(err)
 	}
 	wctx, stop := context.WithCancel(ctx)
@@ -121,16 +122,16 @@ func TestWatchdogEndsAnOrphanedJob(t *testing.T) {
 	evs := hs.follow(j.ID, time.Minute)
 	got := hs.job(j.ID)
 	wantEnded(t, evs, got, job.StatusPartial)
-	if got.Aggregate == nil || len(got.Aggregate.KeyChanges) != 1 || got.Aggregate.NarrativeError == "" {
-		t.Fatalf("aggregate %+v: want the key changes and the narrative unfinished", got.Aggregate)
+	if agg := aggOf(t, got); agg == nil || len(agg.KeyChanges) != 1 || agg.NarrativeError == "" {
+		t.Fatalf("aggregate %+v: want the key changes and the narrative unfinished", agg)
 	}
-	for _, s := range got.Snapshots {
+	for _, s := range got.Members {
 		if !s.Status.Terminal() {
 			t.Fatalf("snapshot %d is %s after the job ended", s.Index, s.Status)
 		}
 	}
-	if got.Snapshots[2].Status != job.SnapshotExpired {
-		t.Fatalf("unfinished snapshot is %s, want expired", got.Snapshots[2].Status)
+	if got.Members[2].Status != job.MemberExpired {
+		t.Fatalf("unfinished snapshot is %s, want expired", got.Members[2].Status)
 	}
 	if n := len(ofType(evs, events.JobCompleted)); n != 1 {
 		t.Fatalf("%d job.completed", n)
@@ -161,8 +162,8 @@ func TestDeadlineCutsTheAggregation(t *testing.T) {
 		t.Fatalf("released %+v", r)
 	}
 	got := hs.job(j.ID)
-	if got.Status != job.StatusPartial || got.Aggregate == nil || len(got.Aggregate.KeyChanges) != 1 || got.Aggregate.Narrative != "" {
-		t.Fatalf("job %s aggregate %+v: want partial with key changes and no narrative", got.Status, got.Aggregate)
+	if agg := aggOf(t, got); got.Status != job.StatusPartial || agg == nil || len(agg.KeyChanges) != 1 || agg.Narrative != "" {
+		t.Fatalf("job %s aggregate %+v: want partial with key changes and no narrative", got.Status, agg)
 	}
 	if len(ofType(hs.events(j.ID), events.JobCompleted)) != 1 {
 		t.Fatal("not exactly one job.completed")
@@ -178,13 +179,14 @@ func TestSnapshotBeforeItsJobWaitsForIt(t *testing.T) {
 	hs := newHarness(t, options{noServers: true})
 	j := newJob(t, []string{"2023-01-01"}, time.Minute)
 	ctx := context.Background()
-	p, _ := json.Marshal(tasks.SnapshotPayload{JobID: j.ID, Index: 0, Question: j.Spec.Question, Date: "2023-01-01",
-		Label: j.Spec.TimePoints[0].Label, Complexity: string(j.Spec.Complexity), DeadlineMS: j.Deadline.UnixMilli()})
-	task := asynq.NewTask(tasks.TypeSnapshot, p)
+	task := hs.memberTask(j, 0)
+	if p := hs.memberPayload(j, 0); p.DeadlineMS != j.Deadline.UnixMilli() {
+		t.Fatalf("member payload %+v without the job's deadline", p)
+	}
 	if err := hs.enq.EnqueueAggregate(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	err := hs.h.HandleSnapshot(ctx, task)
+	err := hs.h.HandleMember(ctx, task)
 	if err == nil || !strings.Contains(err.Error(), "job not written yet") {
 		t.Fatalf("snapshot before its job: %v, want it handed back", err)
 	}
@@ -194,10 +196,10 @@ func TestSnapshotBeforeItsJobWaitsForIt(t *testing.T) {
 	if _, err := hs.store.Create(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	if err := hs.h.HandleSnapshot(ctx, task); err != nil {
+	if err := hs.h.HandleMember(ctx, task); err != nil {
 		t.Fatalf("snapshot once its job exists: %v", err)
 	}
-	if s := hs.job(j.ID).Snapshots[0]; s.Status != job.SnapshotCompleted {
+	if s := hs.job(j.ID).Members[0]; s.Status != job.MemberCompleted {
 		t.Fatalf("snapshot %+v, want completed", s)
 	}
 }

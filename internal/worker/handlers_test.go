@@ -14,6 +14,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 var dates3 = []string{"2023-01-01", "2023-03-01", "2024-05-01"}
@@ -40,15 +41,15 @@ func TestHappyPath(t *testing.T) {
 	}
 
 	// Snapshots: one start and one completion each, text = streamed pieces.
-	started := byIndex(t, evs, events.SnapshotStarted)
-	completed := byIndex(t, evs, events.SnapshotCompleted)
-	deltas := byIndex(t, evs, events.SnapshotDelta)
-	if n := len(ofType(evs, events.SnapshotFailed)); n != 0 {
+	started := byIndex(t, evs, timetravel.EventSnapshotStarted)
+	completed := byIndex(t, evs, timetravel.EventSnapshotCompleted)
+	deltas := byIndex(t, evs, timetravel.EventSnapshotDelta)
+	if n := len(ofType(evs, timetravel.EventSnapshotFailed)); n != 0 {
 		t.Errorf("%d snapshot.failed events, want 0", n)
 	}
-	for i, s := range got.Snapshots {
+	for i, s := range got.Members {
 		want := snapshotText(dates3[i])
-		if s.Status != job.SnapshotCompleted || s.Text != want || s.Attempts != 1 || s.Model != snapModel || s.Error != "" {
+		if s.Status != job.MemberCompleted || s.Text != want || s.Attempts != 1 || s.Model != snapModel || s.Error != "" {
 			t.Errorf("snapshot %d = %+v; want completed, 1 attempt, model %s, text %q", i, s, snapModel, want)
 		}
 		if len(started[i]) != 1 || started[i][0].Attempt != 1 {
@@ -88,7 +89,7 @@ func TestHappyPath(t *testing.T) {
 			t.Errorf("%s after the aggregation began; events: %v", e.Type, typesOf(evs))
 		}
 	}
-	agg := got.Aggregate
+	agg := aggOf(t, got)
 	if agg == nil {
 		t.Fatal("no aggregate")
 	}
@@ -100,17 +101,17 @@ func TestHappyPath(t *testing.T) {
 	}
 	for i, kc := range agg.KeyChanges {
 		from, to := dates3[i], dates3[i+1]
-		if kc.From != from || kc.To != to || kc.FromLabel != got.Snapshots[i].Label || kc.ToLabel != got.Snapshots[i+1].Label ||
+		if kc.From != from || kc.To != to || kc.FromLabel != got.Members[i].Label || kc.ToLabel != got.Members[i+1].Label ||
 			!slices.Equal(kc.Changes, []string{changeText(from, to)}) {
 			t.Errorf("key change %d = %+v, want %s -> %s with %q", i, kc, from, to, changeText(from, to))
 		}
 	}
-	kcEvents := ofType(evs, events.KeyChangesCompleted)
+	kcEvents := ofType(evs, timetravel.EventKeyChangesCompleted)
 	if len(kcEvents) != 1 {
 		t.Fatalf("%d key_changes.completed events, want 1", len(kcEvents))
 	}
 	var kcData struct {
-		KeyChanges []job.KeyChange `json:"key_changes"`
+		KeyChanges []timetravel.KeyChange `json:"key_changes"`
 	}
 	if err := json.Unmarshal(kcEvents[0].Data, &kcData); err != nil || len(kcData.KeyChanges) != 2 || kcData.KeyChanges[1].To != dates3[2] {
 		t.Errorf("key_changes.completed data %s (%v)", kcEvents[0].Data, err)
@@ -118,7 +119,7 @@ func TestHappyPath(t *testing.T) {
 	if agg.Narrative != narrativeText() {
 		t.Errorf("narrative %q, want %q", agg.Narrative, narrativeText())
 	}
-	nd := ofType(evs, events.NarrativeDelta)
+	nd := ofType(evs, timetravel.EventNarrativeDelta)
 	if len(nd) == 0 {
 		t.Error("no narrative.delta events")
 	}
@@ -129,22 +130,22 @@ func TestHappyPath(t *testing.T) {
 	if streamed.String() != narrativeText() {
 		t.Errorf("narrative deltas add up to %q, want %q", streamed.String(), narrativeText())
 	}
-	nc := ofType(evs, events.NarrativeCompleted)
+	nc := ofType(evs, timetravel.EventNarrativeCompleted)
 	if len(nc) != 1 || decode[events.DeltaData](t, nc[0]).Text != narrativeText() {
 		t.Errorf("narrative.completed events %v, want one with the narrative", nc)
 	}
 
 	tm := got.Timings()
 	for name, v := range map[string]*int64{
-		"queue_wait": tm.QueueWaitMS, "snapshots": tm.SnapshotsMS, "fan_in": tm.FanInMS,
-		"key_changes": tm.KeyChangesMS, "narrative": tm.NarrativeMS, "total": tm.TotalMS,
+		"queue_wait": tm.QueueWaitMS, "snapshots": tm.MembersMS, "fan_in": tm.FanInMS,
+		"key_changes": partMS(tm, timetravel.PartKeyChanges), "narrative": partMS(tm, timetravel.PartNarrative), "total": tm.TotalMS,
 	} {
 		if v == nil || *v < 0 {
 			t.Errorf("timing %s = %v, want set", name, v)
 		}
 	}
-	if len(tm.SnapshotMS) != 3 {
-		t.Errorf("per-snapshot timings %v, want 3", tm.SnapshotMS)
+	if len(tm.MemberMS) != 3 {
+		t.Errorf("per-snapshot timings %v, want 3", tm.MemberMS)
 	}
 
 	// The model saw each step once, with the right request shape.
@@ -190,24 +191,24 @@ func TestRetryableErrorThenSuccess(t *testing.T) {
 	got := hs.job(j.ID)
 	wantEnded(t, evs, got, job.StatusCompleted)
 
-	s := got.Snapshots[1]
-	if s.Status != job.SnapshotCompleted || s.Attempts != 2 || s.Text != snapshotText(flaky) || s.Error != "" {
+	s := got.Members[1]
+	if s.Status != job.MemberCompleted || s.Attempts != 2 || s.Text != snapshotText(flaky) || s.Error != "" {
 		t.Errorf("flaky snapshot = %+v; want completed after 2 attempts with text %q, no error", s, snapshotText(flaky))
 	}
-	started := byIndex(t, evs, events.SnapshotStarted)
+	started := byIndex(t, evs, timetravel.EventSnapshotStarted)
 	if a := started[1]; len(a) != 2 || a[0].Attempt != 1 || a[1].Attempt != 2 {
 		t.Errorf("flaky snapshot started events %+v, want attempts 1 and 2", a)
 	}
-	completed := byIndex(t, evs, events.SnapshotCompleted)
+	completed := byIndex(t, evs, timetravel.EventSnapshotCompleted)
 	for i := range dates3 {
 		if len(completed[i]) != 1 {
 			t.Errorf("snapshot %d: %d snapshot.completed events, want 1", i, len(completed[i]))
 		}
-		if i != 1 && (len(started[i]) != 1 || got.Snapshots[i].Attempts != 1) {
-			t.Errorf("snapshot %d: %d starts, %d attempts; want 1", i, len(started[i]), got.Snapshots[i].Attempts)
+		if i != 1 && (len(started[i]) != 1 || got.Members[i].Attempts != 1) {
+			t.Errorf("snapshot %d: %d starts, %d attempts; want 1", i, len(started[i]), got.Members[i].Attempts)
 		}
 	}
-	if n := len(ofType(evs, events.SnapshotFailed)); n != 0 {
+	if n := len(ofType(evs, timetravel.EventSnapshotFailed)); n != 0 {
 		t.Errorf("%d snapshot.failed events, want 0", n)
 	}
 	if fan := hs.fanIn(j.ID); fan != "3" {
@@ -260,12 +261,12 @@ func TestFailures(t *testing.T) {
 				if n := o.hs.model.count(kindSnapshot, bad); n != 1 {
 					t.Errorf("%d model calls for %s, want 1 (no retry)", n, bad)
 				}
-				s := o.job.Snapshots[1]
+				s := o.job.Members[1]
 				want := statusErr(400).Error()
-				if s.Status != job.SnapshotFailed || s.Attempts != 1 || s.Error != want {
+				if s.Status != job.MemberFailed || s.Attempts != 1 || s.Error != want {
 					t.Errorf("snapshot = %+v; want failed after 1 attempt with error %q", s, want)
 				}
-				failed := byIndex(t, o.evs, events.SnapshotFailed)
+				failed := byIndex(t, o.evs, timetravel.EventSnapshotFailed)
 				if len(failed) != 1 || len(failed[1]) != 1 || failed[1][0].Error != want || failed[1][0].Date != bad {
 					t.Errorf("snapshot.failed events %+v, want one for index 1 with %q", failed, want)
 				}
@@ -277,11 +278,11 @@ func TestFailures(t *testing.T) {
 					t.Errorf("view errors %q, want %q among them", errs, wantErr)
 				}
 				// The aggregation used the two snapshots there are.
-				if kc := o.job.Aggregate.KeyChanges; len(kc) != 1 || kc[0].From != dates3[0] || kc[0].To != dates3[2] {
+				if kc := aggOf(t, o.job).KeyChanges; len(kc) != 1 || kc[0].From != dates3[0] || kc[0].To != dates3[2] {
 					t.Errorf("key changes %+v, want one, %s -> %s", kc, dates3[0], dates3[2])
 				}
-				if o.job.Aggregate.Narrative != narrativeText() {
-					t.Errorf("narrative %q", o.job.Aggregate.Narrative)
+				if aggOf(t, o.job).Narrative != narrativeText() {
+					t.Errorf("narrative %q", aggOf(t, o.job).Narrative)
 				}
 			},
 		},
@@ -294,15 +295,15 @@ func TestFailures(t *testing.T) {
 				if n := o.hs.model.count(kindSnapshot, bad); n != 2 {
 					t.Errorf("%d model calls for %s, want 2 (1 retry)", n, bad)
 				}
-				s := o.job.Snapshots[1]
+				s := o.job.Members[1]
 				want := statusErr(503).Error()
-				if s.Status != job.SnapshotFailed || s.Attempts != 2 || s.Error != want {
+				if s.Status != job.MemberFailed || s.Attempts != 2 || s.Error != want {
 					t.Errorf("snapshot = %+v; want failed after 2 attempts with error %q", s, want)
 				}
-				if started := byIndex(t, o.evs, events.SnapshotStarted); len(started[1]) != 2 {
+				if started := byIndex(t, o.evs, timetravel.EventSnapshotStarted); len(started[1]) != 2 {
 					t.Errorf("%d snapshot.started events for index 1, want 2", len(started[1]))
 				}
-				if failed := byIndex(t, o.evs, events.SnapshotFailed); len(failed[1]) != 1 {
+				if failed := byIndex(t, o.evs, timetravel.EventSnapshotFailed); len(failed[1]) != 1 {
 					t.Errorf("%d snapshot.failed events for index 1, want 1", len(failed[1]))
 				}
 				if !strings.Contains(o.job.Error, "1 of 3 snapshots missing") {
@@ -331,7 +332,7 @@ func TestFailures(t *testing.T) {
 				if n := o.hs.model.count(kindSnapshot, ""); n != 3 {
 					t.Errorf("%d snapshot calls, want 3", n)
 				}
-				if n := len(ofType(o.evs, events.SnapshotFailed)); n != 3 {
+				if n := len(ofType(o.evs, timetravel.EventSnapshotFailed)); n != 3 {
 					t.Errorf("%d snapshot.failed events, want 3", n)
 				}
 				for _, e := range o.evs {
@@ -351,18 +352,18 @@ func TestFailures(t *testing.T) {
 			},
 			status: job.StatusPartial, processed: 3, failed: 0,
 			check: func(t *testing.T, o outcome) {
-				agg := o.job.Aggregate
+				agg := aggOf(t, o.job)
 				if agg.KeyChangesError == "" || len(agg.KeyChanges) != 0 {
 					t.Errorf("key changes %+v, error %q; want none and an error", agg.KeyChanges, agg.KeyChangesError)
 				}
-				f := ofType(o.evs, events.KeyChangesFailed)
+				f := ofType(o.evs, timetravel.EventKeyChangesFailed)
 				if len(f) != 1 || decode[events.ErrorData](t, f[0]).Error != agg.KeyChangesError {
 					t.Errorf("key_changes.failed events %v, want one with %q", f, agg.KeyChangesError)
 				}
-				if n := len(ofType(o.evs, events.KeyChangesCompleted)); n != 0 {
+				if n := len(ofType(o.evs, timetravel.EventKeyChangesCompleted)); n != 0 {
 					t.Errorf("%d key_changes.completed events, want 0", n)
 				}
-				if agg.Narrative != narrativeText() || len(ofType(o.evs, events.NarrativeCompleted)) != 1 {
+				if agg.Narrative != narrativeText() || len(ofType(o.evs, timetravel.EventNarrativeCompleted)) != 1 {
 					t.Errorf("narrative %q, want %q and its event", agg.Narrative, narrativeText())
 				}
 				if o.job.Error != "part of the aggregation failed" {
@@ -380,19 +381,19 @@ func TestFailures(t *testing.T) {
 			},
 			status: job.StatusPartial, processed: 3, failed: 0,
 			check: func(t *testing.T, o outcome) {
-				agg := o.job.Aggregate
+				agg := aggOf(t, o.job)
 				want := statusErr(500).Error()
 				if agg.NarrativeError != want || agg.Narrative != "" {
 					t.Errorf("narrative %q, error %q; want none and %q", agg.Narrative, agg.NarrativeError, want)
 				}
-				f := ofType(o.evs, events.NarrativeFailed)
+				f := ofType(o.evs, timetravel.EventNarrativeFailed)
 				if len(f) != 1 || decode[events.ErrorData](t, f[0]).Error != want {
 					t.Errorf("narrative.failed events %v, want one with %q", f, want)
 				}
-				if n := len(ofType(o.evs, events.NarrativeCompleted)); n != 0 {
+				if n := len(ofType(o.evs, timetravel.EventNarrativeCompleted)); n != 0 {
 					t.Errorf("%d narrative.completed events, want 0", n)
 				}
-				if len(agg.KeyChanges) != 2 || agg.KeyChangesError != "" || len(ofType(o.evs, events.KeyChangesCompleted)) != 1 {
+				if len(agg.KeyChanges) != 2 || agg.KeyChangesError != "" || len(ofType(o.evs, timetravel.EventKeyChangesCompleted)) != 1 {
 					t.Errorf("key changes %+v (error %q), want 2 and their event", agg.KeyChanges, agg.KeyChangesError)
 				}
 				if n := o.hs.model.count(kindNarrative, ""); n != 1 {
@@ -411,7 +412,7 @@ func TestFailures(t *testing.T) {
 			wantEnded(t, evs, got, tc.status)
 			// Every snapshot has exactly one outcome, counted once.
 			for i := range dates3 {
-				n := len(byIndex(t, evs, events.SnapshotCompleted)[i]) + len(byIndex(t, evs, events.SnapshotFailed)[i])
+				n := len(byIndex(t, evs, timetravel.EventSnapshotCompleted)[i]) + len(byIndex(t, evs, timetravel.EventSnapshotFailed)[i])
 				if n != 1 {
 					t.Errorf("snapshot %d: %d outcome events, want 1", i, n)
 				}
@@ -419,7 +420,7 @@ func TestFailures(t *testing.T) {
 			if fan := hs.fanIn(j.ID); fan != "3" {
 				t.Errorf("fan-in counter %s, want 3", fan)
 			}
-			if got.Aggregate == nil {
+			if aggOf(t, got) == nil {
 				t.Fatal("no aggregate")
 			}
 			tc.check(t, outcome{hs: hs, job: got, evs: evs})
@@ -481,12 +482,12 @@ func TestCancelWhileSnapshotsRun(t *testing.T) {
 	}
 	for _, e := range evs {
 		switch e.Type {
-		case events.SnapshotCompleted, events.SnapshotFailed, events.KeyChangesCompleted, events.KeyChangesFailed,
-			events.NarrativeCompleted, events.NarrativeFailed, events.NarrativeDelta:
+		case timetravel.EventSnapshotCompleted, timetravel.EventSnapshotFailed, timetravel.EventKeyChangesCompleted, timetravel.EventKeyChangesFailed,
+			timetravel.EventNarrativeCompleted, timetravel.EventNarrativeFailed, timetravel.EventNarrativeDelta:
 			t.Errorf("unexpected %s after cancel; events: %v", e.Type, typesOf(evs))
 		}
 	}
-	if n := len(ofType(evs, events.SnapshotStarted)); n != 3 {
+	if n := len(ofType(evs, timetravel.EventSnapshotStarted)); n != 3 {
 		t.Errorf("%d snapshot.started events, want 3", n)
 	}
 	if calls := hs.model.Calls(); len(calls) != 3 {
@@ -513,25 +514,25 @@ func TestDeadlineWithHungSnapshot(t *testing.T) {
 
 	// The aggregation came from its schedule ahead of the deadline, not
 	// from a fan-in.
-	if agg := got.Aggregate; agg == nil || agg.StartedAt < tasks.AggregateAt(j).Add(-time.Second).UnixMilli() { // asynq schedules in whole seconds
-		t.Errorf("aggregation started at %v, want at %v", got.Aggregate, tasks.AggregateAt(j))
+	if agg := aggOf(t, got); agg == nil || agg.StartedAt < tasks.AggregateAt(j).Add(-time.Second).UnixMilli() { // asynq schedules in whole seconds
+		t.Errorf("aggregation started at %v, want at %v", aggOf(t, got), tasks.AggregateAt(j))
 	}
 	if !strings.Contains(got.Error, "1 of 3 snapshots missing") || !strings.Contains(got.Error, "unfinished at the deadline") {
 		t.Errorf("job error %q, want one snapshot unfinished", got.Error)
 	}
-	if s := got.Snapshots[2]; s.Status.Done() || s.Text != "" {
+	if s := got.Members[2]; s.Status.Done() || s.Text != "" {
 		t.Errorf("hung snapshot = %+v, want it unfinished", s)
 	}
 	for i := range 2 {
-		if s := got.Snapshots[i]; s.Status != job.SnapshotCompleted {
+		if s := got.Members[i]; s.Status != job.MemberCompleted {
 			t.Errorf("snapshot %d = %+v, want completed", i, s)
 		}
 	}
-	if kc := got.Aggregate.KeyChanges; len(kc) != 1 || kc[0].From != dates3[0] || kc[0].To != dates3[1] {
+	if kc := aggOf(t, got).KeyChanges; len(kc) != 1 || kc[0].From != dates3[0] || kc[0].To != dates3[1] {
 		t.Errorf("key changes %+v, want one over the two finished snapshots", kc)
 	}
-	if got.Aggregate.Narrative != narrativeText() {
-		t.Errorf("narrative %q", got.Aggregate.Narrative)
+	if aggOf(t, got).Narrative != narrativeText() {
+		t.Errorf("narrative %q", aggOf(t, got).Narrative)
 	}
 
 	// The hung call was stopped by the closed announcement, not by its
@@ -567,12 +568,8 @@ func TestRedeliveryAfterEndIsNoop(t *testing.T) {
 	if err := hs.h.HandleAggregate(ctx, asynq.NewTask(tasks.TypeAggregate, aggPayload)); err != nil {
 		t.Errorf("aggregation of an ended job: %v, want nil", err)
 	}
-	for i, tp := range j.Spec.TimePoints {
-		p, _ := json.Marshal(tasks.SnapshotPayload{
-			JobID: j.ID, Index: i, Question: j.Spec.Question, Date: tp.Date, Label: tp.Label,
-			Model: j.Spec.Model, Complexity: string(j.Spec.Complexity),
-		})
-		if err := hs.h.HandleSnapshot(ctx, asynq.NewTask(tasks.TypeSnapshot, p)); err != nil {
+	for i := range j.Members {
+		if err := hs.h.HandleMember(ctx, hs.memberTask(j, i)); err != nil {
 			t.Errorf("snapshot %d of an ended job: %v, want nil", i, err)
 		}
 	}
@@ -597,14 +594,7 @@ func TestDuplicateSnapshotBeforeAggregation(t *testing.T) {
 	dates := dates3[:2]
 	j := hs.submit(dates, time.Minute)
 	ctx := context.Background()
-	payload := func(i int) *asynq.Task {
-		tp := j.Spec.TimePoints[i]
-		p, _ := json.Marshal(tasks.SnapshotPayload{
-			JobID: j.ID, Index: i, Question: j.Spec.Question, Date: tp.Date, Label: tp.Label,
-			Complexity: string(j.Spec.Complexity),
-		})
-		return asynq.NewTask(tasks.TypeSnapshot, p)
-	}
+	payload := func(i int) *asynq.Task { return hs.memberTask(j, i) }
 	aggState := func() asynq.TaskState {
 		info, err := hs.insp.GetTaskInfo(tasks.QueueAggregate, tasks.AggregateTaskID(j.ID))
 		if err != nil {
@@ -615,7 +605,7 @@ func TestDuplicateSnapshotBeforeAggregation(t *testing.T) {
 	noop := func(i int) {
 		t.Helper()
 		evs, calls := len(hs.events(j.ID)), len(hs.model.Calls())
-		if err := hs.h.HandleSnapshot(ctx, payload(i)); err != nil {
+		if err := hs.h.HandleMember(ctx, payload(i)); err != nil {
 			t.Fatalf("duplicate of snapshot %d: %v", i, err)
 		}
 		if n := len(hs.events(j.ID)); n != evs {
@@ -626,14 +616,14 @@ func TestDuplicateSnapshotBeforeAggregation(t *testing.T) {
 		}
 	}
 
-	if err := hs.h.HandleSnapshot(ctx, payload(0)); err != nil {
+	if err := hs.h.HandleMember(ctx, payload(0)); err != nil {
 		t.Fatal(err)
 	}
 	noop(0)
 	if st := aggState(); st != asynq.TaskStateScheduled {
 		t.Errorf("aggregation %s after 1 of 2 snapshots, want scheduled", st)
 	}
-	if err := hs.h.HandleSnapshot(ctx, payload(1)); err != nil {
+	if err := hs.h.HandleMember(ctx, payload(1)); err != nil {
 		t.Fatal(err)
 	}
 	if st := aggState(); st != asynq.TaskStatePending {

@@ -17,13 +17,17 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/redistest"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 	"github.com/timetravel-ai/timetravel/internal/worker"
 )
 
@@ -60,6 +64,10 @@ type call struct {
 	Dates []string
 	// N counts the calls of this kind and date so far, from 1.
 	N int
+	// User is the request's user message.
+	User string
+	// Active counts the other calls in progress when this one began.
+	Active int
 }
 
 // answer scripts one call: the pieces are streamed through onText (or
@@ -84,8 +92,9 @@ type fakeModel struct {
 	// script answers a call; nil (or a nil answer) means defaultAnswer.
 	script func(call) *answer
 
-	mu    sync.Mutex
-	calls []call
+	mu     sync.Mutex
+	calls  []call
+	active int
 
 	blocked  chan call    // a blocking call started
 	released chan release // a blocking call's context ended
@@ -103,7 +112,7 @@ var (
 )
 
 func (f *fakeModel) begin(method string, r llm.Request) (call, answer) {
-	c := call{Method: method, Model: r.Model, JSON: r.JSON}
+	c := call{Method: method, Model: r.Model, JSON: r.JSON, User: r.User}
 	switch r.Model {
 	case snapModel:
 		c.Kind = kindSnapshot
@@ -127,6 +136,8 @@ func (f *fakeModel) begin(method string, r llm.Request) (call, answer) {
 		}
 	}
 	c.N++
+	c.Active = f.active
+	f.active++
 	f.calls = append(f.calls, c)
 	f.mu.Unlock()
 
@@ -141,8 +152,16 @@ func (f *fakeModel) begin(method string, r llm.Request) (call, answer) {
 	return c, *a
 }
 
+// end tells that a call returned.
+func (f *fakeModel) end() {
+	f.mu.Lock()
+	f.active--
+	f.mu.Unlock()
+}
+
 func (f *fakeModel) Stream(ctx context.Context, r llm.Request, onText func(string) error) (llm.Response, error) {
 	c, a := f.begin("Stream", r)
+	defer f.end()
 	if a.Block {
 		return llm.Response{}, f.block(ctx, c)
 	}
@@ -164,6 +183,7 @@ func (f *fakeModel) Stream(ctx context.Context, r llm.Request, onText func(strin
 
 func (f *fakeModel) Complete(ctx context.Context, r llm.Request) (llm.Response, error) {
 	c, a := f.begin("Complete", r)
+	defer f.end()
 	if a.Block {
 		return llm.Response{}, f.block(ctx, c)
 	}
@@ -292,8 +312,14 @@ type harness struct {
 	hub   *events.Hub // job events, for following jobs
 	h     *worker.Handlers
 	model *fakeModel
+	// kinds and env are the handlers': the plans of the jobs the harness
+	// submits are made with them, as the api makes them.
+	kinds *jobkind.Registry
+	env   jobkind.Env
 	// dbURL is the database's redis:// URL (sim harness), for an api on it.
 	dbURL string
+	// cache is the handlers' cache (options.cache), else nil.
+	cache *cache.Cache
 }
 
 type options struct {
@@ -307,6 +333,28 @@ type options struct {
 	// webhooks turns on webhooks (with the harness' enqueuer when it names
 	// none) and the webhook queue's server.
 	webhooks *worker.Webhooks
+	// kinds replaces the service's kinds (kinds.Registry).
+	kinds *jobkind.Registry
+	// cache turns on the member and result caches (cache TTLs: cacheTTLs).
+	cache bool
+	// admit, when set, makes the model guard provider capacity
+	// (worker.Admitter): it answers each admission.
+	admit func(ctx context.Context, r llm.Request) error
+}
+
+// admittingModel is the fake model with an Admit step.
+type admittingModel struct {
+	*fakeModel
+	admit func(ctx context.Context, r llm.Request) error
+}
+
+var _ worker.Admitter = admittingModel{}
+
+func (m admittingModel) Admit(ctx context.Context, r llm.Request) (context.Context, func(), error) {
+	if err := m.admit(ctx, r); err != nil {
+		return ctx, func() {}, err
+	}
+	return ctx, func() {}, nil
 }
 
 func newHarness(t *testing.T, o options) *harness {
@@ -330,11 +378,23 @@ func newHarness(t *testing.T, o options) *harness {
 		insp:  asynq.NewInspectorFromRedisClient(db.Client),
 		enq:   tasks.NewEnqueuer(asynq.NewClientFromRedisClient(db.Client), o.maxRetry, time.Minute),
 		model: newFakeModel(o.script),
+		kinds: kinds.Registry(),
+		env:   jobkind.Env{Model: snapModel, Extraction: extractModel, Narrative: narrModel},
 	}
 	hs.hub = runHub(t, db.Client, events.Channel, log)
 	closed := runHub(t, db.Client, store.ClosedChannel, log)
-	hs.h = worker.NewHandlers(hs.store, hs.model, hs.insp, closed,
-		worker.Models{Snapshot: snapModel, Extraction: extractModel, Narrative: narrModel}, log)
+	if o.kinds != nil {
+		hs.kinds = o.kinds
+	}
+	var m worker.Model = hs.model
+	if o.admit != nil {
+		m = admittingModel{hs.model, o.admit}
+	}
+	hs.h = worker.NewHandlers(hs.store, m, hs.insp, closed, hs.kinds, hs.env, log)
+	if o.cache {
+		hs.cache = cache.New(db.Client, cacheTTLs)
+		hs.h.SetCaching(worker.Caching{Cache: hs.cache})
+	}
 	if o.webhooks != nil {
 		w := *o.webhooks
 		if w.Enqueuer == nil {
@@ -403,7 +463,7 @@ func (hs *harness) startServers(log *slog.Logger) {
 		concurrency     int
 		handler         asynq.HandlerFunc
 	}{
-		{tasks.QueueSnapshot, tasks.TypeSnapshot, 4, hs.h.HandleSnapshot},
+		{tasks.QueueSnapshot, tasks.TypeMember, 4, hs.h.HandleMember},
 		{tasks.QueueAggregate, tasks.TypeAggregate, 2, hs.h.HandleAggregate},
 	} {
 		srv := asynq.NewServerFromRedisClient(hs.rdb, asynq.Config{
@@ -425,27 +485,92 @@ func (hs *harness) startServers(log *slog.Logger) {
 	}
 }
 
-// newJob returns a job of the given dates whose deadline is in the given
-// time, as the api makes it.
+// newJob returns a time-travel job of the given dates whose deadline is in
+// the given time, as the api makes it: its members from the kind's plan
+// (their labels and dates do not depend on the models), its job.accepted
+// fields from the kind.
 func newJob(t *testing.T, dates []string, deadline time.Duration) *job.Job {
 	t.Helper()
-	now := time.Now()
-	j := &job.Job{
-		ID: uuid.Must(uuid.NewV7()).String(), Status: job.StatusQueued, CreatedAt: now, Deadline: now.Add(deadline),
-		Spec: job.Spec{Question: "What are the best AI models?", Complexity: job.ComplexityBrief},
-	}
+	p := timetravel.Params{Complexity: timetravel.ComplexityBrief}
 	for _, d := range dates {
-		day, err := time.Parse(job.DateLayout, d)
+		day, err := time.Parse(timetravel.DateLayout, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		j.Spec.TimePoints = append(j.Spec.TimePoints, job.TimePoint{Date: d, Label: job.DefaultLabel(day)})
+		p.TimePoints = append(p.TimePoints, timetravel.TimePoint{Date: d, Label: timetravel.DefaultLabel(day)})
+	}
+	return newJobOf(t, timetravel.Kind{}, timetravel.Spec("What are the best AI models?", p), deadline)
+}
+
+// newJobOf returns a job of kind for spec whose deadline is in the given
+// time, as the api makes it.
+func newJobOf(t *testing.T, kind jobkind.Kind, spec job.Spec, deadline time.Duration) *job.Job {
+	t.Helper()
+	now := time.Now()
+	spec.Kind = kind.Name()
+	j := &job.Job{
+		ID: uuid.Must(uuid.NewV7()).String(), Status: job.StatusQueued, CreatedAt: now, Deadline: now.Add(deadline),
+		Spec: spec, Noun: kind.Noun(),
+	}
+	plan, err := kind.Plan(j.Spec, jobkind.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range plan {
+		j.Members = append(j.Members, job.Member{Index: i, Label: m.Label, Ref: m.Ref, Status: job.MemberPending})
+	}
+	acc, err := kind.Accepted(j.Spec, j.Members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Accepted, err = json.Marshal(acc); err != nil {
+		t.Fatal(err)
 	}
 	return j
 }
 
+// dateOf is the date of a time-travel job's member i.
+func dateOf(j *job.Job, i int) string { return timetravel.DateOf(j.Members[i]) }
+
+// plan is the plan of j's kind with the handlers' models.
+func (hs *harness) plan(j *job.Job) []jobkind.Member {
+	hs.t.Helper()
+	kind, err := hs.kinds.Of(j.Spec)
+	if err != nil {
+		hs.t.Fatal(err)
+	}
+	plan, err := kind.Plan(j.Spec, hs.env)
+	if err != nil {
+		hs.t.Fatal(err)
+	}
+	return plan
+}
+
+// memberPayload is the payload of member i of j as the api queues it
+// (tasks.Enqueuer.EnqueueMembers).
+func (hs *harness) memberPayload(j *job.Job, i int) tasks.MemberPayload {
+	hs.t.Helper()
+	m := hs.plan(j)[i]
+	return tasks.MemberPayload{
+		JobID: j.ID, Kind: j.Spec.Kind, Index: i, Label: m.Label, Request: tasks.RequestOf(m.Request),
+		CacheKey: m.CacheKey, Volatile: m.Volatile,
+		NoCacheRead: !j.Spec.ReadsCache(), Warm: j.Spec.Warm, DeadlineMS: j.Deadline.UnixMilli(),
+		Owner: j.Spec.Owner,
+	}
+}
+
+// memberTask is the task of member i of j as the api queues it.
+func (hs *harness) memberTask(j *job.Job, i int) *asynq.Task {
+	hs.t.Helper()
+	p, err := json.Marshal(hs.memberPayload(j, i))
+	if err != nil {
+		hs.t.Fatal(err)
+	}
+	return asynq.NewTask(tasks.TypeMember, p)
+}
+
 // submit sets up a job exactly as the api's accept does: the aggregation at
-// the deadline first, then the job, then its snapshots.
+// the deadline first, then the job, then its members.
 func (hs *harness) submit(dates []string, deadline time.Duration) *job.Job {
 	hs.t.Helper()
 	return hs.submitJob(newJob(hs.t, dates, deadline))
@@ -461,7 +586,7 @@ func (hs *harness) submitJob(j *job.Job) *job.Job {
 	if _, err := hs.store.Create(ctx, j); err != nil {
 		hs.t.Fatal(err)
 	}
-	if err := hs.enq.EnqueueSnapshots(ctx, j); err != nil {
+	if err := hs.enq.EnqueueMembers(ctx, j, hs.plan(j)); err != nil {
 		hs.t.Fatal(err)
 	}
 	return j
@@ -515,7 +640,7 @@ func (hs *harness) fanIn(jobID string) string {
 }
 
 // waitTasksGone polls, up to a deadline, until none of the job's tasks
-// (snapshots 0..n-1 and the aggregation) exists in any asynq state. A task
+// (members 0..n-1 and the aggregation) exists in any asynq state. A task
 // seen waiting for a retry or archived fails the test at once: after a job
 // ended, nothing of it may be put up for another run.
 func (hs *harness) waitTasksGone(jobID string, n int, timeout time.Duration) {
@@ -523,7 +648,7 @@ func (hs *harness) waitTasksGone(jobID string, n int, timeout time.Duration) {
 	type ref struct{ queue, id string }
 	refs := []ref{{tasks.QueueAggregate, tasks.AggregateTaskID(jobID)}}
 	for i := range n {
-		refs = append(refs, ref{tasks.QueueSnapshot, tasks.SnapshotTaskID(jobID, i)})
+		refs = append(refs, ref{tasks.QueueSnapshot, tasks.MemberTaskID(jobID, i)})
 	}
 	deadline := time.Now().Add(timeout)
 	for _, r := range refs {
@@ -594,7 +719,8 @@ func decode[T any](t *testing.T, e events.Event) T {
 	return v
 }
 
-// snapshotEvent is the union of the snapshot events' payloads.
+// snapshotEvent is the union of the snapshot events' payloads (the
+// member's identity, RefData, with time travel's "date").
 type snapshotEvent struct {
 	Index   int    `json:"index"`
 	Date    string `json:"date"`
@@ -637,6 +763,69 @@ func wantEnded(t *testing.T, evs []events.Event, j *job.Job, status job.Status) 
 	if j.FinishedAt.IsZero() {
 		t.Error("job has no finish time")
 	}
+}
+
+// ---------------------------------------------------------------------------
+// The result of a time-travel job.
+
+// aggView is a time-travel job's result as the tests check it: its
+// key_changes part decoded, its narrative part's text, and each part's
+// error, model and requests.
+type aggView struct {
+	KeyChanges            []timetravel.KeyChange
+	KeyChangesError       string
+	KeyChangesModel       string
+	KeyChangesLLMAttempts int
+	Narrative             string
+	NarrativeError        string
+	NarrativeModel        string
+	NarrativeLLMAttempts  int
+	StartedAt             int64
+	Cached                bool
+}
+
+// aggOf returns j's result as an aggView, nil when j has none.
+func aggOf(t *testing.T, j *job.Job) *aggView {
+	t.Helper()
+	r := j.Result
+	if r == nil {
+		return nil
+	}
+	a := &aggView{KeyChanges: []timetravel.KeyChange{}, StartedAt: r.StartedAt, Cached: r.Cached}
+	if p := r.Part(timetravel.PartKeyChanges); p != nil {
+		if len(p.Value) > 0 {
+			if err := json.Unmarshal(p.Value, &a.KeyChanges); err != nil {
+				t.Fatalf("decode the key changes %s: %v", p.Value, err)
+			}
+			if a.KeyChanges == nil {
+				a.KeyChanges = []timetravel.KeyChange{}
+			}
+		}
+		a.KeyChangesError, a.KeyChangesModel, a.KeyChangesLLMAttempts = p.Error, p.Model, p.LLMAttempts
+	}
+	if p := r.Part(timetravel.PartNarrative); p != nil {
+		a.Narrative, a.NarrativeError, a.NarrativeModel, a.NarrativeLLMAttempts = p.Text, p.Error, p.Model, p.LLMAttempts
+	}
+	return a
+}
+
+// partTiming returns the timing of the part named name, and whether there
+// is one.
+func partTiming(tm job.Timings, name string) (job.PartTiming, bool) {
+	for _, p := range tm.Parts {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return job.PartTiming{}, false
+}
+
+// partMS is the duration of the part named name, nil when it has none.
+func partMS(tm job.Timings, name string) *int64 {
+	if p, ok := partTiming(tm, name); ok && p.MS > 0 {
+		return &p.MS
+	}
+	return nil
 }
 
 // ---------------------------------------------------------------------------

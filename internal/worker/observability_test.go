@@ -39,7 +39,10 @@ func TestObservabilityEndToEnd(t *testing.T) {
 	})
 
 	s := newSimHarness(t, simOptions{})
-	cfg, err := config.LoadFrom(map[string]string{"REDIS_URL": s.dbURL, "JOB_DEADLINE": "60s"})
+	// The api plans the members' calls with its configured models: the
+	// worker's, as in a deployment where both read one configuration.
+	cfg, err := config.LoadFrom(map[string]string{"REDIS_URL": s.dbURL, "JOB_DEADLINE": "60s",
+		"LLM_MODEL": simSnap, "LLM_EXTRACTION_MODEL": simExtract, "LLM_NARRATIVE_MODEL": simNarr})
 	if err != nil {
 		t.Fatal(err)
 	}

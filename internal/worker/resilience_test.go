@@ -14,12 +14,15 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/llmsim"
 	"github.com/timetravel-ai/timetravel/internal/redistest"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 	"github.com/timetravel-ai/timetravel/internal/worker"
 )
 
@@ -96,8 +99,9 @@ func newSimHarness(t *testing.T, o simOptions) *simHarness {
 	released := runHub(t, db.Client, limit.ReleasedChannel, log)
 	policy := llm.Policy{MaxAttempts: cfg.MaxAttempts, Base: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, MaxWait: cfg.RetryMaxWait}
 	gw := gateway.New(cfg, gateway.Options{Redis: db.Client, Wake: released, Log: log, Policy: &policy})
-	hs.h = worker.NewHandlers(hs.store, gw, hs.insp, closed,
-		worker.Models{Snapshot: simSnap, Extraction: simExtract, Narrative: simNarr}, log)
+	hs.kinds = kinds.Registry()
+	hs.env = jobkind.Env{Model: simSnap, Extraction: simExtract, Narrative: simNarr}
+	hs.h = worker.NewHandlers(hs.store, gw, hs.insp, closed, hs.kinds, hs.env, log)
 	conc := o.snapshotConcurrency
 	if conc == 0 {
 		conc = 4
@@ -134,7 +138,7 @@ func (s *simHarness) run() (*job.Job, []events.Event) {
 
 func sumLLMAttempts(j *job.Job) int {
 	n := 0
-	for _, s := range j.Snapshots {
+	for _, s := range j.Members {
 		n += s.LLMAttempts
 	}
 	return n
@@ -144,12 +148,12 @@ func sumLLMAttempts(j *job.Job) int {
 // deliveries each, answered by model.
 func wantSnapshotsCompleted(t *testing.T, j *job.Job, evs []events.Event, model string) {
 	t.Helper()
-	for _, s := range j.Snapshots {
-		if s.Status != job.SnapshotCompleted || s.Model != model || s.Text == "" || s.LLMAttempts < 1 {
+	for _, s := range j.Members {
+		if s.Status != job.MemberCompleted || s.Model != model || s.Text == "" || s.LLMAttempts < 1 {
 			t.Errorf("snapshot %d = %+v; want completed by %s", s.Index, s, model)
 		}
 	}
-	for i, c := range byIndex(t, evs, events.SnapshotCompleted) {
+	for i, c := range byIndex(t, evs, timetravel.EventSnapshotCompleted) {
 		if len(c) != 1 || c[0].Model != model {
 			t.Errorf("snapshot %d: snapshot.completed %+v, want one naming %s", i, c, model)
 		}
@@ -170,7 +174,7 @@ func TestProviderFaultsAreRetriedInTheTask(t *testing.T) {
 			j, evs := hs.run()
 			wantEnded(t, evs, j, job.StatusCompleted)
 			wantSnapshotsCompleted(t, j, evs, simSnap)
-			for _, s := range j.Snapshots {
+			for _, s := range j.Members {
 				if s.Attempts != 1 {
 					t.Errorf("snapshot %d took %d deliveries, want 1 (retried inside the task)", s.Index, s.Attempts)
 				}
@@ -197,8 +201,8 @@ func TestBrokenStreamIsRetriedByTheQueue(t *testing.T) {
 	wantEnded(t, evs, j, job.StatusCompleted)
 	wantSnapshotsCompleted(t, j, evs, simSnap)
 	retried := 0
-	started := byIndex(t, evs, events.SnapshotStarted)
-	for _, s := range j.Snapshots {
+	started := byIndex(t, evs, timetravel.EventSnapshotStarted)
+	for _, s := range j.Members {
 		switch s.Attempts {
 		case 1:
 		case 2:
@@ -227,9 +231,9 @@ func TestHangingSnapshotEndsPartialWithItsErrorNamed(t *testing.T) {
 	hs.fault(simSnap, llmsim.FaultHang, 2)
 	j, evs := hs.run()
 	wantEnded(t, evs, j, job.StatusPartial)
-	var failed []job.Snapshot
-	for _, s := range j.Snapshots {
-		if s.Status == job.SnapshotFailed {
+	var failed []job.Member
+	for _, s := range j.Members {
+		if s.Status == job.MemberFailed {
 			failed = append(failed, s)
 		}
 	}
@@ -257,17 +261,18 @@ func TestMalformedKeyChangesEndPartial(t *testing.T) {
 	hs.fault(simExtract, llmsim.FaultBadJSON, 0)
 	j, evs := hs.run()
 	wantEnded(t, evs, j, job.StatusPartial)
-	agg := j.Aggregate
+	agg := aggOf(t, j)
 	if agg == nil || agg.KeyChangesError == "" || len(agg.KeyChanges) != 0 || agg.Narrative == "" {
 		t.Fatalf("aggregate %+v; want a key-changes error, a narrative", agg)
 	}
 	if !slices.ContainsFunc(j.View().Errors, func(e string) bool { return strings.HasPrefix(e, "key changes: ") }) {
 		t.Errorf("view errors %q do not name the key changes", j.View().Errors)
 	}
-	if n := len(ofType(evs, events.KeyChangesFailed)); n != 1 {
+	if n := len(ofType(evs, timetravel.EventKeyChangesFailed)); n != 1 {
 		t.Errorf("%d key_changes.failed events, want 1", n)
 	}
-	if n := hs.requests(simExtract); n != 1 || agg.KeyChangesLLMAttempts != 1 || j.Timings().KeyChangesLLMAttempts != 1 {
+	pt, _ := partTiming(j.Timings(), timetravel.PartKeyChanges)
+	if n := hs.requests(simExtract); n != 1 || agg.KeyChangesLLMAttempts != 1 || pt.LLMAttempts != 1 {
 		t.Errorf("%d extraction requests, %d recorded; want 1", n, agg.KeyChangesLLMAttempts)
 	}
 }
@@ -284,7 +289,7 @@ func TestFailingModelFallsBack(t *testing.T) {
 	j, evs := hs.run()
 	wantEnded(t, evs, j, job.StatusCompleted)
 	wantSnapshotsCompleted(t, j, evs, simFallback)
-	for _, s := range j.Snapshots {
+	for _, s := range j.Members {
 		if s.LLMAttempts != 4 || s.Attempts != 1 {
 			t.Errorf("snapshot %d: %d requests in %d deliveries; want 3 to %s and 1 to %s, in 1", s.Index, s.LLMAttempts, s.Attempts, simSnap, simFallback)
 		}
@@ -292,7 +297,7 @@ func TestFailingModelFallsBack(t *testing.T) {
 	if a, b := hs.requests(simSnap), hs.requests(simFallback); a != 9 || b != 4 {
 		t.Errorf("requests: %s %d, %s %d; want 9 (3 per snapshot) and 4 (3 snapshots, the narrative)", simSnap, a, simFallback, b)
 	}
-	if agg := j.Aggregate; agg.NarrativeModel != simFallback || agg.NarrativeLLMAttempts != 4 || agg.Narrative == "" {
+	if agg := aggOf(t, j); agg.NarrativeModel != simFallback || agg.NarrativeLLMAttempts != 4 || agg.Narrative == "" {
 		t.Errorf("narrative by %q after %d requests; want %s after 4", agg.NarrativeModel, agg.NarrativeLLMAttempts, simFallback)
 	}
 }
@@ -310,7 +315,7 @@ func TestNoCapacityHandsBackWithoutUsingRetries(t *testing.T) {
 	j, evs := hs.run()
 	wantEnded(t, evs, j, job.StatusCompleted)
 	wantSnapshotsCompleted(t, j, evs, simSnap)
-	for _, s := range j.Snapshots {
+	for _, s := range j.Members {
 		if s.Attempts != 1 || s.LLMAttempts != 1 {
 			t.Errorf("snapshot %d: %d deliveries claimed it, %d requests; want 1 and 1", s.Index, s.Attempts, s.LLMAttempts)
 		}
@@ -323,7 +328,7 @@ func TestNoCapacityHandsBackWithoutUsingRetries(t *testing.T) {
 	if _, failed := hs.queueStats(tasks.QueueSnapshot); failed != 0 {
 		t.Errorf("%d snapshot runs counted as failed, want 0", failed)
 	}
-	if n := len(ofType(evs, events.SnapshotStarted)); n != 3 {
+	if n := len(ofType(evs, timetravel.EventSnapshotStarted)); n != 3 {
 		t.Errorf("%d snapshot.started events, want 3: a hand-back claims nothing", n)
 	}
 }

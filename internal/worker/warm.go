@@ -10,13 +10,14 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 // HandleWarm warms the cache for the configured questions: each becomes a
-// warming job (default time points, model and complexity) that computes
+// time-travel warming job (default time points, model and complexity, as a
+// request that names only the question gets) that computes
 // only what the caches lack, on the warm queue and within warming's share
 // of provider capacity. A question wholly cached, or being warmed already,
 // costs nothing. It fails, to be tried again, only when a job could not be
@@ -28,7 +29,9 @@ func (h *Handlers) HandleWarm(ctx context.Context, _ *asynq.Task) error {
 	var errs []error
 	started := 0
 	for _, q := range h.caching.WarmQuestions {
-		spec, ferr := job.Submission{Question: &q}.Validate(time.Now())
+		// The time-travel request of the question alone: its defaults
+		// resolved as of now.
+		spec, ferr := timetravel.Submission{Question: &q}.Validate(time.Now())
 		if ferr != nil {
 			// Checked at start-up; a question cannot turn bad later.
 			h.log.Error("warm question refused", "question", q, "err", ferr)

@@ -129,10 +129,16 @@ type WebhookBody struct {
 	Data job.View `json:"data"`
 }
 
-// webhookBody renders the delivery of an ended job. It is the same for
-// every attempt.
-func webhookBody(j *job.Job) ([]byte, error) {
-	v := j.View()
+// webhookBody renders the delivery of an ended job: its view as its kind
+// shows it (jobkind.Registry.View). It is the same for every attempt.
+func (h *Handlers) webhookBody(j *job.Job) ([]byte, error) {
+	if h.kinds == nil {
+		return nil, errors.New("no job kinds registered")
+	}
+	v, err := h.kinds.View(j)
+	if err != nil {
+		return nil, err
+	}
 	v.Webhook = nil
 	return json.Marshal(WebhookBody{
 		Type:      "job." + string(j.Status),
@@ -175,7 +181,7 @@ func (h *Handlers) HandleWebhook(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	log = log.With("host", callbackHost(j.Spec.CallbackURL), "status", j.Status)
-	body, err := webhookBody(j)
+	body, err := h.webhookBody(j)
 	if err != nil {
 		return fmt.Errorf("webhook of job %s: %v: %w", j.ID, err, asynq.SkipRetry)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
@@ -268,9 +269,12 @@ func wantBody(t *testing.T, d delivery, j *job.Job) {
 	if ts, err := time.Parse(time.RFC3339, body.Timestamp); err != nil || !ts.Equal(j.FinishedAt) {
 		t.Errorf("timestamp %q (%v), want the job's end %s in RFC 3339", body.Timestamp, err, j.FinishedAt.UTC())
 	}
-	// The data is the job as GET /api/jobs/{id} shows it, without the
-	// delivery's own state.
-	v := j.View()
+	// The data is the job as GET /api/jobs/{id} shows it (its kind's
+	// view), without the delivery's own state.
+	v, err := kinds.Registry().View(j)
+	if err != nil {
+		t.Fatal(err)
+	}
 	v.Webhook = nil
 	want, _ := json.Marshal(v)
 	if !bytes.Equal(body.Data, want) {

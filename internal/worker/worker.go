@@ -1,7 +1,11 @@
-// Package worker runs the asynq task handlers of a time-travel job: one
-// snapshot per time point, then one aggregation, then, for a job with a
-// callback URL, the webhook delivery. Each queue gets an asynq server of
-// its own, so that each has its own concurrency cap.
+// Package worker runs the asynq task handlers of a job of any kind: one
+// task per member call of the job's plan (a time point's snapshot, a
+// model's answer), then one aggregation over the members' answers, then,
+// for a job with a callback URL, the webhook delivery. Nothing here knows a
+// kind: member tasks carry their call (tasks.MemberPayload) and the
+// aggregation asks the job's kind (package jobkind) for its parts. Each
+// queue gets an asynq server of its own, so that each has its own
+// concurrency cap.
 package worker
 
 import (
@@ -24,7 +28,10 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/gateway"
+	"github.com/timetravel-ai/timetravel/internal/intake"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/liveness"
 	"github.com/timetravel-ai/timetravel/internal/llm"
@@ -32,7 +39,6 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/quota"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
-	"github.com/timetravel-ai/timetravel/internal/timetravel"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -52,9 +58,6 @@ type Admitter interface {
 	Admit(ctx context.Context, r llm.Request) (context.Context, func(), error)
 }
 
-// Models names the models of each step.
-type Models = timetravel.Models
-
 // Watcher signals announcements about a job (see events.Hub.Watch).
 type Watcher interface {
 	Watch(jobID string) (<-chan struct{}, func())
@@ -66,7 +69,8 @@ type Handlers struct {
 	llm      Model
 	insp     tasks.Inspector
 	closed   Watcher
-	models   Models
+	kinds    *jobkind.Registry
+	env      jobkind.Env
 	log      *slog.Logger
 	webhooks Webhooks
 	caching  Caching
@@ -74,9 +78,12 @@ type Handlers struct {
 
 // NewHandlers wires the handlers. closed announces jobs that closed
 // (store.ClosedChannel); running work of such jobs stops at once. With a nil
-// closed, work stops at its next write instead.
-func NewHandlers(st *store.Store, m Model, insp tasks.Inspector, closed Watcher, models Models, log *slog.Logger) *Handlers {
-	return &Handlers{store: st, llm: m, insp: insp, closed: closed, models: models, log: log}
+// closed, work stops at its next write instead. reg holds the kinds whose
+// jobs the handlers aggregate and show (webhooks); env is what their plans
+// depend on (the configured models and their providers), the same as the
+// api's, or the aggregation and the caches would not agree with the plan.
+func NewHandlers(st *store.Store, m Model, insp tasks.Inspector, closed Watcher, reg *jobkind.Registry, env jobkind.Env, log *slog.Logger) *Handlers {
+	return &Handlers{store: st, llm: m, insp: insp, closed: closed, kinds: reg, env: env, log: log}
 }
 
 // Where retries happen: an LLM call retries failed requests itself, briefly
@@ -109,16 +116,16 @@ type Queue struct {
 
 // Layout returns the worker's queues, each served by an asynq server of its
 // own. A further queue is one more line here (and its concurrency
-// variable). The warm queue runs cache-warming jobs' snapshots and
-// aggregations as background work (llm.WithBackground) and the periodic
-// warming task.
+// variable). Member tasks of every kind run on the snapshot queue. The warm
+// queue runs cache-warming jobs' members and aggregations as background
+// work (llm.WithBackground) and the periodic warming task.
 func (h *Handlers) Layout(cfg config.Config) []Queue {
 	return []Queue{
-		{tasks.QueueSnapshot, cfg.SnapshotConcurrency, map[string]asynq.HandlerFunc{tasks.TypeSnapshot: h.HandleSnapshot}, nil},
+		{tasks.QueueSnapshot, cfg.SnapshotConcurrency, map[string]asynq.HandlerFunc{tasks.TypeMember: h.HandleMember}, nil},
 		{tasks.QueueAggregate, cfg.AggregateConcurrency, map[string]asynq.HandlerFunc{tasks.TypeAggregate: h.HandleAggregate}, nil},
 		{tasks.QueueWebhook, cfg.Webhook.Concurrency, map[string]asynq.HandlerFunc{tasks.TypeWebhook: h.HandleWebhook}, h.webhookRetryDelay},
 		{tasks.QueueWarm, max(cfg.Cache.WarmConcurrency, 1), map[string]asynq.HandlerFunc{
-			tasks.TypeSnapshot:  background(h.HandleSnapshot),
+			tasks.TypeMember:    background(h.HandleMember),
 			tasks.TypeAggregate: background(h.HandleAggregate),
 			tasks.TypeWarm:      h.HandleWarm,
 		}, nil},
@@ -208,9 +215,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	budget := quota.New(rdb).Budget(tokenBudget(auth.New(rdb), cfg.Access))
 	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log, BackgroundShare: cfg.Cache.WarmShare, Budget: budget})
-	h := NewHandlers(st, gw, insp, closed, Models{
-		Snapshot: cfg.LLM.Model, Extraction: cfg.LLM.ExtractionModel, Narrative: cfg.LLM.NarrativeModel,
-	}, log)
+	// The kinds and the models' environment, as the api has them: the
+	// plans, parts and cache keys of both sides agree.
+	reg := kinds.Registry()
+	env := intake.EnvOf(cfg.LLM)
+	h := NewHandlers(st, gw, insp, closed, reg, env, log)
 	signer, err := cfg.Webhook.Signer()
 	if err != nil {
 		return fmt.Errorf("config: WEBHOOK_SECRET: %w", err)
@@ -222,7 +231,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		wh.Sender = webhook.NewSender(cfg.Webhook.Policy(), signer, cfg.Webhook.AttemptTimeout)
 	}
 	h.SetWebhooks(wh)
-	h.SetCaching(cachingFromConfig(cfg, rdb, st, enq, insp, log))
+	h.SetCaching(cachingFromConfig(cfg, rdb, st, enq, insp, reg, env, log))
 	var questions []string
 	if cfg.Cache.Caching {
 		questions = cfg.Cache.Questions()

@@ -24,9 +24,11 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/api/openapi"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/quota"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 	"github.com/timetravel-ai/timetravel/internal/worker"
 )
 
@@ -167,9 +169,9 @@ func TestEventSchemas(t *testing.T) {
 	doc := load(t)
 	schemas := eventSchemas(t, doc)
 	names := []string{
-		events.JobAccepted, events.SnapshotStarted, events.SnapshotDelta, events.SnapshotCompleted,
-		events.SnapshotFailed, events.AggregateStarted, events.KeyChangesCompleted, events.KeyChangesFailed,
-		events.NarrativeDelta, events.NarrativeCompleted, events.NarrativeFailed, events.JobCompleted,
+		events.JobAccepted, timetravel.EventSnapshotStarted, timetravel.EventSnapshotDelta, timetravel.EventSnapshotCompleted,
+		timetravel.EventSnapshotFailed, events.AggregateStarted, timetravel.EventKeyChangesCompleted, timetravel.EventKeyChangesFailed,
+		timetravel.EventNarrativeDelta, timetravel.EventNarrativeCompleted, timetravel.EventNarrativeFailed, events.JobCompleted,
 		events.WebhookDelivered, events.WebhookFailed,
 	}
 	got := make([]string, 0, len(schemas))
@@ -181,31 +183,78 @@ func TestEventSchemas(t *testing.T) {
 	if !slices.Equal(got, names) {
 		t.Fatalf("%s names %v, want %v", openapi.EventsExtension, got, names)
 	}
+	// The names the generic rules make for time travel are those.
+	noun := timetravel.Kind{}.Noun()
+	for name, want := range map[string]string{
+		events.MemberEvent(noun, events.VerbStarted):                      timetravel.EventSnapshotStarted,
+		events.MemberEvent(noun, events.VerbDelta):                        timetravel.EventSnapshotDelta,
+		events.MemberEvent(noun, events.VerbCompleted):                    timetravel.EventSnapshotCompleted,
+		events.MemberEvent(noun, events.VerbFailed):                       timetravel.EventSnapshotFailed,
+		events.PartEvent(timetravel.PartKeyChanges, events.VerbCompleted): timetravel.EventKeyChangesCompleted,
+		events.PartEvent(timetravel.PartKeyChanges, events.VerbFailed):    timetravel.EventKeyChangesFailed,
+		events.PartEvent(timetravel.PartNarrative, events.VerbDelta):      timetravel.EventNarrativeDelta,
+		events.PartEvent(timetravel.PartNarrative, events.VerbCompleted):  timetravel.EventNarrativeCompleted,
+		events.PartEvent(timetravel.PartNarrative, events.VerbFailed):     timetravel.EventNarrativeFailed,
+	} {
+		if name != want {
+			t.Errorf("generic event name %q, time travel's is %q", name, want)
+		}
+	}
 
 	id := "0190b4e2-7c1a-7d3e-9f00-5a1b2c3d4e5f"
 	zero := 0
-	kc := []job.KeyChange{{From: "2023-01-01", To: "2024-05-01", FromLabel: "January 2023", ToLabel: "May 2024", Changes: []string{"more"}}}
+	kc := []timetravel.KeyChange{{From: "2023-01-01", To: "2024-05-01", FromLabel: "January 2023", ToLabel: "May 2024", Changes: []string{"more"}}}
+	// accepted is job.accepted as the store writes it: the common fields
+	// and the kind's (timetravel.Kind.Accepted).
+	accepted := func(common events.AcceptedData, spec job.Spec) json.RawMessage {
+		t.Helper()
+		extra, err := timetravel.Kind{}.Accepted(spec, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := json.Marshal(extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := events.AcceptedPayload(common, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	brief := timetravel.Spec("q", timetravel.Params{Complexity: timetravel.ComplexityBrief,
+		TimePoints: []timetravel.TimePoint{{Date: "2023-01-01", Label: "January 2023"}}})
+	// member is a snapshot's identity, as its events carry it
+	// (job.Member.RefData), with the fields kv.
+	member := func(index int, date, label string, kv ...any) map[string]any {
+		d := job.Member{Index: index, Label: label, Ref: map[string]string{"date": date}}.RefData()
+		for i := 0; i+1 < len(kv); i += 2 {
+			d[kv[i].(string)] = kv[i+1]
+		}
+		return d
+	}
 	valid := []struct {
 		event string
 		data  any
 	}{
-		{events.JobAccepted, events.AcceptedData{JobID: id, Question: "q", Model: "m", Complexity: "brief",
-			Deadline: time.Now().UTC().Format(time.RFC3339Nano), TimePoints: []events.TimePointRef{{Index: 0, Date: "2023-01-01", Label: "January 2023"}}}},
-		{events.JobAccepted, events.AcceptedData{JobID: id, Question: "q", Complexity: "standard", Deadline: "2024-05-01T10:00:00Z", TimePoints: []events.TimePointRef{}, Cached: true}},
-		{events.SnapshotStarted, events.SnapshotStartedData{Index: 1, Date: "2023-01-01", Label: "x", Attempt: 2}},
-		{events.SnapshotStarted, events.SnapshotStartedData{Index: 0, Date: "2023-01-01", Label: "x", Cached: true}},
-		{events.SnapshotDelta, events.DeltaData{Index: &zero, Text: "a"}},
-		{events.SnapshotCompleted, events.SnapshotCompletedData{Index: 0, Date: "2023-01-01", Label: "x", Model: "m", Text: "t", DurationMS: 5}},
-		{events.SnapshotCompleted, events.SnapshotCompletedData{Index: 0, Date: "2023-01-01", Label: "x", Text: "t", Cached: true}},
+		{events.JobAccepted, accepted(events.AcceptedData{JobID: id, Kind: timetravel.Name, Question: "q", Model: "m",
+			Deadline: time.Now().UTC().Format(time.RFC3339Nano)}, brief)},
+		{events.JobAccepted, accepted(events.AcceptedData{JobID: id, Kind: timetravel.Name, Question: "q", Deadline: "2024-05-01T10:00:00Z", Cached: true},
+			timetravel.Spec("q", timetravel.Params{}))},
+		{timetravel.EventSnapshotStarted, member(1, "2023-01-01", "x", "attempt", 2)},
+		{timetravel.EventSnapshotStarted, member(0, "2023-01-01", "x", "attempt", 0, "cached", true)},
+		{timetravel.EventSnapshotDelta, events.DeltaData{Index: &zero, Text: "a"}},
+		{timetravel.EventSnapshotCompleted, member(0, "2023-01-01", "x", "model", "m", "text", "t", "duration_ms", 5)},
+		{timetravel.EventSnapshotCompleted, member(0, "2023-01-01", "x", "text", "t", "duration_ms", 0, "cached", true)},
 		// As the store's Lua script writes it.
-		{events.SnapshotFailed, json.RawMessage(`{"index":0,"date":"2023-01-01","label":"x","error":"boom"}`)},
+		{timetravel.EventSnapshotFailed, json.RawMessage(`{"index":0,"date":"2023-01-01","label":"x","error":"boom"}`)},
 		{events.AggregateStarted, events.AggregateStartedData{Attempt: 1}},
-		{events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: kc}},
-		{events.KeyChangesCompleted, events.KeyChangesData{KeyChanges: []job.KeyChange{}, Cached: true}},
-		{events.KeyChangesFailed, events.ErrorData{Error: "e"}},
-		{events.NarrativeDelta, events.DeltaData{Text: "n"}},
-		{events.NarrativeCompleted, events.NarrativeData{Text: "n", Cached: true}},
-		{events.NarrativeFailed, events.ErrorData{Error: "e"}},
+		{timetravel.EventKeyChangesCompleted, map[string]any{timetravel.PartKeyChanges: kc}},
+		{timetravel.EventKeyChangesCompleted, map[string]any{timetravel.PartKeyChanges: []timetravel.KeyChange{}, "cached": true}},
+		{timetravel.EventKeyChangesFailed, events.ErrorData{Error: "e"}},
+		{timetravel.EventNarrativeDelta, events.DeltaData{Text: "n"}},
+		{timetravel.EventNarrativeCompleted, map[string]any{"text": "n", "cached": true}},
+		{timetravel.EventNarrativeFailed, events.ErrorData{Error: "e"}},
 		{events.JobCompleted, events.CompletedData{JobID: id, Status: "partial", Error: "deadline"}},
 		{events.JobCompleted, events.CompletedData{JobID: id, Status: "completed", Cached: true}},
 		{events.WebhookDelivered, events.WebhookData{WebhookID: "msg_" + id, Attempts: 1, StatusCode: 204}},
@@ -221,12 +270,14 @@ func TestEventSchemas(t *testing.T) {
 		event string
 		data  string
 	}{
-		{events.SnapshotDelta, `{"text":"no index"}`},
-		{events.NarrativeDelta, `{"index":0,"text":"an index"}`},
+		{timetravel.EventSnapshotDelta, `{"text":"no index"}`},
+		{timetravel.EventNarrativeDelta, `{"index":0,"text":"an index"}`},
 		{events.JobCompleted, `{"job_id":"` + id + `","status":"running"}`},
 		{events.JobCompleted, `{"job_id":"` + id + `","status":"completed","cached":false}`},
-		{events.SnapshotStarted, `{"index":0,"date":"2023-01-01","label":"x","attempt":1,"extra":1}`},
+		{timetravel.EventSnapshotStarted, `{"index":0,"date":"2023-01-01","label":"x","attempt":1,"extra":1}`},
 		{events.AggregateStarted, `{}`},
+		// job.accepted without its kind.
+		{events.JobAccepted, `{"job_id":"` + id + `","question":"q","complexity":"brief","deadline":"2024-05-01T10:00:00Z","time_points":[]}`},
 	}
 	for _, c := range invalid {
 		if err := visit(schemas[c.event], json.RawMessage(c.data)); err == nil {
@@ -246,32 +297,46 @@ func TestGoTypes(t *testing.T) {
 	created := time.Date(2026, 5, 1, 10, 0, 0, 123456789, time.UTC)
 
 	fresh := &job.Job{ID: id, Status: job.StatusQueued, CreatedAt: created, Deadline: created.Add(2 * time.Minute),
-		Spec: job.Spec{Question: "q", Complexity: job.ComplexityStandard, Cache: job.CacheUse,
-			TimePoints: []job.TimePoint{{Date: "2023-01-01", Label: "January 2023"}}},
-		Snapshots: []job.Snapshot{{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotPending}}}
+		Noun: timetravel.Noun,
+		Spec: timetravel.Spec("q", timetravel.Params{Complexity: timetravel.ComplexityStandard,
+			TimePoints: []timetravel.TimePoint{{Date: "2023-01-01", Label: "January 2023"}}}),
+		Members: []job.Member{{Index: 0, Label: "January 2023", Ref: map[string]string{"date": "2023-01-01"}, Status: job.MemberPending}}}
 	delivered := created.Add(time.Minute)
+	endedSpec := timetravel.Spec("q", timetravel.Params{Complexity: timetravel.ComplexityBrief, ForceTimeTravel: true})
+	endedSpec.Model, endedSpec.Cache, endedSpec.CallbackURL, endedSpec.Warm = "gpt-4o", job.CacheBypass, "https://user:pw@example.com/hook?token=x#f", true
+	kcValue, _ := json.Marshal([]timetravel.KeyChange{{From: "2023-01-01", To: "2024-05-01", FromLabel: "a", ToLabel: "b", Changes: []string{}}})
 	ended := &job.Job{ID: id, Status: job.StatusPartial, CreatedAt: created, Deadline: created.Add(2 * time.Minute),
-		FinishedAt: created.Add(90 * time.Second), Error: "deadline passed",
-		Spec: job.Spec{Question: "q", Model: "gpt-4o", Complexity: job.ComplexityBrief, Cache: job.CacheBypass, ForceTimeTravel: true,
-			CallbackURL: "https://user:pw@example.com/hook?token=x#f", Warm: true},
-		Snapshots: []job.Snapshot{
-			{Index: 0, Date: "2023-01-01", Label: "January 2023", Status: job.SnapshotCompleted, Text: "t", Model: "gpt-4o", Attempts: 1,
+		FinishedAt: created.Add(90 * time.Second), Error: "deadline passed", Noun: timetravel.Noun,
+		Spec: endedSpec,
+		Members: []job.Member{
+			{Index: 0, Label: "January 2023", Ref: map[string]string{"date": "2023-01-01"}, Status: job.MemberCompleted, Text: "t", Model: "gpt-4o", Attempts: 1,
 				LLMAttempts: 2, StartedAt: created.UnixMilli() + 10, CompletedAt: created.UnixMilli() + 500, Cached: true},
-			{Index: 1, Date: "2024-05-01", Label: "May 2024", Status: job.SnapshotFailed, Attempts: 3, LLMAttempts: 3, Error: "e",
+			{Index: 1, Label: "May 2024", Ref: map[string]string{"date": "2024-05-01"}, Status: job.MemberFailed, Attempts: 3, LLMAttempts: 3, Error: "e",
 				StartedAt: created.UnixMilli() + 10, CompletedAt: created.UnixMilli() + 900},
-			{Index: 2, Date: "2026-05-01", Label: "Today", Status: job.SnapshotExpired, Attempts: 1, StartedAt: created.UnixMilli() + 10},
+			{Index: 2, Label: "Today", Ref: map[string]string{"date": "2026-05-01"}, Status: job.MemberExpired, Attempts: 1, StartedAt: created.UnixMilli() + 10},
 		},
-		Aggregate: &job.Aggregate{KeyChanges: []job.KeyChange{{From: "2023-01-01", To: "2024-05-01", FromLabel: "a", ToLabel: "b", Changes: []string{}}},
-			Narrative: "n", KeyChangesError: "k", NarrativeError: "x", StartedAt: created.UnixMilli() + 1000, KeyChangesMS: 5, NarrativeMS: 6,
-			KeyChangesLLMAttempts: 1, NarrativeLLMAttempts: 2, Cached: true},
+		Result: &job.Result{Parts: []job.Part{
+			{Name: timetravel.PartKeyChanges, Value: kcValue, Error: "k", MS: 5, LLMAttempts: 1},
+			{Name: timetravel.PartNarrative, Text: "n", Error: "x", MS: 6, LLMAttempts: 2},
+		}, StartedAt: created.UnixMilli() + 1000, Cached: true},
 		Webhook: &job.Webhook{Status: job.WebhookDelivered, Attempts: 2, LastStatusCode: 204, DeliveredAt: &delivered},
 	}
-	hook := ended.View()
+	reg := kinds.Registry()
+	view := func(j *job.Job) job.View {
+		t.Helper()
+		v, err := reg.View(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	hook := view(ended)
 	hook.Webhook = nil
 
 	samples := []monitoring.Sample{
 		{JobID: id, Status: "completed", Stages: map[string]int64{metrics.StageQueueWait: 5, metrics.StageSnapshots: 900,
-			metrics.StageFanIn: 3, metrics.StageKeyChanges: 200, metrics.StageNarrative: 300, metrics.StageTotal: 120000}, Snapshots: []int64{500, 900}},
+			metrics.StageFanIn: 3, metrics.StageKeyChanges: 200, metrics.StageNarrative: 300, metrics.StageTotal: 120000},
+			Noun: string(timetravel.Noun), Members: []int64{500, 900}},
 		{JobID: id, Status: "failed", Stages: map[string]int64{metrics.StageQueueWait: 5}},
 	}
 	stats := monitoring.Stats(samples)
@@ -283,8 +348,8 @@ func TestGoTypes(t *testing.T) {
 	}{
 		{"Accepted", api.Accepted{JobID: id, Status: job.StatusQueued, Links: links}},
 		{"Accepted", api.Accepted{JobID: id, Status: job.StatusCompleted, Joined: true, Cached: true, CachedSnapshots: 2, Links: links}},
-		{"JobView", api.JobView{View: fresh.View(), Links: links}},
-		{"JobView", api.JobView{View: ended.View(), Links: links}},
+		{"JobView", api.JobView{View: view(fresh), Links: links}},
+		{"JobView", api.JobView{View: view(ended), Links: links}},
 		{"WebhookBody", worker.WebhookBody{Type: "job.partial", Timestamp: "2026-05-01T10:01:30.000Z", Data: hook}},
 		{"WarmAccepted", api.WarmAccepted{Results: []api.WarmResult{{Question: "q", Outcome: api.WarmCached},
 			{Question: "r", Outcome: api.WarmQueued, JobID: id, Links: &links}, {Question: "s", Outcome: api.WarmJoined, JobID: id, Links: &links}}}},

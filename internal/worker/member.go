@@ -20,32 +20,59 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
-	"github.com/timetravel-ai/timetravel/internal/timetravel"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
 
-// HandleSnapshot answers one time point of a job. It streams the model's text
-// onto the job's events, records the outcome once whatever the number of
-// deliveries, and starts the aggregation when it finished the last snapshot.
-// It returns an error only when asynq should retry the task.
-func (h *Handlers) HandleSnapshot(ctx context.Context, t *asynq.Task) error {
-	var p tasks.SnapshotPayload
+// HandleMember makes one member call of a job, of any kind: everything it
+// needs is in its payload (the request, the cache key). It streams the
+// model's text onto the job's events (<noun>.delta), records the outcome
+// once whatever the number of deliveries, and starts the aggregation when
+// it finished the last member. It returns an error only when asynq should
+// retry the task.
+func (h *Handlers) HandleMember(ctx context.Context, t *asynq.Task) error {
+	var p tasks.MemberPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return fmt.Errorf("decode snapshot payload: %v: %w", err, asynq.SkipRetry)
+		return fmt.Errorf("decode member payload: %v: %w", err, asynq.SkipRetry)
 	}
-	ctx, span := tasks.StartSpan(ctx, t, "snapshot", p.JobID)
-	span.SetAttributes(attribute.Int("snapshot.index", p.Index), attribute.String("snapshot.date", p.Date))
+	noun := h.nounOfKind(p.Kind)
+	// The span is named by the kind's noun ("snapshot"), as its events.
+	ctx, span := tasks.StartSpan(ctx, t, string(noun), p.JobID)
+	span.SetAttributes(attribute.Int(string(noun)+".index", p.Index), attribute.String(string(noun)+".label", p.Label))
 	defer span.End()
-	log := h.log.With("job_id", p.JobID, "snapshot", p.Index, "date", p.Date).With(tracing.LogAttrs(ctx)...)
+	log := h.log.With("job_id", p.JobID, string(noun), p.Index, "label", p.Label).With(tracing.LogAttrs(ctx)...)
 	work, stop := h.stopWhenClosed(ctx, p.JobID, false)
 	defer stop()
-	err := h.snapshot(work, p, log)
+	err := h.member(work, p, noun, log)
 	if err != nil && errors.Is(context.Cause(work), errJobClosed) {
-		log.Info("snapshot stopped: job closed while it ran")
+		log.Info(string(noun) + " stopped: job closed while it ran")
 		return nil
 	}
 	endSpan(span, err)
 	return err
+}
+
+// defaultNoun names the members of a kind the registry does not know (in
+// logs only: such a job's events are named by the store).
+const defaultNoun job.Noun = "member"
+
+// nounOfKind is what the kind named kind calls its members.
+func (h *Handlers) nounOfKind(kind string) job.Noun {
+	if h.kinds == nil {
+		return defaultNoun
+	}
+	k, err := h.kinds.Of(job.Spec{Kind: kind})
+	if err != nil {
+		return defaultNoun
+	}
+	return k.Noun()
+}
+
+// nounOf is what j's kind calls its members.
+func (h *Handlers) nounOf(j *job.Job) job.Noun {
+	if j.Noun != "" {
+		return j.Noun
+	}
+	return h.nounOfKind(j.Spec.Kind)
 }
 
 // endSpan marks a task's span failed when its run returns an error (a
@@ -56,13 +83,12 @@ func endSpan(span trace.Span, err error) {
 	}
 }
 
-func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *slog.Logger) error {
-	model := h.models.SnapshotModel(job.Spec{Model: p.Model})
-	if hit := h.cachedSnapshot(ctx, p, model, log); hit != nil {
-		return h.serveCachedSnapshot(ctx, p, hit, log)
+func (h *Handlers) member(ctx context.Context, p tasks.MemberPayload, noun job.Noun, log *slog.Logger) error {
+	req := p.Request.LLM()
+	model := req.Model
+	if hit := h.cachedMember(ctx, p, noun, log); hit != nil {
+		return h.serveCachedMember(ctx, p, noun, hit, log)
 	}
-	pr := timetravel.Snapshot(p.Question, job.TimePoint{Date: p.Date, Label: p.Label}, job.Complexity(p.Complexity))
-	req := llmRequest(model, pr)
 	// Capacity first: without it the task goes back to the queue having
 	// recorded nothing, and without using up a retry.
 	callCtx, release, admitErr := h.admit(ctx, req)
@@ -73,40 +99,40 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		// or Redis out of reach: back to the queue without using up a
 		// retry. The job's deadline bounds the waiting: its aggregation
 		// withdraws the task.
-		log.Debug("snapshot handed back", "reason", admitErr)
-		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, admitErr)
+		log.Debug(string(noun)+" handed back", "reason", admitErr)
+		return fmt.Errorf("%s %d of job %s: %w", noun, p.Index, p.JobID, admitErr)
 	case admitErr != nil:
-		return fmt.Errorf("snapshot %d of job %s: admit: %w", p.Index, p.JobID, admitErr)
+		return fmt.Errorf("%s %d of job %s: admit: %w", noun, p.Index, p.JobID, admitErr)
 	}
 
 	owner := uuid.NewString()
-	attempt, fan, err := h.store.StartSnapshot(ctx, p.JobID, p.Index, owner, model)
+	attempt, fan, err := h.store.StartMember(ctx, p.JobID, p.Index, owner, model)
 	switch {
-	case errors.Is(err, store.ErrSnapshotDone):
+	case errors.Is(err, store.ErrMemberDone):
 		// A duplicate or a retry after the outcome was recorded: make sure
 		// the fan-in happened, in case the earlier delivery died before it.
-		log.Info("snapshot already done; duplicate delivery ignored")
+		log.Info(string(noun) + " already done; duplicate delivery ignored")
 		if fan.Last() {
 			return h.promote(p)
 		}
 		return nil
 	case notWrittenYet(err, p):
-		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, errJobNotWritten)
+		return fmt.Errorf("%s %d of job %s: %w", noun, p.Index, p.JobID, errJobNotWritten)
 	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrNotFound):
-		log.Info("job takes no more snapshot work", "reason", err)
+		log.Info("job takes no more "+string(noun)+" work", "reason", err)
 		return nil
 	case err != nil:
 		return err
 	}
 	log = log.With("attempt", attempt, "model", model)
-	log.Debug("snapshot started")
+	log.Debug(string(noun) + " started")
 	// The job's owner pays for the call from its token budget.
 	callCtx = gateway.WithOwner(callCtx, p.Owner)
 
 	seq := 0
 	b := newBatcher(func(text string) error {
 		seq++
-		return h.store.AppendSnapshotText(ctx, p.JobID, p.Index, owner, seq, text)
+		return h.store.AppendMemberText(ctx, p.JobID, p.Index, owner, seq, text)
 	})
 	start := time.Now()
 	resp, callErr := h.llm.Stream(llm.WithLogger(callCtx, log), req, b.add)
@@ -114,19 +140,19 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		callErr = b.flush()
 	}
 	if stopQuietly(callErr) {
-		log.Info("snapshot stopped: job closed or attempt superseded", "reason", callErr)
+		log.Info(string(noun)+" stopped: job closed or attempt superseded", "reason", callErr)
 		return nil
 	}
 	if redisx.Unavailable(callErr) {
 		// Redis stayed out of reach for the whole run: not the model's
 		// failure. The task goes back without using up a retry, and its
-		// next delivery takes the snapshot over.
-		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, callErr)
+		// next delivery takes the member over.
+		return fmt.Errorf("%s %d of job %s: %w", noun, p.Index, p.JobID, callErr)
 	}
 	if callErr != nil && errors.Is(ctx.Err(), context.Canceled) {
-		// The job closed (HandleSnapshot tells) or the worker is stopping
+		// The job closed (HandleMember tells) or the worker is stopping
 		// (asynq hands the task back).
-		return fmt.Errorf("snapshot %d of job %s interrupted: %w", p.Index, p.JobID, context.Cause(ctx))
+		return fmt.Errorf("%s %d of job %s interrupted: %w", noun, p.Index, p.JobID, context.Cause(ctx))
 	}
 	// Past the task's own timeout the outcome is still recorded, with a
 	// context of its own, so that a last attempt counts towards fan-in.
@@ -137,28 +163,28 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		defer cancel()
 	}
 
-	out := store.SnapshotOutcome{Text: resp.Text, Model: resp.Requested, LLMAttempts: resp.Attempts}
+	out := store.MemberOutcome{Text: resp.Text, Model: resp.Requested, LLMAttempts: resp.Attempts}
 	if callErr != nil {
 		// No capacity for a retry inside the call: handed back like a
 		// lack of capacity at the start, which uses up no retry.
 		handBack := handedBack(callErr)
-		// A spent token budget stays spent until midnight: the snapshot
+		// A spent token budget stays spent until midnight: the member
 		// fails for good.
 		retry := !errors.Is(callErr, gateway.ErrBudgetExhausted) && (handBack || (llm.Retryable(callErr) && !tasks.LastAttempt(ctx)))
-		out = store.SnapshotOutcome{
+		out = store.MemberOutcome{
 			Err: callErr, Retry: retry,
 			Model: resp.Requested, LLMAttempts: resp.Attempts,
 		}
-		log.Warn("snapshot call failed", "err", callErr, "retry", out.Retry, "llm_attempts", resp.Attempts)
+		log.Warn(string(noun)+" call failed", "err", callErr, "retry", out.Retry, "llm_attempts", resp.Attempts)
 	}
 	if callErr == nil {
 		// Cached before the outcome is recorded: once a job has ended,
 		// every answer it was made of is in the cache.
-		h.keepSnapshot(wctx, p, resp.Requested, resp.Text, log)
+		h.keepMember(wctx, p, resp.Requested, resp.Text, log)
 	}
-	fan, err = h.store.FinishSnapshot(wctx, p.JobID, p.Index, owner, out)
+	fan, err = h.store.FinishMember(wctx, p.JobID, p.Index, owner, out)
 	switch {
-	case errors.Is(err, store.ErrSnapshotDone):
+	case errors.Is(err, store.ErrMemberDone):
 		// Recorded already (by this call, whose reply was lost, or a
 		// duplicate): the fan-in may still be this one's to finish.
 		if fan.Last() {
@@ -171,9 +197,9 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 		return err
 	}
 	if out.Retry {
-		return fmt.Errorf("snapshot %d of job %s: %w", p.Index, p.JobID, callErr)
+		return fmt.Errorf("%s %d of job %s: %w", noun, p.Index, p.JobID, callErr)
 	}
-	log.Info("snapshot done", "ok", callErr == nil, "ms", time.Since(start).Milliseconds(),
+	log.Info(string(noun)+" done", "ok", callErr == nil, "ms", time.Since(start).Milliseconds(),
 		"first_token_ms", resp.FirstToken.Milliseconds(), "answered_by", resp.Requested, "llm_attempts", resp.Attempts,
 		"done", fan.Done, "of", fan.Total)
 	if fan.Last() {
@@ -182,20 +208,20 @@ func (h *Handlers) snapshot(ctx context.Context, p tasks.SnapshotPayload, log *s
 	return nil
 }
 
-// errJobNotWritten hands a snapshot task back while its job is not written
+// errJobNotWritten hands a member task back while its job is not written
 // yet: the api queues a job's tasks before it writes the job.
 var errJobNotWritten = errors.New("job not written yet")
 
-// notWrittenYet reports whether err says the snapshot's job does not exist
+// notWrittenYet reports whether err says the member's job does not exist
 // while its deadline has not passed: it is being written (or its writer
 // died, and the task ends at the deadline).
-func notWrittenYet(err error, p tasks.SnapshotPayload) bool {
+func notWrittenYet(err error, p tasks.MemberPayload) bool {
 	return errors.Is(err, store.ErrNotFound) && p.DeadlineMS > 0 && time.Now().UnixMilli() < p.DeadlineMS
 }
 
-// promote starts the aggregation of the snapshot's job now. An error makes
-// asynq retry the snapshot task, whose next delivery promotes again.
-func (h *Handlers) promote(p tasks.SnapshotPayload) error {
+// promote starts the aggregation of the member's job now. An error makes
+// asynq retry the member task, whose next delivery promotes again.
+func (h *Handlers) promote(p tasks.MemberPayload) error {
 	return tasks.Promote(h.insp, tasks.LaneOf(p.Warm), p.JobID)
 }
 
@@ -203,7 +229,7 @@ func (h *Handlers) promote(p tasks.SnapshotPayload) error {
 var errJobClosed = errors.New("job closed")
 
 // stopWhenClosed returns a context that is cancelled with errJobClosed as
-// soon as the store announces that jobID no longer takes this work: snapshot
+// soon as the store announces that jobID no longer takes this work: member
 // work stops when aggregation begins or the job ends; aggregation work
 // (terminalOnly) only when the job ends. stop releases it.
 func (h *Handlers) stopWhenClosed(ctx context.Context, jobID string, terminalOnly bool) (context.Context, func()) {
@@ -234,7 +260,7 @@ func (h *Handlers) stopWhenClosed(ctx context.Context, jobID string, terminalOnl
 	}
 }
 
-// closedTo reports whether the job has left the snapshot stage (or, with
+// closedTo reports whether the job has left the member stage (or, with
 // terminalOnly, has ended). It reads with a context of its own.
 func (h *Handlers) closedTo(jobID string, terminalOnly bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -265,8 +291,4 @@ func (h *Handlers) admit(ctx context.Context, r llm.Request) (context.Context, f
 		return a.Admit(ctx, r)
 	}
 	return ctx, func() {}, nil
-}
-
-func llmRequest(model string, p timetravel.Prompt) llm.Request {
-	return llm.Request{Model: model, System: p.System, User: p.User, MaxTokens: p.MaxTokens, Temperature: 0.3}
 }
