@@ -21,9 +21,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/bench"
+	"github.com/timetravel-ai/timetravel/internal/tooling/bench"
 	"github.com/timetravel-ai/timetravel/internal/cli"
-	"github.com/timetravel-ai/timetravel/internal/stack"
+	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 
 func main() {

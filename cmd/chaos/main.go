@@ -1,4 +1,4 @@
-// Command chaos runs the chaos suite (package internal/chaos) against the
+// Command chaos runs the chaos suite (package internal/tooling/chaos) against the
 // real service on loopback and prints one Markdown table, one row per
 // scenario, ready for docs/operations.md.
 //
@@ -23,9 +23,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/timetravel-ai/timetravel/internal/chaos"
+	"github.com/timetravel-ai/timetravel/internal/tooling/chaos"
 	"github.com/timetravel-ai/timetravel/internal/cli"
-	"github.com/timetravel-ai/timetravel/internal/stack"
+	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 
 func main() {

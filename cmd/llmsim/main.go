@@ -1,5 +1,5 @@
 // Command llmsim runs the OpenAI-compatible LLM simulator (see package
-// internal/llmsim) as an HTTP server. Its answers are labelled as simulated.
+// internal/tooling/llmsim) as an HTTP server. Its answers are labelled as simulated.
 //
 // Environment:
 //
@@ -17,7 +17,7 @@
 //	LLMSIM_SLOW_FIRST_TOKEN   first token time under slow_first_token (default 5s)
 //
 // Faults can also be set at run time (POST /sim/faults) and per request (the
-// X-Llmsim-Fault header); see package internal/llmsim.
+// X-Llmsim-Fault header); see package internal/tooling/llmsim.
 //
 // It stops gracefully on SIGINT or SIGTERM.
 package main
@@ -37,7 +37,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/cli"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take to finish

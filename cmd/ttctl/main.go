@@ -4,7 +4,7 @@
 //	ttctl demo [-question Q]
 //	ttctl -version
 //
-// See internal/ttctl for what each command does.
+// See internal/tooling/ttctl for what each command does.
 package main
 
 import (
@@ -14,7 +14,7 @@ import (
 	"syscall"
 
 	"github.com/timetravel-ai/timetravel/internal/cli"
-	"github.com/timetravel-ai/timetravel/internal/ttctl"
+	"github.com/timetravel-ai/timetravel/internal/tooling/ttctl"
 )
 
 func main() {

@@ -12,7 +12,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/auth"
 	"github.com/timetravel-ai/timetravel/internal/config"
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 const testEventsSecret = "events-secret-of-the-api-tests-0123456789"

@@ -17,7 +17,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 // deadlineRecorder is a recorder that can lift a read deadline, as the

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 func newInflight(t *testing.T) (*Inflight, *redis.Client) {

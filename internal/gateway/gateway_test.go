@@ -16,8 +16,8 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }

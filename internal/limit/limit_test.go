@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/events"
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }

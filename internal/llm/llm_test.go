@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
 )
 
 // fakeProvider is a minimal OpenAI chat-completions endpoint. Each request's

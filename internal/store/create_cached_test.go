@@ -10,7 +10,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 	"github.com/timetravel-ai/timetravel/internal/store"
 )
 

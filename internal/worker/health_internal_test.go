@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/timetravel-ai/timetravel/internal/llm"
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
 )
 

@@ -17,8 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/client"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
-	"github.com/timetravel-ai/timetravel/internal/stack"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 
 // Simulated models of the suite. Their latencies are set per scenario.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/client"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
 )
 
 // Settings of the faults scenario.

@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/bench"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/bench"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
 )
 
 // Settings the scenarios share.

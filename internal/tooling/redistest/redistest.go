@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"github.com/timetravel-ai/timetravel/internal/redisproc"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redisproc"
 )
 
 var (

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/bench"
+	"github.com/timetravel-ai/timetravel/internal/tooling/bench"
 )
 
 // Row is one scenario's result: one row of the table.

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/timetravel-ai/timetravel/internal/auth"
-	"github.com/timetravel-ai/timetravel/internal/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
 )
 
 // leakKey is the provider key of TestSecretsStayOutOfEverything: distinctive

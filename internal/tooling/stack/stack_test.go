@@ -154,7 +154,7 @@ func TestModuleRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(root, "internal", "stack")); err != nil {
+	if _, err := os.Stat(filepath.Join(root, "internal", "tooling", "stack")); err != nil {
 		t.Errorf("root %s: %v", root, err)
 	}
 }

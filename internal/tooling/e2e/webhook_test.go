@@ -16,8 +16,8 @@ import (
 
 	"github.com/timetravel-ai/timetravel/client"
 	"github.com/timetravel-ai/timetravel/internal/job"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
-	"github.com/timetravel-ai/timetravel/internal/stack"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 
 // Webhook secrets (Standard Webhooks form): B replaces A in a rotation.

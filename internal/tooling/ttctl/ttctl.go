@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/client"
-	"github.com/timetravel-ai/timetravel/internal/stack"
+	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 
 // Exit statuses.

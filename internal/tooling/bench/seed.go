@@ -11,7 +11,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
-	"github.com/timetravel-ai/timetravel/internal/stack"
+	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 

@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/redisproc"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redisproc"
 )
 
 // Binary names, as built by Build into the bin directory.

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/client"
-	"github.com/timetravel-ai/timetravel/internal/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
 )
 
 // These tests cross processes: limits and breakers live in Redis and bind

@@ -35,7 +35,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/client"
-	"github.com/timetravel-ai/timetravel/internal/bench"
+	"github.com/timetravel-ai/timetravel/internal/tooling/bench"
 )
 
 // Config configures Run.
