@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/timetravel-ai/timetravel/internal/tooling/bench"
 	"github.com/timetravel-ai/timetravel/internal/cli"
+	"github.com/timetravel-ai/timetravel/internal/tooling/bench"
 	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 

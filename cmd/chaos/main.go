@@ -23,8 +23,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/timetravel-ai/timetravel/internal/tooling/chaos"
 	"github.com/timetravel-ai/timetravel/internal/cli"
+	"github.com/timetravel-ai/timetravel/internal/tooling/chaos"
 	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 

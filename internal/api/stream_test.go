@@ -14,8 +14,8 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
-	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 	"github.com/timetravel-ai/timetravel/internal/store"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 const allowedOrigin = "https://app.example.com"

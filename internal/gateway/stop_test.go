@@ -14,8 +14,8 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
-	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 // goneRedis returns a client of a real Redis, closed: its commands fail as

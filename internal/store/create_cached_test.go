@@ -10,8 +10,8 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
-	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 	"github.com/timetravel-ai/timetravel/internal/store"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 // streamEntry is one entry of a job's stream, read with XRANGE.

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/timetravel-ai/timetravel/internal/llm"
-	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
 // /readyz says 503 from the moment the worker drains, so that no

@@ -18,11 +18,11 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
-	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
-	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/timetravel"
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 	"github.com/timetravel-ai/timetravel/internal/worker"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/llm"
-	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 	"github.com/timetravel-ai/timetravel/internal/timetravel"
+	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 
 // SeedReport compares the design this service replaces with the service.
