@@ -3,7 +3,7 @@
 GO ?= go
 BIN ?= bin
 
-.PHONY: all build test vet fmt-check demo bench bench-latency bench-cached chaos clean
+.PHONY: all build test vet fmt-check demo bench bench-latency bench-cached bench-ab chaos clean
 
 all: build
 
@@ -24,12 +24,15 @@ test: fmt-check vet
 	./scripts/ensure-chromium
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Runs the whole service locally (Redis, simulator, worker, api) and streams
-# one time-travel answer. With OPENAI_API_KEY set it uses the real provider.
+# Runs the whole service locally (Redis, simulator, workers, api) and streams
+# one time-travel job, then one ensemble of three simulated models. With
+# OPENAI_API_KEY set it uses the real provider (the ensemble then needs
+# -ensemble-models: ./scripts/demo -ensemble-models a,b,c).
 demo:
 	./scripts/demo
 
-# Benchmarks against the simulator: every scenario, a table and a JSON report.
+# Benchmarks against the simulator: every scenario (time travel and the
+# ensemble kind), a table and a JSON report.
 bench:
 	./scripts/ensure-redis
 	$(GO) run ./cmd/bench -json bench-report.json
@@ -44,6 +47,18 @@ bench-latency:
 bench-cached:
 	./scripts/ensure-redis
 	$(GO) run ./cmd/bench cached
+
+# A/B: the same scenarios against the binaries of git revision AB_REV (default:
+# the last commit before the job kinds seam of issue 16) and of this tree, back
+# to back in one run, three rounds in alternating order; prints both medians
+# and their ratio, and writes a JSON report in the bin directory. E.g.
+# make bench-ab AB_REV=HEAD~1 AB_SCENARIOS="latency ensemble"
+AB_REV ?= 6b5edb2
+AB_SCENARIOS ?= latency throughput
+bench-ab:
+	./scripts/ensure-redis
+	mkdir -p $(BIN)
+	$(GO) run ./cmd/bench -ab $(AB_REV) -json $(BIN)/bench-ab-report.json $(AB_SCENARIOS)
 
 # The chaos suite: real processes on loopback (Redis with and without AOF,
 # the simulator, two workers, two api replicas), one fault per scenario, one

@@ -455,7 +455,8 @@ const (
 	EventWebhookFailed    = "webhook.failed"
 	// An ensemble's events: each model's answer (data: AnswerStartedData,
 	// SnapshotDeltaData, AnswerCompletedData, AnswerFailedData), the
-	// synthesis (TextData) and the analysis (AnalysisData).
+	// synthesis (TextDeltaData, TextData, FailedData) and the analysis
+	// (AnalysisData, FailedData).
 	EventAnswerStarted      = "answer.started"
 	EventAnswerDelta        = "answer.delta"
 	EventAnswerCompleted    = "answer.completed"
@@ -574,14 +575,22 @@ type KeyChangesData struct {
 	Cached     bool        `json:"cached,omitempty"`
 }
 
-// TextData is the data of narrative.delta and narrative.completed (which
-// alone may have Cached set).
+// TextDeltaData is the data of narrative.delta and synthesis.delta: text
+// to append (TextData decodes it too).
+type TextDeltaData struct {
+	Text string `json:"text"`
+}
+
+// TextData is the data of narrative.completed and synthesis.completed: the
+// whole text, Cached when it came from the cache.
 type TextData struct {
 	Text   string `json:"text"`
 	Cached bool   `json:"cached,omitempty"`
 }
 
-// FailedData is the data of key_changes.failed and narrative.failed.
+// FailedData is the data of the failed events of an aggregation's parts:
+// key_changes.failed, narrative.failed, synthesis.failed and
+// analysis.failed.
 type FailedData struct {
 	Error string `json:"error"`
 }
@@ -637,7 +646,24 @@ type AnalysisData struct {
 	Cached   bool     `json:"cached,omitempty"`
 }
 
-// WebhookData is the data of webhook.delivered and webhook.failed.
+// WebhookDeliveredData is the data of webhook.delivered.
+type WebhookDeliveredData struct {
+	WebhookID  string `json:"webhook_id"`
+	Attempts   int    `json:"attempts"`
+	StatusCode int    `json:"status_code,omitempty"`
+}
+
+// WebhookFailedData is the data of webhook.failed: Error says why the
+// last attempt failed.
+type WebhookFailedData struct {
+	WebhookID  string `json:"webhook_id"`
+	Attempts   int    `json:"attempts"`
+	StatusCode int    `json:"status_code,omitempty"`
+	Error      string `json:"error"`
+}
+
+// WebhookData decodes the data of either webhook.delivered or
+// webhook.failed (WebhookDeliveredData, WebhookFailedData).
 type WebhookData struct {
 	WebhookID  string `json:"webhook_id"`
 	Attempts   int    `json:"attempts"`

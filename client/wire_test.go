@@ -222,6 +222,26 @@ func ttAccepted(t *testing.T) json.RawMessage {
 	return b
 }
 
+// ensAccepted is the payload of an ensemble's job.accepted.
+func ensAccepted(t *testing.T) json.RawMessage {
+	t.Helper()
+	common := *filled[events.AcceptedData]()
+	common.Kind = ensemble.Name
+	fields, err := (ensemble.Kind{}).Accepted(ensemble.Spec("q", ensemble.Params{Models: []string{"a", "b"}, SynthesisModel: "s"}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := json.Marshal(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.AcceptedPayload(common, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestWireTypes checks that each of the client's types carries exactly the
 // JSON members of what the server writes, with the same types and the
 // same omission of empty values: every member the server writes survives
@@ -231,6 +251,11 @@ func TestWireTypes(t *testing.T) {
 	m := ttMember()
 	i := m.Index
 	kc, err := json.Marshal([]timetravel.KeyChange{*filled[timetravel.KeyChange]()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := job.Member{Index: 1, Label: "model-b"}
+	analysis, err := json.Marshal(filled[ensemble.Analysis]())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,10 +281,21 @@ func TestWireTypes(t *testing.T) {
 		{name: "key_changes.completed", server: map[string]any{timetravel.PartKeyChanges: json.RawMessage(kc), "cached": true},
 			client: filled[client.KeyChangesData]()},
 		{name: "narrative.completed", server: map[string]any{"text": "t", "cached": true}, client: filled[client.TextData]()},
-		{name: "narrative.delta", server: &events.DeltaData{Text: "t"}, client: &client.TextData{Text: "t"}},
+		{name: "narrative.delta", server: filled[events.PartDeltaData](), client: filled[client.TextDeltaData]()},
+		{name: "narrative.delta as TextData", server: &events.PartDeltaData{Text: "t"}, client: &client.TextData{Text: "t"}},
 		{name: "failed", server: filled[events.ErrorData](), client: filled[client.FailedData]()},
 		{name: "job.completed", server: filled[events.CompletedData](), client: filled[client.JobCompletedData]()},
 		{name: "webhook", server: filled[events.WebhookData](), client: filled[client.WebhookData]()},
+		{name: "webhook.delivered", server: filled[events.WebhookDeliveredData](), client: filled[client.WebhookDeliveredData]()},
+		{name: "webhook.failed", server: filled[events.WebhookFailedData](), client: filled[client.WebhookFailedData]()},
+		{name: "ensemble job.accepted", server: ensAccepted(t), client: filled[client.JobAcceptedData](), kind: client.KindEnsemble},
+		{name: "answer.started", server: memberEvent(answer, "attempt", 2, "cached", true), client: filled[client.AnswerStartedData]()},
+		{name: "answer.delta", server: filled[events.MemberDeltaData](), client: filled[client.SnapshotDeltaData]()},
+		{name: "answer.completed", server: memberEvent(answer, "model", "a", "text", "t", "duration_ms", 3, "cached", true),
+			client: filled[client.AnswerCompletedData]()},
+		{name: "answer.failed", server: memberEvent(answer, "error", "e"), client: filled[client.AnswerFailedData]()},
+		{name: "synthesis.completed", server: filled[events.PartTextData](), client: filled[client.TextData]()},
+		{name: "analysis.completed", server: events.PartValueData(ensemble.PartAnalysis, analysis, true), client: filled[client.AnalysisData]()},
 		{name: "empty job view", server: &api.JobView{View: job.View{Kind: timetravel.Name, Fields: timetravel.View{}}},
 			client: &client.JobView{Kind: client.KindTimeTravel}},
 	}

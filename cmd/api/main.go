@@ -5,11 +5,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/cli"
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/service"
 )
 
@@ -37,15 +40,17 @@ func main() {
 	service.Main("api", run)
 }
 
+// run is the api's composition root: it builds the process's shared
+// objects once and closes them on the way out, in reverse order.
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Pooled connections are shared by all requests and SSE streams; their
 	// number does not grow with the number of clients.
-	rdb, err := cfg.NewRedis("tt-api", 32, true)
+	rdb, err := redisx.NewClient(cfg.RedisURL, "tt-api", 32, true)
 	if err != nil {
-		return err
+		return fmt.Errorf("config: %w", err)
 	}
 	defer rdb.Close()
-	srv := api.New(cfg, rdb, log)
+	srv := api.New(cfg, api.Deps{Redis: rdb, Kinds: kinds.Registry(), Log: log})
 	// The queue admin UI holds Redis connections of its own.
 	defer srv.Close()
 	return srv.Run(ctx)

@@ -2,11 +2,15 @@
 // and prints a table of the results (and, with -json, a JSON report).
 //
 //	bench [-json FILE] [scenario ...]
+//	bench -ab REV [-ab-rounds N] [-json FILE] [scenario ...]
 //
-// Scenarios: seed, latency, throughput, load, sse, memory, faults, cached
-// (default: all).
+// Scenarios: seed, latency, ensemble, throughput, load, sse, memory, faults,
+// cached (default: all; with -ab: latency and throughput).
 // Every scenario starts its own Redis, simulator, worker and api on free
 // loopback ports, is bounded in requests and time, and stops by itself.
+// With -ab it builds the service binaries of git revision REV too and runs
+// each scenario against both builds, back to back, printing both figures
+// and their ratio.
 package main
 
 import (
@@ -35,13 +39,18 @@ func main() {
 	}
 }
 
-var all = []string{"seed", "latency", "throughput", "load", "sse", "memory", "faults", "cached"}
+var all = []string{"seed", "latency", "ensemble", "throughput", "load", "sse", "memory", "faults", "cached"}
+
+// abDefault are the scenarios an A/B run compares when none is named: the
+// time-travel rows a change must not make worse.
+var abDefault = []string{"latency", "throughput"}
 
 var usage = `bench measures the service end to end against the LLM simulator and prints
 a table of the results (and, with -json, a JSON report).
 
 Usage:
   bench [flags] [scenario ...]
+  bench -ab REV [-ab-rounds N] [flags] [scenario ...]
 
 Scenarios: ` + strings.Join(all, ", ") + ` (default: all).
 It builds the binaries, and every scenario starts its own redis-server (from
@@ -49,13 +58,24 @@ PATH), simulator, worker and api on free loopback ports, is bounded in
 requests and time, and stops by itself. It reads no configuration of the
 service's; BENCH_API_PPROF, BENCH_WORKER_PPROF, BENCH_API_GODEBUG and
 BENCH_API_GOGC, when set, are passed on to the api or worker it starts.
+
+A/B: -ab REV also builds cmd/api, cmd/worker and cmd/llmsim of git revision
+REV (extracted with git archive into a temporary directory, removed
+afterwards) and runs each scenario (default: ` + strings.Join(abDefault, ", ") + `) against
+that build and this one, back to back, -ab-rounds times, alternating which
+goes first; this program drives both. It prints each figure's median per
+build and this build's over the base's.
 `
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
+	abRev := fs.String("ab", "", "A/B: also build git revision `REV` and compare the scenarios against it")
+	abRounds := fs.Int("ab-rounds", 3, "A/B: rounds, each running every scenario against both builds")
 	lat := bench.DefaultLatency
 	fs.IntVar(&lat.Jobs, "jobs", lat.Jobs, "latency: sequential jobs to time")
+	ens := bench.DefaultEnsemble
+	fs.IntVar(&ens.Jobs, "ensemble-jobs", ens.Jobs, "ensemble: sequential jobs to time")
 	seedRuns := fs.Int("seed-runs", 5, "seed: timed runs of each design")
 	clients := fs.Int("clients", 16, "throughput: concurrent clients")
 	tdur := fs.Duration("duration", 10*time.Second, "throughput: how long")
@@ -72,84 +92,157 @@ func run(ctx context.Context, args []string) error {
 	scenarios := fs.Args()
 	if len(scenarios) == 0 {
 		scenarios = all
+		if *abRev != "" {
+			scenarios = abDefault
+		}
 	}
 	for _, s := range scenarios {
 		if !slices.Contains(all, s) {
 			return fmt.Errorf("unknown scenario %q (want %v)", s, all)
 		}
 	}
+	if *abRounds < 1 {
+		return fmt.Errorf("-ab-rounds must be at least 1, got %d", *abRounds)
+	}
+	log := os.Stderr
+
+	// runScenario runs scenario s against the binaries in dir and adds its
+	// section to rep.
+	runScenario := func(s, dir string, rep *bench.Report) error {
+		lat, ens := lat, ens
+		lat.BinDir, ens.BinDir = dir, dir
+		var err error
+		switch s {
+		case "seed":
+			var r bench.SeedReport
+			r, err = bench.RunSeed(ctx, dir, *seedRuns, lat, log)
+			rep.Seed = &r
+		case "latency":
+			var r bench.LatencyReport
+			r, err = bench.RunLatency(ctx, lat, log)
+			rep.Latency = &r
+		case "ensemble":
+			var r bench.EnsembleReport
+			r, err = bench.RunEnsemble(ctx, ens, log)
+			rep.Ensemble = &r
+		case "throughput":
+			var r bench.ThroughputReport
+			r, err = bench.RunThroughput(ctx, dir, *clients, *tdur, nil, log)
+			rep.Throughput = &r
+		case "load":
+			var r bench.LoadReport
+			r, err = bench.RunLoad(ctx, dir, *loadJobs, *provCap, log)
+			rep.Load = &r
+		case "sse":
+			var r bench.SSEReport
+			r, err = bench.RunSSEScale(ctx, dir, *sseJobs, *sseSubs, log)
+			rep.SSE = &r
+		case "memory":
+			var r bench.MemoryReport
+			r, err = bench.RunMemory(ctx, dir, *memCalls, log)
+			rep.Memory = &r
+		case "faults":
+			var r bench.FaultsReport
+			r, err = bench.RunFaults(ctx, dir, *faultJobs, log)
+			rep.Faults = &r
+		case "cached":
+			var r bench.CachedReport
+			r, err = bench.RunCached(ctx, dir, *cachedRuns, log)
+			rep.Cached = &r
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+		return nil
+	}
+
 	dir, err := os.MkdirTemp("", "bench-bin-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintln(os.Stderr, "building binaries...")
+	fmt.Fprintln(log, "building binaries...")
 	if err := stack.Build(ctx, dir); err != nil {
 		return err
 	}
-	lat.BinDir = dir
+	if *abRev != "" {
+		return runAB(ctx, *abRev, *abRounds, scenarios, dir, *jsonOut, runScenario)
+	}
 	rep := bench.Report{When: time.Now().UTC(), Machine: bench.MachineDescription()}
-	log := os.Stderr
 	for _, s := range scenarios {
 		fmt.Fprintf(log, "== %s\n", s)
-		switch s {
-		case "seed":
-			r, err := bench.RunSeed(ctx, dir, *seedRuns, lat, log)
-			if err != nil {
-				return fmt.Errorf("seed: %w", err)
-			}
-			rep.Seed = &r
-		case "latency":
-			r, err := bench.RunLatency(ctx, lat, log)
-			if err != nil {
-				return fmt.Errorf("latency: %w", err)
-			}
-			rep.Latency = &r
-		case "throughput":
-			r, err := bench.RunThroughput(ctx, dir, *clients, *tdur, nil, log)
-			if err != nil {
-				return fmt.Errorf("throughput: %w", err)
-			}
-			rep.Throughput = &r
-		case "load":
-			r, err := bench.RunLoad(ctx, dir, *loadJobs, *provCap, log)
-			if err != nil {
-				return fmt.Errorf("load: %w", err)
-			}
-			rep.Load = &r
-		case "sse":
-			r, err := bench.RunSSEScale(ctx, dir, *sseJobs, *sseSubs, log)
-			if err != nil {
-				return fmt.Errorf("sse: %w", err)
-			}
-			rep.SSE = &r
-		case "memory":
-			r, err := bench.RunMemory(ctx, dir, *memCalls, log)
-			if err != nil {
-				return fmt.Errorf("memory: %w", err)
-			}
-			rep.Memory = &r
-		case "faults":
-			r, err := bench.RunFaults(ctx, dir, *faultJobs, log)
-			if err != nil {
-				return fmt.Errorf("faults: %w", err)
-			}
-			rep.Faults = &r
-		case "cached":
-			r, err := bench.RunCached(ctx, dir, *cachedRuns, log)
-			if err != nil {
-				return fmt.Errorf("cached: %w", err)
-			}
-			rep.Cached = &r
+		if err := runScenario(s, dir, &rep); err != nil {
+			return err
 		}
 	}
 	rep.Evaluate()
 	rep.Print(os.Stdout)
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
-			return err
+	return writeJSON(*jsonOut, rep)
+}
+
+// runAB builds the binaries of rev next to those of this tree (in thisDir)
+// and runs every scenario against both, rounds times, alternating which
+// build goes first, then prints the comparison. A scenario that fails on
+// one build is reported and the run goes on; the command then fails.
+func runAB(ctx context.Context, rev string, rounds int, scenarios []string, thisDir, jsonOut string,
+	runScenario func(s, dir string, rep *bench.Report) error) error {
+	log := os.Stderr
+	full, short, err := bench.ResolveRevision(ctx, rev)
+	if err != nil {
+		return err
+	}
+	baseDir, err := os.MkdirTemp("", "bench-ab-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(baseDir)
+	fmt.Fprintf(log, "building binaries of %s...\n", short)
+	if err := bench.BuildRevision(ctx, full, baseDir); err != nil {
+		return err
+	}
+	ab := bench.ABReport{When: time.Now().UTC(), Machine: bench.MachineDescription(), BaseRev: short,
+		ThisRev: bench.DescribeWorkingTree(ctx), Scenarios: scenarios, Rounds: rounds}
+	ab.LoadAvg[0] = bench.LoadAvg()
+	dirs := map[bench.Side]string{bench.SideBase: baseDir, bench.SideThis: thisDir}
+	for round := range rounds {
+		for _, s := range scenarios {
+			for _, side := range bench.Order(round) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				fmt.Fprintf(log, "== round %d/%d, %s, %s\n", round+1, rounds, s, side)
+				var rep bench.Report
+				run := bench.ABRun{Round: round, Side: side, Scenario: s}
+				if err := runScenario(s, dirs[side], &rep); err != nil {
+					run.Error = err.Error()
+					fmt.Fprintf(log, "%s build: %v\n", side, err)
+				} else {
+					run.Figures = bench.Figures(rep)
+				}
+				ab.Runs = append(ab.Runs, run)
+			}
 		}
 	}
+	ab.LoadAvg[1] = bench.LoadAvg()
+	ab.Compare()
+	ab.Print(os.Stdout)
+	if err := writeJSON(jsonOut, ab); err != nil {
+		return err
+	}
+	if failed := ab.Failed(); len(failed) > 0 {
+		return fmt.Errorf("%d of %d runs failed", len(failed), len(ab.Runs))
+	}
 	return nil
+}
+
+// writeJSON writes v, indented, to path; an empty path writes nothing.
+func writeJSON(path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }

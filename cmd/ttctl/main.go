@@ -1,7 +1,8 @@
 // Command ttctl is the command-line client of the time-travel service.
 //
 //	ttctl ask [-api URL] [-time-points 2023-01-01,today] [-model M] [-complexity C] "question"
-//	ttctl demo [-question Q]
+//	ttctl ensemble [-api URL] -models A,B,C [-synthesis-model M] "question"
+//	ttctl demo [-question Q] [-ensemble-models A,B,C]
 //	ttctl -version
 //
 // See internal/tooling/ttctl for what each command does.

@@ -4,7 +4,14 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+
 	"github.com/timetravel-ai/timetravel/internal/cli"
+	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/service"
 	"github.com/timetravel-ai/timetravel/internal/worker"
 )
@@ -34,5 +41,16 @@ SHUTDOWN_TIMEOUT to finish), a second one exits at once.
 
 func main() {
 	cli.Command{Name: "worker", Usage: usage}.Handle()
-	service.Main("worker", worker.Run)
+	service.Main("worker", run)
+}
+
+// run is the worker's composition root: it builds the process's shared
+// objects once and closes them on the way out.
+func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	rdb, err := redisx.NewClient(cfg.RedisURL, "tt-worker", worker.PoolSize(cfg), false)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer rdb.Close()
+	return worker.Run(ctx, cfg, worker.Deps{Redis: rdb, Kinds: kinds.Registry(), Log: log})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/auth"
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
@@ -31,7 +32,7 @@ func keysHandler(t testing.TB) (http.Handler, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(cfg, db.Client, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := api.New(cfg, api.Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(func() { _ = srv.Close() }) // the admin UI's connections
 	return srv.Handler(), key
 }

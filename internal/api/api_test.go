@@ -13,6 +13,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
@@ -25,7 +26,7 @@ func newHandler(t testing.TB) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return api.New(cfg, db.Client, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler()
+	return api.New(cfg, api.Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Handler()
 }
 
 func post(h http.Handler, ctype, body string) *httptest.ResponseRecorder {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
@@ -31,7 +32,7 @@ func serve(t *testing.T, env map[string]string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(cfg, db.Client, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := api.New(cfg, api.Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
@@ -26,7 +27,7 @@ func handlerWith(t *testing.T, env map[string]string) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(cfg, db.Client, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := api.New(cfg, api.Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(func() { _ = srv.Close() }) // the admin UI's connections, when mounted
 	return srv.Handler()
 }

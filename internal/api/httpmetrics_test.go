@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
@@ -147,7 +148,7 @@ func TestHTTPMetricsScrape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(cfg, db.Client, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(cfg, Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(func() { _ = s.Close() })
 	h := metricsEngine(s)
 	for _, path := range []string{"/hm/items/scrape-raw-id", "/hm/scrape/raw/path"} {

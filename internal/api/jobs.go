@@ -19,11 +19,9 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/idempotency"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/lifecycle"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
-	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/store"
-	"github.com/timetravel-ai/timetravel/internal/tasks"
-	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
 // Accepted is the answer to a submission: the job that answers it.
@@ -359,14 +357,6 @@ func (s *Server) replay(c *gin.Context, who caller, jobID string) {
 	c.JSON(http.StatusAccepted, Accepted{JobID: j.ID, Status: j.Status, Cached: j.Cached(), Links: l})
 }
 
-func indexes(n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = i
-	}
-	return out
-}
-
 // jobID reads and checks the :id path parameter; an id that cannot exist is
 // answered 404 like an unknown one.
 func jobID(c *gin.Context) (string, bool) {
@@ -457,14 +447,14 @@ func (v JobView) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var o map[string]json.RawMessage
-	if err := json.Unmarshal(b, &o); err != nil {
+	links, err := json.Marshal(struct {
+		Links Links `json:"links"`
+	}{v.Links})
+	if err != nil {
 		return nil, err
 	}
-	if o["links"], err = json.Marshal(v.Links); err != nil {
-		return nil, err
-	}
-	return json.Marshal(o)
+	// No kind's view has a field named links (package kinds' tests).
+	return job.JoinObjects(b, links)
 }
 
 // showJob answers status with j as the caller sees it.
@@ -486,9 +476,9 @@ func (s *Server) getJob(c *gin.Context) {
 	s.showJob(c, http.StatusOK, j)
 }
 
-// cancelJob cancels the caller's job. A job shared with other callers
-// (they joined it) goes on for them: only this caller's part ends. The
-// last caller to cancel cancels the work.
+// cancelJob cancels the caller's job (lifecycle.Cancel). A job shared with
+// other callers (they joined it) goes on for them: only this caller's part
+// ends. The last caller to cancel cancels the work.
 func (s *Server) cancelJob(c *gin.Context) {
 	h, ok := s.headOf(c)
 	if !ok {
@@ -498,9 +488,9 @@ func (s *Server) cancelJob(c *gin.Context) {
 		abort(c, http.StatusConflict, CodeJobFinished, "", "job %s has already ended (%s)", h.ID, h.Status)
 		return
 	}
-	last, err := s.store.Detach(c.Request.Context(), h.Work, h.ID)
+	_, err := s.life.Cancel(c.Request.Context(), h)
 	switch {
-	case errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrDetached) || errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, lifecycle.ErrEnded):
 		abort(c, http.StatusConflict, CodeJobFinished, "", "job %s ended before it could be canceled", h.ID)
 		return
 	case err != nil:
@@ -508,73 +498,7 @@ func (s *Server) cancelJob(c *gin.Context) {
 		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not cancel the job; try again")
 		return
 	}
-	if !last {
-		s.log.Info("caller left a shared job; it goes on for the others", "job_id", h.ID, "work", h.Work)
-	} else if !s.cancelWork(c, h.Work) {
-		return
-	}
 	if j, ok := s.resolve(c, h.ID); ok {
 		s.showJob(c, http.StatusOK, j)
 	}
-}
-
-// cancelWork cancels the job workID that nobody wants any more; false
-// means the request is answered.
-func (s *Server) cancelWork(c *gin.Context, workID string) bool {
-	err := s.store.Finish(c.Request.Context(), workID, job.StatusCanceled, job.CanceledByClient, nil)
-	switch {
-	case errors.Is(err, store.ErrClosed):
-		abort(c, http.StatusConflict, CodeJobFinished, "", "job %s ended before it could be canceled", workID)
-		return false
-	case err != nil:
-		s.log.Error("cancel job", "job_id", workID, "err", err)
-		abort(c, http.StatusServiceUnavailable, CodeUnavailable, "", "could not cancel the job; try again")
-		return false
-	}
-	// The job is closed: whatever still runs stops at its next write. Removing
-	// and cancelling its tasks just saves the work, except the aggregation
-	// task's: scheduled at the deadline, it queues the webhook of a job it
-	// finds ended, so it is withdrawn only once the webhook is queued. The
-	// client going away does not stop these steps.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
-	defer cancel()
-	j, err := s.store.Get(ctx, workID)
-	if err != nil {
-		s.log.Warn("read the canceled job", "job_id", workID, "err", err)
-		return true
-	}
-	queued := true
-	if err := s.queueWebhook(ctx, j); err != nil {
-		queued = false
-		s.log.Warn("could not queue the webhook of the canceled job; its aggregation task will", "job_id", j.ID, "err", err)
-	}
-	if err := tasks.Withdraw(s.insp, tasks.LaneOf(j.Spec.Warm), j.ID, indexes(len(j.Members)), queued); err != nil {
-		s.log.Warn("withdraw tasks of canceled job", "job_id", j.ID, "err", err)
-	}
-	if j.Fingerprint != "" {
-		// Identical requests start a job of their own from now on.
-		if err := s.inflight.Release(ctx, j.Fingerprint, j.ID); err != nil {
-			s.log.Warn("release the canceled job's in-flight entry", "job_id", j.ID, "err", err)
-		}
-	}
-	s.log.Info("job canceled", "job_id", j.ID)
-	// The api ended this job: it records its timings.
-	sample := monitoring.FromJob(j)
-	sample.Observe()
-	if err := monitoring.New(s.rdb).Record(ctx, sample); err != nil {
-		s.log.Warn("record the canceled job's timings", "job_id", j.ID, "err", err)
-	}
-	return true
-}
-
-// queueWebhook puts the delivery of an ended job's webhook on the queue and
-// marks it pending; nothing when the job has no callback URL.
-func (s *Server) queueWebhook(ctx context.Context, j *job.Job) error {
-	if j.Spec.CallbackURL == "" {
-		return nil
-	}
-	if err := s.enq.EnqueueWebhook(ctx, j.ID, webhook.MaxRetries); err != nil {
-		return err
-	}
-	return s.store.WebhookQueued(ctx, j.ID)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
@@ -29,7 +30,7 @@ func newServer(t *testing.T, env map[string]string) (http.Handler, *monitoring.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := api.New(cfg, db.Client, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := api.New(cfg, api.Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(func() { _ = s.Close() })
 	return s.Handler(), monitoring.New(db.Client)
 }
@@ -206,7 +207,7 @@ func TestAdminUIRefusedInProductionWithoutCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := api.New(cfg, db.Client, slog.New(slog.DiscardHandler)).Run(t.Context()); err == nil || !strings.Contains(err.Error(), "ADMIN_UI_ENABLED") {
+	if err := api.New(cfg, api.Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.DiscardHandler)}).Run(t.Context()); err == nil || !strings.Contains(err.Error(), "ADMIN_UI_ENABLED") {
 		t.Errorf("Run in production without admin credentials: %v", err)
 	}
 }

@@ -34,7 +34,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/idempotency"
 	"github.com/timetravel-ai/timetravel/internal/intake"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
-	"github.com/timetravel-ai/timetravel/internal/kinds"
+	"github.com/timetravel-ai/timetravel/internal/lifecycle"
 	"github.com/timetravel-ai/timetravel/internal/quota"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -72,12 +72,12 @@ type Server struct {
 	// admin is the queue admin UI; nil when not mounted (no credentials).
 	admin *asynqmon.HTTPHandler
 
-	// intake serves submissions (caches, deduplication, queuing); idem
-	// keeps Idempotency-Keys; inflight is the deduplication registry, to
-	// release a canceled job's entry.
-	intake   *intake.Intake
-	idem     *idempotency.Keys
-	inflight *cache.Inflight
+	// intake serves submissions (caches, deduplication, queuing); life
+	// cancels jobs and runs the effects of their ends; idem keeps
+	// Idempotency-Keys.
+	intake *intake.Intake
+	life   *lifecycle.Lifecycle
+	idem   *idempotency.Keys
 
 	// keys checks API keys; quota keeps the per-key quotas; conns counts
 	// this process's SSE streams; tokens signs events links.
@@ -92,9 +92,33 @@ type Server struct {
 	env   jobkind.Env
 }
 
-// New wires a Server on rdb. With admin credentials configured it opens
-// the queue admin UI's own Redis connections: call Close when done.
-func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server {
+// Deps are what the process's composition root builds once and hands to
+// the api (cmd/api builds them; a test may build its own).
+type Deps struct {
+	// Redis is the pooled client that every request and SSE stream
+	// shares. Required. The caller closes it, after the Server.
+	Redis redis.UniversalClient
+	// Kinds are the job kinds served, each at its own route
+	// (kinds.Registry() in the service; a test may register a kind of its
+	// own). Required. The workers must serve the same kinds.
+	Kinds *jobkind.Registry
+	// Log receives the api's logs; nil discards them.
+	Log *slog.Logger
+}
+
+// New wires a Server from cfg and d. It panics when a required
+// dependency is missing, a wiring mistake no request could get around.
+// With admin credentials configured it opens the queue admin UI's own
+// Redis connections: call Close when done.
+func New(cfg config.Config, d Deps) *Server {
+	if d.Redis == nil || d.Kinds == nil {
+		panic("api.New: Deps.Redis and Deps.Kinds are required")
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rdb := d.Redis
 	drain, stop := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:   cfg,
@@ -108,22 +132,27 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 		drain: drain,
 		stop:  stop,
 
-		callbacks:  cfg.Webhook.Policy(),
+		callbacks:  webhook.PolicyOf(cfg.Webhook),
 		webhooksOn: cfg.Webhook.Enabled(),
 
-		idem:     idempotency.New(rdb, cfg.Cache.IdempotencyTTL),
-		inflight: cache.NewInflight(rdb),
+		idem: idempotency.New(rdb, cfg.Cache.IdempotencyTTL),
 
 		keys:   auth.New(rdb),
 		quota:  quota.New(rdb),
 		conns:  quota.NewConns(cfg.Access.MaxSSEConnections),
 		tokens: newEventTokens(cfg.Access.EventsTokenSecret, cfg.Access.EventsTokenTTL),
 
-		kinds: kinds.Registry(),
+		kinds: d.Kinds,
 		env:   intake.EnvOf(cfg.LLM),
 	}
-	s.intake = intake.FromConfig(cfg, rdb, s.store, s.enq, s.insp, s.kinds, s.env, log)
-	s.intake.SetAdmit(s.admitJob)
+	// One in-flight registry: the intake claims entries in it (when
+	// deduplication is on), the lifecycle releases them when jobs end.
+	inflight := cache.NewInflight(rdb)
+	s.life = lifecycle.New(lifecycle.Options{Store: s.store, Webhooks: s.enq, Inspector: s.insp, Inflight: inflight, Log: log})
+	s.intake = intake.FromConfig(cfg, intake.Options{
+		Store: s.store, Enqueuer: s.enq, Inspector: s.insp, Inflight: inflight, Lifecycle: s.life,
+		Kinds: s.kinds, Env: s.env, Admit: s.admitJob, Log: log,
+	})
 	if cfg.Admin.Mounted() {
 		ui, err := newAdminUI(cfg)
 		if err != nil {
@@ -135,8 +164,11 @@ func New(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *Server
 	return s
 }
 
-// Close frees what New opened (the admin UI's connections).
+// Close frees what New opened (the admin UI's connections) and ends the
+// SSE streams of a Server that is not serving. The Redis client of Deps
+// is the caller's to close, after this.
 func (s *Server) Close() error {
+	s.stop()
 	if s.admin != nil {
 		return s.admin.Close()
 	}
@@ -315,11 +347,26 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener of the caller's.
+// RunEvents runs the hub that wakes SSE streams when their jobs' events
+// are written, until ctx ends. Serve runs it; a caller that serves Handler
+// on an http.Server of its own (httptest.NewServer) runs it beside, or its
+// streams only advance at their heartbeats.
+func (s *Server) RunEvents(ctx context.Context) error { return s.hub.Run(ctx) }
+
+// Serve is Run on a listener of the caller's. It returns once the server
+// and the events hub have stopped.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hubCtx, stopHub := context.WithCancel(context.Background())
-	defer stopHub()
-	go func() { _ = s.hub.Run(hubCtx) }()
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		_ = s.RunEvents(hubCtx)
+	}()
+	// The hub stops after the server: streams still draining need it.
+	defer func() {
+		stopHub()
+		<-hubDone
+	}()
 
 	a := s.cfg.Access
 	srv := &http.Server{

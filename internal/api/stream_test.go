@@ -14,6 +14,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
@@ -29,7 +30,7 @@ func endedJob(t testing.TB) (http.Handler, string, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := api.New(cfg, db.Client, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler()
+	h := api.New(cfg, api.Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Handler()
 	rec := post(h, "application/json", `{"question":"When does a stream end?","time_points":["2023-01-01"]}`)
 	var acc api.Accepted
 	if err := json.Unmarshal(rec.Body.Bytes(), &acc); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
@@ -34,7 +35,7 @@ func newWebhookHandler(t *testing.T, env map[string]string) (http.Handler, redis
 	if err != nil {
 		t.Fatal(err)
 	}
-	return api.New(cfg, db.Client, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler(), db
+	return api.New(cfg, api.Deps{Redis: db.Client, Kinds: kinds.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Handler(), db
 }
 
 func wantFieldError(t *testing.T, rec *httptest.ResponseRecorder, field, detail string) {

@@ -1,10 +1,12 @@
 // Package config reads the service's configuration from environment
 // variables into one typed struct with defaults, and validates it once at
-// start. Every error names the variable at fault.
+// start. Every error names the variable at fault. It only parses: the
+// objects the configuration describes (Redis clients, the webhook policy
+// and signer, the gateway) are built by each process's composition root
+// (cmd/api, cmd/worker) and the packages they belong to.
 package config
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,10 +23,6 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/timetravel-ai/timetravel/internal/redisx"
-
-	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
 // Config is the configuration of the api and worker processes. Each process
@@ -166,55 +164,6 @@ func (c Config) ValidateAPI() error {
 	return errors.Join(errs...)
 }
 
-// Webhook configures the delivery of a job's result to the callback_url its
-// submission named, when the job ends. The api checks callback URLs against
-// the same policy that the worker enforces when it connects.
-type Webhook struct {
-	// Secret signs deliveries per Standard Webhooks ("whsec_<base64>", a key
-	// of 24 to 64 bytes). Empty: webhooks are off and the api refuses a
-	// callback_url. Never logged.
-	Secret string `env:"WEBHOOK_SECRET"`
-	// PreviousSecret, during a rotation, signs deliveries too, so that
-	// receivers still holding it verify them. Never logged.
-	PreviousSecret string `env:"WEBHOOK_SECRET_PREVIOUS"`
-	// AllowHTTP admits plain http:// callback URLs (development and
-	// tests); otherwise only https:// is.
-	AllowHTTP bool `env:"WEBHOOK_ALLOW_HTTP" envDefault:"false"`
-	// AllowCIDRs lists addresses or ranges admitted although they are
-	// loopback, private or link-local, each on every port or, with a port,
-	// on that one only: "127.0.0.1/32,10.1.0.0/16:8443,[fd00::/8]:8443"
-	// (see webhook.ParseAllowList). The denied ports are never admitted.
-	AllowCIDRs string `env:"WEBHOOK_ALLOW_CIDRS"`
-	// DeniedPorts are the ports no callback may use, on any address: Redis's
-	// (REDIS_URL), the api's and the worker's (API_ADDR, WORKER_ADDR), and
-	// Redis's and Sentinel's usual ones (6379, 26379). Filled by LoadFrom;
-	// Policy adds the usual ones in any case.
-	DeniedPorts []uint16 `env:"-"`
-	// AttemptTimeout bounds one delivery attempt, from connecting to the
-	// answer. (Field names are unique in Config: parse errors name the
-	// variable by the field's name.)
-	AttemptTimeout time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"15s"`
-	// Concurrency caps the deliveries one worker process makes at once.
-	Concurrency int `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
-}
-
-// Enabled reports whether webhooks are configured (a secret is set).
-func (w Webhook) Enabled() bool { return w.Secret != "" }
-
-// Policy is the check of callback URLs and of the addresses deliveries
-// connect to: the allow-list of AllowCIDRs, and DeniedPorts (with 6379 and
-// 26379 always) refused on every address.
-func (w Webhook) Policy() webhook.Policy {
-	allow, _ := webhook.ParseAllowList(w.AllowCIDRs) // validated at load
-	denied := append(slices.Clone(alwaysDeniedPorts), w.DeniedPorts...)
-	slices.Sort(denied)
-	return webhook.Policy{AllowHTTP: w.AllowHTTP, AllowEntries: allow, DeniedPorts: slices.Compact(denied)}
-}
-
-// alwaysDeniedPorts are Redis's and Redis Sentinel's usual ports: refused
-// to callbacks whatever REDIS_URL says, as another Redis may listen there.
-var alwaysDeniedPorts = []uint16{6379, 26379}
-
 // servicePorts returns the ports of Redis (REDIS_URL) and of the api and
 // the worker (API_ADDR, WORKER_ADDR) that can be read, and the always
 // denied ones: the ports no callback may use.
@@ -233,35 +182,6 @@ func (c Config) servicePorts() []uint16 {
 	}
 	slices.Sort(ports)
 	return slices.Compact(ports)
-}
-
-// Signer signs deliveries with the secret and, during a rotation, the
-// previous one; nil when webhooks are off. Its errors never contain a
-// secret.
-func (w Webhook) Signer() (*webhook.Signer, error) {
-	if !w.Enabled() {
-		return nil, nil
-	}
-	return webhook.NewSigner(w.Secret, w.PreviousSecret)
-}
-
-// Bounds of a webhook secret's key, per the Standard Webhooks
-// specification.
-const (
-	minWebhookKey = 24
-	maxWebhookKey = 64
-)
-
-// checkWebhookSecret says what is wrong with a secret, without repeating it.
-func checkWebhookSecret(secret string) error {
-	if _, err := webhook.NewSigner(secret, ""); err != nil {
-		return err
-	}
-	key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if len(key) < minWebhookKey || len(key) > maxWebhookKey {
-		return fmt.Errorf("the key after whsec_ must be %d to %d bytes (base64), got %d bytes", minWebhookKey, maxWebhookKey, len(key))
-	}
-	return nil
 }
 
 // LLM configures the OpenAI-compatible provider.
@@ -387,11 +307,9 @@ type Provider struct {
 // two processes configured alike name the same provider for every model,
 // and changing OPENAI_BASE_URL or LLM_PROVIDERS changes it.
 func (l LLM) ProviderIdentity(model string) string {
-	if len(l.Providers) == 0 {
-		return DefaultProvider + " " + l.BaseURL
-	}
-	p := l.Providers[0]
-	for _, c := range l.Providers {
+	providers := l.ProviderList()
+	p := providers[0]
+	for _, c := range providers {
 		for _, m := range c.Models {
 			if m == model {
 				p = c
@@ -498,7 +416,7 @@ func (c Config) Validate() error {
 			bad("WEBHOOK_SECRET_PREVIOUS", "%v", err)
 		}
 	}
-	if allow, err := webhook.ParseAllowList(w.AllowCIDRs); err != nil {
+	if allow, err := ParseAllowList(w.AllowCIDRs); err != nil {
 		bad("WEBHOOK_ALLOW_CIDRS", "%v", err)
 	} else {
 		denied := c.servicePorts()
@@ -636,34 +554,4 @@ func envNames(t reflect.Type) map[string]string {
 		}
 	}
 	return m
-}
-
-// NewRedis connects to RedisURL with a pool of at least poolSize
-// connections, named name in Redis' CLIENT LIST. It does not dial until
-// first use.
-//
-// The pool is fixed-size when fixed is set: it opens all its connections
-// at start and keeps them, so that the number of connections a process holds
-// does not move with its load.
-//
-// Its connectivity errors are marked (redisx.Hook), so that a Redis outage
-// is never taken for a failure of the work that met it.
-func (c Config) NewRedis(name string, poolSize int, fixed bool) (*redis.Client, error) {
-	opt, err := redis.ParseURL(c.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("config: REDIS_URL: %w", err)
-	}
-	opt.PoolSize = max(opt.PoolSize, poolSize)
-	if opt.ClientName == "" {
-		opt.ClientName = name
-	}
-	if fixed {
-		opt.MinIdleConns = opt.PoolSize
-		opt.MaxIdleConns = opt.PoolSize
-		opt.ConnMaxIdleTime = -1 // keep them
-		opt.PoolTimeout = 30 * time.Second
-	}
-	rdb := redis.NewClient(opt)
-	rdb.AddHook(redisx.Hook{})
-	return rdb, nil
 }

@@ -323,27 +323,21 @@ func TestWebhookSecretErrorsDoNotRepeatIt(t *testing.T) {
 	}
 }
 
-func TestWebhookPolicyAndSigner(t *testing.T) {
+func TestWebhookSettings(t *testing.T) {
 	t.Parallel()
 	off, err := LoadFrom(map[string]string{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := off.Webhook.Signer(); off.Webhook.Enabled() || s != nil || err != nil {
-		t.Errorf("without a secret: enabled %v, signer %v, %v; want off", off.Webhook.Enabled(), s, err)
-	}
-	if p := off.Webhook.Policy(); p.AllowHTTP || len(p.Allow)+len(p.AllowEntries) != 0 || !slices.Equal(p.DeniedPorts, []uint16{6379, 8080, 9090, 26379}) {
-		t.Errorf("default policy %+v, want https only, no allow-list, and Redis's and the service's ports denied", p)
+	if w := off.Webhook; w.Enabled() || w.AllowHTTP || len(w.AllowList()) != 0 || !slices.Equal(w.Denied(), []uint16{6379, 8080, 9090, 26379}) {
+		t.Errorf("default webhooks %+v (allow-list %v, denied %v), want off, https only, no allow-list, and Redis's and the service's ports denied", w, w.AllowList(), w.Denied())
 	}
 	on, err := LoadFrom(map[string]string{"WEBHOOK_SECRET": testSecretA, "WEBHOOK_ALLOW_HTTP": "1", "WEBHOOK_ALLOW_CIDRS": "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := on.Webhook.Signer(); !on.Webhook.Enabled() || s == nil || err != nil {
-		t.Errorf("with a secret: enabled %v, signer %v, %v", on.Webhook.Enabled(), s, err)
-	}
-	if p := on.Webhook.Policy(); !p.AllowHTTP || len(p.AllowEntries) != 1 || p.AllowEntries[0].String() != "127.0.0.1/32" {
-		t.Errorf("policy %+v, want http allowed and 127.0.0.1/32", p)
+	if w := on.Webhook; !w.Enabled() || !w.AllowHTTP || len(w.AllowList()) != 1 || w.AllowList()[0].String() != "127.0.0.1/32" {
+		t.Errorf("webhooks %+v (allow-list %v), want on, http allowed and 127.0.0.1/32", w, w.AllowList())
 	}
 }
 
@@ -642,15 +636,14 @@ func TestWebhookDeniedPorts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := c.Webhook.Policy()
-			if !slices.Equal(p.DeniedPorts, tt.want) {
-				t.Errorf("denied ports %v, want %v", p.DeniedPorts, tt.want)
+			if got := c.Webhook.Denied(); !slices.Equal(got, tt.want) {
+				t.Errorf("denied ports %v, want %v", got, tt.want)
 			}
 		})
 	}
 	// Without LoadFrom, the usual ports of Redis are denied all the same.
-	if p := (Webhook{}).Policy(); !slices.Equal(p.DeniedPorts, []uint16{6379, 26379}) {
-		t.Errorf("denied ports of a bare Webhook %v, want 6379 and 26379", p.DeniedPorts)
+	if got := (Webhook{}).Denied(); !slices.Equal(got, []uint16{6379, 26379}) {
+		t.Errorf("denied ports of a bare Webhook %v, want 6379 and 26379", got)
 	}
 }
 
@@ -682,7 +675,7 @@ func TestWebhookAllowCIDRs(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got []string
-			for _, e := range c.Webhook.Policy().AllowEntries {
+			for _, e := range c.Webhook.AllowList() {
 				got = append(got, e.String())
 			}
 			if strings.Join(got, " ") != tt.want {

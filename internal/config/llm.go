@@ -26,10 +26,7 @@ var providerName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 func (l *LLM) resolve(getenv func(string) string) error {
 	var errs []error
 	if strings.TrimSpace(l.ProvidersJSON) == "" {
-		l.Providers = []Provider{{
-			Name: DefaultProvider, BaseURL: l.BaseURL, APIKeyEnv: "OPENAI_API_KEY", APIKey: l.APIKey,
-			APIType: l.APIType, APIVersion: l.APIVersion, MaxInFlight: l.MaxInFlight, RPM: l.RPM, TPM: l.TPM,
-		}}
+		l.Providers = []Provider{l.defaultProvider()}
 	} else if ps, err := parseProviders(l.ProvidersJSON); err != nil {
 		errs = append(errs, fmt.Errorf("config: LLM_PROVIDERS: %w", err))
 	} else {
@@ -59,6 +56,25 @@ func (l *LLM) resolve(getenv func(string) string) error {
 	}
 	l.Fallbacks = fb
 	return errors.Join(errs...)
+}
+
+// defaultProvider is the provider the OPENAI_* variables describe.
+func (l LLM) defaultProvider() Provider {
+	return Provider{
+		Name: DefaultProvider, BaseURL: l.BaseURL, APIKeyEnv: "OPENAI_API_KEY", APIKey: l.APIKey,
+		APIType: l.APIType, APIVersion: l.APIVersion, MaxInFlight: l.MaxInFlight, RPM: l.RPM, TPM: l.TPM,
+	}
+}
+
+// ProviderList is the providers the service calls, in order: Providers
+// as LoadFrom resolved them (LLM_PROVIDERS, or else the provider of the
+// OPENAI_* variables) or, in an LLM built by hand with none, the provider
+// of its OPENAI_* fields.
+func (l LLM) ProviderList() []Provider {
+	if len(l.Providers) == 0 {
+		return []Provider{l.defaultProvider()}
+	}
+	return l.Providers
 }
 
 func parseProviders(s string) ([]Provider, error) {

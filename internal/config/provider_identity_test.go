@@ -60,3 +60,32 @@ func TestProviderIdentityUnresolved(t *testing.T) {
 		})
 	}
 }
+
+// ProviderList is the one definition of the provider list: the resolved
+// Providers, or, in an LLM built by hand without them, the provider of the
+// OPENAI_* fields, as LoadFrom would have resolved it.
+func TestProviderList(t *testing.T) {
+	t.Parallel()
+	loaded, err := LoadFrom(map[string]string{"OPENAI_BASE_URL": "https://llm.example/v1", "OPENAI_API_KEY": "k", "LLM_MAX_IN_FLIGHT": "7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		llm  LLM
+		want Provider
+	}{
+		{"loaded", loaded.LLM, loaded.LLM.Providers[0]},
+		{"built by hand", LLM{BaseURL: "https://llm.example/v1", APIKey: "k", APIType: "openai", APIVersion: loaded.LLM.APIVersion, MaxInFlight: 7}, loaded.LLM.Providers[0]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := tt.llm.ProviderList()
+			if len(got) != 1 || got[0].Name != tt.want.Name || got[0].BaseURL != tt.want.BaseURL || got[0].APIKey != tt.want.APIKey ||
+				got[0].APIType != tt.want.APIType || got[0].MaxInFlight != tt.want.MaxInFlight {
+				t.Errorf("providers %+v, want [%+v]", got, tt.want)
+			}
+		})
+	}
+}

@@ -56,17 +56,18 @@ const (
 )
 
 // MemberEvent is the name of a member event of a job whose kind calls its
-// members noun: <noun>.<verb> ("snapshot.started"). Payloads: started
-// carries the member's identity (job.Member.RefData) and its attempt (and
-// cached:true, attempt 0, for a cached answer); delta {index, text};
-// completed the identity, model, text, duration_ms (and cached:true);
-// failed the identity and error.
+// members noun: <noun>.<verb> ("snapshot.started"). Payloads (see
+// Catalog): started carries the member's identity (MemberIdentity and the
+// kind's Ref fields) and MemberStartedData; delta MemberDeltaData;
+// completed the identity and MemberCompletedData; failed the identity and
+// ErrorData.
 func MemberEvent(noun job.Noun, verb string) string { return string(noun) + "." + verb }
 
 // PartEvent is the name of an event of the aggregation part part:
-// <part>.<verb> ("narrative.delta"). Payloads: a streamed part's delta and
-// completed {text}, a structured part's completed {<part>: value}, both
-// with cached:true when from the result cache; failed {error}.
+// <part>.<verb> ("narrative.delta"). Payloads (see Catalog): a streamed
+// part's delta PartDeltaData and completed PartTextData, a structured
+// part's completed {<part>: value} (PartValueData), both completed with
+// cached:true when from the result cache; failed ErrorData.
 func PartEvent(part, verb string) string { return part + "." + verb }
 
 // Channel is the Pub/Sub channel on which writers announce "job <id> has new
@@ -96,7 +97,8 @@ var idPattern = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
 // Last-Event-ID must.
 func ValidID(s string) bool { return idPattern.MatchString(s) }
 
-// Payloads. Field names are part of the public contract (docs/api.md).
+// Payloads. Field names are part of the public contract (docs/api.md);
+// Catalog lists which event has which (catalog.go has the rest).
 
 // AcceptedData is the part of the payload of job.accepted that every kind
 // has; the kind adds its own fields (AcceptedPayload).
@@ -143,8 +145,9 @@ type AggregateStartedData struct {
 	Attempt int `json:"attempt"`
 }
 
-// DeltaData is the payload of <noun>.delta (with Index) and of a streamed
-// part's <part>.delta (without).
+// DeltaData decodes both <noun>.delta (with Index) and a streamed part's
+// <part>.delta (without), for readers of any delta; writers use
+// MemberDeltaData and PartDeltaData.
 type DeltaData struct {
 	Index *int   `json:"index,omitempty"`
 	Text  string `json:"text"`
@@ -164,7 +167,9 @@ type CompletedData struct {
 	Cached bool `json:"cached,omitempty"`
 }
 
-// WebhookData is the payload of webhook.delivered and webhook.failed.
+// WebhookData decodes both webhook.delivered and webhook.failed, for
+// readers of either; their payloads are WebhookDeliveredData and
+// WebhookFailedData.
 type WebhookData struct {
 	// WebhookID is the webhook-id header of every attempt: msg_<job id>.
 	WebhookID  string `json:"webhook_id"`

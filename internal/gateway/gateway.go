@@ -50,6 +50,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,8 @@ type Gateway struct {
 	// waiting, if set, is called when a call or an admission starts to
 	// wait for a breaker (a test's signal).
 	waiting func()
+	// transport is the provider clients' pooled transport (Close).
+	transport *http.Transport
 }
 
 // Options are the parts of a Gateway that do not come from configuration.
@@ -142,14 +145,9 @@ func New(cfg config.LLM, o Options) *Gateway {
 		log:          o.Log,
 		budget:       o.Budget,
 	}
-	providers := cfg.Providers
-	if len(providers) == 0 {
-		providers = []config.Provider{{
-			Name: config.DefaultProvider, BaseURL: cfg.BaseURL, APIKey: cfg.APIKey, APIType: cfg.APIType,
-			APIVersion: cfg.APIVersion, MaxInFlight: cfg.MaxInFlight, RPM: cfg.RPM, TPM: cfg.TPM,
-		}}
-	}
+	providers := cfg.ProviderList()
 	transport := llm.NewTransport()
+	g.transport = transport
 	for _, pc := range providers {
 		client := o.Callers[pc.Name]
 		if client == nil {
@@ -190,6 +188,11 @@ func New(cfg config.LLM, o Options) *Gateway {
 	})
 	return g
 }
+
+// Close closes the idle connections to the providers, so that nothing of
+// the gateway outlives the process's shutdown; calls made after it open
+// new ones. Call it once the calls have ended.
+func (g *Gateway) Close() { g.transport.CloseIdleConnections() }
 
 // breakerRamp maps LLM_BREAKER_RAMP to the breaker's setting, where 0
 // means "as long as it stays open" and a negative value turns the ramp

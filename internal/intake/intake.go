@@ -15,16 +15,15 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/lifecycle"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
-	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
 // Options wire an Intake.
@@ -36,6 +35,9 @@ type Options struct {
 	Cache *cache.Cache
 	// Inflight deduplicates identical requests; nil turns that off.
 	Inflight *cache.Inflight
+	// Lifecycle queues the webhook of a job served whole from the caches,
+	// which ends as it is created; nil: one on Store and Enqueuer.
+	Lifecycle *lifecycle.Lifecycle
 	// Kinds are the job kinds served (kinds.Registry()): a spec's kind
 	// plans its job.
 	Kinds *jobkind.Registry
@@ -64,20 +66,19 @@ func EnvOf(cfg config.LLM) jobkind.Env {
 	}
 }
 
-// FromConfig wires the Intake cfg describes: caching and deduplication on
-// or off and the job deadline, serving the kinds of reg in env (the
-// process builds both once, see EnvOf).
-func FromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, reg *jobkind.Registry, env jobkind.Env, log *slog.Logger) *Intake {
-	o := Options{
-		Store: st, Enqueuer: enq, Inspector: insp, Kinds: reg, Env: env,
-		Deadline: cfg.JobDeadline, Log: log,
-	}
+// FromConfig returns the Intake that cfg describes on the process's objects
+// in o (Store, Enqueuer, Inspector, Inflight, Lifecycle, Kinds, Env, Log,
+// Admit): the answer caches (made on the store's Redis) when caching is on,
+// o.Inflight only when deduplication is on, and cfg's job deadline.
+func FromConfig(cfg config.Config, o Options) *Intake {
+	o.Cache = nil
 	if cfg.Cache.Caching {
-		o.Cache = cache.New(rdb, cache.TTLs{Past: cfg.Cache.PastTTL, Today: cfg.Cache.TodayTTL})
+		o.Cache = cache.New(o.Store.Redis(), cache.TTLs{Past: cfg.Cache.PastTTL, Today: cfg.Cache.TodayTTL})
 	}
-	if cfg.Cache.Dedup {
-		o.Inflight = cache.NewInflight(rdb)
+	if !cfg.Cache.Dedup {
+		o.Inflight = nil
 	}
+	o.Deadline = cfg.JobDeadline
 	return New(o)
 }
 
@@ -95,6 +96,9 @@ type Intake struct {
 func New(o Options) *Intake {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Lifecycle == nil {
+		o.Lifecycle = lifecycle.New(lifecycle.Options{Store: o.Store, Webhooks: o.Enqueuer, Inspector: o.Inspector, Inflight: o.Inflight, Log: o.Log})
 	}
 	return &Intake{o: o, now: time.Now}
 }
@@ -309,7 +313,9 @@ func fillMembers(j *job.Job, hits []*cache.Answer, now time.Time) {
 }
 
 // serveCached stores j as ended, made wholly of cached answers and the
-// cached result r, and queues its webhook.
+// cached result r, and queues its webhook. The job's other end effects
+// (lifecycle.Ended) do not apply: it held no in-flight entry, and its
+// timings, all zero, would only blur those of the jobs that ran.
 func (in *Intake) serveCached(ctx context.Context, kind jobkind.Kind, j *job.Job, hits []*cache.Answer, r *job.Result) (Outcome, error) {
 	now := j.CreatedAt
 	fillMembers(j, hits, now)
@@ -324,7 +330,7 @@ func (in *Intake) serveCached(ctx context.Context, kind jobkind.Kind, j *job.Job
 		metrics.CacheCallsSaved.WithLabelValues(part).Inc()
 	}
 	if j.Spec.CallbackURL != "" {
-		if err := in.queueWebhook(ctx, j.ID); err != nil {
+		if err := in.o.Lifecycle.QueueWebhook(ctx, j.ID, j); err != nil {
 			// The job stays answered; the client can read it. Its
 			// webhook is the one thing lost, so say so loudly.
 			in.o.Log.Error("could not queue the webhook of a cached job", "job_id", j.ID, "err", err)
@@ -353,13 +359,6 @@ func (in *Intake) calledParts(kind jobkind.Kind, j *job.Job) []string {
 		}
 	}
 	return names
-}
-
-func (in *Intake) queueWebhook(ctx context.Context, jobID string) error {
-	if err := in.o.Enqueuer.EnqueueWebhook(ctx, jobID, webhook.MaxRetries); err != nil {
-		return err
-	}
-	return in.o.Store.WebhookQueued(ctx, jobID)
 }
 
 // claim makes j the holder of fp, or returns the live job that holds it.
@@ -465,7 +464,3 @@ func indexes(n int) []int {
 	}
 	return out
 }
-
-// SetAdmit sets the Admit hook (see Options.Admit); call it before the
-// Intake serves requests.
-func (in *Intake) SetAdmit(f func(ctx context.Context, j *job.Job, runs bool) error) { in.o.Admit = f }

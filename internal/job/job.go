@@ -7,9 +7,13 @@
 package job
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"net/url"
+	"reflect"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -213,18 +217,25 @@ func (m Member) RefData() map[string]any {
 
 // mergeObject adds fields to the JSON object b.
 func mergeObject(b []byte, fields map[string]string) ([]byte, error) {
-	var o map[string]json.RawMessage
-	if err := json.Unmarshal(b, &o); err != nil {
+	// A Ref field never takes a Member field's name: should one try, the
+	// member's own field wins, as the events' payloads have it.
+	for k := range fields {
+		if memberFields[k] {
+			kept := make(map[string]string, len(fields))
+			for k, v := range fields {
+				if !memberFields[k] {
+					kept[k] = v
+				}
+			}
+			fields = kept
+			break
+		}
+	}
+	extra, err := json.Marshal(fields)
+	if err != nil {
 		return nil, err
 	}
-	for k, v := range fields {
-		if _, taken := o[k]; taken {
-			continue
-		}
-		raw, _ := json.Marshal(v)
-		o[k] = raw
-	}
-	return json.Marshal(o)
+	return JoinObjects(b, extra)
 }
 
 // Part is one part of a job's aggregation: a call over the members'
@@ -567,7 +578,11 @@ type View struct {
 
 type viewJSON View
 
-// MarshalJSON writes the view with the kind's fields beside the others.
+// MarshalJSON writes the view with the kind's fields beside the others;
+// a kind's field never replaces a common one. A kind's view is a struct
+// whose names are checked once per type: then the two objects are joined
+// as they are, one encoding and no decoding (a GET of a job is the api's
+// most frequent read).
 func (v View) MarshalJSON() ([]byte, error) {
 	b, err := json.Marshal(viewJSON(v))
 	if err != nil || v.Fields == nil {
@@ -576,6 +591,9 @@ func (v View) MarshalJSON() ([]byte, error) {
 	extra, err := json.Marshal(v.Fields)
 	if err != nil {
 		return nil, err
+	}
+	if disjointFromView(reflect.TypeOf(v.Fields)) {
+		return JoinObjects(b, extra)
 	}
 	var o, e map[string]json.RawMessage
 	if err := json.Unmarshal(b, &o); err != nil {
@@ -590,6 +608,83 @@ func (v View) MarshalJSON() ([]byte, error) {
 		}
 	}
 	return json.Marshal(o)
+}
+
+// viewNames are View's JSON field names.
+var viewNames = func() map[string]bool {
+	out := map[string]bool{}
+	for _, n := range structJSONNames(reflect.TypeFor[viewJSON]()) {
+		out[n] = true
+	}
+	return out
+}()
+
+// disjoint caches disjointFromView per type.
+var disjoint sync.Map // reflect.Type → bool
+
+// disjointFromView reports whether t is a struct (or a pointer to one)
+// whose JSON names (without embedded structs) are all different from
+// View's.
+func disjointFromView(t reflect.Type) bool {
+	if ok, seen := disjoint.Load(t); seen {
+		return ok.(bool)
+	}
+	st := t
+	for st.Kind() == reflect.Pointer {
+		st = st.Elem()
+	}
+	ok := st.Kind() == reflect.Struct
+	if ok {
+		for i := range st.NumField() {
+			if st.Field(i).Anonymous {
+				ok = false
+			}
+		}
+		for _, n := range structJSONNames(st) {
+			if viewNames[n] {
+				ok = false
+			}
+		}
+	}
+	disjoint.Store(t, ok)
+	return ok
+}
+
+// structJSONNames returns the JSON names of struct type t's fields.
+func structJSONNames(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// JoinObjects returns the JSON object with a's fields, then b's: both
+// must be JSON objects (as json.Marshal writes them) whose field names
+// differ. It copies bytes only.
+func JoinObjects(a, b []byte) ([]byte, error) {
+	a, b = bytes.TrimSpace(a), bytes.TrimSpace(b)
+	if len(a) < 2 || a[0] != '{' || a[len(a)-1] != '}' || len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return nil, errors.New("job: join of values that are not JSON objects")
+	}
+	if len(bytes.TrimSpace(b[1:len(b)-1])) == 0 {
+		return a, nil
+	}
+	if len(bytes.TrimSpace(a[1:len(a)-1])) == 0 {
+		return b, nil
+	}
+	out := make([]byte, 0, len(a)+len(b))
+	out = append(out, a[:len(a)-1]...)
+	out = append(out, ',')
+	return append(out, b[1:]...), nil
 }
 
 // View returns the common part of the client-facing form of the job; the

@@ -8,6 +8,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -26,13 +27,20 @@ import (
 )
 
 // Main runs run with the process's configuration, logger and a context that
-// ends on the first signal, and exits the process with its outcome.
+// ends on the first signal, and exits the process with its outcome, once
+// what it started (profiling, tracing) has stopped.
 func Main(name string, run func(ctx context.Context, cfg config.Config, log *slog.Logger) error) {
 	version.HandleFlag()
+	os.Exit(runMain(name, run))
+}
+
+// runMain is Main up to the exit: 0 when run succeeded, 1 when it failed, 2
+// when the process could not start.
+func runMain(name string, run func(ctx context.Context, cfg config.Config, log *slog.Logger) error) int {
 	cfg, err := config.Load()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(2)
+		return 2
 	}
 	level, _ := config.ParseLogLevel(cfg.LogLevel)
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", name)
@@ -41,6 +49,7 @@ func Main(name string, run func(ctx context.Context, cfg config.Config, log *slo
 	log.Info("starting", "version", version.Version, "config", cfg)
 
 	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
@@ -54,20 +63,21 @@ func Main(name string, run func(ctx context.Context, cfg config.Config, log *slo
 
 	if addr := os.Getenv("PPROF_ADDR"); addr != "" {
 		// Profiling on a listener of its own, never on the public one.
+		srv := &http.Server{Addr: addr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
-			srv := &http.Server{Addr: addr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second}
 			log.Info("pprof listening", "addr", addr)
-			if err := srv.ListenAndServe(); err != nil {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Warn("pprof server", "err", err)
 			}
 		}()
+		defer srv.Close()
 	}
 
 	// Tracing from the standard OTEL_* variables; a no-op when they are unset.
 	shutdownTracing, err := tracing.Setup(ctx, name)
 	if err != nil {
 		log.Error("tracing", "err", err)
-		os.Exit(2)
+		return 2
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -77,6 +87,7 @@ func Main(name string, run func(ctx context.Context, cfg config.Config, log *slo
 
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("exiting", "err", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }

@@ -276,29 +276,23 @@ func createdEvents(j *job.Job, cached bool) ([]events.Event, error) {
 	}
 	evs = append(evs, events.Event{Type: events.JobAccepted, Data: acc})
 	noun := nounOf(j)
-	with := func(m job.Member, kv ...any) map[string]any {
-		d := m.RefData()
-		for i := 0; i+1 < len(kv); i += 2 {
-			d[kv[i].(string)] = kv[i+1]
+	member := func(typ string, m job.Member, data any) error {
+		b, err := events.MemberPayload(m, data)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", typ, err)
 		}
-		if m.Cached {
-			d["cached"] = true
-		}
-		return d
+		evs = append(evs, events.Event{Type: typ, Data: b})
+		return nil
 	}
 	for _, m := range j.Members {
 		if m.Status != job.MemberCompleted {
 			continue
 		}
-		i := m.Index
-		completed := with(m, "text", m.Text, "duration_ms", 0)
-		if m.Model != "" {
-			completed["model"] = m.Model
-		}
+		started, completed := events.MemberEvent(noun, events.VerbStarted), events.MemberEvent(noun, events.VerbCompleted)
 		err = errors.Join(
-			add(events.MemberEvent(noun, events.VerbStarted), with(m, "attempt", 0)),
-			add(events.MemberEvent(noun, events.VerbDelta), events.DeltaData{Index: &i, Text: m.Text}),
-			add(events.MemberEvent(noun, events.VerbCompleted), completed))
+			member(started, m, events.MemberStartedData{Attempt: 0, Cached: m.Cached}),
+			add(events.MemberEvent(noun, events.VerbDelta), events.MemberDeltaData{Index: m.Index, Text: m.Text}),
+			member(completed, m, events.MemberCompletedData{Model: m.Model, Text: m.Text, DurationMS: 0, Cached: m.Cached}))
 		if err != nil {
 			return nil, err
 		}
@@ -309,7 +303,7 @@ func createdEvents(j *job.Job, cached bool) ([]events.Event, error) {
 	if r := j.Result; r != nil {
 		for _, p := range r.Parts {
 			if p.Error == "" && p.Value == nil {
-				if err := add(events.PartEvent(p.Name, events.VerbDelta), events.DeltaData{Text: p.Text}); err != nil {
+				if err := add(events.PartEvent(p.Name, events.VerbDelta), events.PartDeltaData{Text: p.Text}); err != nil {
 					return nil, err
 				}
 			}

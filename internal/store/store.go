@@ -447,7 +447,7 @@ func (s *Store) StartMember(ctx context.Context, jobID string, index int, owner,
 // owner's deltas from 1: a delta whose number was appended already (a
 // retry after a lost reply) is not appended again.
 func (s *Store) AppendMemberText(ctx context.Context, jobID string, index int, owner string, seq int, text string) error {
-	d, _ := json.Marshal(events.DeltaData{Index: &index, Text: text})
+	d, _ := json.Marshal(events.MemberDeltaData{Index: index, Text: text})
 	i := strconv.Itoa(index)
 	return s.emit(ctx, jobID, ",queued,running,", "o:"+i, owner, "q:"+i, "", events.VerbDelta, d, seq, "", nil)
 }
@@ -562,7 +562,7 @@ func (s *Store) GetWithParts(ctx context.Context, jobID string) (*job.Job, map[s
 // part from 1, as for AppendMemberText: each part counts its own, so parts
 // may stream concurrently.
 func (s *Store) AppendPartText(ctx context.Context, jobID, owner, part string, seq int, text string) error {
-	d, _ := json.Marshal(events.DeltaData{Text: text})
+	d, _ := json.Marshal(events.PartDeltaData{Text: text})
 	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, "q:agg:"+part, part, events.VerbDelta, d, seq, "", nil)
 }
 
@@ -590,25 +590,15 @@ func (s *Store) EmitPart(ctx context.Context, jobID, owner string, p job.Part, c
 	return s.emit(ctx, jobID, ",aggregating,", "o:agg", owner, "", p.Name, verb, d, 0, p.Name, record)
 }
 
-// textData is the payload of a streamed part's <part>.completed.
-type textData struct {
-	Text   string `json:"text"`
-	Cached bool   `json:"cached,omitempty"`
-}
-
 // partTerminal returns the verb and payload of p's terminal event.
 func partTerminal(p job.Part, cached bool) (string, any) {
 	switch {
 	case p.Error != "":
 		return events.VerbFailed, events.ErrorData{Error: p.Error}
 	case p.Value != nil:
-		d := map[string]any{p.Name: p.Value}
-		if cached {
-			d["cached"] = true
-		}
-		return events.VerbCompleted, d
+		return events.VerbCompleted, events.PartValueData(p.Name, p.Value, cached)
 	}
-	return events.VerbCompleted, textData{Text: p.Text, Cached: cached}
+	return events.VerbCompleted, events.PartTextData{Text: p.Text, Cached: cached}
 }
 
 // emit appends an event; see emitScript. seqField names the field that

@@ -51,54 +51,15 @@ func Example() {
 	fmt.Println(string(b))
 	// Output:
 	// {
+	//   "job_id": "0190",
+	//   "kind": "timetravel",
+	//   "status": "completed",
+	//   "question": "Which AI model is best?",
 	//   "cache": "use",
 	//   "cached": false,
-	//   "complexity": "brief",
 	//   "created_at": "2026-11-26T10:00:00Z",
 	//   "deadline": "2026-11-26T10:02:00Z",
-	//   "errors": [],
 	//   "finished_at": "2026-11-26T10:00:03Z",
-	//   "force_time_travel": false,
-	//   "job_id": "0190",
-	//   "key_changes": [
-	//     {
-	//       "from": "2023-01-01",
-	//       "to": "2024-05-01",
-	//       "from_label": "January 2023",
-	//       "to_label": "May 2024",
-	//       "changes": [
-	//         "GPT-4o released"
-	//       ]
-	//     }
-	//   ],
-	//   "kind": "timetravel",
-	//   "narrative": "GPT-4 gave way to GPT-4o.",
-	//   "question": "Which AI model is best?",
-	//   "snapshots": [
-	//     {
-	//       "attempts": 1,
-	//       "completed_at_ms": 1795687201000,
-	//       "date": "2023-01-01",
-	//       "index": 0,
-	//       "label": "January 2023",
-	//       "model": "gpt-4o-mini",
-	//       "started_at_ms": 1795687200100,
-	//       "status": "completed",
-	//       "text": "GPT-4 leads."
-	//     },
-	//     {
-	//       "attempts": 1,
-	//       "completed_at_ms": 1795687202000,
-	//       "date": "2024-05-01",
-	//       "index": 1,
-	//       "label": "May 2024",
-	//       "model": "gpt-4o-mini",
-	//       "started_at_ms": 1795687200100,
-	//       "status": "completed",
-	//       "text": "GPT-4o is out."
-	//     }
-	//   ],
-	//   "status": "completed",
 	//   "timings": {
 	//     "fan_in_ms": 0,
 	//     "key_changes_ms": 400,
@@ -110,6 +71,45 @@ func Example() {
 	//     ],
 	//     "snapshots_ms": 1900,
 	//     "total_ms": 3000
-	//   }
+	//   },
+	//   "errors": [],
+	//   "complexity": "brief",
+	//   "force_time_travel": false,
+	//   "snapshots": [
+	//     {
+	//       "index": 0,
+	//       "label": "January 2023",
+	//       "status": "completed",
+	//       "text": "GPT-4 leads.",
+	//       "model": "gpt-4o-mini",
+	//       "attempts": 1,
+	//       "started_at_ms": 1795687200100,
+	//       "completed_at_ms": 1795687201000,
+	//       "date": "2023-01-01"
+	//     },
+	//     {
+	//       "index": 1,
+	//       "label": "May 2024",
+	//       "status": "completed",
+	//       "text": "GPT-4o is out.",
+	//       "model": "gpt-4o-mini",
+	//       "attempts": 1,
+	//       "started_at_ms": 1795687200100,
+	//       "completed_at_ms": 1795687202000,
+	//       "date": "2024-05-01"
+	//     }
+	//   ],
+	//   "key_changes": [
+	//     {
+	//       "from": "2023-01-01",
+	//       "to": "2024-05-01",
+	//       "from_label": "January 2023",
+	//       "to_label": "May 2024",
+	//       "changes": [
+	//         "GPT-4o released"
+	//       ]
+	//     }
+	//   ],
+	//   "narrative": "GPT-4 gave way to GPT-4o."
 	// }
 }

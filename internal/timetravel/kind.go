@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/cache"
+	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
 	"github.com/timetravel-ai/timetravel/internal/llm"
@@ -23,18 +24,18 @@ const (
 	PartNarrative  = "narrative"
 )
 
-// Event names of time travel's members and parts (see package events for
-// the rules that make them).
-const (
-	EventSnapshotStarted     = "snapshot.started"
-	EventSnapshotDelta       = "snapshot.delta"
-	EventSnapshotCompleted   = "snapshot.completed"
-	EventSnapshotFailed      = "snapshot.failed"
-	EventKeyChangesCompleted = "key_changes.completed"
-	EventKeyChangesFailed    = "key_changes.failed"
-	EventNarrativeDelta      = "narrative.delta"
-	EventNarrativeCompleted  = "narrative.completed"
-	EventNarrativeFailed     = "narrative.failed"
+// Event names of time travel's members and parts, made by package events'
+// rules (events.Catalog lists every event of the kind, with its payload).
+var (
+	EventSnapshotStarted     = events.MemberEvent(Noun, events.VerbStarted)
+	EventSnapshotDelta       = events.MemberEvent(Noun, events.VerbDelta)
+	EventSnapshotCompleted   = events.MemberEvent(Noun, events.VerbCompleted)
+	EventSnapshotFailed      = events.MemberEvent(Noun, events.VerbFailed)
+	EventKeyChangesCompleted = events.PartEvent(PartKeyChanges, events.VerbCompleted)
+	EventKeyChangesFailed    = events.PartEvent(PartKeyChanges, events.VerbFailed)
+	EventNarrativeDelta      = events.PartEvent(PartNarrative, events.VerbDelta)
+	EventNarrativeCompleted  = events.PartEvent(PartNarrative, events.VerbCompleted)
+	EventNarrativeFailed     = events.PartEvent(PartNarrative, events.VerbFailed)
 )
 
 // Complexity sets how long and detailed the answers are.

@@ -48,6 +48,11 @@ func NewSender(policy Policy, signer *Signer, timeout time.Duration) *Sender {
 	}
 }
 
+// Close closes the Sender's idle connections to receivers, so that
+// nothing of it outlives the process's shutdown. Call it once the
+// deliveries have ended.
+func (s *Sender) Close() { s.client.CloseIdleConnections() }
+
 // Result is the outcome of one attempt.
 type Result struct {
 	// StatusCode is the receiver's answer; 0 when there was none.

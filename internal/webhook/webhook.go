@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"code.dny.dev/ssrf"
+
+	"github.com/timetravel-ai/timetravel/internal/config"
 )
 
 // Policy says which callback URLs are acceptable, and which addresses a
@@ -44,25 +46,9 @@ type Policy struct {
 }
 
 // AllowEntry admits a range of addresses that are otherwise refused
-// (loopback, private, link-local), on one port or on every port.
-type AllowEntry struct {
-	Prefix netip.Prefix
-	// Port restricts the entry to one port; 0 means every port but the
-	// denied ones.
-	Port uint16
-}
-
-// String writes e as ParseAllowList reads it: "10.0.0.0/8",
-// "10.0.0.0/8:8443", "[fd00::/8]:8443".
-func (e AllowEntry) String() string {
-	if e.Port == 0 {
-		return e.Prefix.String()
-	}
-	if e.Prefix.Addr().Is6() {
-		return "[" + e.Prefix.String() + "]:" + strconv.Itoa(int(e.Port))
-	}
-	return e.Prefix.String() + ":" + strconv.Itoa(int(e.Port))
-}
+// (loopback, private, link-local), on one port or on every port. Its
+// grammar is WEBHOOK_ALLOW_CIDRS's, which package config reads.
+type AllowEntry = config.AllowEntry
 
 // ErrURL is wrapped by every reason ValidateURL refuses a URL.
 var ErrURL = errors.New("invalid callback URL")
@@ -216,72 +202,22 @@ func (p Policy) resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 	return out, nil
 }
 
-// ParseAllowList reads a comma-separated allow-list (WEBHOOK_ALLOW_CIDRS):
-// addresses or CIDR ranges, each with an optional port that restricts it to
-// that port: "127.0.0.1", "10.1.0.0/16", "10.1.0.0/16:8443",
-// "127.0.0.1:9000", "::1", "fd00::/8", "[fd00::/8]:8443", "[::1]:9000". An
-// IPv6 entry with a port needs the brackets. An IPv4-mapped IPv6 entry is
-// read as its IPv4 range.
-func ParseAllowList(s string) ([]AllowEntry, error) {
-	var out []AllowEntry
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		e, err := parseAllowEntry(f)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not an address or CIDR range with an optional port (\"10.0.0.0/8\", \"10.0.0.0/8:8443\", \"[fd00::/8]:8443\"): %w", f, err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
+// ParseAllowList reads a comma-separated allow-list (WEBHOOK_ALLOW_CIDRS);
+// see config.ParseAllowList.
+func ParseAllowList(s string) ([]AllowEntry, error) { return config.ParseAllowList(s) }
+
+// PolicyOf is the Policy that w configures: http:// when allowed, the
+// allow-list of WEBHOOK_ALLOW_CIDRS and the denied ports.
+func PolicyOf(w config.Webhook) Policy {
+	return Policy{AllowHTTP: w.AllowHTTP, AllowEntries: w.AllowList(), DeniedPorts: w.Denied()}
 }
 
-func parseAllowEntry(f string) (AllowEntry, error) {
-	var e AllowEntry
-	rng, port := f, ""
-	switch {
-	case strings.HasPrefix(f, "["):
-		end := strings.Index(f, "]")
-		if end < 0 {
-			return e, errors.New("no closing bracket")
-		}
-		rng, port = f[1:end], f[end+1:]
-		if port != "" {
-			var ok bool
-			if port, ok = strings.CutPrefix(port, ":"); !ok {
-				return e, errors.New("want a port after the closing bracket")
-			}
-		}
-	case strings.Count(f, ":") == 1:
-		rng, port, _ = strings.Cut(f, ":")
+// SignerOf is the Signer of w's secret and, during a rotation, its
+// previous one; nil when webhooks are off (no secret). Its errors never
+// contain a secret.
+func SignerOf(w config.Webhook) (*Signer, error) {
+	if !w.Enabled() {
+		return nil, nil
 	}
-	if port != "" {
-		n, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || n == 0 {
-			return e, errors.New("the port must be from 1 to 65535")
-		}
-		e.Port = uint16(n)
-	}
-	if strings.Contains(rng, "/") {
-		pr, err := netip.ParsePrefix(rng)
-		if err != nil {
-			return e, errors.New("bad CIDR range")
-		}
-		e.Prefix = pr.Masked()
-	} else {
-		a, err := netip.ParseAddr(rng)
-		if err != nil || a.Zone() != "" {
-			return e, errors.New("bad address")
-		}
-		e.Prefix = netip.PrefixFrom(a, a.BitLen())
-	}
-	if a := e.Prefix.Addr(); a.Is4In6() {
-		if e.Prefix.Bits() < 96 {
-			return e, errors.New("an IPv4-mapped range must be /96 or longer")
-		}
-		e.Prefix = netip.PrefixFrom(a.Unmap(), e.Prefix.Bits()-96)
-	}
-	return e, nil
+	return NewSigner(w.Secret, w.PreviousSecret)
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
 	"github.com/timetravel-ai/timetravel/internal/llm"
-	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -62,7 +61,7 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 		// safety net of every path that ends a job: when queuing fails,
 		// asynq runs it again, and the next run finds the job ended and
 		// queues again.
-		if werr := h.queueWebhook(ctx, p.JobID, ended); werr != nil {
+		if werr := h.life.QueueWebhook(ctx, p.JobID, ended); werr != nil {
 			log.Warn("could not queue the webhook; the aggregation task will try again", "err", werr)
 			return werr
 		}
@@ -79,10 +78,10 @@ func (h *Handlers) HandleAggregate(ctx context.Context, t *asynq.Task) error {
 		ferr := h.store.Finish(fctx, p.JobID, job.StatusFailed, "aggregation failed: "+err.Error(), nil)
 		var ended *job.Job
 		if ferr == nil {
-			ended = h.jobEnded(fctx, p.JobID)
+			ended = h.life.Ended(fctx, p.JobID)
 		}
 		log.Error("aggregation failed for good; job failed", "err", err, "finish_err", ferr)
-		if werr := h.queueWebhook(ctx, p.JobID, ended); werr != nil {
+		if werr := h.life.QueueWebhook(ctx, p.JobID, ended); werr != nil {
 			// The spare delivery finds the job ended and queues again.
 			log.Warn("could not queue the webhook; the aggregation task will try again", "err", werr)
 			return werr
@@ -273,7 +272,7 @@ func (h *Handlers) endOverdue(ctx context.Context, jobID string) (*job.Job, erro
 			h.log.Warn("withdraw "+string(noun)+" tasks", "job_id", jobID, "err", err)
 		}
 	}
-	return h.jobEnded(ctx, jobID), nil
+	return h.life.Ended(ctx, jobID), nil
 }
 
 // aggregate runs the aggregation of jobID and returns the job as it ended,
@@ -318,7 +317,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 		if err := h.store.FinishAggregate(ctx, jobID, owner, job.StatusFailed, msg, j.Result); err != nil {
 			return nil, err
 		}
-		return h.jobEnded(ctx, jobID), nil
+		return h.life.Ended(ctx, jobID), nil
 	}
 
 	kind, parts, err := h.partsOf(j, done)
@@ -328,7 +327,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 		if err := h.store.FinishAggregate(ctx, jobID, owner, job.StatusFailed, "aggregation failed: "+err.Error(), j.Result); err != nil {
 			return nil, err
 		}
-		return h.jobEnded(ctx, jobID), nil
+		return h.life.Ended(ctx, jobID), nil
 	}
 	res := newResult(j)
 	restored := restoreParts(res, parts, begun.Parts)
@@ -345,7 +344,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 				return nil, err
 			}
 			log.Info("job finished from the result cache", noun.Plural(), len(done))
-			return h.jobEnded(ctx, jobID), nil
+			return h.life.Ended(ctx, jobID), nil
 		}
 	}
 	var todo []jobkind.Part
@@ -369,7 +368,7 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 		return nil, err
 	}
 	log.Info("job finished", "status", status, noun.Plural(), len(done), "of", len(j.Members))
-	return h.jobEnded(ctx, jobID), nil
+	return h.life.Ended(ctx, jobID), nil
 }
 
 // Capacity waits of the aggregation.
@@ -583,30 +582,4 @@ func missingMessage(noun job.Noun, members []job.Member) string {
 		}
 	}
 	return fmt.Sprintf("%d of %d %s missing: %s", len(parts), len(members), noun.Plural(), strings.Join(parts, "; "))
-}
-
-// jobEnded records a job that this process ended: its duration and stage
-// durations on the metrics, and its sample for the monitoring endpoints, in
-// one pipelined write. It reads the job once and returns it (for the
-// webhook), or nil when the read failed; failures are only logged.
-func (h *Handlers) jobEnded(ctx context.Context, jobID string) *job.Job {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	j, err := h.store.Get(ctx, jobID)
-	if err != nil {
-		h.log.Warn("read the ended job for its timings", "job_id", jobID, "err", err)
-		return nil
-	}
-	h.releaseInflight(ctx, j)
-	if j.Spec.Warm {
-		// Warming jobs have no client: their timings would only blur
-		// those of the jobs people wait for.
-		return j
-	}
-	s := monitoring.FromJob(j)
-	s.Observe()
-	if err := monitoring.New(h.store.Redis()).Record(ctx, s); err != nil {
-		h.log.Warn("record the job's timings", "job_id", jobID, "err", err)
-	}
-	return j
 }

@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/cache"
-	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/intake"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
@@ -29,9 +27,6 @@ type Caching struct {
 	// kind's ResultKey), so that the worker and the api read and write the
 	// same entries.
 	Cache *cache.Cache
-	// Inflight is released when a job ends, so that identical requests
-	// start a job of their own from then on.
-	Inflight *cache.Inflight
 	// Intake creates the jobs of cache warming.
 	Intake *intake.Intake
 	// WarmQuestions are the questions the periodic warming task warms.
@@ -40,16 +35,6 @@ type Caching struct {
 
 // SetCaching turns on the caches' use. Call it before the servers start.
 func (h *Handlers) SetCaching(c Caching) { h.caching = c }
-
-// cachingFromConfig is the caching cfg turns on: the intake of warming
-// jobs (queued with enq, of the kinds of reg in env, as the handlers') and
-// the caches it reads, the in-flight registry, and the warm questions.
-func cachingFromConfig(cfg config.Config, rdb redis.UniversalClient, st *store.Store, enq *tasks.Enqueuer, insp tasks.Inspector, reg *jobkind.Registry, env jobkind.Env, log *slog.Logger) Caching {
-	in := intake.FromConfig(cfg, rdb, st, enq, insp, reg, env, log)
-	return Caching{
-		Intake: in, Cache: in.Cache(), Inflight: cache.NewInflight(rdb), WarmQuestions: cfg.Cache.Questions(),
-	}
-}
 
 // cachedMember returns the cached answer of the member, when the job reads
 // the cache, the member has a cache key and one is there; cache trouble
@@ -232,14 +217,4 @@ func (h *Handlers) volatile(kind jobkind.Kind, j *job.Job, done []job.Member) bo
 		}
 	}
 	return false
-}
-
-// releaseInflight frees the ended job's in-flight entry.
-func (h *Handlers) releaseInflight(ctx context.Context, j *job.Job) {
-	if h.caching.Inflight == nil || j == nil || j.Fingerprint == "" {
-		return
-	}
-	if err := h.caching.Inflight.Release(ctx, j.Fingerprint, j.ID); err != nil {
-		h.log.Warn("release the job's in-flight entry", "job_id", j.ID, "err", err)
-	}
 }

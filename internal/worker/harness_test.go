@@ -23,6 +23,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
 	"github.com/timetravel-ai/timetravel/internal/kinds"
+	"github.com/timetravel-ai/timetravel/internal/lifecycle"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -330,9 +331,10 @@ type options struct {
 	// noServers leaves the asynq servers out, for tests that call the
 	// handlers themselves.
 	noServers bool
-	// webhooks turns on webhooks (with the harness' enqueuer when it names
-	// none) and the webhook queue's server.
-	webhooks *worker.Webhooks
+	// webhooks turns on webhooks (queued by a lifecycle on the harness'
+	// enqueuer, with webhookRetries) and the webhook queue's server.
+	webhooks       *worker.Webhooks
+	webhookRetries int
 	// kinds replaces the service's kinds (kinds.Registry).
 	kinds *jobkind.Registry
 	// cache turns on the member and result caches (cache TTLs: cacheTTLs).
@@ -396,11 +398,10 @@ func newHarness(t *testing.T, o options) *harness {
 		hs.h.SetCaching(worker.Caching{Cache: hs.cache})
 	}
 	if o.webhooks != nil {
-		w := *o.webhooks
-		if w.Enqueuer == nil {
-			w.Enqueuer = hs.enq
-		}
-		hs.h.SetWebhooks(w)
+		hs.h.SetWebhooks(*o.webhooks)
+		hs.h.SetLifecycle(lifecycle.New(lifecycle.Options{
+			Store: hs.store, Webhooks: hs.enq, WebhookRetries: o.webhookRetries, Inspector: hs.insp, Log: log,
+		}))
 	}
 	if !o.noServers {
 		hs.startServers(log)

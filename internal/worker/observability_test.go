@@ -22,6 +22,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/worker"
 )
 
@@ -46,7 +47,7 @@ func TestObservabilityEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(cfg, s.rdb, slog.New(slog.DiscardHandler))
+	srv := api.New(cfg, api.Deps{Redis: s.rdb, Kinds: kinds.Registry(), Log: slog.New(slog.DiscardHandler)})
 	h := srv.Handler()
 
 	body := `{"question":"What are the best AI models?","complexity":"brief","time_points":[` +

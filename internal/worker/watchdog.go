@@ -59,7 +59,7 @@ func (h *Handlers) watchOnce(ctx context.Context, id string) {
 		if ended == nil {
 			continue // ended before, or gone
 		}
-		if err := h.queueWebhook(ctx, jobID, ended); err != nil {
+		if err := h.life.QueueWebhook(ctx, jobID, ended); err != nil {
 			// The job's aggregation task queues it when it next runs.
 			h.log.Warn("watchdog: could not queue the webhook", "job_id", jobID, "err", err)
 		}

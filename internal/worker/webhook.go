@@ -22,25 +22,18 @@ import (
 type Webhooks struct {
 	// Sender signs and sends the deliveries; nil when no secret is
 	// configured (then each attempt fails, and is retried, until a worker
-	// that has one takes the task).
+	// that has one takes the task). Deliveries are queued, with their
+	// retry budget, by the job's lifecycle (SetLifecycle).
 	Sender *webhook.Sender
-	// Enqueuer puts deliveries on the webhook queue.
-	Enqueuer *tasks.Enqueuer
-	// MaxRetries is the retry budget of a delivery; 0 means
-	// webhook.MaxRetries.
-	MaxRetries int
 	// RetryDelay is the wait before retry n (0-based) given the receiver's
 	// Retry-After; nil means webhook.RetryDelay (the Standard Webhooks
 	// schedule). Tests make it short.
 	RetryDelay func(n int, retryAfter time.Duration) time.Duration
 }
 
-// SetWebhooks turns on the queuing of webhooks when jobs with a callback
-// URL end, and their delivery. Call it before the servers start.
+// SetWebhooks turns on the delivery of webhooks. Call it before the
+// servers start.
 func (h *Handlers) SetWebhooks(w Webhooks) {
-	if w.MaxRetries <= 0 {
-		w.MaxRetries = webhook.MaxRetries
-	}
 	if w.RetryDelay == nil {
 		w.RetryDelay = webhook.RetryDelay
 	}
@@ -78,40 +71,6 @@ func (h *Handlers) webhookRetryDelay(n int, err error, _ *asynq.Task) time.Durat
 		delay = webhook.RetryDelay
 	}
 	return delay(n, after)
-}
-
-// queueWebhook puts the delivery of the job's webhook on the queue and marks
-// it pending, when the job has ended and has a callback URL. Every path that
-// ends a job, or finds it ended, calls it: the fixed task id makes repeats
-// harmless. It reads the job with a context of its own: ctx may be the
-// cancelled one of work that stopped because the job ended.
-func (h *Handlers) queueWebhook(ctx context.Context, jobID string, j *job.Job) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if j == nil {
-		var err error
-		j, err = h.store.Get(ctx, jobID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if !j.Status.Terminal() || j.Spec.CallbackURL == "" || (j.Webhook != nil && j.Webhook.Status.Final()) {
-		return nil
-	}
-	if h.webhooks.Enqueuer == nil {
-		h.log.Error("job has a callback URL but this worker cannot queue webhooks", "job_id", jobID)
-		return nil
-	}
-	if err := h.webhooks.Enqueuer.EnqueueWebhook(ctx, jobID, h.webhooks.MaxRetries); err != nil {
-		return err
-	}
-	if err := h.store.WebhookQueued(ctx, jobID); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	return nil
 }
 
 // WebhookID is the webhook-id of the delivery of a job's result, the same

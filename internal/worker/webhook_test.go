@@ -182,9 +182,8 @@ func newWebhookHarness(t *testing.T, o whOptions) (*harness, *delays) {
 		o.current = secretA
 	}
 	d := &delays{d: o.delay}
-	hs := newHarness(t, options{script: o.script, webhooks: &worker.Webhooks{
+	hs := newHarness(t, options{script: o.script, webhookRetries: o.maxRetry, webhooks: &worker.Webhooks{
 		Sender:     sender(t, p, o.timeout, o.current, o.previous),
-		MaxRetries: o.maxRetry,
 		RetryDelay: d.delay,
 	}})
 	return hs, d

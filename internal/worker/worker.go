@@ -25,13 +25,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/auth"
+	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/intake"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
-	"github.com/timetravel-ai/timetravel/internal/kinds"
+	"github.com/timetravel-ai/timetravel/internal/lifecycle"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/liveness"
 	"github.com/timetravel-ai/timetravel/internal/llm"
@@ -74,6 +75,8 @@ type Handlers struct {
 	log      *slog.Logger
 	webhooks Webhooks
 	caching  Caching
+	// life runs the effects of the ends of jobs and queues their webhooks.
+	life *lifecycle.Lifecycle
 }
 
 // NewHandlers wires the handlers. closed announces jobs that closed
@@ -82,9 +85,17 @@ type Handlers struct {
 // jobs the handlers aggregate and show (webhooks); env is what their plans
 // depend on (the configured models and their providers), the same as the
 // api's, or the aggregation and the caches would not agree with the plan.
+// The jobs' ends go through a lifecycle on st that queues no webhooks and
+// releases no in-flight entries until SetLifecycle gives the process's.
 func NewHandlers(st *store.Store, m Model, insp tasks.Inspector, closed Watcher, reg *jobkind.Registry, env jobkind.Env, log *slog.Logger) *Handlers {
-	return &Handlers{store: st, llm: m, insp: insp, closed: closed, kinds: reg, env: env, log: log}
+	return &Handlers{store: st, llm: m, insp: insp, closed: closed, kinds: reg, env: env, log: log,
+		life: lifecycle.New(lifecycle.Options{Store: st, Inspector: insp, Log: log})}
 }
+
+// SetLifecycle makes l the owner of the ends of the jobs the handlers end
+// (their in-flight entries, timings and webhooks): the process's one, which
+// its intake shares. Call it before the servers start.
+func (h *Handlers) SetLifecycle(l *lifecycle.Lifecycle) { h.life = l }
 
 // Where retries happen: an LLM call retries failed requests itself, briefly
 // and a bounded number of times, and falls back to other models (package
@@ -188,15 +199,46 @@ func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([
 	return started, nil
 }
 
-// Run starts one asynq server per queue and the health endpoint, and blocks
-// until ctx ends; then it stops taking tasks, lets running ones finish within
-// the shutdown timeout, and hands the rest back to the queues.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	rdb, err := cfg.NewRedis("tt-worker", 2*(cfg.SnapshotConcurrency+cfg.AggregateConcurrency+cfg.Webhook.Concurrency+cfg.Cache.WarmConcurrency)+16, false)
-	if err != nil {
-		return err
+// Deps are what the process's composition root builds once and hands to
+// the worker (cmd/worker builds them; a test may build its own).
+type Deps struct {
+	// Redis is the client of every queue server, hub and store of the
+	// worker; its pool should hold PoolSize(cfg) connections. Required.
+	// The caller closes it, after Run returns.
+	Redis redis.UniversalClient
+	// Kinds are the job kinds whose jobs the worker runs (kinds.Registry()
+	// in the service; a test may register a kind of its own). Required:
+	// the same kinds as the api's, or their plans and caches disagree.
+	Kinds *jobkind.Registry
+	// Log receives the worker's logs; nil discards them.
+	Log *slog.Logger
+}
+
+// PoolSize is the Redis connections a worker configured by cfg needs: two
+// per task it may run at once (its call and its writes), and some for the
+// hubs, the lease and the servers' own loops.
+func PoolSize(cfg config.Config) int {
+	return 2*(cfg.SnapshotConcurrency+cfg.AggregateConcurrency+cfg.Webhook.Concurrency+cfg.Cache.WarmConcurrency) + 16
+}
+
+// Run starts one asynq server per queue and the health endpoint (on
+// cfg.WorkerAddr), and blocks until ctx ends; then it stops taking tasks,
+// lets running ones finish within the shutdown timeout, hands the rest back
+// to the queues, and stops everything it started before it returns. It is
+// the worker's composition root: it builds each of the worker's objects
+// once. The shutdown order: readiness fails, the queue servers stop taking
+// tasks and drain, the health endpoint closes, then the lease and the
+// watchdog, the warming scheduler, the providers' and receivers'
+// connections and the hubs stop, each after what uses it.
+func Run(ctx context.Context, cfg config.Config, d Deps) error {
+	if d.Redis == nil || d.Kinds == nil {
+		return errors.New("worker: Deps.Redis and Deps.Kinds are required")
 	}
-	defer rdb.Close()
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rdb := d.Redis
 	insp := tasks.NewInspector(rdb)
 	// Writes wait out a Redis outage: work resumes when Redis is back.
 	st := store.New(rdb, cfg.JobRetention).Patient()
@@ -215,23 +257,33 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	budget := quota.New(rdb).Budget(tokenBudget(auth.New(rdb), cfg.Access))
 	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log, BackgroundShare: cfg.Cache.WarmShare, Budget: budget})
+	defer gw.Close()
 	// The kinds and the models' environment, as the api has them: the
 	// plans, parts and cache keys of both sides agree.
-	reg := kinds.Registry()
+	reg := d.Kinds
 	env := intake.EnvOf(cfg.LLM)
 	h := NewHandlers(st, gw, insp, closed, reg, env, log)
-	signer, err := cfg.Webhook.Signer()
+	signer, err := webhook.SignerOf(cfg.Webhook)
 	if err != nil {
 		return fmt.Errorf("config: WEBHOOK_SECRET: %w", err)
 	}
-	// One enqueuer for webhooks and warming jobs' tasks.
+	// One enqueuer for webhooks and warming jobs' tasks; one in-flight
+	// registry, one cache and one lifecycle, shared by the handlers and the
+	// intake of warming jobs.
 	enq := tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.SnapshotTaskTimeout())
-	wh := Webhooks{Enqueuer: enq}
+	inflight := cache.NewInflight(rdb)
+	life := lifecycle.New(lifecycle.Options{Store: st, Webhooks: enq, Inspector: insp, Inflight: inflight, Log: log})
+	h.SetLifecycle(life)
+	wh := Webhooks{}
 	if signer != nil {
-		wh.Sender = webhook.NewSender(cfg.Webhook.Policy(), signer, cfg.Webhook.AttemptTimeout)
+		wh.Sender = webhook.NewSender(webhook.PolicyOf(cfg.Webhook), signer, cfg.Webhook.AttemptTimeout)
+		defer wh.Sender.Close()
 	}
 	h.SetWebhooks(wh)
-	h.SetCaching(cachingFromConfig(cfg, rdb, st, enq, insp, reg, env, log))
+	in := intake.FromConfig(cfg, intake.Options{
+		Store: st, Enqueuer: enq, Inspector: insp, Inflight: inflight, Lifecycle: life, Kinds: reg, Env: env, Log: log,
+	})
+	h.SetCaching(Caching{Intake: in, Cache: in.Cache(), WarmQuestions: cfg.Cache.Questions()})
 	var questions []string
 	if cfg.Cache.Caching {
 		questions = cfg.Cache.Questions()

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/api/openapi"
+	"github.com/timetravel-ai/timetravel/internal/ensemble"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/kinds"
@@ -75,6 +77,7 @@ func TestRoutes(t *testing.T) {
 	doc := load(t)
 	for _, r := range []struct{ method, path string }{
 		{"POST", "/api/time-travel"},
+		{"POST", "/api/ensemble"},
 		{"GET", "/api/jobs/{id}"},
 		{"DELETE", "/api/jobs/{id}"},
 		{"GET", "/api/jobs/{id}/events"},
@@ -162,17 +165,25 @@ func eventSchemas(t *testing.T, doc *openapi3.T) map[string]*openapi3.Schema {
 	return out
 }
 
-// TestEventSchemas checks that every event clients get has a schema, and
-// that the payloads of package events (as the Go code and the store's
-// scripts write them) validate against it.
+// TestEventSchemas checks that every event clients get, of every kind
+// (events.Catalog), has a schema, and that the payloads of package events
+// (as the Go code and the store's scripts write them) validate against
+// it. internal/tooling/contract compares the schemas with the catalog
+// member by member.
 func TestEventSchemas(t *testing.T) {
 	doc := load(t)
 	schemas := eventSchemas(t, doc)
-	names := []string{
-		events.JobAccepted, timetravel.EventSnapshotStarted, timetravel.EventSnapshotDelta, timetravel.EventSnapshotCompleted,
-		timetravel.EventSnapshotFailed, events.AggregateStarted, timetravel.EventKeyChangesCompleted, timetravel.EventKeyChangesFailed,
-		timetravel.EventNarrativeDelta, timetravel.EventNarrativeCompleted, timetravel.EventNarrativeFailed, events.JobCompleted,
-		events.WebhookDelivered, events.WebhookFailed,
+	var names []string
+	for _, k := range kinds.Registry().All() {
+		specs, err := events.Catalog(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range specs {
+			if !s.Internal && !slices.Contains(names, s.Name) {
+				names = append(names, s.Name)
+			}
+		}
 	}
 	got := make([]string, 0, len(schemas))
 	for n := range schemas {
@@ -208,7 +219,11 @@ func TestEventSchemas(t *testing.T) {
 	// and the kind's (timetravel.Kind.Accepted).
 	accepted := func(common events.AcceptedData, spec job.Spec) json.RawMessage {
 		t.Helper()
-		extra, err := timetravel.Kind{}.Accepted(spec, nil)
+		k, err := kinds.Registry().Of(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra, err := k.Accepted(spec, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,6 +248,15 @@ func TestEventSchemas(t *testing.T) {
 		}
 		return d
 	}
+	answer := job.Member{Index: 1, Label: "b"}
+	ensembleEvent := func(verb string) string { return events.MemberEvent(ensemble.Noun, verb) }
+	analysis, err := json.Marshal(ensemble.Analysis{Consensus: []string{"c"},
+		Disagreements: []ensemble.Disagreement{{Topic: "t", Positions: []ensemble.Position{{Model: "a", Position: "p"}}}},
+		UniqueClaims:  []ensemble.Claim{{Model: "b", Claim: "x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emptyAnalysis := json.RawMessage(`{"consensus":[],"disagreements":[],"unique_claims":[]}`)
 	valid := []struct {
 		event string
 		data  any
@@ -260,6 +284,24 @@ func TestEventSchemas(t *testing.T) {
 		{events.WebhookDelivered, events.WebhookData{WebhookID: "msg_" + id, Attempts: 1, StatusCode: 204}},
 		{events.WebhookFailed, events.WebhookData{WebhookID: "msg_" + id, Attempts: 8, StatusCode: 503, Error: "receiver answered 503"}},
 		{events.WebhookFailed, events.WebhookData{WebhookID: "msg_" + id, Attempts: 1, Error: "post: connection refused"}},
+		{events.WebhookDelivered, events.WebhookDeliveredData{WebhookID: "msg_" + id, Attempts: 2}},
+		{events.WebhookFailed, events.WebhookFailedData{WebhookID: "msg_" + id, Attempts: 8, Error: "receiver answered 503"}},
+		// An ensemble's.
+		{events.JobAccepted, accepted(events.AcceptedData{JobID: id, Kind: ensemble.Name, Question: "q", Deadline: "2024-05-01T10:00:00Z"},
+			ensemble.Spec("q", ensemble.Params{Models: []string{"a", "b"}, SynthesisModel: "s"}))},
+		{events.JobAccepted, accepted(events.AcceptedData{JobID: id, Kind: ensemble.Name, Question: "q", Deadline: "2024-05-01T10:00:00Z", Cached: true},
+			ensemble.Spec("q", ensemble.Params{Models: []string{"a", "b"}}))},
+		{ensembleEvent(events.VerbStarted), memberPayload(t, answer, events.MemberStartedData{Attempt: 1})},
+		{ensembleEvent(events.VerbStarted), memberPayload(t, answer, events.MemberStartedData{Cached: true})},
+		{ensembleEvent(events.VerbDelta), events.MemberDeltaData{Index: 1, Text: "a"}},
+		{ensembleEvent(events.VerbCompleted), memberPayload(t, answer, events.MemberCompletedData{Model: "b", Text: "t", DurationMS: 4})},
+		{ensembleEvent(events.VerbFailed), memberPayload(t, answer, events.ErrorData{Error: "e"})},
+		{events.PartEvent(ensemble.PartSynthesis, events.VerbDelta), events.PartDeltaData{Text: "s"}},
+		{events.PartEvent(ensemble.PartSynthesis, events.VerbCompleted), events.PartTextData{Text: "s", Cached: true}},
+		{events.PartEvent(ensemble.PartSynthesis, events.VerbFailed), events.ErrorData{Error: "e"}},
+		{events.PartEvent(ensemble.PartAnalysis, events.VerbCompleted), events.PartValueData(ensemble.PartAnalysis, analysis, false)},
+		{events.PartEvent(ensemble.PartAnalysis, events.VerbCompleted), events.PartValueData(ensemble.PartAnalysis, emptyAnalysis, true)},
+		{events.PartEvent(ensemble.PartAnalysis, events.VerbFailed), events.ErrorData{Error: "e"}},
 	}
 	for _, c := range valid {
 		if err := visit(schemas[c.event], c.data); err != nil {
@@ -278,6 +320,13 @@ func TestEventSchemas(t *testing.T) {
 		{events.AggregateStarted, `{}`},
 		// job.accepted without its kind.
 		{events.JobAccepted, `{"job_id":"` + id + `","question":"q","complexity":"brief","deadline":"2024-05-01T10:00:00Z","time_points":[]}`},
+		// An ensemble's job.accepted with time points, a time-travel job's with models.
+		{events.JobAccepted, `{"job_id":"` + id + `","kind":"ensemble","question":"q","deadline":"2024-05-01T10:00:00Z","models":["a"],"time_points":[]}`},
+		{events.JobAccepted, `{"job_id":"` + id + `","kind":"timetravel","question":"q","complexity":"brief","deadline":"2024-05-01T10:00:00Z","time_points":[],"models":["a"]}`},
+		{ensembleEvent(events.VerbStarted), `{"index":0,"label":"a","date":"2023-01-01","attempt":1}`},
+		{events.PartEvent(ensemble.PartSynthesis, events.VerbDelta), `{"text":"t","cached":true}`},
+		{events.PartEvent(ensemble.PartAnalysis, events.VerbCompleted), `{"analysis":{"consensus":[],"disagreements":[]}}`},
+		{events.WebhookFailed, `{"webhook_id":"msg_` + id + `","attempts":1}`},
 	}
 	for _, c := range invalid {
 		if err := visit(schemas[c.event], json.RawMessage(c.data)); err == nil {
@@ -321,6 +370,38 @@ func TestGoTypes(t *testing.T) {
 		}, StartedAt: created.UnixMilli() + 1000, Cached: true},
 		Webhook: &job.Webhook{Status: job.WebhookDelivered, Attempts: 2, LastStatusCode: 204, DeliveredAt: &delivered},
 	}
+	ensFresh := &job.Job{ID: id, Status: job.StatusRunning, CreatedAt: created, Deadline: created.Add(2 * time.Minute),
+		Noun: ensemble.Noun, Spec: ensemble.Spec("q", ensemble.Params{Models: []string{"a", "b"}}),
+		Members: []job.Member{{Index: 0, Label: "a", Status: job.MemberRunning, Model: "a", Attempts: 1, StartedAt: created.UnixMilli() + 5},
+			{Index: 1, Label: "b", Status: job.MemberPending}}}
+	ensSpec := ensemble.Spec("q", ensemble.Params{Models: []string{"a", "b", "c"}, SynthesisModel: "s"})
+	ensSpec.Cache, ensSpec.CallbackURL = job.CacheBypass, "https://example.com/hook?token=x"
+	analysis, _ := json.Marshal(ensemble.Analysis{Consensus: []string{"c"},
+		Disagreements: []ensemble.Disagreement{{Topic: "t", Positions: []ensemble.Position{{Model: "a", Position: "p"}, {Model: "b", Position: "q"}}}},
+		UniqueClaims:  []ensemble.Claim{{Model: "b", Claim: "x"}}})
+	ensEnded := &job.Job{ID: id, Status: job.StatusPartial, CreatedAt: created, Deadline: created.Add(2 * time.Minute),
+		FinishedAt: created.Add(30 * time.Second), Noun: ensemble.Noun, Spec: ensSpec,
+		Members: []job.Member{
+			{Index: 0, Label: "a", Status: job.MemberCompleted, Text: "t", Model: "a-fallback", Attempts: 1, LLMAttempts: 2,
+				StartedAt: created.UnixMilli() + 10, CompletedAt: created.UnixMilli() + 500},
+			{Index: 1, Label: "b", Status: job.MemberCompleted, Text: "u", Model: "b", Attempts: 0,
+				StartedAt: created.UnixMilli() + 10, CompletedAt: created.UnixMilli() + 11, Cached: true},
+			{Index: 2, Label: "c", Status: job.MemberFailed, Attempts: 1, LLMAttempts: 1, Error: "provider answered 401",
+				StartedAt: created.UnixMilli() + 10, CompletedAt: created.UnixMilli() + 300},
+		},
+		Result: &job.Result{Parts: []job.Part{
+			{Name: ensemble.PartSynthesis, Text: "s", Model: "s", MS: 700, LLMAttempts: 1},
+			{Name: ensemble.PartAnalysis, Value: analysis, MS: 400, LLMAttempts: 3},
+		}, StartedAt: created.UnixMilli() + 600},
+		Webhook: &job.Webhook{Status: job.WebhookFailed, Attempts: 8, LastStatusCode: 503, LastError: "receiver answered 503"},
+	}
+	// The analysis failed: the view's analysis is null.
+	ensNoAnalysis := *ensEnded
+	ensNoAnalysis.Result = &job.Result{Parts: []job.Part{
+		{Name: ensemble.PartSynthesis, Text: "s", MS: 700, LLMAttempts: 1},
+		{Name: ensemble.PartAnalysis, Error: "not JSON", MS: 400, LLMAttempts: 2},
+	}, StartedAt: created.UnixMilli() + 600}
+
 	reg := kinds.Registry()
 	view := func(j *job.Job) job.View {
 		t.Helper()
@@ -332,12 +413,15 @@ func TestGoTypes(t *testing.T) {
 	}
 	hook := view(ended)
 	hook.Webhook = nil
+	ensHook := view(ensEnded)
+	ensHook.Webhook = nil
 
 	samples := []monitoring.Sample{
 		{JobID: id, Status: "completed", Stages: map[string]int64{metrics.StageQueueWait: 5, metrics.StageSnapshots: 900,
 			metrics.StageFanIn: 3, metrics.StageKeyChanges: 200, metrics.StageNarrative: 300, metrics.StageTotal: 120000},
 			Noun: string(timetravel.Noun), Members: []int64{500, 900}},
 		{JobID: id, Status: "failed", Stages: map[string]int64{metrics.StageQueueWait: 5}},
+		monitoring.FromJob(ensEnded),
 	}
 	stats := monitoring.Stats(samples)
 	th := monitoring.Thresholds{TotalP95Warning: time.Second, TotalP95Critical: time.Minute, SnapshotP95Warning: time.Millisecond}
@@ -351,6 +435,10 @@ func TestGoTypes(t *testing.T) {
 		{"JobView", api.JobView{View: view(fresh), Links: links}},
 		{"JobView", api.JobView{View: view(ended), Links: links}},
 		{"WebhookBody", worker.WebhookBody{Type: "job.partial", Timestamp: "2026-05-01T10:01:30.000Z", Data: hook}},
+		{"JobView", api.JobView{View: view(ensFresh), Links: links}},
+		{"JobView", api.JobView{View: view(ensEnded), Links: links}},
+		{"JobView", api.JobView{View: view(&ensNoAnalysis), Links: links}},
+		{"WebhookBody", worker.WebhookBody{Type: "job.partial", Timestamp: "2026-05-01T10:00:30.000Z", Data: ensHook}},
 		{"WarmAccepted", api.WarmAccepted{Results: []api.WarmResult{{Question: "q", Outcome: api.WarmCached},
 			{Question: "r", Outcome: api.WarmQueued, JobID: id, Links: &links}, {Question: "s", Outcome: api.WarmJoined, JobID: id, Links: &links}}}},
 		{"UsageView", api.UsageView{Key: api.KeyView{ID: "anonymous"}}},
@@ -376,6 +464,139 @@ func TestGoTypes(t *testing.T) {
 	if len(monitoring.Alerts(stats, th, time.Hour)) == 0 || len(monitoring.LatencyBreakdown(samples).Stages) == 0 {
 		t.Fatal("the monitoring samples make no alert or no breakdown: the test checks less than it should")
 	}
+}
+
+// TestJobViewKinds checks that the job view's schema holds each kind to
+// its own fields: a view with another kind's fields, or without its own,
+// does not validate.
+func TestJobViewKinds(t *testing.T) {
+	doc := load(t)
+	common := `"job_id":"0190b4e2-7c1a-7d3e-9f00-5a1b2c3d4e5f","status":"queued","question":"q","cache":"use","cached":false,` +
+		`"created_at":"2026-05-01T10:00:00Z","deadline":"2026-05-01T10:02:00Z","errors":[],` +
+		`"links":{"self":"/api/jobs/0190b4e2-7c1a-7d3e-9f00-5a1b2c3d4e5f","events":"/api/jobs/0190b4e2-7c1a-7d3e-9f00-5a1b2c3d4e5f/events"}`
+	tt := `"kind":"timetravel","complexity":"brief","force_time_travel":false,"snapshots":[],"key_changes":[],"narrative":""`
+	ens := `"kind":"ensemble","models":["a","b"],"answers":[],"synthesis":"","analysis":null`
+	answer := `{"index":0,"label":"a","status":"pending","attempts":0}`
+	snapshot := `{"index":0,"label":"May 2024","date":"2024-05-01","status":"pending","attempts":0}`
+	for _, c := range []struct {
+		name, body string
+		valid      bool
+	}{
+		{"time travel", `{` + common + `,` + tt + `,"timings":{}}`, true},
+		{"ensemble", `{` + common + `,` + ens + `,"timings":{}}`, true},
+		{"ensemble with an answer and timings", `{` + common + `,` + strings.Replace(ens, `"answers":[]`, `"answers":[`+answer+`]`, 1) +
+			`,"timings":{"queue_wait_ms":1,"answers_ms":2,"answer_ms":[2],"synthesis_ms":3,"analysis_llm_attempts":1}}`, true},
+		{"ensemble with an analysis", `{` + common + `,` + strings.Replace(ens, `null`, `{"consensus":[],"disagreements":[],"unique_claims":[]}`, 1) + `,"timings":{}}`, true},
+		{"unknown kind", `{` + common + `,` + strings.Replace(ens, `"ensemble"`, `"other"`, 1) + `,"timings":{}}`, false},
+		{"ensemble with snapshots", `{` + common + `,` + ens + `,"snapshots":[],"timings":{}}`, false},
+		{"ensemble with a complexity", `{` + common + `,` + ens + `,"complexity":"brief","timings":{}}`, false},
+		{"ensemble without its answers", `{` + common + `,` + strings.Replace(ens, `,"answers":[]`, ``, 1) + `,"timings":{}}`, false},
+		{"ensemble without its analysis", `{` + common + `,` + strings.Replace(ens, `,"analysis":null`, ``, 1) + `,"timings":{}}`, false},
+		{"ensemble with a snapshot's timings", `{` + common + `,` + ens + `,"timings":{"snapshots_ms":2}}`, false},
+		{"ensemble answer with a date", `{` + common + `,` + strings.Replace(ens, `"answers":[]`, `"answers":[`+snapshot+`]`, 1) + `,"timings":{}}`, false},
+		{"time travel with models", `{` + common + `,` + tt + `,"models":["a","b"],"timings":{}}`, false},
+		{"time travel with an answer's timings", `{` + common + `,` + tt + `,"timings":{"synthesis_ms":2}}`, false},
+		{"snapshot without its date", `{` + common + `,` + strings.Replace(tt, `"snapshots":[]`, `"snapshots":[`+answer+`]`, 1) + `,"timings":{}}`, false},
+		{"without links", `{` + strings.Split(common, `,"links"`)[0] + `,` + ens + `,"timings":{}}`, false},
+	} {
+		if err := visit(doc.Components.Schemas["JobView"].Value, json.RawMessage(c.body)); (err == nil) != c.valid {
+			t.Errorf("%s: valid %v, want %v (%v)", c.name, err == nil, c.valid, err)
+		}
+	}
+}
+
+// TestEnsembleRequest checks the body schema of POST /api/ensemble against
+// the kind's decoding: what the document allows the kind decodes (or
+// refuses as a field's value, never as malformed), and what it refuses
+// the kind refuses too.
+func TestEnsembleRequest(t *testing.T) {
+	doc := load(t)
+	schema := doc.Paths.Value("/api/ensemble").Post.RequestBody.Value.Content.Get("application/json").Schema.Value
+	for _, c := range []struct {
+		body  string
+		valid bool
+	}{
+		{`{"question":"q","models":["a","b"]}`, true},
+		{`{"question":"q","models":[" a ","b"],"synthesis_model":" s ","cache":"bypass","callback_url":"https://example.com/h"}`, true},
+		{`{"question":"q","models":["a","b","c","d","e","f","g","h"],"synthesis_model":"","cache":""}`, true},
+		{`{"question":"q","models":["a"]}`, false},
+		{`{"question":"q","models":["a","b","c","d","e","f","g","h","i"]}`, false},
+		{`{"question":"q","models":["a","a"]}`, false},
+		{`{"question":"q","models":["a",""]}`, false},
+		{`{"question":"q","models":["a","b c"]}`, false},
+		{`{"question":"q"}`, false},
+		{`{"models":["a","b"]}`, false},
+		{`{"question":"","models":["a","b"]}`, false},
+		{`{"question":"q","models":["a","b"],"model":"a"}`, false},
+		{`{"question":"q","models":["a","b"],"time_points":["2024-01-01"]}`, false},
+		{`{"question":"q","models":["a","b"],"cache":"never"}`, false},
+		{`{"question":"q","models":["a","b"],"synthesis_model":"-s"}`, false},
+	} {
+		err := visitRequest(schema, json.RawMessage(c.body))
+		if (err == nil) != c.valid {
+			t.Errorf("%s: valid %v, want %v (%v)", c.body, err == nil, c.valid, err)
+			continue
+		}
+		_, derr := ensemble.Kind{}.Decode([]byte(c.body), time.Now())
+		var ferr *job.FieldError
+		switch {
+		case c.valid && derr != nil && !errors.As(derr, &ferr):
+			t.Errorf("%s: the document allows it, the kind refuses it as malformed: %v", c.body, derr)
+		case !c.valid && derr == nil:
+			t.Errorf("%s: the document refuses it, the kind accepts it", c.body)
+		}
+	}
+}
+
+// TestStages checks the monitoring stage enum against the stages of the
+// registered kinds (job.Timings.Stages and each member's own: queue_wait,
+// <noun>, <noun>s, fan_in, each part, total).
+func TestStages(t *testing.T) {
+	doc := load(t)
+	var inDoc []string
+	for _, v := range doc.Components.Schemas["Stage"].Value.Enum {
+		inDoc = append(inDoc, v.(string))
+	}
+	want := []string{metrics.StageQueueWait, metrics.StageFanIn, metrics.StageTotal}
+	for _, k := range kinds.Registry().All() {
+		d, ok := k.(events.Declarer)
+		if !ok {
+			t.Fatalf("kind %s declares no event contract", k.Name())
+		}
+		want = append(want, string(k.Noun()), k.Noun().Plural())
+		for _, p := range d.EventContract().Parts {
+			want = append(want, p.Name)
+		}
+	}
+	slices.Sort(inDoc)
+	slices.Sort(want)
+	want = slices.Compact(want)
+	if !slices.Equal(inDoc, want) {
+		t.Fatalf("Stage enum %v, the kinds' stages are %v", inDoc, want)
+	}
+}
+
+// memberPayload is the payload of an event of member m with data.
+func memberPayload(t *testing.T, m job.Member, data any) json.RawMessage {
+	t.Helper()
+	b, err := events.MemberPayload(m, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// visitRequest validates the request body v against s.
+func visitRequest(s *openapi3.Schema, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var val any
+	if err := json.Unmarshal(b, &val); err != nil {
+		return err
+	}
+	return s.VisitJSON(val, openapi3.EnableJSONSchema2020(), openapi3.VisitAsRequest())
 }
 
 func visit(s *openapi3.Schema, v any) error {

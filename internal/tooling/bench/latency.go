@@ -100,7 +100,7 @@ type jobTiming struct {
 	total, first, submit, queueWait, fanIn time.Duration
 }
 
-var errNoText = errors.New("job ended without snapshot text")
+var errNoText = errors.New("job ended without streamed text")
 
 func timeJob(ctx context.Context, c *client.Client, question string) (jobTiming, error) {
 	return timeRequest(ctx, c, client.SubmitRequest{Question: question})
@@ -108,9 +108,18 @@ func timeJob(ctx context.Context, c *client.Client, question string) (jobTiming,
 
 // timeRequest times one job of req, from POST to its terminal event.
 func timeRequest(ctx context.Context, c *client.Client, req client.SubmitRequest) (jobTiming, error) {
+	return timeSubmission(ctx, c, client.EventSnapshotDelta, func(ctx context.Context) (client.Accepted, error) {
+		return c.Submit(ctx, req)
+	})
+}
+
+// timeSubmission times one job that submit creates, of any kind, from POST
+// to its terminal event on SSE; first is the first textEvent (the kind's
+// first streamed text). The job must end completed.
+func timeSubmission(ctx context.Context, c *client.Client, textEvent string, submit func(context.Context) (client.Accepted, error)) (jobTiming, error) {
 	var r jobTiming
 	start := time.Now()
-	acc, err := c.Submit(ctx, req)
+	acc, err := submit(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -118,7 +127,7 @@ func timeRequest(ctx context.Context, c *client.Client, req client.SubmitRequest
 	var status string
 	_, err = c.Events(ctx, acc.JobID, "", func(ev client.Event) error {
 		switch ev.Name {
-		case client.EventSnapshotDelta:
+		case textEvent:
 			if r.first == 0 {
 				r.first = time.Since(start)
 			}

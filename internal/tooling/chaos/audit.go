@@ -11,7 +11,7 @@ import (
 
 // eventAggregateStarted announces an aggregation attempt; an attempt after
 // the first voids the narrative text before it (docs/api.md).
-const eventAggregateStarted = "aggregate.started"
+const eventAggregateStarted = client.EventAggregateStarted
 
 // Kinds of duplicate that auditEvents counts.
 const (
@@ -94,7 +94,7 @@ func auditEvents(evs []client.Event) Audit {
 			TimePoints []json.RawMessage `json:"time_points"`
 		}
 		_ = json.Unmarshal(ev.Data, &d)
-		if jobEnds > 0 && !strings.HasPrefix(ev.Name, "webhook.") {
+		if jobEnds > 0 && ev.Name != client.EventWebhookDelivered && ev.Name != client.EventWebhookFailed {
 			a.Late++
 		}
 		switch ev.Name {

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/events"
+	"github.com/timetravel-ai/timetravel/internal/timetravel"
 )
 
 // selfCheck proves, on a small service of its own, that the suite sees
@@ -42,9 +43,9 @@ func selfCheck(ctx context.Context, cfg Config, dir string) error {
 		name string
 		data any
 	}{
-		{"key_changes.completed", map[string]any{"key_changes": []any{}}},
-		{"job.completed", map[string]any{"job_id": a.ID, "status": "completed"}},
-		{"snapshot.completed", map[string]any{"index": 0, "text": "again"}},
+		{timetravel.EventKeyChangesCompleted, map[string]any{timetravel.PartKeyChanges: []any{}}},
+		{events.JobCompleted, map[string]any{"job_id": a.ID, "status": "completed"}},
+		{timetravel.EventSnapshotCompleted, map[string]any{"index": 0, "text": "again"}},
 	}
 	if err := c.inject(ctx, a.ID, func(add func(name string, data any) error) error {
 		for _, d := range dups {
@@ -90,7 +91,7 @@ func (c *cluster) inject(ctx context.Context, jobID string, fn func(add func(nam
 	}
 	var typeField, dataField string
 	for k, v := range first[0].Values {
-		if v == "job.accepted" {
+		if v == events.JobAccepted {
 			typeField = k
 		} else {
 			dataField = k

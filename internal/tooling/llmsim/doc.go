@@ -31,6 +31,13 @@
 //   - no date or several dates: a narrative of how the answer evolved,
 //     mentioning every date.
 //
+// The ensemble kind's prompts (package ensemble) are recognised first: a
+// member's answer is written in the model's own words, with a leaning of
+// its own so that the models differ; the synthesis merges "the N answers";
+// the analysis (JSON mode) has one point of consensus, one disagreement
+// with the position of each model whose answer it was given, and a claim
+// only the first of them made.
+//
 // Timing follows [Config]: time to first token, tokens per second, or a fixed
 // total latency per model. Waiting uses timers and stops as soon as the
 // request's context is cancelled; with zero delays nothing waits at all.

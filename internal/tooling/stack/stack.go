@@ -107,6 +107,14 @@ func Build(ctx context.Context, outDir string, flags ...string) error {
 	if err != nil {
 		return err
 	}
+	return BuildAt(ctx, root, outDir, flags...)
+}
+
+// BuildAt is Build of the source tree at root instead of the working
+// directory's repository, e.g. another revision extracted into a temporary
+// directory, whose binaries Options.BinDir can then run. The tree must have
+// cmd/api, cmd/worker and cmd/llmsim.
+func BuildAt(ctx context.Context, root, outDir string, flags ...string) error {
 	out, err := filepath.Abs(outDir)
 	if err != nil {
 		return fmt.Errorf("stack: build: %w", err)

@@ -11,9 +11,12 @@ import (
 
 // Renderer turns a job's event stream into text for a terminal or a CI log.
 //
-// Output is organised in sections: one per snapshot in chronological order,
-// then key changes and the narrative in the order they arrive. One section
-// at a time is live: its text is written as its deltas arrive, word by word.
+// Output is organised in sections. A time-travel job has one per snapshot
+// in chronological order, then key changes and the narrative in the order
+// they arrive; an ensemble one per model's answer in the request's order,
+// then the synthesis and the analysis (consensus, disagreements with each
+// model's position, claims only one model made). One section at a time is
+// live: its text is written as its deltas arrive, word by word.
 // The other sections are buffered and written whole when their turn comes,
 // so concurrent snapshots never interleave and every line reads in order.
 // Output is plain text without terminal control sequences.
@@ -27,9 +30,12 @@ type Renderer struct {
 	secs []*section
 	live int
 
+	kind       string
 	snaps      map[int]*section
 	keyChanges *section
 	narrative  *section
+	synthesis  *section
+	analysis   *section
 	final      *client.JobCompletedData
 }
 
@@ -153,24 +159,24 @@ func (r *Renderer) handle(e client.Event) error {
 		if err := e.Decode(&d); err != nil {
 			return err
 		}
-		s := r.snapshot(d.Index, d.Label, d.Date)
-		if s.started && d.Attempt > s.attempt {
-			if r.isLive(s) {
-				r.line(s, fmt.Sprintf("[attempt %d failed; retrying, attempt %d]", s.attempt, d.Attempt))
-			} else {
-				s.pending.Reset()
-				s.empty, s.endNL = true, true
-				r.line(s, fmt.Sprintf("[attempt %d]", d.Attempt))
-			}
-			s.text = ""
+		r.memberStarted(r.snapshot(d.Index, d.Label, d.Date), d.Attempt)
+	case client.EventAnswerStarted:
+		var d client.AnswerStartedData
+		if err := e.Decode(&d); err != nil {
+			return err
 		}
-		s.started, s.attempt = true, max(d.Attempt, 1)
-	case client.EventSnapshotDelta:
+		r.memberStarted(r.answer(d.Index, d.Label), d.Attempt)
+	case client.EventSnapshotDelta, client.EventAnswerDelta:
 		var d client.SnapshotDeltaData
 		if err := e.Decode(&d); err != nil {
 			return err
 		}
-		s := r.snapshot(d.Index, "", "")
+		var s *section
+		if e.Name == client.EventSnapshotDelta {
+			s = r.snapshot(d.Index, "", "")
+		} else {
+			s = r.answer(d.Index, "")
+		}
 		s.started = true
 		s.text += d.Text
 		r.emit(s, d.Text)
@@ -179,19 +185,60 @@ func (r *Renderer) handle(e client.Event) error {
 		if err := e.Decode(&d); err != nil {
 			return err
 		}
-		s := r.snapshot(d.Index, d.Label, d.Date)
-		r.complete(s, d.Text)
-		footer := "done in " + ms(d.DurationMS)
-		if d.Model != "" {
-			footer += " · " + d.Model
+		r.memberCompleted(r.snapshot(d.Index, d.Label, d.Date), d.Text, d.Model, d.DurationMS, d.Cached)
+	case client.EventAnswerCompleted:
+		var d client.AnswerCompletedData
+		if err := e.Decode(&d); err != nil {
+			return err
 		}
-		r.finish(s, footer)
+		r.memberCompleted(r.answer(d.Index, d.Label), d.Text, d.Model, d.DurationMS, d.Cached)
 	case client.EventSnapshotFailed:
 		var d client.SnapshotFailedData
 		if err := e.Decode(&d); err != nil {
 			return err
 		}
 		r.finish(r.snapshot(d.Index, d.Label, d.Date), "FAILED: "+d.Error)
+	case client.EventAnswerFailed:
+		var d client.AnswerFailedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		r.finish(r.answer(d.Index, d.Label), "FAILED: "+d.Error)
+	case client.EventSynthesisDelta:
+		var d client.TextData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		s := r.synthesisSection()
+		s.text += d.Text
+		r.emit(s, d.Text)
+	case client.EventSynthesisCompleted:
+		var d client.TextData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		s := r.synthesisSection()
+		r.complete(s, d.Text)
+		r.finish(s, cachedFooter(d.Cached))
+	case client.EventSynthesisFailed:
+		var d client.FailedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		r.finish(r.synthesisSection(), "FAILED: "+d.Error)
+	case client.EventAnalysisCompleted:
+		var d client.AnalysisData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		r.analysisBody(r.analysisSection(), d.Analysis)
+		r.finish(r.analysisSection(), cachedFooter(d.Cached))
+	case client.EventAnalysisFailed:
+		var d client.FailedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		r.finish(r.analysisSection(), "FAILED: "+d.Error)
 	case client.EventKeyChangesCompleted:
 		var d client.KeyChangesData
 		if err := e.Decode(&d); err != nil {
@@ -222,9 +269,11 @@ func (r *Renderer) handle(e client.Event) error {
 		if err := e.Decode(&d); err != nil {
 			return err
 		}
-		if d.Attempt > 1 && r.narrative != nil {
-			// The attempt before died: its narrative text is void.
-			s := r.narrative
+		for _, s := range []*section{r.narrative, r.synthesis} {
+			if d.Attempt <= 1 || s == nil || s.done {
+				continue
+			}
+			// The attempt before died: its streamed text is void.
 			if r.isLive(s) {
 				r.line(s, fmt.Sprintf("[aggregation restarted, attempt %d]", d.Attempt))
 			} else {
@@ -297,24 +346,105 @@ func (r *Renderer) complete(s *section, final string) {
 }
 
 func (r *Renderer) accepted(d client.JobAcceptedData) {
+	r.kind = d.Kind
 	r.printf("Job %s\n", d.JobID)
 	r.printf("Question: %s\n", d.Question)
 	var parts []string
-	if d.Model != "" {
-		parts = append(parts, "model "+d.Model)
+	if d.Kind == client.KindEnsemble {
+		parts = append(parts, "ensemble of "+strings.Join(d.Models, ", "))
+		if d.SynthesisModel != "" {
+			parts = append(parts, "synthesis by "+d.SynthesisModel)
+		}
+	} else {
+		if d.Model != "" {
+			parts = append(parts, "model "+d.Model)
+		}
+		if d.Complexity != "" {
+			parts = append(parts, d.Complexity)
+		}
+		parts = append(parts, plural(len(d.TimePoints), "time point"))
 	}
-	if d.Complexity != "" {
-		parts = append(parts, d.Complexity)
-	}
-	parts = append(parts, plural(len(d.TimePoints), "time point"))
 	if t, err := time.Parse(time.RFC3339, d.Deadline); err == nil {
 		parts = append(parts, "deadline "+t.Local().Format("15:04:05"))
+	}
+	if d.Cached {
+		parts = append(parts, "served from the caches")
 	}
 	r.printf("%s\n", strings.Join(parts, " · "))
 	for _, tp := range d.TimePoints {
 		r.snapshot(tp.Index, tp.Label, tp.Date)
 	}
+	for i, m := range d.Models {
+		r.answer(i, m)
+	}
 	r.advance()
+}
+
+// memberStarted notes the start of an attempt at a member (a snapshot or
+// an answer); a later attempt replaces the text of the earlier ones.
+func (r *Renderer) memberStarted(s *section, attempt int) {
+	if s.started && attempt > s.attempt {
+		if r.isLive(s) {
+			r.line(s, fmt.Sprintf("[attempt %d failed; retrying, attempt %d]", s.attempt, attempt))
+		} else {
+			s.pending.Reset()
+			s.empty, s.endNL = true, true
+			r.line(s, fmt.Sprintf("[attempt %d]", attempt))
+		}
+		s.text = ""
+	}
+	s.started, s.attempt = true, max(attempt, 1)
+}
+
+// memberCompleted ends a member's section with its final text and a footer
+// of its duration, the model that answered and whether it was cached.
+func (r *Renderer) memberCompleted(s *section, text, model string, durationMS int64, cached bool) {
+	r.complete(s, text)
+	footer := "done in " + ms(durationMS)
+	if cached {
+		footer = "from the cache"
+	}
+	if model != "" {
+		footer += " · " + model
+	}
+	r.finish(s, footer)
+}
+
+func cachedFooter(cached bool) string {
+	if cached {
+		return "from the cache"
+	}
+	return ""
+}
+
+// analysisBody writes an ensemble's analysis: the points of consensus,
+// the disagreements with who said what, and the claims only one model
+// made.
+func (r *Renderer) analysisBody(s *section, a client.Analysis) {
+	r.line(s, "Consensus:")
+	if len(a.Consensus) == 0 {
+		r.line(s, "  (none)")
+	}
+	for _, c := range a.Consensus {
+		r.line(s, "  - "+c)
+	}
+	r.line(s, "Disagreements:")
+	if len(a.Disagreements) == 0 {
+		r.line(s, "  (none)")
+	}
+	for _, d := range a.Disagreements {
+		r.line(s, "  - "+d.Topic)
+		for _, p := range d.Positions {
+			r.line(s, fmt.Sprintf("      %s: %s", p.Model, p.Position))
+		}
+	}
+	r.line(s, "Unique claims:")
+	if len(a.UniqueClaims) == 0 {
+		r.line(s, "  (none)")
+	}
+	for _, c := range a.UniqueClaims {
+		r.line(s, fmt.Sprintf("  - %s: %s", c.Model, c.Claim))
+	}
 }
 
 // snapshot returns the section of snapshot index, making it when missing.
@@ -343,6 +473,43 @@ func (r *Renderer) keyChangesSection() *section {
 	return r.keyChanges
 }
 
+// answer returns the section of an ensemble's answer index, labelled by
+// its model, making it when missing.
+func (r *Renderer) answer(index int, model string) *section {
+	if s, ok := r.snaps[index]; ok {
+		return s
+	}
+	title := model
+	if title == "" {
+		title = fmt.Sprintf("Answer %d", index+1)
+	}
+	s := r.addSection(title)
+	r.snaps[index] = s
+	r.advance()
+	return s
+}
+
+// ensembleParts makes the synthesis and the analysis sections, in this
+// order whichever comes first: the synthesis streams, and the analysis,
+// which often ends first, waits for it.
+func (r *Renderer) ensembleParts() {
+	if r.synthesis == nil {
+		r.synthesis = r.addSection("Synthesis")
+		r.analysis = r.addSection("Analysis")
+		r.advance()
+	}
+}
+
+func (r *Renderer) synthesisSection() *section {
+	r.ensembleParts()
+	return r.synthesis
+}
+
+func (r *Renderer) analysisSection() *section {
+	r.ensembleParts()
+	return r.analysis
+}
+
 func (r *Renderer) narrativeSection() *section {
 	if r.narrative == nil {
 		r.narrative = r.addSection("Narrative")
@@ -354,6 +521,9 @@ func (r *Renderer) narrativeSection() *section {
 // Summary writes the final state of the job: status, snapshot counts,
 // timings per stage and errors. It returns the first write error.
 func (r *Renderer) Summary(v client.JobView) error {
+	if v.Kind == client.KindEnsemble {
+		return r.ensembleSummary(v)
+	}
 	done := 0
 	for _, s := range v.Snapshots {
 		if s.Status == client.SnapshotCompleted {
@@ -384,6 +554,52 @@ func (r *Renderer) Summary(v client.JobView) error {
 	r.printf("%-13s%s\n", "Fan-in:", msp(t.FanInMS))
 	r.printf("%-13s%s\n", "Key changes:", msp(t.KeyChangesMS))
 	r.printf("%-13s%s\n", "Narrative:", msp(t.NarrativeMS))
+	r.printf("%-13s%s\n", "Total:", msp(t.TotalMS))
+	if len(v.Errors) > 0 {
+		r.write("Errors:\n")
+		for _, e := range v.Errors {
+			r.printf("  - %s\n", e)
+		}
+	}
+	return r.err
+}
+
+// ensembleSummary is Summary for an ensemble: answers per model, the
+// synthesis and the analysis.
+func (r *Renderer) ensembleSummary(v client.JobView) error {
+	done := 0
+	for _, a := range v.Answers {
+		if a.Status == client.SnapshotCompleted {
+			done++
+		}
+	}
+	t := v.Timings
+	r.write("\n== Summary ==\n")
+	r.printf("%-13s%s (%d of %s answered)\n", "Status:", v.Status, done, plural(len(v.Answers), "model"))
+	r.printf("%-13s%s\n", "Queue wait:", msp(t.QueueWaitMS))
+	answers := msp(t.AnswersMS)
+	if len(t.AnswerMS) > 0 {
+		var per []string
+		for i, d := range t.AnswerMS {
+			label := fmt.Sprintf("#%d", i+1)
+			if i < len(v.Answers) && v.Answers[i].Label != "" {
+				label = v.Answers[i].Label
+			}
+			switch {
+			case i < len(v.Answers) && v.Answers[i].Cached:
+				per = append(per, label+" cached")
+			case d > 0:
+				per = append(per, label+" "+ms(d))
+			default:
+				per = append(per, label+" -")
+			}
+		}
+		answers += " (" + strings.Join(per, ", ") + ")"
+	}
+	r.printf("%-13s%s\n", "Answers:", answers)
+	r.printf("%-13s%s\n", "Fan-in:", msp(t.FanInMS))
+	r.printf("%-13s%s\n", "Synthesis:", msp(t.SynthesisMS))
+	r.printf("%-13s%s\n", "Analysis:", msp(t.AnalysisMS))
 	r.printf("%-13s%s\n", "Total:", msp(t.TotalMS))
 	if len(v.Errors) > 0 {
 		r.write("Errors:\n")

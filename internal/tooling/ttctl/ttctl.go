@@ -1,9 +1,11 @@
 // Package ttctl is the command-line tool for the time-travel service:
 // `ttctl ask` submits a question to a running API and shows the job's event
-// stream as it arrives; `ttctl demo` builds and starts the whole service
-// locally (with the LLM simulator unless a real provider is configured) and
-// asks one question; `ttctl keys` creates, lists, limits and revokes API
-// keys in the service's Redis. cmd/ttctl only calls Main.
+// stream as it arrives; `ttctl ensemble` does the same for an ensemble of
+// models (each model's answer, then the synthesis and the analysis);
+// `ttctl demo` builds and starts the whole service locally (with the LLM
+// simulator unless a real provider is configured) and runs one job of each
+// kind; `ttctl keys` creates, lists, limits and revokes API keys in the
+// service's Redis. cmd/ttctl only calls Main.
 package ttctl
 
 import (
@@ -14,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +34,11 @@ const (
 // DefaultQuestion is what the demo asks unless told otherwise.
 const DefaultQuestion = "What are the best AI models?"
 
+// DemoEnsembleModels are the simulated models of the demo's ensemble; the
+// simulator gives each a different leaning, so that the analysis shows
+// three positions.
+var DemoEnsembleModels = []string{"sim-alpha", "sim-beta", "sim-omega"}
+
 // Demo simulator settings: slow enough to watch the text stream.
 var demoSimEnv = map[string]string{
 	"LLMSIM_TTFT":              "150ms",
@@ -39,16 +47,25 @@ var demoSimEnv = map[string]string{
 
 const usage = `Usage:
   ttctl ask [-api URL] [-time-points LIST] [-model M] [-complexity C] [-force] "question"
-  ttctl demo [-question Q] [-time-points LIST] [-model M] [-complexity C] [-workers N] ["question"]
+  ttctl ensemble [-api URL] -models A,B[,C…] [-synthesis-model M] [-cache use|bypass] "question"
+  ttctl demo [-question Q] [-time-points LIST] [-model M] [-complexity C] [-workers N]
+             [-ensemble-models A,B,C] ["question"]
   ttctl keys create|list|revoke|limits …
 
-ask   submits a question to a running API and prints the answers as they stream
-      (with the API key in TTCTL_API_KEY, when the API requires one).
-demo  builds and starts the whole service locally (redis, llmsim, workers, api),
-      asks one question and stops everything. It uses the LLM simulator unless
-      OPENAI_API_KEY is set, in which case the workers use that provider
-      (OPENAI_BASE_URL, LLM_MODEL).
-keys  manages the API keys in the Redis at REDIS_URL: "ttctl keys help" for more.
+ask       submits a time-travel question to a running API and prints the
+          answers as they stream (with the API key in TTCTL_API_KEY, when the
+          API requires one).
+ensemble  asks 2 to 8 models the same question (POST /api/ensemble) and prints
+          each model's answer as it streams, then the synthesis that merges
+          them, then the analysis: consensus, disagreements with who said
+          what, and claims only one model made.
+demo      builds and starts the whole service locally (redis, llmsim, workers,
+          api), runs one time-travel job and one ensemble of three models, and
+          stops everything. It uses the LLM simulator unless OPENAI_API_KEY is
+          set, in which case the workers use that provider (OPENAI_BASE_URL,
+          LLM_MODEL) and the ensemble runs only with -ensemble-models.
+keys      manages the API keys in the Redis at REDIS_URL: "ttctl keys help"
+          for more.
 
 LIST is comma-separated: YYYY-MM-DD, "today", or YYYY-MM-DD=Label.
 Exit status: 0 completed or partial, 1 failed or canceled, 2 usage or connection error.
@@ -64,6 +81,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	switch args[0] {
 	case "ask":
 		return ask(ctx, args[1:], getenv, stdout, stderr)
+	case "ensemble":
+		return ensembleCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "demo":
 		return demo(ctx, args[1:], getenv, stdout, stderr)
 	case "keys":
@@ -154,11 +173,7 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 
 func ask(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("ask", stderr)
-	defAPI := getenv("TTCTL_API")
-	if defAPI == "" {
-		defAPI = "http://127.0.0.1:8080"
-	}
-	api := fs.String("api", defAPI, "API root URL (default from TTCTL_API)")
+	api := apiFlag(fs, getenv)
 	var rf requestFlags
 	rf.register(fs)
 	pos, err := parse(fs, args)
@@ -178,13 +193,83 @@ func ask(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// The key comes from the environment only: a flag would show it in
 	// the process list.
-	return run(ctx, client.New(*api, client.WithAPIKey(getenv("TTCTL_API_KEY"))), req, stdout, stderr)
+	c := client.New(*api, client.WithAPIKey(getenv("TTCTL_API_KEY")))
+	return run(ctx, c, timeTravel(c, req), stdout, stderr)
 }
 
-// run submits req, renders the job's stream and summary, and returns the
-// exit status. If ctx ends first, the job is canceled.
-func run(ctx context.Context, c *client.Client, req client.SubmitRequest, stdout, stderr io.Writer) int {
-	acc, err := c.Submit(ctx, req)
+// apiFlag registers -api, whose default is TTCTL_API or the local API.
+func apiFlag(fs *flag.FlagSet, getenv func(string) string) *string {
+	def := getenv("TTCTL_API")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	return fs.String("api", def, "API root URL (default from TTCTL_API)")
+}
+
+// ParseModels parses a comma-separated list of model names; blanks around
+// names are dropped and an empty entry is an error. The API checks the
+// count (2 to 8) and that each model is allowed.
+func ParseModels(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, m := range strings.Split(s, ",") {
+		m = strings.TrimSpace(m)
+		if m == "" {
+			return nil, fmt.Errorf("empty model name in %q", s)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func ensembleCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("ensemble", stderr)
+	api := apiFlag(fs, getenv)
+	models := fs.String("models", "", "comma-separated models that answer, 2 to 8 (required)")
+	synth := fs.String("synthesis-model", "", "model that merges the answers (default: the service's)")
+	cacheMode := fs.String("cache", "", "use or bypass (default: the API's, use)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return ExitUsage
+	}
+	question := strings.TrimSpace(strings.Join(pos, " "))
+	if question == "" {
+		fmt.Fprintln(stderr, "ttctl ensemble: a question is required")
+		fs.Usage()
+		return ExitUsage
+	}
+	ms, err := ParseModels(*models)
+	if err != nil {
+		fmt.Fprintln(stderr, "ttctl ensemble:", err)
+		return ExitUsage
+	}
+	if len(ms) == 0 {
+		fmt.Fprintln(stderr, "ttctl ensemble: -models is required: name 2 to 8 models")
+		fs.Usage()
+		return ExitUsage
+	}
+	c := client.New(*api, client.WithAPIKey(getenv("TTCTL_API_KEY")))
+	req := client.EnsembleRequest{Question: question, Models: ms, SynthesisModel: strings.TrimSpace(*synth), Cache: *cacheMode}
+	return run(ctx, c, ensembleOf(c, req), stdout, stderr)
+}
+
+// submitFunc submits one job and returns the API's acceptance.
+type submitFunc func(context.Context) (client.Accepted, error)
+
+func timeTravel(c *client.Client, req client.SubmitRequest) submitFunc {
+	return func(ctx context.Context) (client.Accepted, error) { return c.Submit(ctx, req) }
+}
+
+func ensembleOf(c *client.Client, req client.EnsembleRequest) submitFunc {
+	return func(ctx context.Context) (client.Accepted, error) { return c.Ensemble(ctx, req) }
+}
+
+// run submits a job, renders its stream and summary, and returns the exit
+// status. If ctx ends first, the job is canceled.
+func run(ctx context.Context, c *client.Client, submit submitFunc, stdout, stderr io.Writer) int {
+	acc, err := submit(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "ttctl: submit:", err)
 		return ExitUsage
@@ -223,6 +308,8 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	question := fs.String("question", "", "the question (default \""+DefaultQuestion+"\")")
 	workers := fs.Int("workers", 2, "worker processes")
 	verbose := fs.Bool("v", false, "show the processes' logs")
+	ensembleModels := fs.String("ensemble-models", "", "models of the ensemble job (default with the simulator: "+
+		strings.Join(DemoEnsembleModels, ",")+"; with a real provider: no ensemble unless given)")
 	var rf requestFlags
 	rf.register(fs)
 	pos, err := parse(fs, args)
@@ -244,8 +331,16 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintln(stderr, "ttctl demo:", err)
 		return ExitUsage
 	}
+	ensModels, err := ParseModels(*ensembleModels)
+	if err != nil {
+		fmt.Fprintln(stderr, "ttctl demo:", err)
+		return ExitUsage
+	}
 
 	real := getenv("OPENAI_API_KEY") != ""
+	if ensModels == nil && !real {
+		ensModels = DemoEnsembleModels
+	}
 	if real {
 		base, model := getenv("OPENAI_BASE_URL"), getenv("LLM_MODEL")
 		if base == "" {
@@ -283,6 +378,10 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	opts := stack.Options{BinDir: bin, Dir: dir, Workers: max(*workers, 1), Sim: !real}
 	if !real {
 		opts.SimEnv = demoSimEnv
+		// The simulator answers any model name; the api takes only the
+		// models it is told a request may name. (With a real provider
+		// LLM_ALLOWED_MODELS comes from this environment.)
+		opts.APIEnv = map[string]string{"LLM_ALLOWED_MODELS": strings.Join(allowedForDemo(req.Model, ensModels), ",")}
 	}
 	if *verbose {
 		opts.Output = stderr
@@ -305,9 +404,15 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	fmt.Fprintf(stdout, "API at %s, Redis at %s.\n\n", s.APIURL, s.RedisURL)
 
 	c := client.New(s.APIURL)
-	code := run(ctx, c, req, stdout, stderr)
+	fmt.Fprintln(stdout, "=== 1. Time travel: the answer as of each time point, what changed, and the story ===")
+	code := run(ctx, c, timeTravel(c, req), stdout, stderr)
 	if code == ExitOK {
 		askAgain(ctx, c, req, stdout, stderr)
+	}
+	if code == ExitOK && len(ensModels) > 0 {
+		fmt.Fprintf(stdout, "\n=== 2. Ensemble: %s answer at once, then a synthesis and an analysis ===\n", strings.Join(ensModels, ", "))
+		ens := client.EnsembleRequest{Question: q, Models: ensModels}
+		code = run(ctx, c, ensembleOf(c, ens), stdout, stderr)
 	}
 	if code != ExitOK && !errors.Is(ctx.Err(), context.Canceled) {
 		keep = true
@@ -316,6 +421,22 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 	}
 	return code
+}
+
+// allowedForDemo lists the models the demo's api lets requests name: the
+// time-travel model asked for (if any) and the ensemble's. The api adds
+// its default model itself.
+func allowedForDemo(model string, ensemble []string) []string {
+	var out []string
+	if model != "" {
+		out = append(out, model)
+	}
+	for _, m := range ensemble {
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // askAgain submits req once more, follows its job to the end quietly, and
