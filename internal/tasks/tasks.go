@@ -46,6 +46,16 @@ const (
 	TypeWarm = "job:warm"
 )
 
+// The names the previous version gave the tasks whose payloads have not
+// changed: workers run them too, so that webhooks and warming queued
+// before an upgrade still run after it. (Member and aggregation tasks of
+// the previous version are not run: drain the snapshot and aggregate
+// queues before upgrading; see docs/operations.md.)
+const (
+	LegacyTypeWebhook = "timetravel:webhook"
+	LegacyTypeWarm    = "timetravel:warm"
+)
+
 // Lane is the pair of queues a job's tasks run on: its member calls on
 // Member, its aggregation on Aggregate.
 type Lane struct {

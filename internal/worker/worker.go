@@ -134,11 +134,14 @@ func (h *Handlers) Layout(cfg config.Config) []Queue {
 	return []Queue{
 		{tasks.QueueSnapshot, cfg.SnapshotConcurrency, map[string]asynq.HandlerFunc{tasks.TypeMember: h.HandleMember}, nil},
 		{tasks.QueueAggregate, cfg.AggregateConcurrency, map[string]asynq.HandlerFunc{tasks.TypeAggregate: h.HandleAggregate}, nil},
-		{tasks.QueueWebhook, cfg.Webhook.Concurrency, map[string]asynq.HandlerFunc{tasks.TypeWebhook: h.HandleWebhook}, h.webhookRetryDelay},
+		{tasks.QueueWebhook, cfg.Webhook.Concurrency, map[string]asynq.HandlerFunc{
+			tasks.TypeWebhook: h.HandleWebhook, tasks.LegacyTypeWebhook: h.HandleWebhook,
+		}, h.webhookRetryDelay},
 		{tasks.QueueWarm, max(cfg.Cache.WarmConcurrency, 1), map[string]asynq.HandlerFunc{
-			tasks.TypeMember:    background(h.HandleMember),
-			tasks.TypeAggregate: background(h.HandleAggregate),
-			tasks.TypeWarm:      h.HandleWarm,
+			tasks.TypeMember:     background(h.HandleMember),
+			tasks.TypeAggregate:  background(h.HandleAggregate),
+			tasks.TypeWarm:       h.HandleWarm,
+			tasks.LegacyTypeWarm: h.HandleWarm,
 		}, nil},
 	}
 }
