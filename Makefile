@@ -27,9 +27,11 @@ test: fmt-check vet
 # Runs the whole service locally (Redis, simulator, workers, api) and streams
 # one time-travel job, then one ensemble of three simulated models. With
 # OPENAI_API_KEY set it uses the real provider (the ensemble then needs
-# -ensemble-models: ./scripts/demo -ensemble-models a,b,c).
+# -ensemble-models: ./scripts/demo -ensemble-models a,b,c). With KEEP=1
+# (make demo KEEP=1) it then prints the web page's URL and keeps the service
+# running until Ctrl-C.
 demo:
-	./scripts/demo
+	KEEP="$(KEEP)" ./scripts/demo
 
 # Benchmarks against the simulator: every scenario (time travel and the
 # ensemble kind), a table and a JSON report.

@@ -257,14 +257,19 @@ func retryAfter(v string, now time.Time) time.Duration {
 // overflow a time.Duration.
 const maxRetryAfter = 24 * time.Hour
 
-// endpoint returns the absolute URL of the API path p (already escaped).
+// endpoint returns the absolute URL of the API path p (already escaped),
+// which may end with a query ("?" and its encoded values).
 func (c *Client) endpoint(p string) (string, error) {
 	if c.base == nil {
 		return "", errors.New("client: invalid base URL")
 	}
 	u := *c.base
+	p, query, hasQuery := strings.Cut(p, "?")
 	u.Path = strings.TrimRight(u.Path, "/") + p
 	u.RawPath = ""
+	if hasQuery {
+		u.RawQuery = query
+	}
 	return u.String(), nil
 }
 
@@ -386,6 +391,30 @@ func (c *Client) Cancel(ctx context.Context, id string) (JobView, error) {
 		return JobView{}, err
 	}
 	return v, nil
+}
+
+// Jobs returns a page of the caller's jobs, newest first (GET /api/jobs):
+// only the jobs of the client's API key (or, on a server without keys,
+// the anonymous caller's), while they are kept. Follow NextCursor for the
+// next page. A bad Limit or Cursor is an *APIError with status 400, code
+// CodeInvalidField and Field "limit" or "cursor".
+func (c *Client) Jobs(ctx context.Context, q JobsQuery) (JobList, error) {
+	v := url.Values{}
+	if q.Limit != 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Cursor != "" {
+		v.Set("cursor", q.Cursor)
+	}
+	p := "/api/jobs"
+	if len(v) > 0 {
+		p += "?" + v.Encode()
+	}
+	var l JobList
+	if err := c.do(ctx, http.MethodGet, p, nil, &l); err != nil {
+		return JobList{}, err
+	}
+	return l, nil
 }
 
 // Usage returns the caller's limits and how much of each it uses

@@ -337,3 +337,49 @@ func TestStatuses(t *testing.T) {
 		}
 	}
 }
+
+func TestJobs(t *testing.T) {
+	mux := http.NewServeMux()
+	var queries []string
+	mux.HandleFunc("GET /api/jobs", func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.RawQuery)
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Query().Get("cursor") {
+		case "":
+			fmt.Fprint(w, `{"jobs":[{"job_id":"j2","kind":"ensemble","status":"running","question":"q2?","created_at":"2025-01-02T03:04:05Z","cached":false}],"next_cursor":"c/1+"}`)
+		case "c/1+":
+			fmt.Fprint(w, `{"jobs":[{"job_id":"j1","kind":"timetravel","status":"completed","question":"q1?","created_at":"2025-01-02T03:04:00Z","finished_at":"2025-01-02T03:04:01.5Z","total_ms":1500,"cached":true}]}`)
+		default:
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"error":{"code":"invalid_field","field":"cursor","message":"bad cursor"}}`)
+		}
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c := client.New(srv.URL + "/")
+
+	first, err := c.Jobs(t.Context(), client.JobsQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Jobs) != 1 || first.Jobs[0].JobID != "j2" || first.Jobs[0].Status != client.StatusRunning || first.Jobs[0].FinishedAt != nil || first.NextCursor != "c/1+" {
+		t.Fatalf("first page %+v", first)
+	}
+	second, err := c.Jobs(t.Context(), client.JobsQuery{Limit: 1, Cursor: first.NextCursor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := second.Jobs[0]
+	if j.JobID != "j1" || !j.Cached || j.TotalMS == nil || *j.TotalMS != 1500 || j.FinishedAt == nil ||
+		!j.FinishedAt.Equal(time.Date(2025, 1, 2, 3, 4, 1, 5e8, time.UTC)) || second.NextCursor != "" {
+		t.Fatalf("second page %+v", second)
+	}
+	_, err = c.Jobs(t.Context(), client.JobsQuery{Cursor: "nope"})
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusBadRequest || ae.Code != client.CodeInvalidField || ae.Field != "cursor" {
+		t.Fatalf("bad cursor: %v", err)
+	}
+	if want := []string{"", "cursor=c%2F1%2B&limit=1", "cursor=nope"}; !reflect.DeepEqual(queries, want) {
+		t.Errorf("queries %q, want %q", queries, want)
+	}
+}

@@ -6,7 +6,8 @@
 // written.
 //
 // A Client submits jobs ([Client.Submit]), reads and cancels them
-// ([Client.Job], [Client.Cancel]), reads a job's event stream, either over
+// ([Client.Job], [Client.Cancel]), lists the caller's recent jobs a page
+// at a time ([Client.Jobs]), reads a job's event stream, either over
 // one connection ([Client.Events]) or across dropped connections
 // ([Client.Follow]), and reads the caller's quotas ([Client.Usage]) and the
 // models it may ask for ([Client.Models]). The package depends on the

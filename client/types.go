@@ -400,6 +400,42 @@ type Models struct {
 	Models  []string `json:"models"`
 }
 
+// JobsQuery asks for a page of the caller's jobs (GET /api/jobs).
+type JobsQuery struct {
+	// Limit is the page's size, 1 to 100; 0 asks for the server's default
+	// (20).
+	Limit int
+	// Cursor is the previous page's NextCursor, as it is; empty for the
+	// first page (the newest jobs).
+	Cursor string
+}
+
+// JobList is a page of the caller's jobs, newest first (GET /api/jobs).
+type JobList struct {
+	Jobs []JobSummary `json:"jobs"`
+	// NextCursor asks for the next page (JobsQuery.Cursor); empty on the
+	// last page. A page may hold fewer jobs than asked for (jobs that
+	// expired are left out): only an empty NextCursor ends the list.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// JobSummary is one job of a JobList: what a history shows of it. Job
+// returns the whole job.
+type JobSummary struct {
+	JobID    string    `json:"job_id"`
+	Kind     string    `json:"kind"`
+	Status   JobStatus `json:"status"`
+	Question string    `json:"question"`
+	// CreatedAt is when the job was accepted; FinishedAt when it ended
+	// (nil until then).
+	CreatedAt  time.Time  `json:"created_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// TotalMS is from acceptance to the end; nil until the job ends.
+	TotalMS *int64 `json:"total_ms,omitempty"`
+	// Cached is set when the whole job was served from the caches.
+	Cached bool `json:"cached"`
+}
+
 // Accepted is the API's answer to a submission (202 Accepted).
 type Accepted struct {
 	JobID  string    `json:"job_id"`

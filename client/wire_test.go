@@ -271,6 +271,7 @@ func TestWireTypes(t *testing.T) {
 		{name: "accepted", server: filled[api.Accepted](), client: filled[client.Accepted]()},
 		{name: "usage", server: filled[api.UsageView](), client: filled[client.Usage]()},
 		{name: "models", server: filled[api.ModelsView](), client: filled[client.Models]()},
+		{name: "job list", server: filled[api.JobList](), client: filled[client.JobList]()},
 		{name: "job.accepted", server: ttAccepted(t), client: filled[client.JobAcceptedData](), kind: client.KindTimeTravel},
 		{name: "snapshot.started", server: memberEvent(m, "attempt", 2, "cached", true), client: filled[client.SnapshotStartedData]()},
 		{name: "snapshot.delta", server: events.DeltaData{Index: &i, Text: "t"}, client: filled[client.SnapshotDeltaData]()},

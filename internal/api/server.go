@@ -27,7 +27,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/timetravel-ai/timetravel/internal/api/openapi"
+	"github.com/timetravel-ai/timetravel/internal/api/web"
 	"github.com/timetravel-ai/timetravel/internal/auth"
+	"github.com/timetravel-ai/timetravel/internal/breaker"
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
@@ -90,6 +92,9 @@ type Server struct {
 	// their plans depend on (the configured models and providers).
 	kinds *jobkind.Registry
 	env   jobkind.Env
+
+	// system reads the queues and breakers for the dashboard.
+	system *systemReader
 }
 
 // Deps are what the process's composition root builds once and hands to
@@ -148,6 +153,8 @@ func New(cfg config.Config, d Deps) *Server {
 	// One in-flight registry: the intake claims entries in it (when
 	// deduplication is on), the lifecycle releases them when jobs end.
 	inflight := cache.NewInflight(rdb)
+	s.system = &systemReader{queues: asynq.NewInspectorFromRedisClient(d.Redis), breakers: breaker.NewStore(d.Redis, breaker.KeyPrefix)}
+	s.system.names = s.breakerNames()
 	s.life = lifecycle.New(lifecycle.Options{Store: s.store, Webhooks: s.enq, Inspector: s.insp, Inflight: inflight, Log: log})
 	s.intake = intake.FromConfig(cfg, intake.Options{
 		Store: s.store, Enqueuer: s.enq, Inspector: s.insp, Inflight: inflight, Lifecycle: s.life,
@@ -191,14 +198,21 @@ func (s *Server) Handler() http.Handler {
 
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.ready)
-	// Prometheus text is for the scraper inside the cluster: it is not
-	// under /api, which the Ingress exposes.
+	// Prometheus text is for the scraper inside the cluster: the Ingress
+	// does not route it.
 	r.GET("/metrics", gin.WrapH(s.metricsHandler()))
 	// The HTTP contract (OpenAPI 3.1) and its reference page.
 	r.GET("/openapi.json", gin.WrapH(openapi.Handler()))
 	docs := gin.WrapH(openapi.DocsHandler("/docs"))
 	r.GET("/docs", docs)
 	r.GET("/docs/*file", docs)
+	// The web page (package web): the same page at / and at /jobs/:id,
+	// which opens that job; its scripts and styles under /assets.
+	page := web.New(web.Settings{TotalP95Warning: s.cfg.Alerts.TotalP95Warning,
+		TotalP95Critical: s.cfg.Alerts.TotalP95Critical, SnapshotP95Warning: s.cfg.Alerts.SnapshotP95Warning})
+	r.GET("/", gin.WrapH(page.Index()))
+	r.GET("/jobs/:id", gin.WrapH(page.Index()))
+	r.GET("/assets/*file", gin.WrapH(page.Assets()))
 
 	// The SSE route has no tracing middleware at all: a span would last as
 	// long as the client stays connected, and the middleware's frame alone
@@ -210,6 +224,7 @@ func (s *Server) Handler() http.Handler {
 	for _, k := range s.kinds.All() {
 		a.POST(k.Path(), s.submit(k))
 	}
+	a.GET("/jobs", s.listJobs)
 	a.GET("/jobs/:id", s.getJob)
 	a.DELETE("/jobs/:id", s.cancelJob)
 	a.POST("/cache/warm", adminOnly, s.warmCache)
@@ -220,6 +235,7 @@ func (s *Server) Handler() http.Handler {
 	m.GET("/stats", s.monitoringStats)
 	m.GET("/latency-breakdown", s.latencyBreakdown)
 	m.GET("/alerts", s.monitoringAlerts)
+	m.GET("/system", s.monitoringSystem)
 
 	if s.admin != nil {
 		// asynqmon routes under its RootPath itself: no prefix stripping.

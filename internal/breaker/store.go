@@ -33,7 +33,11 @@ type Store struct {
 	OpTimeout time.Duration
 }
 
-// NewStore returns a Store whose keys start with prefix (e.g. "tt:breaker:").
+// KeyPrefix is the prefix of the service's breakers' keys: every process
+// that calls or reads them uses it.
+const KeyPrefix = "tt:breaker:"
+
+// NewStore returns a Store whose keys start with prefix (e.g. KeyPrefix).
 func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 	return &Store{rdb: rdb, prefix: prefix, OpTimeout: 2 * time.Second}
 }
@@ -330,4 +334,54 @@ func newTokenPrefix() string {
 
 func newToken() string {
 	return tokenPrefix + "-" + strconv.FormatUint(tokenSeq.Add(1), 36)
+}
+
+// Status is a breaker's shared state as a reader outside the calls sees
+// it.
+type Status struct {
+	Name  string
+	State State
+	// OpenUntil is when an open breaker lets a trial through; zero
+	// otherwise.
+	OpenUntil time.Time
+}
+
+// Peek reads the named breakers' shared states in one round trip, in the
+// order of names, and changes nothing: a breaker never used (or idle past
+// its TTL) reads closed, and an open one past its open time half-open, as
+// Breaker.State reads them.
+func (s *Store) Peek(ctx context.Context, now time.Time, names []string) ([]Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.OpTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(names))
+	for i, n := range names {
+		cmds[i] = pipe.HMGet(ctx, s.key(n), "st", "until")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("breaker: peek: %w", err)
+	}
+	out := make([]Status, len(names))
+	for i, n := range names {
+		out[i] = Status{Name: n, State: StateClosed}
+		v, err := cmds[i].Result()
+		if err != nil || len(v) < 2 || v[0] == nil {
+			continue
+		}
+		st, ok := parseState(v[0])
+		if !ok {
+			continue
+		}
+		str, _ := v[1].(string)
+		ms, _ := strconv.ParseInt(str, 10, 64)
+		if st == StateOpen {
+			if now.UnixMilli() >= ms {
+				st = StateHalfOpen
+			} else {
+				out[i].OpenUntil = time.UnixMilli(ms)
+			}
+		}
+		out[i].State = st
+	}
+	return out, nil
 }

@@ -307,6 +307,13 @@ type Provider struct {
 // two processes configured alike name the same provider for every model,
 // and changing OPENAI_BASE_URL or LLM_PROVIDERS changes it.
 func (l LLM) ProviderIdentity(model string) string {
+	p := l.ProviderOf(model)
+	return p.Name + " " + p.BaseURL
+}
+
+// ProviderOf returns the provider that serves model, as the gateway routes
+// it: the last provider that lists it, else the first provider.
+func (l LLM) ProviderOf(model string) Provider {
 	providers := l.ProviderList()
 	p := providers[0]
 	for _, c := range providers {
@@ -316,7 +323,7 @@ func (l LLM) ProviderIdentity(model string) string {
 			}
 		}
 	}
-	return p.Name + " " + p.BaseURL
+	return p
 }
 
 // Load reads the environment and validates the result.

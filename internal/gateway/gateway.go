@@ -168,7 +168,7 @@ func New(cfg config.LLM, o Options) *Gateway {
 			g.byModel[m] = p
 		}
 	}
-	g.breakers = breaker.NewSet(breaker.NewStore(o.Redis, "tt:breaker:"), breaker.Settings{
+	g.breakers = breaker.NewSet(breaker.NewStore(o.Redis, breaker.KeyPrefix), breaker.Settings{
 		Failures:     uint32(max(cfg.BreakerFailures, 1)),
 		MinRequests:  uint32(max(cfg.BreakerMinRequests, 0)),
 		FailureRatio: cfg.BreakerFailureRatio,

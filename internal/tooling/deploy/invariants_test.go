@@ -552,6 +552,13 @@ func TestDisruptionBudgets(t *testing.T) {
 	})
 }
 
+// publicPaths are the paths the Ingress routes, with their path type.
+var publicPaths = map[string]networkingv1.PathType{
+	"/api": networkingv1.PathTypePrefix, "/": networkingv1.PathTypeExact,
+	"/jobs": networkingv1.PathTypePrefix, "/assets": networkingv1.PathTypePrefix,
+	"/openapi.json": networkingv1.PathTypeExact, "/docs": networkingv1.PathTypePrefix,
+}
+
 func TestIngressKeepsSSEAlive(t *testing.T) {
 	forEach(t, func(t *testing.T, m *manifest) {
 		ing := mustNamed[networkingv1.Ingress](t, m, "api")
@@ -572,8 +579,12 @@ func TestIngressKeepsSSEAlive(t *testing.T) {
 		}
 		for _, rule := range ing.Spec.Rules {
 			for _, p := range rule.HTTP.Paths {
-				if p.Path != "/api" {
-					t.Errorf("Ingress routes %q; only /api should leave the cluster", p.Path)
+				// The api, the web page (its root exactly, its job links
+				// and assets) and the contract leave the cluster; /healthz,
+				// /readyz and /metrics never do (so no Prefix "/").
+				want, public := publicPaths[p.Path]
+				if !public || p.PathType == nil || *p.PathType != want {
+					t.Errorf("Ingress routes %q (%v); only %v should leave the cluster", p.Path, p.PathType, publicPaths)
 				}
 				b := p.Backend.Service
 				svc := named[corev1.Service](m, b.Name)

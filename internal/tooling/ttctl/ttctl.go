@@ -49,7 +49,7 @@ const usage = `Usage:
   ttctl ask [-api URL] [-time-points LIST] [-model M] [-complexity C] [-force] "question"
   ttctl ensemble [-api URL] -models A,B[,C…] [-synthesis-model M] [-cache use|bypass] "question"
   ttctl demo [-question Q] [-time-points LIST] [-model M] [-complexity C] [-workers N]
-             [-ensemble-models A,B,C] ["question"]
+             [-ensemble-models A,B,C] [-keep] ["question"]
   ttctl keys create|list|revoke|limits …
 
 ask       submits a time-travel question to a running API and prints the
@@ -61,7 +61,8 @@ ensemble  asks 2 to 8 models the same question (POST /api/ensemble) and prints
           what, and claims only one model made.
 demo      builds and starts the whole service locally (redis, llmsim, workers,
           api), runs one time-travel job and one ensemble of three models, and
-          stops everything. It uses the LLM simulator unless OPENAI_API_KEY is
+          stops everything (with -keep: prints the web page's URL and keeps
+          the service running until Ctrl-C). It uses the LLM simulator unless OPENAI_API_KEY is
           set, in which case the workers use that provider (OPENAI_BASE_URL,
           LLM_MODEL) and the ensemble runs only with -ensemble-models.
 keys      manages the API keys in the Redis at REDIS_URL: "ttctl keys help"
@@ -308,6 +309,7 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	question := fs.String("question", "", "the question (default \""+DefaultQuestion+"\")")
 	workers := fs.Int("workers", 2, "worker processes")
 	verbose := fs.Bool("v", false, "show the processes' logs")
+	stay := fs.Bool("keep", false, "after the jobs, print the web page's URL and keep the service running until Ctrl-C")
 	ensembleModels := fs.String("ensemble-models", "", "models of the ensemble job (default with the simulator: "+
 		strings.Join(DemoEnsembleModels, ",")+"; with a real provider: no ensemble unless given)")
 	var rf requestFlags
@@ -413,6 +415,12 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintf(stdout, "\n=== 2. Ensemble: %s answer at once, then a synthesis and an analysis ===\n", strings.Join(ensModels, ", "))
 		ens := client.EnsembleRequest{Question: q, Models: ensModels}
 		code = run(ctx, c, ensembleOf(c, ens), stdout, stderr)
+	}
+	if *stay && code == ExitOK {
+		// The page and the api share the origin: open it in a browser.
+		fmt.Fprintf(stdout, "\nOpen the web page: %s/\nThe service keeps running; press Ctrl-C to stop it.\n", s.APIURL)
+		<-ctx.Done()
+		return ExitOK
 	}
 	if code != ExitOK && !errors.Is(ctx.Err(), context.Canceled) {
 		keep = true
