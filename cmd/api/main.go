@@ -26,7 +26,9 @@ It takes no arguments. Its configuration is environment variables only, read
 and validated at start (a bad value stops it with a message naming the
 variable); the README's Configuration table lists every one with its
 default. The main ones:
-  REDIS_URL   Redis for queues, jobs and event streams
+  REDIS_URL   Redis for queues, jobs and event streams (or Sentinel:
+              REDIS_SENTINEL_MASTER, REDIS_SENTINEL_ADDRS; or Cluster:
+              REDIS_CLUSTER_ADDRS)
   API_ADDR    listen address
   LOG_LEVEL   debug, info, warn or error; logs are JSON on stderr
   ENV         production requires API keys and credentials
@@ -45,7 +47,7 @@ func main() {
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Pooled connections are shared by all requests and SSE streams; their
 	// number does not grow with the number of clients.
-	rdb, err := redisx.NewClient(cfg.RedisURL, "tt-api", 32, true)
+	rdb, err := redisx.NewClient(cfg.Redis, "tt-api", 32, true)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

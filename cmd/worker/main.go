@@ -27,7 +27,9 @@ It takes no arguments. Its configuration is environment variables only, read
 and validated at start (a bad value stops it with a message naming the
 variable); the README's Configuration table lists every one with its
 default. The main ones:
-  REDIS_URL              Redis for queues, jobs and event streams
+  REDIS_URL              Redis for queues, jobs and event streams (or
+                         Sentinel: REDIS_SENTINEL_MASTER, REDIS_SENTINEL_ADDRS;
+                         or Cluster: REDIS_CLUSTER_ADDRS)
   WORKER_ADDR            health and metrics listen address
   LOG_LEVEL              debug, info, warn or error; logs are JSON on stderr
   OPENAI_BASE_URL, OPENAI_API_KEY, LLM_MODEL, LLM_PROVIDERS
@@ -47,7 +49,7 @@ func main() {
 // run is the worker's composition root: it builds the process's shared
 // objects once and closes them on the way out.
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	rdb, err := redisx.NewClient(cfg.RedisURL, "tt-worker", worker.PoolSize(cfg), false)
+	rdb, err := redisx.NewClient(cfg.Redis, "tt-worker", worker.PoolSize(cfg), false)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

@@ -8,26 +8,73 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 )
 
 // AdminRoot is where the queue admin UI (asynqmon) is mounted.
 const AdminRoot = "/admin/queues"
 
-// newAdminUI returns asynqmon on the api's Redis (REDIS_URL), read-only
-// unless ADMIN_READ_WRITE is set. asynqmon serves under its RootPath: the
-// prefix is not stripped.
+// newAdminUI returns asynqmon on the api's Redis, in the configured
+// topology (config.Redis), read-only unless ADMIN_READ_WRITE is set.
+// asynqmon serves under its RootPath: the prefix is not stripped.
 func newAdminUI(cfg config.Config) (*asynqmon.HTTPHandler, error) {
-	opt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	opt, err := adminConnOpt(cfg.Redis)
 	if err != nil {
-		return nil, fmt.Errorf("admin UI: REDIS_URL: %w", err)
+		return nil, fmt.Errorf("admin UI: %w", err)
 	}
 	return asynqmon.New(asynqmon.Options{
 		RootPath:     AdminRoot,
 		RedisConnOpt: opt,
 		ReadOnly:     !cfg.Admin.ReadWrite,
 	}), nil
+}
+
+// adminConnOpt returns asynqmon's connection to the configured Redis: the
+// same servers, credentials and TLS as the service's clients
+// (redisx.NewClient), with asynqmon's own pools. asynqmon builds its
+// clients from a RedisConnOpt, so it cannot share ours.
+func adminConnOpt(r config.Redis) (asynq.RedisConnOpt, error) {
+	tlsConf, err := redisx.TLSConfig(r)
+	if err != nil {
+		return nil, err
+	}
+	switch r.Topology() {
+	case config.RedisSentinel:
+		return asynq.RedisFailoverClientOpt{
+			MasterName:       r.SentinelMaster,
+			SentinelAddrs:    r.SentinelAddrs,
+			SentinelUsername: r.SentinelUsername,
+			SentinelPassword: r.SentinelPassword,
+			Username:         r.ServerUsername,
+			Password:         r.ServerPassword,
+			DB:               r.DB,
+			TLSConfig:        tlsConf,
+		}, nil
+	case config.RedisCluster:
+		return asynq.RedisClusterClientOpt{
+			Addrs:     r.ClusterAddrs,
+			Username:  r.ServerUsername,
+			Password:  r.ServerPassword,
+			TLSConfig: tlsConf,
+		}, nil
+	}
+	// redis.ParseURL rather than asynq.ParseRedisURI, which drops the
+	// URL's ACL user name.
+	opt, err := redis.ParseURL(r.URL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return asynq.RedisClientOpt{
+		Network:   opt.Network,
+		Addr:      opt.Addr,
+		Username:  opt.Username,
+		Password:  opt.Password,
+		DB:        opt.DB,
+		TLSConfig: tlsConf,
+	}, nil
 }
 
 // adminAuth admits requests with the configured basic-auth credentials or

@@ -22,15 +22,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/caarlos0/env/v11"
-	"github.com/redis/go-redis/v9"
 )
 
 // Config is the configuration of the api and worker processes. Each process
 // reads the whole struct and uses its own part.
 type Config struct {
-	// RedisURL is where queues, jobs and event streams live
-	// (redis://[:password@]host:port/db or rediss:// for TLS).
-	RedisURL string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	// Redis is where queues, jobs and event streams live: a single server
+	// (REDIS_URL), Sentinel or Cluster (see Redis).
+	Redis Redis
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 
@@ -164,15 +163,13 @@ func (c Config) ValidateAPI() error {
 	return errors.Join(errs...)
 }
 
-// servicePorts returns the ports of Redis (REDIS_URL) and of the api and
-// the worker (API_ADDR, WORKER_ADDR) that can be read, and the always
-// denied ones: the ports no callback may use.
+// servicePorts returns the ports of Redis (REDIS_URL, or the sentinels'
+// and the cluster seeds') and of the api and the worker (API_ADDR,
+// WORKER_ADDR) that can be read, and the always denied ones: the ports no
+// callback may use.
 func (c Config) servicePorts() []uint16 {
 	ports := slices.Clone(alwaysDeniedPorts)
-	addrs := []string{c.APIAddr, c.WorkerAddr}
-	if opt, err := redis.ParseURL(c.RedisURL); err == nil {
-		addrs = append(addrs, opt.Addr)
-	}
+	addrs := append([]string{c.APIAddr, c.WorkerAddr}, c.Redis.Addrs()...)
 	for _, a := range addrs {
 		if _, p, err := net.SplitHostPort(a); err == nil {
 			if n, err := strconv.ParseUint(p, 10, 16); err == nil && n > 0 {
@@ -346,6 +343,7 @@ func LoadFrom(environ map[string]string) (Config, error) {
 	if environ != nil {
 		getenv = func(k string) string { return environ[k] }
 	}
+	c.Redis.resolve()
 	if err := c.LLM.resolve(getenv); err != nil {
 		return c, err
 	}
@@ -362,9 +360,7 @@ func (c Config) Validate() error {
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("config: %s: %s", name, fmt.Sprintf(format, args...)))
 	}
-	if _, err := redis.ParseURL(c.RedisURL); err != nil {
-		bad("REDIS_URL", "%v (want redis://[:password@]host:port/db)", err)
-	}
+	errs = append(errs, c.Redis.validate()...)
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%v", err)
 	}
@@ -493,13 +489,7 @@ func (c Config) LogValue() slog.Value {
 	if masked.Access.EventsTokenSecret != "" {
 		masked.Access.EventsTokenSecret = "****"
 	}
-	if u, err := url.Parse(masked.RedisURL); err == nil && u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "****")
-			// String escapes '*' in user info (%2A); show the mask as is.
-			masked.RedisURL = strings.Replace(u.String(), ":%2A%2A%2A%2A@", ":****@", 1)
-		}
-	}
+	masked.Redis = masked.Redis.masked()
 	return structValue(reflect.ValueOf(masked))
 }
 

@@ -20,7 +20,7 @@ func TestLoadFromDefaults(t *testing.T) {
 		t.Fatalf("LoadFrom: %v", err)
 	}
 	want := Config{
-		RedisURL:             "redis://127.0.0.1:6379/0",
+		Redis:                Redis{URL: "redis://127.0.0.1:6379/0"},
 		LogLevel:             "info",
 		APIAddr:              ":8080",
 		JobDeadline:          120 * time.Second,
@@ -124,7 +124,7 @@ func TestLoadFromOverrides(t *testing.T) {
 		t.Fatalf("LoadFrom: %v", err)
 	}
 	want := Config{
-		RedisURL:             "rediss://:pw@cache.internal:6380/2",
+		Redis:                Redis{URL: "rediss://:pw@cache.internal:6380/2"},
 		LogLevel:             "debug",
 		APIAddr:              "127.0.0.1:18080",
 		JobDeadline:          45 * time.Second,
@@ -503,11 +503,11 @@ func TestLogValueMasksRedisPassword(t *testing.T) {
 			if !strings.Contains(out, "****") {
 				t.Errorf("log has no **** mask: %s", out)
 			}
-			if got := m["REDIS_URL"]; got != tt.want {
-				t.Errorf("RedisURL logged as %v, want %s", got, tt.want)
+			if got := group(t, m, "Redis")["REDIS_URL"]; got != tt.want {
+				t.Errorf("REDIS_URL logged as %v, want %s", got, tt.want)
 			}
-			if c.RedisURL != tt.url {
-				t.Errorf("LogValue changed the config: RedisURL = %q", c.RedisURL)
+			if c.Redis.URL != tt.url {
+				t.Errorf("LogValue changed the config: Redis.URL = %q", c.Redis.URL)
 			}
 		})
 	}
@@ -521,7 +521,7 @@ func TestLogValueRedisWithoutPassword(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, m := logged(t, c)
-		if got := m["REDIS_URL"]; got != u {
+		if got := group(t, m, "Redis")["REDIS_URL"]; got != u {
 			t.Errorf("RedisURL logged as %v, want it unchanged (%s)", got, u)
 		}
 	}
@@ -628,6 +628,8 @@ func TestWebhookDeniedPorts(t *testing.T) {
 			[]uint16{6379, 7000, 18080, 19090, 26379}},
 		{"a Redis URL without a port", map[string]string{"REDIS_URL": "redis://cache.internal/1"}, []uint16{6379, 8080, 9090, 26379}},
 		{"an address without a port", map[string]string{"API_ADDR": "localhost"}, []uint16{6379, 9090, 26379}},
+		{"sentinels", map[string]string{"REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_ADDRS": "s1:26380,s2:26381"}, []uint16{6379, 8080, 9090, 26379, 26380, 26381}},
+		{"cluster seeds", map[string]string{"REDIS_CLUSTER_ADDRS": "n1:7000,n2:7001"}, []uint16{6379, 7000, 7001, 8080, 9090, 26379}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -205,13 +205,13 @@ func startToyStack(t *testing.T) *toyStack {
 	log := slog.New(slog.DiscardHandler)
 
 	ctx, stop := context.WithCancel(context.Background())
-	wrdb, err := redisx.NewClient(cfg.RedisURL, "tt-worker", worker.PoolSize(cfg), false)
+	wrdb, err := redisx.NewClient(cfg.Redis, "tt-worker", worker.PoolSize(cfg), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	workerDone := make(chan error, 1)
 	go func() { workerDone <- worker.Run(ctx, cfg, worker.Deps{Redis: wrdb, Kinds: reg, Log: log}) }()
-	ardb, err := redisx.NewClient(cfg.RedisURL, "tt-api", 8, false)
+	ardb, err := redisx.NewClient(cfg.Redis, "tt-api", 8, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,13 @@
 // A Server can be stopped (SHUTDOWN or SIGKILL) and started again on the same
 // port and directory, with its data or empty, so that clients configured with
 // its address meet a Redis outage and then the same Redis again.
+//
+// StartSentinel starts a Redis Sentinel group (a master, a replica, three
+// sentinels run as `redis-server --sentinel`) and StartCluster a Redis
+// Cluster (three masters with a replica each, joined with `redis-cli
+// --cluster create`), both on loopback and tuned to fail over within a few
+// seconds; their WaitFailover methods wait until a SIGKILLed master has
+// been replaced.
 package redisproc
 
 import (
@@ -54,10 +61,25 @@ type Server struct {
 	dir  string
 	port int
 	opts Options
+	spec nodeSpec
 
 	mu      sync.Mutex
 	p       *process // the current (or last) process
 	stopped bool
+}
+
+// nodeSpec is what a Sentinel or Cluster node adds to a plain server; the
+// zero value is a plain server.
+type nodeSpec struct {
+	// conf is a config file given before the flags: a sentinel needs
+	// one that it can rewrite.
+	conf string
+	// extra flags follow the common ones and override them.
+	extra []string
+	// password is sent with AUTH before PING and SHUTDOWN.
+	password string
+	// busPort asks for a port whose cluster bus port (+10000) is free too.
+	busPort bool
 }
 
 // process is one run of redis-server.
@@ -117,6 +139,42 @@ func serverPort() (int, error) {
 	return FreePort()
 }
 
+// clusterPort is like serverPort for a cluster node, which listens on its
+// port and on port+10000 for the cluster bus: both must be free, and both
+// below the ephemeral range when it leaves room for that.
+func clusterPort() (int, error) {
+	lo := ephemeralLow()
+	const floor, bus = 10000, 10000
+	for range 50 {
+		var p int
+		if lo-bus-floor >= 1000 {
+			p = floor + rand.IntN(lo-bus-floor)
+		} else {
+			var err error
+			if p, err = FreePort(); err != nil {
+				return 0, err
+			}
+			if p+bus > 65535 {
+				continue
+			}
+		}
+		if portFree(p) && portFree(p+bus) {
+			return p, nil
+		}
+	}
+	return 0, errors.New("redisproc: no free port pair for a cluster node")
+}
+
+// portFree reports whether port p on 127.0.0.1 could be bound a moment ago.
+func portFree(p int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
 // ephemeralLow is the first port of the kernel's ephemeral range, or 0 when
 // it cannot be read.
 func ephemeralLow() int {
@@ -141,6 +199,11 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 // directory dir (created when missing) and returns once it answers PING.
 // The process is killed if ctx ends before that. Stop it with Stop.
 func StartWith(ctx context.Context, dir string, o Options) (*Server, error) {
+	return startNode(ctx, dir, o, nodeSpec{})
+}
+
+// startNode launches one redis-server like StartWith, with spec's additions.
+func startNode(ctx context.Context, dir string, o Options, spec nodeSpec) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -151,10 +214,13 @@ func StartWith(ctx context.Context, dir string, o Options) (*Server, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := serverPort()
+		if spec.busPort {
+			port, err = clusterPort()
+		}
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), bin: bin, dir: dir, port: port, opts: o}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), bin: bin, dir: dir, port: port, opts: o, spec: spec}
 		p, err := s.launch(ctx)
 		if err == nil {
 			s.p = p
@@ -188,6 +254,11 @@ func (s *Server) launch(ctx context.Context) (*process, error) {
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	args = append(args, s.spec.extra...)
+	if s.spec.conf != "" {
+		// redis-server takes the config file only as its first argument.
+		args = append([]string{s.spec.conf}, args...)
+	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -201,7 +272,7 @@ func (s *Server) launch(ctx context.Context) (*process, error) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if ping(s.Addr) == nil {
+		if ping(s.Addr, s.spec.password) == nil {
 			return p, nil
 		}
 		select {
@@ -218,23 +289,47 @@ func (s *Server) launch(ctx context.Context) (*process, error) {
 	}
 }
 
-// ping sends an inline PING and expects +PONG.
-func ping(addr string) error {
+// ping sends an inline PING, after AUTH when password is set, and expects
+// +PONG.
+func ping(addr, password string) error {
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	r := bufio.NewReader(c)
+	if err := auth(c, r, password); err != nil {
+		return err
+	}
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
 	if !strings.HasPrefix(line, "+PONG") {
 		return fmt.Errorf("unexpected PING answer %q", line)
+	}
+	return nil
+}
+
+// auth sends AUTH password on c and expects +OK; it does nothing without a
+// password. The password goes as a RESP array, so any bytes are safe.
+func auth(c net.Conn, r *bufio.Reader, password string) error {
+	if password == "" {
+		return nil
+	}
+	if _, err := fmt.Fprintf(c, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password); err != nil {
+		return err
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+OK") {
+		return fmt.Errorf("AUTH: %s", strings.TrimSpace(line))
 	}
 	return nil
 }
@@ -292,11 +387,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("redisproc: shutdown: %w", err)
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	_, err = c.Write([]byte("SHUTDOWN\r\n"))
+	r := bufio.NewReader(c)
+	err = auth(c, r, s.spec.password)
+	if err == nil {
+		_, err = c.Write([]byte("SHUTDOWN\r\n"))
+	}
 	if err == nil {
 		// Redis closes the connection without an answer when it goes;
 		// an answer is an error such as "-ERR Errors trying to SHUTDOWN".
-		line, _ := bufio.NewReader(c).ReadString('\n')
+		line, _ := r.ReadString('\n')
 		if strings.HasPrefix(line, "-") {
 			err = fmt.Errorf("redisproc: shutdown: %s", strings.TrimSpace(line))
 		}
