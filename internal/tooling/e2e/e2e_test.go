@@ -58,12 +58,14 @@ const (
 type env struct {
 	stack  *stack.Stack
 	api    *client.Client
-	rdb    *redis.Client
+	rdb    redis.UniversalClient // the stack's Redis, whatever its topology
 	apiURL string
 }
 
 // startStack runs redis, the simulator, workers and the api as processes.
-func startStack(t *testing.T, workers int, apiEnv, workerEnv map[string]string) env {
+// Each of with may change the options before the start (e.g. a Redis
+// topology: topology_test.go).
+func startStack(t *testing.T, workers int, apiEnv, workerEnv map[string]string, with ...func(*stack.Options)) env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -71,7 +73,7 @@ func startStack(t *testing.T, workers int, apiEnv, workerEnv map[string]string) 
 	for k, v := range workerEnv {
 		wenv[k] = v
 	}
-	s, err := stack.Start(ctx, stack.Options{
+	opts := stack.Options{
 		BinDir: binDir, Dir: t.TempDir(), Workers: workers, Sim: true,
 		// The models go to the api too: its cache keys name them.
 		Env: map[string]string{
@@ -87,7 +89,11 @@ func startStack(t *testing.T, workers int, apiEnv, workerEnv map[string]string) 
 			"LLMSIM_TOKENS_PER_SECOND": "200",
 			"LLMSIM_LATENCY":           modelSnapshot + "=500ms," + modelExtract + "=100ms," + modelNarrative + "=100ms," + modelSlow + "=20s,sim-2s=2s",
 		},
-	})
+	}
+	for _, f := range with {
+		f(&opts)
+	}
+	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}
@@ -99,11 +105,10 @@ func startStack(t *testing.T, workers int, apiEnv, workerEnv map[string]string) 
 		}
 		s.Stop()
 	})
-	opt, err := redis.ParseURL(s.RedisURL)
+	rdb, err := s.NewRedisClient("e2e")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	return env{stack: s, api: client.New(s.APIURL, client.WithHTTPClient(contractClient(t, s.APIURL))), rdb: rdb, apiURL: s.APIURL}
 }

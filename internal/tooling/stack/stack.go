@@ -1,5 +1,6 @@
 // Package stack runs the whole time-travel service as real processes on
-// loopback: a throwaway redis-server, optionally the LLM simulator, any number
+// loopback: a throwaway redis-server (or a Sentinel group or Cluster the
+// caller started: Options.Topology), optionally the LLM simulator, any number
 // of workers and one or more api replicas. Integration tests, the demo,
 // benchmarks and the chaos suite use it.
 //
@@ -28,6 +29,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redisproc"
 )
 
@@ -166,19 +171,71 @@ type Options struct {
 	// ReadyTimeout bounds the wait for each process to be ready (default
 	// DefaultReadyTimeout).
 	ReadyTimeout time.Duration
+	// Topology, when set, runs the stack on a Redis the caller started
+	// and stops (a Sentinel group or a Cluster, see SentinelTopology and
+	// ClusterTopology) instead of a redis-server of its own: the children
+	// get its variables (Topology.Env) in place of REDIS_URL, and none of
+	// this process' REDIS_* variables. RedisAOF does not apply.
+	Topology *config.Redis
+}
+
+// SentinelTopology is the configuration that reaches the master of g
+// through its sentinels, with g's passwords.
+func SentinelTopology(g *redisproc.SentinelGroup) *config.Redis {
+	return &config.Redis{SentinelMaster: g.MasterName, SentinelAddrs: slices.Clone(g.SentinelAddrs),
+		SentinelPassword: g.SentinelPassword, ServerPassword: g.Password}
+}
+
+// ClusterTopology is the configuration that reaches c through its nodes as
+// seeds, with c's password.
+func ClusterTopology(c *redisproc.Cluster) *config.Redis {
+	return &config.Redis{ClusterAddrs: slices.Clone(c.Addrs), ServerPassword: c.Password}
+}
+
+// TopologyEnv returns the environment variables that name r to the
+// service (the inverse of config's parsing of them), only those set.
+func TopologyEnv(r config.Redis) map[string]string {
+	m := map[string]string{}
+	set := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	set("REDIS_URL", r.URL)
+	set("REDIS_SENTINEL_MASTER", r.SentinelMaster)
+	set("REDIS_SENTINEL_ADDRS", strings.Join(r.SentinelAddrs, ","))
+	set("REDIS_SENTINEL_USERNAME", r.SentinelUsername)
+	set("REDIS_SENTINEL_PASSWORD", r.SentinelPassword)
+	set("REDIS_CLUSTER_ADDRS", strings.Join(r.ClusterAddrs, ","))
+	set("REDIS_USERNAME", r.ServerUsername)
+	set("REDIS_PASSWORD", r.ServerPassword)
+	if r.DB != 0 {
+		m["REDIS_DB"] = fmt.Sprint(r.DB)
+	}
+	if r.TLS {
+		m["REDIS_TLS"] = "true"
+	}
+	set("REDIS_TLS_CA_FILE", r.TLSCAFile)
+	set("REDIS_TLS_SERVER_NAME", r.TLSServerName)
+	return m
 }
 
 // Stack is a running service. Its fields must not be changed; Workers grows
 // with StartWorker and APIs with StartAPI.
 type Stack struct {
-	// RedisURL is database 0 of the stack's Redis.
+	// RedisURL is database 0 of the stack's Redis; empty with
+	// Options.Topology.
 	RedisURL string
+	// RedisConfig is the Redis the processes use: RedisURL, or
+	// Options.Topology. NewRedisClient opens a client of it.
+	RedisConfig config.Redis
 	// APIURL is the first api replica's root, e.g. http://127.0.0.1:PORT.
 	APIURL string
 	// SimURL is the simulator's root (without /v1) when Sim is set.
 	SimURL string
 	// Redis is the stack's redis-server. It may be stopped and restarted
-	// on the same address while the other processes run.
+	// on the same address while the other processes run. Nil with
+	// Options.Topology.
 	Redis *redisproc.Server
 	// API is the first api replica (APIs[0]).
 	API *Proc
@@ -236,11 +293,16 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}
 
-	s.Redis, err = redisproc.StartWith(ctx, filepath.Join(s.dir, "redis"), redisproc.Options{AOF: opts.RedisAOF})
-	if err != nil {
-		return nil, fmt.Errorf("stack: %w", err)
+	if opts.Topology != nil {
+		s.RedisConfig = *opts.Topology
+	} else {
+		s.Redis, err = redisproc.StartWith(ctx, filepath.Join(s.dir, "redis"), redisproc.Options{AOF: opts.RedisAOF})
+		if err != nil {
+			return nil, fmt.Errorf("stack: %w", err)
+		}
+		s.RedisURL = s.Redis.URL(0)
+		s.RedisConfig = config.Redis{URL: s.RedisURL}
 	}
-	s.RedisURL = s.Redis.URL(0)
 
 	if opts.Sim {
 		s.Sim, err = s.startProc(ctx, BinSim, "llmsim", "LLMSIM_ADDR", "/healthz", opts.SimEnv, nil)
@@ -281,6 +343,17 @@ func (s *Stack) binaries() []string {
 
 // Dir returns the directory with the logs and Redis' files.
 func (s *Stack) Dir() string { return s.dir }
+
+// NewRedisClient opens a client of the Redis the processes use, whatever
+// its topology (redisx.NewClient of RedisConfig), e.g. for a test to look
+// at keys or queues. The caller closes it.
+func (s *Stack) NewRedisClient(name string) (redis.UniversalClient, error) {
+	rdb, err := redisx.NewClient(s.RedisConfig, name, 4, false)
+	if err != nil {
+		return nil, fmt.Errorf("stack: redis client: %w", err)
+	}
+	return rdb, nil
+}
 
 // StartWorker starts one more worker and returns once it is ready. Its name
 // is worker-N, N counting from 1.
@@ -418,9 +491,10 @@ func (s *Stack) Stop() {
 }
 
 // env builds a child's environment: the parent's (less the LLM and Redis
-// variables when Sim), then the defaults, Env and the specific map, later
-// ones winning. The result is sorted.
-func env(parent []string, sim bool, defaults, common, specific map[string]string) []string {
+// variables when Sim, less every REDIS_* variable when topology), then the
+// defaults, Env and the specific map, later ones winning. The result is
+// sorted.
+func env(parent []string, sim, topology bool, defaults, common, specific map[string]string) []string {
 	m := make(map[string]string, len(parent)+len(defaults)+len(common)+len(specific))
 	for _, kv := range parent {
 		k, v, ok := strings.Cut(kv, "=")
@@ -428,6 +502,11 @@ func env(parent []string, sim bool, defaults, common, specific map[string]string
 			continue
 		}
 		if sim && (strings.HasPrefix(k, "OPENAI_") || strings.HasPrefix(k, "LLM_") || k == "REDIS_URL") {
+			continue
+		}
+		// Another topology's variable would make the configuration
+		// ambiguous, which the service refuses.
+		if topology && strings.HasPrefix(k, "REDIS_") {
 			continue
 		}
 		m[k] = v
@@ -467,9 +546,11 @@ func (s *Stack) startProc(ctx context.Context, bin, name, addrVar, readyPath str
 			return nil, fmt.Errorf("stack: %s: %w", name, err)
 		}
 		defaults := map[string]string{
-			"REDIS_URL": s.RedisURL,
 			"LOG_LEVEL": "info",
 			addrVar:     fmt.Sprintf("127.0.0.1:%d", port),
+		}
+		for k, v := range TopologyEnv(s.RedisConfig) {
+			defaults[k] = v
 		}
 		for k, v := range unlimited {
 			defaults[k] = v
@@ -477,7 +558,7 @@ func (s *Stack) startProc(ctx context.Context, bin, name, addrVar, readyPath str
 		for k, v := range extra {
 			defaults[k] = v
 		}
-		environ := env(os.Environ(), s.opts.Sim, defaults, s.opts.Env, specific)
+		environ := env(os.Environ(), s.opts.Sim, s.opts.Topology != nil, defaults, s.opts.Env, specific)
 		addr := lookup(environ, addrVar)
 		p, err := s.spawn(filepath.Join(s.binDir, bin), name, addr, environ)
 		if err != nil {

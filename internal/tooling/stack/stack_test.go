@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/timetravel-ai/timetravel/internal/config"
 )
 
 // The test binary doubles as fake api, worker and llmsim binaries: Start runs
@@ -115,7 +120,7 @@ func TestEnv(t *testing.T) {
 	parent := []string{"HOME=h", "OPENAI_API_KEY=real", "OPENAI_BASE_URL=https://example.invalid/v1", "LLM_MODEL=big", "REDIS_URL=redis://elsewhere/0", "LLMSIM_TTFT=1s", "EMPTY=", "broken"}
 	tests := []struct {
 		name               string
-		sim                bool
+		sim, topology      bool
 		def, common, model map[string]string
 		want               []string
 	}{
@@ -138,10 +143,16 @@ func TestEnv(t *testing.T) {
 			model:  map[string]string{"C": "specific"},
 			want:   []string{"A=def", "B=common", "C=specific", "EMPTY=", "HOME=h", "LLMSIM_TTFT=1s", "LLM_MODEL=small"},
 		},
+		{
+			name:     "a topology strips the parent's Redis variables even without sim",
+			topology: true,
+			def:      map[string]string{"REDIS_CLUSTER_ADDRS": "127.0.0.1:1,127.0.0.1:2"},
+			want:     []string{"EMPTY=", "HOME=h", "LLMSIM_TTFT=1s", "LLM_MODEL=big", "OPENAI_API_KEY=real", "OPENAI_BASE_URL=https://example.invalid/v1", "REDIS_CLUSTER_ADDRS=127.0.0.1:1,127.0.0.1:2"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := env(parent, tt.sim, tt.def, tt.common, tt.model)
+			got := env(parent, tt.sim, tt.topology, tt.def, tt.common, tt.model)
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("got  %q\nwant %q", got, tt.want)
 			}
@@ -446,4 +457,54 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestTopologyEnv(t *testing.T) {
+	tests := []struct {
+		name string
+		r    config.Redis
+		want map[string]string
+	}{
+		{"single", config.Redis{URL: "redis://127.0.0.1:1/0"}, map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"}},
+		{"sentinel", config.Redis{SentinelMaster: "m", SentinelAddrs: []string{"a:1", "b:2"}, SentinelPassword: "sp", ServerPassword: "p", DB: 2},
+			map[string]string{"REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_ADDRS": "a:1,b:2", "REDIS_SENTINEL_PASSWORD": "sp", "REDIS_PASSWORD": "p", "REDIS_DB": "2"}},
+		{"cluster", config.Redis{ClusterAddrs: []string{"a:1", "b:2"}, ServerUsername: "u", TLS: true},
+			map[string]string{"REDIS_CLUSTER_ADDRS": "a:1,b:2", "REDIS_USERNAME": "u", "REDIS_TLS": "true"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := TopologyEnv(tt.r); !maps.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// With a topology the stack starts no redis-server: api and worker get the
+// topology's variables, never a REDIS_URL (theirs or this process').
+func TestStartOnTopology(t *testing.T) {
+	t.Setenv("REDIS_URL", "redis://must-not-leak:1/0")
+	topo := &config.Redis{ClusterAddrs: []string{"127.0.0.1:1", "127.0.0.1:2"}, ServerPassword: "pw"}
+	s, err := Start(t.Context(), Options{BinDir: fakeBins(t), Dir: t.TempDir(), Topology: topo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	if s.Redis != nil || s.RedisURL != "" || s.RedisConfig.Topology() != config.RedisCluster {
+		t.Fatalf("Redis %v, RedisURL %q, RedisConfig %+v: want the cluster only", s.Redis, s.RedisURL, s.RedisConfig)
+	}
+	for _, p := range []*Proc{s.API, s.Workers[0]} {
+		e := childEnv(t, p)
+		if url, ok := e["REDIS_URL"]; ok || e["REDIS_CLUSTER_ADDRS"] != "127.0.0.1:1,127.0.0.1:2" || e["REDIS_PASSWORD"] != "pw" {
+			t.Errorf("%s: REDIS_URL %q (set %v), REDIS_CLUSTER_ADDRS %q, REDIS_PASSWORD %q", p.Name, url, ok, e["REDIS_CLUSTER_ADDRS"], e["REDIS_PASSWORD"])
+		}
+	}
+	rdb, err := s.NewRedisClient("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if _, ok := rdb.(*redis.ClusterClient); !ok {
+		t.Errorf("NewRedisClient gave a %T, want a cluster client", rdb)
+	}
 }
