@@ -33,8 +33,9 @@ test: fmt-check vet
 demo:
 	KEEP="$(KEEP)" ./scripts/demo
 
-# Benchmarks against the simulator: every scenario (time travel and the
-# ensemble kind), a table and a JSON report.
+# Benchmarks against the simulator: every scenario (time travel, the
+# ensemble kind, and two workers on one Redis against a three-master Redis
+# Cluster), a table and a JSON report.
 bench:
 	./scripts/ensure-redis
 	$(GO) run ./cmd/bench -json bench-report.json
@@ -62,11 +63,12 @@ bench-ab:
 	mkdir -p $(BIN)
 	$(GO) run ./cmd/bench -ab $(AB_REV) -json $(BIN)/bench-ab-report.json $(AB_SCENARIOS)
 
-# The chaos suite: real processes on loopback (Redis with and without AOF,
-# the simulator, two workers, two api replicas), one fault per scenario, one
-# Markdown table row per scenario (and a JSON report in the bin directory);
-# fails when a scenario misses its acceptance. About eleven minutes. One
-# scenario: go run ./cmd/chaos -run redis-kill
+# The chaos suite: real processes on loopback (Redis with and without AOF, a
+# Sentinel group and a Redis Cluster, the simulator, two workers, two api
+# replicas), one fault per scenario, one Markdown table row per scenario (and
+# a JSON report in the bin directory); fails when a scenario misses its
+# acceptance. About thirteen minutes. One scenario: go run ./cmd/chaos -run
+# redis-kill
 chaos:
 	./scripts/ensure-redis
 	mkdir -p $(BIN)

@@ -5,7 +5,8 @@
 //	bench -ab REV [-ab-rounds N] [-json FILE] [scenario ...]
 //
 // Scenarios: seed, latency, ensemble, throughput, load, sse, memory, faults,
-// cached (default: all; with -ab: latency and throughput).
+// cached, cluster (default: all; with -ab: latency and throughput; cluster
+// does not run under -ab).
 // Every scenario starts its own Redis, simulator, worker and api on free
 // loopback ports, is bounded in requests and time, and stops by itself.
 // With -ab it builds the service binaries of git revision REV too and runs
@@ -39,7 +40,7 @@ func main() {
 	}
 }
 
-var all = []string{"seed", "latency", "ensemble", "throughput", "load", "sse", "memory", "faults", "cached"}
+var all = []string{"seed", "latency", "ensemble", "throughput", "load", "sse", "memory", "faults", "cached", "cluster"}
 
 // abDefault are the scenarios an A/B run compares when none is named: the
 // time-travel rows a change must not make worse.
@@ -59,12 +60,18 @@ requests and time, and stops by itself. It reads no configuration of the
 service's; BENCH_API_PPROF, BENCH_WORKER_PPROF, BENCH_API_GODEBUG and
 BENCH_API_GOGC, when set, are passed on to the api or worker it starts.
 
+cluster runs the throughput workload with two workers twice, against one
+redis-server and against a Redis Cluster of three masters with one replica
+each (redis-server and redis-cli from PATH), and prints both side by side
+with the Redis commands and CPU per job of every node.
+
 A/B: -ab REV also builds cmd/api, cmd/worker and cmd/llmsim of git revision
 REV (extracted with git archive into a temporary directory, removed
 afterwards) and runs each scenario (default: ` + strings.Join(abDefault, ", ") + `) against
 that build and this one, back to back, -ab-rounds times, alternating which
 goes first; this program drives both. It prints each figure's median per
-build and this build's over the base's.
+build and this build's over the base's. The cluster scenario does not run
+under -ab.
 `
 
 func run(ctx context.Context, args []string) error {
@@ -77,7 +84,7 @@ func run(ctx context.Context, args []string) error {
 	ens := bench.DefaultEnsemble
 	fs.IntVar(&ens.Jobs, "ensemble-jobs", ens.Jobs, "ensemble: sequential jobs to time")
 	seedRuns := fs.Int("seed-runs", 5, "seed: timed runs of each design")
-	clients := fs.Int("clients", 16, "throughput: concurrent clients")
+	clients := fs.Int("clients", 16, "throughput, cluster: concurrent clients")
 	tdur := fs.Duration("duration", 10*time.Second, "throughput: how long")
 	loadJobs := fs.Int("load-jobs", 500, "load: jobs submitted at once")
 	provCap := fs.Int("cap", 64, "load: provider cap (snapshot calls in flight)")
@@ -86,6 +93,7 @@ func run(ctx context.Context, args []string) error {
 	memCalls := fs.Int("calls", 200, "memory: LLM calls in flight")
 	faultJobs := fs.Int("faults-jobs", 200, "faults: jobs per run (without and with simulated faults)")
 	cachedRuns := fs.Int("cached-runs", 200, "cached: timed jobs served from the caches")
+	cdur := fs.Duration("cluster-duration", 10*time.Second, "cluster: how long each run (one Redis, the Cluster) lasts")
 	if done, err := (cli.Command{Name: "bench", Usage: usage, Flags: fs}).Parse(args, os.Stdout); done || err != nil {
 		return err
 	}
@@ -100,6 +108,9 @@ func run(ctx context.Context, args []string) error {
 		if !slices.Contains(all, s) {
 			return fmt.Errorf("unknown scenario %q (want %v)", s, all)
 		}
+	}
+	if *abRev != "" && slices.Contains(scenarios, "cluster") {
+		return fmt.Errorf("the cluster scenario does not run under -ab: it compares two Redis topologies, not two builds")
 	}
 	if *abRounds < 1 {
 		return fmt.Errorf("-ab-rounds must be at least 1, got %d", *abRounds)
@@ -149,6 +160,10 @@ func run(ctx context.Context, args []string) error {
 			var r bench.CachedReport
 			r, err = bench.RunCached(ctx, dir, *cachedRuns, log)
 			rep.Cached = &r
+		case "cluster":
+			var r bench.ClusterReport
+			r, err = bench.RunCluster(ctx, dir, *clients, *cdur, log)
+			rep.Cluster = &r
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)

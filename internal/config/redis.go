@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 
+	"github.com/caarlos0/env/v11"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -264,4 +266,29 @@ func (r Redis) masked() Redis {
 		}
 	}
 	return r
+}
+
+// LoadRedis parses and validates only the Redis settings, from getenv:
+// for tools that reach the service's Redis (ttctl keys) without being the
+// service. Its errors name the variable, as Load's do.
+func LoadRedis(getenv func(string) string) (Redis, error) {
+	environ := map[string]string{}
+	t := reflect.TypeFor[Redis]()
+	for i := range t.NumField() {
+		if name := t.Field(i).Tag.Get("env"); name != "" {
+			if v := getenv(name); v != "" {
+				environ[name] = v
+			}
+		}
+	}
+	var holder struct{ Redis Redis }
+	if err := env.ParseWithOptions(&holder, env.Options{Environment: environ}); err != nil {
+		return Redis{}, fmt.Errorf("config: %w", nameVariables(err))
+	}
+	r := holder.Redis
+	r.resolve()
+	if err := errors.Join(r.validate()...); err != nil {
+		return Redis{}, err
+	}
+	return r, nil
 }

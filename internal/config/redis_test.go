@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,6 +58,12 @@ func TestLoadRedisTopologies(t *testing.T) {
 				t.Fatalf("LoadFrom: %v", err)
 			}
 			r := c.Redis
+			// The tools' LoadRedis reads the same settings.
+			if alone, err := LoadRedis(func(k string) string { return tt.env[k] }); err != nil {
+				t.Errorf("LoadRedis: %v", err)
+			} else if fmt.Sprintf("%+v", alone) != fmt.Sprintf("%+v", r) {
+				t.Errorf("LoadRedis = %+v, LoadFrom's Redis = %+v", alone, r)
+			}
 			if r.Topology() != tt.topo {
 				t.Errorf("Topology() = %s, want %s", r.Topology(), tt.topo)
 			}
@@ -131,12 +138,16 @@ func TestLoadRedisInvalid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			// The service and the tools (LoadRedis) refuse it alike.
 			_, err := LoadFrom(tt.env)
-			if err == nil {
-				t.Fatalf("LoadFrom(%v) accepted it", tt.env)
-			}
-			if msg := err.Error(); !strings.Contains(msg, "config: "+tt.variable+": ") || !strings.Contains(msg, tt.detail) {
-				t.Errorf("error %q does not name %s with %q", msg, tt.variable, tt.detail)
+			_, rerr := LoadRedis(func(k string) string { return tt.env[k] })
+			for name, err := range map[string]error{"LoadFrom": err, "LoadRedis": rerr} {
+				if err == nil {
+					t.Fatalf("%s(%v) accepted it", name, tt.env)
+				}
+				if msg := err.Error(); !strings.Contains(msg, "config: "+tt.variable+": ") || !strings.Contains(msg, tt.detail) {
+					t.Errorf("%s: error %q does not name %s with %q", name, msg, tt.variable, tt.detail)
+				}
 			}
 		})
 	}

@@ -99,6 +99,12 @@ type Registry struct {
 	// unclaimed: active tasks seen without a claim, and since when (this
 	// process's reaper's view).
 	unclaimed map[string]time.Time
+	// unreleased: claims of ended runs whose removal from Redis failed
+	// (Redis out of reach, a failover). Left there, such a claim would keep
+	// the reaper off a task asynq could not acknowledge either (it stays
+	// active) until asynq's own recovery, one to two minutes later; renew
+	// removes them once Redis answers.
+	unreleased map[string]bool
 }
 
 // New returns the Registry of one worker process on rdb.
@@ -115,7 +121,7 @@ func New(rdb redis.UniversalClient, o Options) *Registry {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{rdb: rdb, o: o, claims: map[string]context.CancelCauseFunc{}, unclaimed: map[string]time.Time{}}
+	return &Registry{rdb: rdb, o: o, claims: map[string]context.CancelCauseFunc{}, unclaimed: map[string]time.Time{}, unreleased: map[string]bool{}}
 }
 
 // ID returns the worker's id.
@@ -151,7 +157,11 @@ func (r *Registry) Middleware(next asynq.Handler) asynq.Handler {
 			r.mu.Unlock()
 			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			defer dcancel()
-			_ = r.rdb.HDel(dctx, claimsPrefix+r.o.ID, field).Err() // a stale claim is harmless: requeue finds no active task
+			if err := r.rdb.HDel(dctx, claimsPrefix+r.o.ID, field).Err(); err != nil {
+				r.mu.Lock()
+				r.unreleased[field] = true
+				r.mu.Unlock()
+			}
 		}()
 		err := next.ProcessTask(ctx, t)
 		if errors.Is(context.Cause(ctx), ErrGivenUp) {
@@ -257,7 +267,35 @@ func (r *Registry) renew(ctx context.Context) {
 			}
 		}
 	}
+	r.releaseStale(rctx)
 	_ = r.rdb.Expire(rctx, claimsPrefix+r.o.ID, claimsTTL).Err()
+}
+
+// releaseStale removes the claims whose removal failed when their run
+// ended, except those of tasks this worker runs again meanwhile. Called
+// with r.mu held.
+func (r *Registry) releaseStale(ctx context.Context) {
+	if len(r.unreleased) == 0 {
+		return
+	}
+	fields := make([]string, 0, len(r.unreleased))
+	for f := range r.unreleased {
+		if _, running := r.claims[f]; running {
+			delete(r.unreleased, f)
+			continue
+		}
+		fields = append(fields, f)
+	}
+	if len(fields) == 0 {
+		return
+	}
+	if err := r.rdb.HDel(ctx, claimsPrefix+r.o.ID, fields...).Err(); err != nil {
+		return // next renewal
+	}
+	for _, f := range fields {
+		delete(r.unreleased, f)
+	}
+	r.o.Log.Info("released the claims of ended runs that Redis missed", "worker_id", r.o.ID, "claims", len(fields))
 }
 
 // reap moves the claimed tasks of dead workers back to their queues, if

@@ -3,6 +3,7 @@ package liveness
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,5 +201,85 @@ func TestHold(t *testing.T) {
 	}
 	if !Hold(ctx, db.Client, "lock", "b", time.Minute) {
 		t.Fatal("a lapsed lock was not taken")
+	}
+}
+
+// failHDel is a go-redis hook that fails HDEL while on: Redis out of reach
+// for the claim's release only.
+type failHDel struct{ on atomic.Bool }
+
+func (f *failHDel) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (f *failHDel) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (f *failHDel) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if f.on.Load() && cmd.Name() == "hdel" {
+			cmd.SetErr(errors.New("CLUSTERDOWN The cluster is down"))
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A claim whose removal failed as its run ended (a failover under way) is
+// removed by the next renewal once Redis answers, so that the reaper can
+// take the task for an orphan if asynq could not acknowledge it either; a
+// task the worker runs again meanwhile keeps its claim.
+func TestClaimReleasedAfterAFailedRemoval(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	rdb := db.NewClient(t)
+	hook := &failHDel{}
+	rdb.AddHook(hook)
+	r := New(rdb, Options{ID: "w"})
+	r.renew(ctx)
+	ended := make(chan string, 2)
+	srv := asynq.NewServerFromRedisClient(db.NewClient(t), asynq.Config{
+		Concurrency: 1, Queues: map[string]int{"q": 1}, TaskCheckInterval: 20 * time.Millisecond,
+		LogLevel: asynq.FatalLevel, ShutdownTimeout: 5 * time.Second,
+	})
+	mux := asynq.NewServeMux()
+	mux.Use(func(next asynq.Handler) asynq.Handler { // outermost: after the claim's release
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			err := next.ProcessTask(ctx, t)
+			id, _ := asynq.GetTaskID(ctx)
+			ended <- id
+			return err
+		})
+	})
+	mux.Use(r.Middleware)
+	mux.HandleFunc("t", func(context.Context, *asynq.Task) error { return nil })
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	client := asynq.NewClientFromRedisClient(db.NewClient(t))
+	run := func(queue, id string) {
+		t.Helper()
+		if _, err := client.Enqueue(asynq.NewTask("t", nil), asynq.Queue(queue), asynq.TaskID(id)); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-ended; got != id {
+			t.Fatalf("ran %s, want %s", got, id)
+		}
+	}
+	hook.on.Store(true)
+	run("q", "ended")
+	run("q", "again")
+	if n, _ := db.Client.HLen(ctx, claimsPrefix+"w").Result(); n != 2 {
+		t.Fatalf("%d claims left by the failed removals, want 2", n)
+	}
+	// "again" runs once more on this worker when Redis is back.
+	r.mu.Lock()
+	r.claims[claimField("q", "again")] = func(error) {}
+	r.mu.Unlock()
+	hook.on.Store(false)
+	r.renew(ctx)
+	if ok, _ := db.Client.HExists(ctx, claimsPrefix+"w", claimField("q", "ended")).Result(); ok {
+		t.Fatal("the ended run's claim is still recorded after a renewal with Redis back")
+	}
+	if ok, _ := db.Client.HExists(ctx, claimsPrefix+"w", claimField("q", "again")).Result(); !ok {
+		t.Fatal("the claim of a task running again was removed")
 	}
 }

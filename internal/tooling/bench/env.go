@@ -181,22 +181,15 @@ func metric(ctx context.Context, url, name string) (float64, error) {
 
 // commandCalls sums the calls in INFO commandstats, and returns them by command.
 func commandCalls(ctx context.Context, rdb *redis.Client) (int64, map[string]int64, error) {
-	info, err := rdb.Info(ctx, "commandstats").Result()
+	info, err := rdb.Info(ctx, "commandstats", "cpu").Result()
 	if err != nil {
 		return 0, nil, err
 	}
-	by := map[string]int64{}
-	var total int64
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
-		by[strings.TrimPrefix(name, "cmdstat_")] = n
-		total += n
+	c, err := parseNodeInfo(info)
+	if err != nil {
+		return 0, nil, err
 	}
-	return total, by, nil
+	return c.total(), c.calls, nil
 }
 
 // waitFor polls cond every 20 ms until it holds or d passes.

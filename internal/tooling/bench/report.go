@@ -20,6 +20,7 @@ type Report struct {
 	Memory     *MemoryReport     `json:"memory,omitempty"`
 	Faults     *FaultsReport     `json:"faults,omitempty"`
 	Cached     *CachedReport     `json:"cached,omitempty"`
+	Cluster    *ClusterReport    `json:"cluster,omitempty"`
 	Targets    []Target          `json:"targets"`
 }
 
@@ -163,6 +164,9 @@ func (r *Report) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "\nOther spelling %q served from the caches: %d of %d. Simulator requests during the timed runs: %d.\n",
 			c.Variant, c.Hits, c.Runs, c.SimRequests)
+	}
+	if r.Cluster != nil {
+		r.Cluster.Print(w)
 	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(w, "\n## Targets\n\n| target | got | met |\n| --- | --- | --- |\n")

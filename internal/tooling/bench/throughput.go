@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -59,32 +57,7 @@ func RunThroughput(ctx context.Context, binDir string, clients int, d time.Durat
 	cpuBefore := svc.cpuByProcess()
 	benchBefore, _ := CPUTime(os.Getpid())
 
-	var (
-		completed, failed atomic.Int64
-		mu                sync.Mutex
-		lat               []time.Duration
-		wg                sync.WaitGroup
-	)
-	start := time.Now()
-	stopAt := start.Add(d)
-	for c := range clients {
-		wg.Go(func() {
-			for n := 0; time.Now().Before(stopAt) && ctx.Err() == nil; n++ {
-				r, err := timeJob(ctx, svc.API, fmt.Sprintf("Throughput question %d-%d: what changed?", c, n))
-				if err != nil {
-					failed.Add(1)
-					fmt.Fprintf(log, "client %d: %v\n", c, err)
-					continue
-				}
-				completed.Add(1)
-				mu.Lock()
-				lat = append(lat, r.total)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	completed, failed, timings, elapsed := driveJobs(ctx, svc.API, clients, d, "Throughput question", log)
 	cpuAfter := svc.cpuByProcess()
 	benchAfter, _ := CPUTime(os.Getpid())
 	total, by, err := commandCalls(ctx, svc.Redis)
@@ -96,7 +69,7 @@ func RunThroughput(ctx context.Context, binDir string, clients int, d time.Durat
 		return rep, err
 	}
 	rep.Seconds = elapsed.Seconds()
-	rep.Completed, rep.Failed = completed.Load(), failed.Load()
+	rep.Completed, rep.Failed = completed, failed
 	if rep.Completed > 0 {
 		n := float64(rep.Completed)
 		rep.JobsPerSecond = n / elapsed.Seconds()
@@ -107,6 +80,10 @@ func RunThroughput(ctx context.Context, binDir string, clients int, d time.Durat
 		for k, v := range cpuAfter {
 			rep.CPUPerJobMS[k] = ms(v-cpuBefore[k]) / n
 		}
+	}
+	lat := make([]time.Duration, len(timings))
+	for i, t := range timings {
+		lat[i] = t.total
 	}
 	rep.Latency = Summarize(lat)
 	return rep, nil

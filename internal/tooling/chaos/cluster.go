@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +18,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/client"
+	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redisproc"
 	"github.com/timetravel-ai/timetravel/internal/tooling/stack"
 )
 
@@ -41,6 +44,10 @@ type clusterConfig struct {
 	SnapshotLatency, NarrativeLatency time.Duration
 	// ShutdownTimeout is the workers' SHUTDOWN_TIMEOUT (default 5 s).
 	ShutdownTimeout time.Duration
+	// Topology, when set ("sentinel" or "cluster"), runs the service on a
+	// real Sentinel group or Redis Cluster of its own (redisproc) instead
+	// of one redis-server; AOF does not apply to it.
+	Topology string
 	// Settle bounds, from the fault, the wait for the queues to drain
 	// before the streams are read (default settleAfterKill): long enough
 	// for asynq's own recovery of tasks left active by a dead worker or a
@@ -62,15 +69,19 @@ const (
 
 // cluster is one scenario's running service and the suite's view of it.
 type cluster struct {
-	cfg     clusterConfig
-	st      *stack.Stack
-	apis    []*client.Client
-	sim     llmsim.Control
-	rdb     *redis.Client
-	changed *notifier
-	log     *progress
-	jobs    *jobSet
-	breaker *breakerWatch
+	cfg  clusterConfig
+	st   *stack.Stack
+	apis []*client.Client
+	sim  llmsim.Control
+	rdb  redis.UniversalClient
+	// sentinel or redisCluster is the Redis of a scenario with a
+	// Topology.
+	sentinel     *redisproc.SentinelGroup
+	redisCluster *redisproc.Cluster
+	changed      *notifier
+	log          *progress
+	jobs         *jobSet
+	breaker      *breakerWatch
 
 	mu      sync.Mutex
 	workers []*worker
@@ -97,9 +108,39 @@ func startCluster(ctx context.Context, cfg clusterConfig, binDir, dir string, lo
 	if cfg.Settle == 0 {
 		cfg.Settle = settleAfterKill
 	}
+	var (
+		topo     *config.Redis
+		sentinel *redisproc.SentinelGroup
+		rcluster *redisproc.Cluster
+	)
+	switch cfg.Topology {
+	case "":
+	case "sentinel":
+		g, err := redisproc.StartSentinel(ctx, redisproc.SentinelOptions{Dir: filepath.Join(dir, "sentinel")})
+		if err != nil {
+			return nil, err
+		}
+		sentinel, topo = g, stack.SentinelTopology(g)
+	case "cluster":
+		rc, err := redisproc.StartCluster(ctx, redisproc.ClusterOptions{Dir: filepath.Join(dir, "cluster")})
+		if err != nil {
+			return nil, err
+		}
+		rcluster, topo = rc, stack.ClusterTopology(rc)
+	default:
+		return nil, fmt.Errorf("chaos: unknown topology %q", cfg.Topology)
+	}
+	closeTopology := func() {
+		if sentinel != nil {
+			sentinel.Close()
+		}
+		if rcluster != nil {
+			rcluster.Close()
+		}
+	}
 	latency := fmt.Sprintf("%s=%s,%s=300ms,%s=%s", modelSnapshot, cfg.SnapshotLatency, modelExtract, modelNarrative, cfg.NarrativeLatency)
 	st, err := stack.Start(ctx, stack.Options{
-		BinDir: binDir, Dir: dir, Workers: -1, APIs: numAPIs, Sim: true, RedisAOF: cfg.AOF,
+		BinDir: binDir, Dir: dir, Workers: -1, APIs: numAPIs, Sim: true, RedisAOF: cfg.AOF, Topology: topo,
 		// The models go to the api too: its cache keys name them.
 		Env: map[string]string{
 			"LOG_LEVEL":    "info",
@@ -118,16 +159,18 @@ func startCluster(ctx context.Context, cfg clusterConfig, binDir, dir string, lo
 		},
 	})
 	if err != nil {
+		closeTopology()
 		return nil, err
 	}
-	opt, err := redis.ParseURL(st.RedisURL)
+	rdb, err := st.NewRedisClient("tt-chaos")
 	if err != nil {
 		st.Stop()
+		closeTopology()
 		return nil, err
 	}
-	opt.ClientName = "tt-chaos"
 	c := &cluster{
-		cfg: cfg, st: st, sim: llmsim.Control{BaseURL: st.SimURL}, rdb: redis.NewClient(opt),
+		cfg: cfg, st: st, sim: llmsim.Control{BaseURL: st.SimURL}, rdb: rdb,
+		sentinel: sentinel, redisCluster: rcluster,
 		changed: newNotifier(), log: log, jobs: newJobSet(),
 	}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second}}
@@ -190,6 +233,12 @@ func (c *cluster) stop() {
 	}
 	_ = c.rdb.Close()
 	c.st.Stop()
+	if c.sentinel != nil {
+		c.sentinel.Close()
+	}
+	if c.redisCluster != nil {
+		c.redisCluster.Close()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, w := range c.workers {

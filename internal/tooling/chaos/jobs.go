@@ -371,8 +371,10 @@ func (c *cluster) collect(ctx context.Context) {
 }
 
 // replay reads a job's whole stream from the start, including anything
-// after a job.completed: the client stops at a terminal event, so the read
-// resumes after each one until the api closes the stream of the ended job.
+// after a job.completed that leads to another one: the client stops at a
+// terminal event, so the read resumes after each one until the api closes
+// the stream of the ended job, or answers 204 (nothing after the last
+// terminal event; the api hands a resuming client nothing else).
 // A resumed read that the api keeps open (it takes the job for running
 // again) ends after afterTerminal with what it got.
 func (c *cluster) replay(ctx context.Context, id string) ([]client.Event, error) {
@@ -394,6 +396,8 @@ func (c *cluster) replay(ctx context.Context, id string) ([]client.Event, error)
 		})
 		cancel()
 		switch {
+		case err == nil && round > 0 && next == last:
+			return evs, nil // 204: nothing after the last terminal event
 		case err == nil:
 			last = next
 			continue

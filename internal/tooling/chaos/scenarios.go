@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/tooling/bench"
 	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
@@ -44,6 +47,8 @@ func scenarios() []scenario {
 		redisStop("redis-shutdown", false),
 		redisStop("redis-kill", true),
 		redisEmpty(),
+		redisFailover("sentinel"),
+		redisFailover("cluster"),
 		workerDrain(),
 		// A deadline twice the outage: the aggregation runs a quarter of
 		// the job's time (at most 30 s) before the deadline with what it
@@ -250,10 +255,7 @@ func redisStop(name string, kill bool) scenario {
 		Config: clusterConfig{Workers: 2, AOF: true, Deadline: shortDeadline, SnapshotLatency: time.Second,
 			NarrativeLatency: 500 * time.Millisecond},
 		Run: func(ctx context.Context, c *cluster) (func(*Row), error) {
-			c.submitBurst(ctx, 100, 16, 0, c.follow)
-			if err := c.waitCalls(ctx, aimTimeout, "32 snapshot calls in flight", func() bool {
-				return c.totalCalls(modelSnapshot) >= 32
-			}); err != nil {
+			if err := c.underRedisLoad(ctx); err != nil {
 				return nil, err
 			}
 			down := time.Now()
@@ -286,13 +288,7 @@ func redisStop(name string, kill bool) scenario {
 				if resumed, ok := firstEventAfter(jobs, up); ok {
 					row.note("first event written after Redis returned: +%s", seconds(resumed))
 				}
-				ok, got := allCompleted(jobs)
-				row.check("every job completed", ok, "%s", got)
-				row.check("no breaker opened", !row.Breaker.Opened, "%s", breakerText(row.Breaker, down))
-				readers, exact, reconnects, sum := liveExactness(jobs)
-				row.check("every SSE reader saw every event exactly once", readers > 0 && readers == exact,
-					"%d of %d readers exact (duplicates %d, missing %d, phantom %d, reordered %v; %d reconnections)",
-					exact, readers, sum.Duplicates, sum.Missing, sum.Phantom, sum.Reordered, reconnects)
+				checkRedisFault(row, jobs, down)
 			}, nil
 		},
 	}
@@ -594,4 +590,114 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 	case <-time.After(time.Until(t)):
 		return nil
 	}
+}
+
+// failoverTarget is the time within which, after a Redis master is
+// killed, a job submitted after the kill must have completed (issue 18).
+const failoverTarget = 15 * time.Second
+
+// redisFailover kills the master of a Sentinel group, or the cluster
+// master that serves the snapshot queue, under 100 running jobs, and times
+// a job submitted right after the kill.
+func redisFailover(topology string) scenario {
+	victim := "the master of a Sentinel group (one replica, three sentinels, down-after 1 s)"
+	if topology == "cluster" {
+		victim = "the master that serves the snapshot queue of a Redis Cluster (three masters, one replica each, node timeout 1 s)"
+	}
+	return scenario{
+		Name: topology + "-failover",
+		Description: fmt.Sprintf("SIGKILL to %s while 100 jobs run, each followed live over SSE; nobody restarts it: "+
+			"the api and the workers must find the promoted replica by themselves. A job is submitted right after the kill "+
+			"(retrying the POST while the api answers 503). JOB_DEADLINE 30 s.", victim),
+		Recovery: "kill → the end of the job submitted after it (target 15 s); kill → promotion seen by the harness",
+		Config: clusterConfig{Workers: 2, Topology: topology, Deadline: shortDeadline, SnapshotLatency: time.Second,
+			NarrativeLatency: 500 * time.Millisecond},
+		Run: func(ctx context.Context, c *cluster) (func(*Row), error) {
+			if err := c.underRedisLoad(ctx); err != nil {
+				return nil, err
+			}
+			wait, err := c.killMaster(ctx)
+			if err != nil {
+				return nil, err
+			}
+			down := time.Now()
+			c.markFault(down)
+			c.log.printf("Redis master killed")
+			promoted := make(chan time.Duration, 1)
+			go func() {
+				if err := wait(ctx); err != nil {
+					c.log.printf("failover: %v", err)
+					close(promoted)
+					return
+				}
+				promoted <- time.Since(down)
+			}()
+			took, status, err := c.timedJob(ctx)
+			took = time.Since(down) // from the kill, not from the first POST attempt
+			if err != nil {
+				c.log.printf("job after the kill: %v", err)
+			}
+			promotion, promotedOK := <-promoted
+			c.log.printf("promotion seen after %s; job after the kill %s after %s", seconds(promotion), status, seconds(took))
+			return func(row *Row) {
+				jobs := c.jobs.all()
+				row.Recovery.Text = fmt.Sprintf("new job completed +%s; promotion +%s", seconds(took), seconds(promotion))
+				row.check("the failover happened", promotedOK, "promotion seen after %s", seconds(promotion))
+				row.check("a job submitted after the kill completed within 15 s", err == nil && status == "completed" && took <= failoverTarget,
+					"%s after %s", nextStatusText(status, err), seconds(took))
+				checkRedisFault(row, jobs, down)
+			}, nil
+		},
+	}
+}
+
+// killMaster kills the master of the scenario's Sentinel group, or the
+// cluster master that serves asynq's snapshot queue, with SIGKILL, and
+// returns the function that waits until a replica has taken its place.
+func (c *cluster) killMaster(ctx context.Context) (func(context.Context) error, error) {
+	switch {
+	case c.sentinel != nil:
+		c.sentinel.Master().Kill()
+		return func(ctx context.Context) error { _, err := c.sentinel.WaitFailover(ctx); return err }, nil
+	case c.redisCluster != nil:
+		cc, ok := c.rdb.(*redis.ClusterClient)
+		if !ok {
+			return nil, fmt.Errorf("chaos: client %T is not a cluster client", c.rdb)
+		}
+		m, err := cc.MasterForKey(ctx, "asynq:{snapshot}:pending")
+		if err != nil {
+			return nil, fmt.Errorf("chaos: the snapshot queue's master: %w", err)
+		}
+		for _, s := range c.redisCluster.Masters() {
+			if s.Addr == m.Options().Addr {
+				s.Kill()
+				return func(ctx context.Context) error { _, err := c.redisCluster.WaitFailover(ctx, s.Addr); return err }, nil
+			}
+		}
+		return nil, fmt.Errorf("chaos: %s is not a master the cluster started", m.Options().Addr)
+	}
+	return nil, errors.New("chaos: the scenario has no Sentinel group or cluster")
+}
+
+// underRedisLoad submits the 100 jobs of the Redis scenarios, each followed
+// live over SSE, and returns once 32 of their snapshot calls are in flight:
+// the moment to hit Redis.
+func (c *cluster) underRedisLoad(ctx context.Context) error {
+	c.submitBurst(ctx, 100, 16, 0, c.follow)
+	return c.waitCalls(ctx, aimTimeout, "32 snapshot calls in flight", func() bool {
+		return c.totalCalls(modelSnapshot) >= 32
+	})
+}
+
+// checkRedisFault adds the criteria every Redis fault is held to: every
+// job completed, no breaker opened by it (down is the fault's time), and
+// every live SSE reader saw exactly the stored stream.
+func checkRedisFault(row *Row, jobs []*trackedJob, down time.Time) {
+	ok, got := allCompleted(jobs)
+	row.check("every job completed", ok, "%s", got)
+	row.check("no breaker opened", !row.Breaker.Opened, "%s", breakerText(row.Breaker, down))
+	readers, exact, reconnects, sum := liveExactness(jobs)
+	row.check("every SSE reader saw every event exactly once", readers > 0 && readers == exact,
+		"%d of %d readers exact (duplicates %d, missing %d, phantom %d, reordered %v; %d reconnections)",
+		exact, readers, sum.Duplicates, sum.Missing, sum.Phantom, sum.Reordered, reconnects)
 }

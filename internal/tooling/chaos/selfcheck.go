@@ -38,14 +38,17 @@ func selfCheck(ctx context.Context, cfg Config, dir string) error {
 	if _, _, err := c.waitEnd(ctx, a, time.Minute); err != nil {
 		return fmt.Errorf("self-check: %w", err)
 	}
-	// Three duplicates: key changes, the job's end, snapshot 0's end.
+	// Three duplicates: key changes, snapshot 0's end, the job's end. The
+	// job's end comes last: a client resuming an ended job's stream gets
+	// only what leads to a terminal event (else 204), so anything after
+	// the last job.completed is out of every reader's sight.
 	dups := []struct {
 		name string
 		data any
 	}{
 		{timetravel.EventKeyChangesCompleted, map[string]any{timetravel.PartKeyChanges: []any{}}},
-		{events.JobCompleted, map[string]any{"job_id": a.ID, "status": "completed"}},
 		{timetravel.EventSnapshotCompleted, map[string]any{"index": 0, "text": "again"}},
+		{events.JobCompleted, map[string]any{"job_id": a.ID, "status": "completed"}},
 	}
 	if err := c.inject(ctx, a.ID, func(add func(name string, data any) error) error {
 		for _, d := range dups {

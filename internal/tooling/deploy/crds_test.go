@@ -76,14 +76,29 @@ type Trigger struct {
 	} `json:"authenticationRef,omitempty"`
 }
 
-// redisTriggerMetadata are the parameters of KEDA's "redis" (Redis lists)
-// scaler. Trigger metadata is a free-form map in the CRD, so a misspelled
-// parameter would be ignored by the API server and by KEDA; only this list
-// catches it.
-var redisTriggerMetadata = []string{
-	"address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv",
-	"usernameFromEnv", "passwordFromEnv", "databaseIndex", "enableTLS", "unsafeSsl",
-	"listName", "listLength", "activationListLength",
+// redisTriggerMetadata are the parameters of KEDA's Redis list scalers, by
+// trigger type: "redis" (one server), "redis-sentinel" (the master a
+// Sentinel group names) and "redis-cluster". Trigger metadata is a
+// free-form map in the CRD, so a misspelled parameter would be ignored by
+// the API server and by KEDA; only these lists catch it. A cluster has only
+// database 0, so databaseIndex is refused for redis-cluster.
+var redisTriggerMetadata = map[string][]string{
+	"redis": {
+		"address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv",
+		"usernameFromEnv", "passwordFromEnv", "databaseIndex", "enableTLS", "unsafeSsl",
+		"listName", "listLength", "activationListLength",
+	},
+	"redis-sentinel": {
+		"addresses", "addressesFromEnv", "hosts", "hostsFromEnv", "ports", "portsFromEnv",
+		"usernameFromEnv", "passwordFromEnv", "sentinelUsernameFromEnv", "sentinelPasswordFromEnv",
+		"sentinelMaster", "sentinelMasterFromEnv", "databaseIndex", "enableTLS", "unsafeSsl",
+		"listName", "listLength", "activationListLength",
+	},
+	"redis-cluster": {
+		"addresses", "addressesFromEnv", "hosts", "hostsFromEnv", "ports", "portsFromEnv",
+		"usernameFromEnv", "passwordFromEnv", "enableTLS", "unsafeSsl",
+		"listName", "listLength", "activationListLength",
+	},
 }
 
 func (s *ScaledObject) validate() error {
@@ -102,18 +117,19 @@ func (s *ScaledObject) validate() error {
 		}
 	}
 	for i, tr := range s.Spec.Triggers {
-		if tr.Type != "redis" {
-			return fmt.Errorf("spec.triggers[%d].type %q: only redis is modelled here", i, tr.Type)
+		known, ok := redisTriggerMetadata[tr.Type]
+		if !ok {
+			return fmt.Errorf("spec.triggers[%d].type %q: only redis, redis-sentinel and redis-cluster are modelled here", i, tr.Type)
 		}
 		var unknown []string
 		for k := range tr.Metadata {
-			if !slices.Contains(redisTriggerMetadata, k) {
+			if !slices.Contains(known, k) {
 				unknown = append(unknown, k)
 			}
 		}
 		if len(unknown) > 0 {
 			sort.Strings(unknown)
-			return fmt.Errorf("spec.triggers[%d].metadata: unknown redis scaler parameters %q", i, unknown)
+			return fmt.Errorf("spec.triggers[%d].metadata: unknown %s scaler parameters %q", i, tr.Type, unknown)
 		}
 		if tr.Metadata["listName"] == "" {
 			return fmt.Errorf("spec.triggers[%d].metadata.listName is required", i)

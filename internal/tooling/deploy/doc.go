@@ -13,5 +13,8 @@
 //     KEDA and Prometheus Operator kinds; then invariants across objects are
 //     checked (probes, limits, shutdown timing, references, scaling).
 //   - The KEDA triggers' list names are checked against the keys asynq
-//     really writes, by enqueuing and running tasks in a real Redis.
+//     really writes, by enqueuing and running tasks in a real Redis, and
+//     for the sentinel and cluster overlays in a real Sentinel group and
+//     a real Redis Cluster, through the service's configuration loaded
+//     from the rendered manifests.
 package deploy

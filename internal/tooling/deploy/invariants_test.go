@@ -59,12 +59,17 @@ func configMap(t testing.TB, m *manifest) *corev1.ConfigMap {
 }
 
 // secretData is the Secret's data: the rendered one, or where the overlay
-// leaves it out (prod), the template in the base, which documents the keys
-// the Secret made by hand must have.
+// leaves it out (prod, sentinel, cluster), the template in the base, which
+// documents the keys the Secret made by hand must have. An overlay on a
+// chart's Sentinel group or Cluster (topologies) takes that template
+// without REDIS_URL: its Secret has none (docs/deploy.md), since the
+// service refuses a second topology, and its containers must not ask for
+// one (TestWorkloads checks every key they name is here).
 func secretData(t testing.TB, m *manifest) map[string]string {
 	t.Helper()
 	s := named[corev1.Secret](m, secretName)
-	if s == nil {
+	template := s == nil
+	if template {
 		s = mustNamed[corev1.Secret](t, render(t, "base"), secretName)
 	}
 	out := map[string]string{}
@@ -74,19 +79,34 @@ func secretData(t testing.TB, m *manifest) map[string]string {
 	for k, v := range s.StringData {
 		out[k] = v
 	}
+	if _, chart := topologies[m.dir]; chart && template {
+		delete(out, "REDIS_URL")
+	}
 	return out
 }
 
-// environment is what the api and worker containers get: the ConfigMap and
-// the Secret.
+// environment is what the api and worker containers get: the ConfigMap,
+// the Secret, and the Secret's keys under the names the containers give
+// them (the Sentinel overlay passes REDIS_PASSWORD as
+// REDIS_SENTINEL_PASSWORD as well).
 func environment(t testing.TB, m *manifest) map[string]string {
 	t.Helper()
 	env := map[string]string{}
 	for k, v := range configMap(t, m).Data {
 		env[k] = v
 	}
-	for k, v := range secretData(t, m) {
+	secret := secretData(t, m)
+	for k, v := range secret {
 		env[k] = v
+	}
+	for _, name := range []string{"api", "worker"} {
+		for _, e := range container(t, deploymentWorkload(t, m, name), name).Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				if v, ok := secret[e.ValueFrom.SecretKeyRef.Key]; ok {
+					env[e.Name] = v
+				}
+			}
+		}
 	}
 	return env
 }
@@ -221,6 +241,16 @@ func TestConfigMapIsAValidConfiguration(t *testing.T) {
 func TestSecretIsConsistent(t *testing.T) {
 	forEach(t, func(t *testing.T, m *manifest) {
 		s := secretData(t, m)
+		if _, chart := topologies[m.dir]; chart {
+			// No REDIS_URL: the chart's servers and KEDA share
+			// REDIS_PASSWORD (TestTopologyOverlays checks who reads it).
+			for _, k := range []string{"OPENAI_API_KEY", "REDIS_PASSWORD"} {
+				if s[k] == "" {
+					t.Errorf("Secret %s has no %s", secretName, k)
+				}
+			}
+			return
+		}
 		for _, k := range []string{"OPENAI_API_KEY", "REDIS_URL", "REDIS_PASSWORD"} {
 			if s[k] == "" {
 				t.Errorf("Secret %s has no %s", secretName, k)
@@ -448,7 +478,12 @@ func TestScaledObject(t *testing.T) {
 			}
 		}
 
-		// Where KEDA reads, and with what password.
+		// Where KEDA reads, and with what password: a chart's Sentinel
+		// group or Cluster (topology_test.go), or one server.
+		if topo, chart := topologies[m.dir]; chart {
+			checkChartTriggers(t, m, cfg, topo, spec.Triggers)
+			return
+		}
 		opt, err := redis.ParseURL(secretData(t, m)["REDIS_URL"])
 		if err != nil {
 			t.Fatal(err)
@@ -456,6 +491,9 @@ func TestScaledObject(t *testing.T) {
 		redisSvc := named[corev1.Service](m, "redis")
 		for _, tr := range spec.Triggers {
 			md := tr.Metadata
+			if tr.Type != "redis" {
+				t.Errorf("%s: type %q, but REDIS_URL names one server (KEDA's redis scaler)", tr.Name, tr.Type)
+			}
 			if n, err := strconv.Atoi(md["listLength"]); err != nil || n < 1 {
 				t.Errorf("%s: listLength %q", tr.Name, md["listLength"])
 			}
@@ -613,7 +651,7 @@ func TestNetworkPolicies(t *testing.T) {
 		}
 		var https bool
 		for _, np := range nps {
-			if len(selects(t, m, &np.Spec.PodSelector)) == 0 {
+			if len(selects(t, m, &np.Spec.PodSelector)) == 0 && !selectsChartPods(t, m, &np.Spec.PodSelector) {
 				t.Errorf("NetworkPolicy %s selects no pods", np.Name)
 			}
 			for _, rule := range np.Spec.Egress {

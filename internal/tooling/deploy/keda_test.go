@@ -8,8 +8,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/tooling/redisproc"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
@@ -20,17 +24,49 @@ const queueWebhook = tasks.QueueWebhook
 // triggers read are the ones asynq uses: it enqueues a different number of
 // tasks on each queue in a real Redis and reads LLEN on exactly the listName
 // strings of the rendered ScaledObject, first with the tasks pending, then
-// with them running.
+// with them running. The Redis is of the overlay's topology: one server, or
+// for the Sentinel and Cluster overlays a real Sentinel group or Cluster,
+// reached with the service's own client (redisx.NewClient) from the
+// overlay's configuration with the test servers' addresses, so that the
+// lists are read where asynq writes them on that topology (on a cluster,
+// the node that serves the key's slot).
 func TestScaledObjectListsAreAsynqKeys(t *testing.T) {
 	for _, dir := range kustomizations {
 		t.Run(dir, func(t *testing.T) {
 			t.Parallel()
-			testListsAreAsynqKeys(t, mustNamed[ScaledObject](t, render(t, dir), "worker"))
+			m := render(t, dir)
+			so := mustNamed[ScaledObject](t, m, "worker")
+			var rdb redis.UniversalClient
+			switch r := loadConfig(t, m).Redis; r.Topology() {
+			case config.RedisSentinel:
+				g := redistest.Sentinel(t, redisproc.SentinelOptions{MasterName: r.SentinelMaster, Password: "deploy-test", SentinelPassword: "deploy-test"})
+				r.SentinelAddrs, r.ServerPassword, r.SentinelPassword = g.SentinelAddrs, g.Password, g.SentinelPassword
+				rdb = topologyClient(t, r)
+			case config.RedisCluster:
+				c := redistest.Cluster(t, redisproc.ClusterOptions{Password: "deploy-test"})
+				r.ClusterAddrs, r.ServerPassword = c.Addrs, c.Password
+				rdb = topologyClient(t, r)
+			default:
+				rdb = redistest.New(t).Client
+			}
+			testListsAreAsynqKeys(t, so, rdb)
 		})
 	}
 }
 
-func testListsAreAsynqKeys(t *testing.T, so *ScaledObject) {
+// topologyClient is the service's client for r, closed at the end of the
+// test.
+func topologyClient(t *testing.T, r config.Redis) redis.UniversalClient {
+	t.Helper()
+	rdb, err := redisx.NewClient(r, "deploy-test", 32, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+func testListsAreAsynqKeys(t *testing.T, so *ScaledObject, rdb redis.UniversalClient) {
 	type list struct{ trigger, queue, state, key string }
 	var lists []list
 	for _, tr := range so.Spec.Triggers {
@@ -44,10 +80,9 @@ func testListsAreAsynqKeys(t *testing.T, so *ScaledObject) {
 	// Different counts, so that a list of the wrong queue shows.
 	tasksOn := map[string]int{tasks.QueueSnapshot: 5, tasks.QueueAggregate: 3, queueWebhook: 2}
 
-	db := redistest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client := asynq.NewClientFromRedisClient(db.Client)
+	client := asynq.NewClientFromRedisClient(rdb)
 	for queue, n := range tasksOn {
 		for i := range n {
 			task := asynq.NewTask("deploy:test", []byte(fmt.Sprintf(`{"n":%d}`, i)))
@@ -66,7 +101,7 @@ func testListsAreAsynqKeys(t *testing.T, so *ScaledObject) {
 			if l.state == inState {
 				want = tasksOn[l.queue]
 			}
-			got, err := db.Client.LLen(ctx, l.key).Result()
+			got, err := rdb.LLen(ctx, l.key).Result()
 			if err != nil {
 				return err
 			}
@@ -87,7 +122,7 @@ func testListsAreAsynqKeys(t *testing.T, so *ScaledObject) {
 	// Run them: a server whose handler holds every task until released, so
 	// that all are active at once.
 	release := make(chan struct{})
-	srv := asynq.NewServerFromRedisClient(db.Client, asynq.Config{
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:       16,
 		Queues:            map[string]int{tasks.QueueSnapshot: 1, tasks.QueueAggregate: 1, queueWebhook: 1},
 		TaskCheckInterval: 10 * time.Millisecond,

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 
 // kustomizations are the directories under k8s/ that render: the base and
 // every overlay. TestEveryOverlayIsTested keeps the list complete.
-var kustomizations = []string{"base", "overlays/dev", "overlays/prod"}
+var kustomizations = []string{"base", "overlays/dev", "overlays/prod", "overlays/sentinel", "overlays/cluster"}
 
 // kinds makes the typed value that an object of each apiVersion and kind is
 // decoded into. Kubernetes kinds use the k8s.io/api types; KEDA and
@@ -282,5 +282,39 @@ func TestStrictDecodingAcceptsTheSameObjectsFixed(t *testing.T) {
 	}
 	if d := o.Obj.(*appsv1.Deployment); d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
 		t.Fatalf("replicas = %v, want 2", d.Spec.Replicas)
+	}
+}
+
+// TestStrictDecodingKnowsTheTopologyScalers checks the parameter lists of
+// KEDA's Sentinel and Cluster list scalers (crds_test.go): a misspelled or
+// inapplicable parameter, or an unknown scaler type, is refused, naming it;
+// the same trigger spelled right decodes.
+func TestStrictDecodingKnowsTheTopologyScalers(t *testing.T) {
+	const so = `{"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject","metadata":{"name":"bad"},
+"spec":{"scaleTargetRef":{"name":"worker"},"triggers":[{"type":%q,"metadata":{%s,"listName":"asynq:{snapshot}:pending","listLength":"32"}}]}}`
+	for _, c := range []struct{ name, typ, metadata, want string }{
+		{"sentinel master misspelled", "redis-sentinel", `"addresses":"s:26379","sentinelmaster":"mymaster"`, "sentinelmaster"},
+		{"sentinel single address", "redis-sentinel", `"address":"s:26379","sentinelMaster":"mymaster"`, `"address"`},
+		{"cluster database", "redis-cluster", `"addresses":"c:6379","databaseIndex":"0"`, "databaseIndex"},
+		{"cluster sentinel master", "redis-cluster", `"addresses":"c:6379","sentinelMaster":"mymaster"`, "sentinelMaster"},
+		{"unknown type", "redis-sentinels", `"addresses":"s:26379"`, "redis-sentinels"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := decodeStrict([]byte(fmt.Sprintf(so, c.typ, c.metadata)))
+			if err == nil {
+				t.Fatal("decoded without error")
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error does not name %s: %v", c.want, err)
+			}
+		})
+	}
+	for _, c := range []struct{ typ, metadata string }{
+		{"redis-sentinel", `"addresses":"s:26379","sentinelMaster":"mymaster","databaseIndex":"0"`},
+		{"redis-cluster", `"addresses":"c:6379"`},
+	} {
+		if _, err := decodeStrict([]byte(fmt.Sprintf(so, c.typ, c.metadata))); err != nil {
+			t.Errorf("%s: %v", c.typ, err)
+		}
 	}
 }

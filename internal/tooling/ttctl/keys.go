@@ -11,14 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/timetravel-ai/timetravel/internal/auth"
+	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 )
-
-// defaultRedisURL is where `ttctl keys` finds Redis without REDIS_URL: the
-// service's own default.
-const defaultRedisURL = "redis://127.0.0.1:6379/0"
 
 const keysUsage = `Usage:
   ttctl keys create -name NAME [LIMIT FLAGS]
@@ -30,7 +26,10 @@ LIMIT FLAGS: -submissions-per-minute N -running-jobs N -stored-jobs N
              -sse-connections N -tokens-per-day N (0: the server's default).
 "limits" changes only the limits given, and shows them all.
 ID is the id "create" and "list" show, or the whole key.
-The keys live in the Redis at REDIS_URL (default ` + defaultRedisURL + `).
+The keys live in the service's Redis, named by the service's variables:
+REDIS_URL (default ` + config.DefaultRedisURL + `), or REDIS_SENTINEL_MASTER and
+REDIS_SENTINEL_ADDRS, or REDIS_CLUSTER_ADDRS, with REDIS_USERNAME,
+REDIS_PASSWORD and REDIS_TLS where they apply.
 `
 
 // runKeys runs `ttctl keys …`. Every failure, Redis' included, is ExitUsage.
@@ -62,18 +61,19 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 	return cmd(ctx, args[1:], open, stdout, stderr)
 }
 
-// openKeys returns the key store at REDIS_URL and a function that closes
+// openKeys returns the key store in the service's Redis, configured by
+// the same variables as the service (REDIS_URL, REDIS_SENTINEL_*,
+// REDIS_CLUSTER_ADDRS, ...; see config.Redis), and a function that closes
 // its connections.
 func openKeys(getenv func(string) string) (*auth.Keys, func(), error) {
-	u := getenv("REDIS_URL")
-	if u == "" {
-		u = defaultRedisURL
-	}
-	opt, err := redis.ParseURL(u)
+	cfg, err := config.LoadRedis(getenv)
 	if err != nil {
-		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, nil, err
 	}
-	rdb := redis.NewClient(opt)
+	rdb, err := redisx.NewClient(cfg, "ttctl", 0, false)
+	if err != nil {
+		return nil, nil, err
+	}
 	return auth.New(rdb), func() { _ = rdb.Close() }, nil
 }
 

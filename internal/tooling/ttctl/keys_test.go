@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/timetravel-ai/timetravel/internal/auth"
+	"github.com/timetravel-ai/timetravel/internal/config"
+	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
@@ -314,5 +316,65 @@ func TestKeysUsageAndRedis(t *testing.T) {
 	var out bytes.Buffer
 	if code := Main(t.Context(), []string{"help"}, noEnv, &out, &out); code != ExitOK || !strings.Contains(out.String(), "ttctl keys") {
 		t.Errorf("ttctl help does not mention keys:\n%s", out.String())
+	}
+}
+
+// `ttctl keys` reaches the service's Redis by the service's variables, on
+// every topology: a key created through a Sentinel group or a Cluster is
+// listed, and stored where the service (auth.New on the same topology)
+// finds it.
+func TestKeysOnTopologies(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		start func(t *testing.T) map[string]string
+	}{
+		{"sentinel", func(t *testing.T) map[string]string {
+			g := redistest.Sentinel(t)
+			return map[string]string{"REDIS_SENTINEL_MASTER": g.MasterName, "REDIS_SENTINEL_ADDRS": strings.Join(g.SentinelAddrs, ",")}
+		}},
+		{"cluster", func(t *testing.T) map[string]string {
+			c := redistest.Cluster(t)
+			var seeds []string
+			for _, m := range c.Masters() {
+				seeds = append(seeds, m.Addr)
+			}
+			return map[string]string{"REDIS_CLUSTER_ADDRS": strings.Join(seeds, ",")}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			vars := tt.start(t)
+			run := func(args ...string) (int, string, string) {
+				var out, errOut bytes.Buffer
+				code := Main(t.Context(), append([]string{"keys"}, args...), func(k string) string { return vars[k] }, &out, &errOut)
+				return code, out.String(), errOut.String()
+			}
+			code, out, errOut := run("create", "-name", "on "+tt.name)
+			if code != ExitOK {
+				t.Fatalf("keys create: exit %d\n%s%s", code, out, errOut)
+			}
+			m := createdKey.FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("keys create printed no key:\n%s", out)
+			}
+			cfg, err := config.LoadRedis(func(k string) string { return vars[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			rdb, err := redisx.NewClient(cfg, "ttctl-test", 2, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rdb.Close()
+			if _, err := auth.New(rdb).Verify(t.Context(), m[1]); err != nil {
+				t.Errorf("the service does not find the key: %v", err)
+			}
+			code, out, errOut = run("list")
+			if code != ExitOK || !strings.Contains(out, "on "+tt.name) {
+				t.Errorf("keys list: exit %d\n%s%s", code, out, errOut)
+			}
+		})
 	}
 }

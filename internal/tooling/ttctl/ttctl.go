@@ -65,7 +65,7 @@ demo      builds and starts the whole service locally (redis, llmsim, workers,
           the service running until Ctrl-C). It uses the LLM simulator unless OPENAI_API_KEY is
           set, in which case the workers use that provider (OPENAI_BASE_URL,
           LLM_MODEL) and the ensemble runs only with -ensemble-models.
-keys      manages the API keys in the Redis at REDIS_URL: "ttctl keys help"
+keys      manages the API keys in the service's Redis (REDIS_URL, ...): "ttctl keys help"
           for more.
 
 LIST is comma-separated: YYYY-MM-DD, "today", or YYYY-MM-DD=Label.
