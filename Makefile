@@ -34,8 +34,10 @@ demo:
 	KEEP="$(KEEP)" ./scripts/demo
 
 # Benchmarks against the simulator: every scenario (time travel, the
-# ensemble kind, and two workers on one Redis against a three-master Redis
-# Cluster), a table and a JSON report.
+# ensemble kind, throughput at 64 clients with the idle Redis commands/s,
+# streaming of long answers with the service CPU per 1,000 streamed tokens,
+# and two workers on one Redis against a three-master Redis Cluster), a
+# table and a JSON report.
 bench:
 	./scripts/ensure-redis
 	$(GO) run ./cmd/bench -json bench-report.json
@@ -51,13 +53,15 @@ bench-cached:
 	./scripts/ensure-redis
 	$(GO) run ./cmd/bench cached
 
-# A/B: the same scenarios against the binaries of git revision AB_REV (default:
-# the last commit before the job kinds seam of issue 16) and of this tree, back
-# to back in one run, three rounds in alternating order; prints both medians
-# and their ratio, and writes a JSON report in the bin directory. E.g.
-# make bench-ab AB_REV=HEAD~1 AB_SCENARIOS="latency ensemble"
-AB_REV ?= 6b5edb2
-AB_SCENARIOS ?= latency throughput
+# A/B: the same scenarios (AB_SCENARIOS) against the binaries of git revision
+# AB_REV (default: main before the efficiency work of issue 19) and of this
+# tree, back to back in one run, three rounds in alternating order; prints
+# both medians and their ratio (jobs/s, CPU per job and per 1,000 streamed
+# tokens, Redis commands per job, idle Redis commands/s per worker), and
+# writes a JSON report in the bin directory. E.g. make bench-ab AB_REV=HEAD~1
+# AB_SCENARIOS="latency ensemble".
+AB_REV ?= 50ddbcb
+AB_SCENARIOS ?= latency throughput streaming
 bench-ab:
 	./scripts/ensure-redis
 	mkdir -p $(BIN)

@@ -4,9 +4,9 @@
 //	bench [-json FILE] [scenario ...]
 //	bench -ab REV [-ab-rounds N] [-json FILE] [scenario ...]
 //
-// Scenarios: seed, latency, ensemble, throughput, load, sse, memory, faults,
-// cached, cluster (default: all; with -ab: latency and throughput; cluster
-// does not run under -ab).
+// Scenarios: seed, latency, ensemble, throughput, streaming, load, sse,
+// memory, faults, cached, cluster (default: all; with -ab: latency,
+// throughput and streaming; cluster does not run under -ab).
 // Every scenario starts its own Redis, simulator, worker and api on free
 // loopback ports, is bounded in requests and time, and stops by itself.
 // With -ab it builds the service binaries of git revision REV too and runs
@@ -40,11 +40,11 @@ func main() {
 	}
 }
 
-var all = []string{"seed", "latency", "ensemble", "throughput", "load", "sse", "memory", "faults", "cached", "cluster"}
+var all = []string{"seed", "latency", "ensemble", "throughput", "streaming", "load", "sse", "memory", "faults", "cached", "cluster"}
 
 // abDefault are the scenarios an A/B run compares when none is named: the
-// time-travel rows a change must not make worse.
-var abDefault = []string{"latency", "throughput"}
+// time-travel rows a change must not make worse, and its efficiency.
+var abDefault = []string{"latency", "throughput", "streaming"}
 
 var usage = `bench measures the service end to end against the LLM simulator and prints
 a table of the results (and, with -json, a JSON report).
@@ -59,6 +59,16 @@ PATH), simulator, worker and api on free loopback ports, is bounded in
 requests and time, and stops by itself. It reads no configuration of the
 service's; BENCH_API_PPROF, BENCH_WORKER_PPROF, BENCH_API_GODEBUG and
 BENCH_API_GOGC, when set, are passed on to the api or worker it starts.
+
+throughput runs -clients clients that each submit a job and follow it over
+SSE to its end, in a loop, against a simulator that answers at once (20 words
+per answer), then watches Redis for 5 s with nothing submitted. It prints
+jobs/s, Redis commands and CPU per job of every process, the CPU of the api,
+the worker and Redis per 1,000 streamed tokens, and the idle Redis commands/s
+(all processes, and per worker). streaming runs the same loop with
+-streaming-clients clients against long answers: 400 words streamed one per
+chunk over 1 s. Both run the simulator inside this program (this tree's, for
+both builds under -ab), so its CPU time counts as the bench's.
 
 cluster runs the throughput workload with two workers twice, against one
 redis-server and against a Redis Cluster of three masters with one replica
@@ -84,8 +94,11 @@ func run(ctx context.Context, args []string) error {
 	ens := bench.DefaultEnsemble
 	fs.IntVar(&ens.Jobs, "ensemble-jobs", ens.Jobs, "ensemble: sequential jobs to time")
 	seedRuns := fs.Int("seed-runs", 5, "seed: timed runs of each design")
-	clients := fs.Int("clients", 16, "throughput, cluster: concurrent clients")
+	clients := fs.Int("clients", 64, "throughput: concurrent clients")
 	tdur := fs.Duration("duration", 10*time.Second, "throughput: how long")
+	streamClients := fs.Int("streaming-clients", 16, "streaming: concurrent clients")
+	sdur := fs.Duration("streaming-duration", 10*time.Second, "streaming: how long")
+	clusterClients := fs.Int("cluster-clients", 16, "cluster: concurrent clients")
 	loadJobs := fs.Int("load-jobs", 500, "load: jobs submitted at once")
 	provCap := fs.Int("cap", 64, "load: provider cap (snapshot calls in flight)")
 	sseSubs := fs.Int("subscribers", 5000, "sse: SSE subscribers")
@@ -140,6 +153,10 @@ func run(ctx context.Context, args []string) error {
 			var r bench.ThroughputReport
 			r, err = bench.RunThroughput(ctx, dir, *clients, *tdur, nil, log)
 			rep.Throughput = &r
+		case "streaming":
+			var r bench.StreamingReport
+			r, err = bench.RunStreaming(ctx, dir, *streamClients, *sdur, log)
+			rep.Streaming = &r
 		case "load":
 			var r bench.LoadReport
 			r, err = bench.RunLoad(ctx, dir, *loadJobs, *provCap, log)
@@ -162,7 +179,7 @@ func run(ctx context.Context, args []string) error {
 			rep.Cached = &r
 		case "cluster":
 			var r bench.ClusterReport
-			r, err = bench.RunCluster(ctx, dir, *clients, *cdur, log)
+			r, err = bench.RunCluster(ctx, dir, *clusterClients, *cdur, log)
 			rep.Cluster = &r
 		}
 		if err != nil {

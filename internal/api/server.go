@@ -41,6 +41,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
+	"github.com/timetravel-ai/timetravel/internal/wakeup"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -101,7 +102,9 @@ type Server struct {
 // the api (cmd/api builds them; a test may build its own).
 type Deps struct {
 	// Redis is the pooled client that every request and SSE stream
-	// shares. Required. The caller closes it, after the Server.
+	// shares. Required. The caller closes it, after the Server. New adds
+	// a hook to it that announces the tasks it enqueues to the workers
+	// (package wakeup): give each Server a client of its own.
 	Redis redis.UniversalClient
 	// Kinds are the job kinds served, each at its own route
 	// (kinds.Registry() in the service; a test may register a kind of its
@@ -124,6 +127,7 @@ func New(cfg config.Config, d Deps) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	rdb := d.Redis
+	rdb.AddHook(wakeup.Announce(rdb))
 	drain, stop := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:   cfg,

@@ -54,6 +54,12 @@ type Config struct {
 	// hop of a job waits up to 1.5x this; lower costs more Redis calls when
 	// idle (about 1/interval scripts per second per queue and process).
 	TaskCheckInterval time.Duration `env:"TASK_CHECK_INTERVAL" envDefault:"10ms"`
+	// QueueIdleWait is how long a worker's idle queue server waits for the
+	// announcement of a new task before it polls Redis again (package
+	// wakeup); 0 turns the waits off (plain polling every
+	// TaskCheckInterval). Announcements make the pickup immediate; this
+	// only bounds the wait when one is lost.
+	QueueIdleWait time.Duration `env:"QUEUE_IDLE_WAIT" envDefault:"2s"`
 	// ShutdownTimeout is how long a stopping worker lets running tasks finish
 	// before handing them back to the queue.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
@@ -381,6 +387,11 @@ func (c Config) Validate() error {
 	}
 	if c.TaskCheckInterval < time.Millisecond {
 		bad("TASK_CHECK_INTERVAL", "must be at least 1ms, got %s", c.TaskCheckInterval)
+	}
+	// asynq computes a task's 30 s lease before the dequeue that the wait
+	// delays: a long wait would shorten the lease of the task it finds.
+	if c.QueueIdleWait < 0 || c.QueueIdleWait > 5*time.Second {
+		bad("QUEUE_IDLE_WAIT", "must be between 0 and 5s, got %s", c.QueueIdleWait)
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("SHUTDOWN_TIMEOUT", "must not be negative")

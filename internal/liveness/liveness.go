@@ -83,6 +83,12 @@ type Options struct {
 // asynq's acknowledgement.
 const orphanGraceLeases = 2
 
+// orphanScanEvery is how many reaper ticks pass between two scans for
+// orphans. A scan reads every worker's claims and every queue's active
+// list; an orphan waits for its grace (two leases) anyway, so a scan every
+// lease's length finds it as soon, at a quarter of the idle Redis load.
+const orphanScanEvery = 4
+
 // Registry is one worker process's lease and claims, and its share of the
 // reaping. It is safe for concurrent use.
 type Registry struct {
@@ -99,6 +105,8 @@ type Registry struct {
 	// unclaimed: active tasks seen without a claim, and since when (this
 	// process's reaper's view).
 	unclaimed map[string]time.Time
+	// reaps counts this process's reaper ticks (orphanScanEvery).
+	reaps int
 	// unreleased: claims of ended runs whose removal from Redis failed
 	// (Redis out of reach, a failover). Left there, such a claim would keep
 	// the reaper off a task asynq could not acknowledge either (it stays
@@ -328,7 +336,9 @@ func (r *Registry) reap(ctx context.Context) {
 			r.o.OnReap(id, n)
 		}
 	}
-	r.reapOrphans(rctx)
+	if r.reaps++; r.reaps%orphanScanEvery == 1 {
+		r.reapOrphans(rctx)
+	}
 }
 
 // reapOrphans moves back to pending the active tasks that no live worker

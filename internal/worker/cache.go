@@ -63,7 +63,7 @@ func (h *Handlers) cachedMember(ctx context.Context, p tasks.MemberPayload, noun
 // when it was the last member.
 func (h *Handlers) serveCachedMember(ctx context.Context, p tasks.MemberPayload, noun job.Noun, hit *cache.Answer, log *slog.Logger) error {
 	owner := uuid.NewString()
-	_, fan, err := h.store.StartMember(ctx, p.JobID, p.Index, owner, hit.Model)
+	_, fan, err := h.startMember(ctx, p, owner, hit.Model)
 	switch {
 	case notWrittenYet(err, p):
 		return fmt.Errorf("%s %d of job %s: %w", noun, p.Index, p.JobID, errJobNotWritten)

@@ -43,7 +43,9 @@ func (h *Handlers) HandleMember(ctx context.Context, t *asynq.Task) error {
 	work, stop := h.stopWhenClosed(ctx, p.JobID, false)
 	defer stop()
 	err := h.member(work, p, noun, log)
-	if err != nil && errors.Is(context.Cause(work), errJobClosed) {
+	// A job not written yet reads as closed to the watch (a missing job
+	// is how an expired one looks): its hand-back must stand.
+	if err != nil && !errors.Is(err, errJobNotWritten) && errors.Is(context.Cause(work), errJobClosed) {
 		log.Info(string(noun) + " stopped: job closed while it ran")
 		return nil
 	}
@@ -106,7 +108,7 @@ func (h *Handlers) member(ctx context.Context, p tasks.MemberPayload, noun job.N
 	}
 
 	owner := uuid.NewString()
-	attempt, fan, err := h.store.StartMember(ctx, p.JobID, p.Index, owner, model)
+	attempt, fan, err := h.startMember(ctx, p, owner, model)
 	switch {
 	case errors.Is(err, store.ErrMemberDone):
 		// A duplicate or a retry after the outcome was recorded: make sure
@@ -211,6 +213,38 @@ func (h *Handlers) member(ctx context.Context, p tasks.MemberPayload, noun job.N
 // errJobNotWritten hands a member task back while its job is not written
 // yet: the api queues a job's tasks before it writes the job.
 var errJobNotWritten = errors.New("job not written yet")
+
+// Waiting for a job's write. The api queues a job's tasks, then writes the
+// job (so that no job exists without its tasks), and a worker woken by the
+// enqueue (package wakeup) can start a member within a millisecond, before
+// the write lands. A short wait here costs a few Redis calls; a hand-back
+// would cost a queue retry (hundreds of milliseconds).
+const (
+	writtenWaitFirst = time.Millisecond
+	writtenWaitMax   = 250 * time.Millisecond
+)
+
+// startMember records the start of member p.Index (store.StartMember) and,
+// while the job is not written yet, tries again with a doubling pause, for
+// up to writtenWaitMax in all; then it returns what the store said.
+func (h *Handlers) startMember(ctx context.Context, p tasks.MemberPayload, owner, model string) (int, store.FanIn, error) {
+	pause, waited := writtenWaitFirst, time.Duration(0)
+	for {
+		attempt, fan, err := h.store.StartMember(ctx, p.JobID, p.Index, owner, model)
+		if !notWrittenYet(err, p) || waited >= writtenWaitMax {
+			return attempt, fan, err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return attempt, fan, err
+		case <-t.C:
+		}
+		waited += pause
+		pause = min(2*pause, writtenWaitMax-waited)
+	}
+}
 
 // notWrittenYet reports whether err says the member's job does not exist
 // while its deadline has not passed: it is being written (or its writer

@@ -40,6 +40,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/quota"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
+	"github.com/timetravel-ai/timetravel/internal/wakeup"
 	"github.com/timetravel-ai/timetravel/internal/webhook"
 )
 
@@ -207,7 +208,10 @@ func StartServers(rdb redis.UniversalClient, queues []Queue, o ServerOptions) ([
 type Deps struct {
 	// Redis is the client of every queue server, hub and store of the
 	// worker; its pool should hold PoolSize(cfg) connections. Required.
-	// The caller closes it, after Run returns.
+	// The caller closes it, after Run returns. Run adds hooks to it
+	// (package wakeup: the queue servers' waits, the announcements of the
+	// tasks it makes pending), which pass commands through unchanged
+	// after Run returns: give each Run a client of its own.
 	Redis redis.UniversalClient
 	// Kinds are the job kinds whose jobs the worker runs (kinds.Registry()
 	// in the service; a test may register a kind of its own). Required:
@@ -255,8 +259,17 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 		stopHubs()
 		hubs.Wait()
 	}()
-	for _, hub := range []*events.Hub{closed, released} {
+	// A third for queue wake-ups: the queue servers wait for one instead
+	// of polling (package wakeup). Every task this process makes pending
+	// is announced on it too.
+	wakes := events.NewHub(rdb, wakeup.Channel, log)
+	for _, hub := range []*events.Hub{closed, released, wakes} {
 		hubs.Go(func() { _ = hub.Run(hubCtx) })
+	}
+	rdb.AddHook(wakeup.Announce(rdb))
+	waiter := wakeup.NewWaiter(wakes, cfg.QueueIdleWait)
+	if cfg.QueueIdleWait > 0 {
+		rdb.AddHook(waiter.Hook())
 	}
 	budget := quota.New(rdb).Budget(tokenBudget(auth.New(rdb), cfg.Access))
 	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log, BackgroundShare: cfg.Cache.WarmShare, Budget: budget})
@@ -332,6 +345,9 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 			s.Shutdown()
 		}
 	}()
+	// Before the servers shut down (deferred calls run in reverse): a
+	// server that sits in a wait would delay its drain by the idle wait.
+	defer waiter.Stop()
 
 	var draining atomic.Bool
 	httpSrv := &http.Server{Addr: cfg.WorkerAddr, Handler: healthMux(rdb, &draining), ReadHeaderTimeout: 5 * time.Second}
@@ -347,7 +363,7 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 	}
 	log.Info("worker started", "addr", ln.Addr().String(), "snapshot_concurrency", cfg.SnapshotConcurrency,
 		"aggregate_concurrency", cfg.AggregateConcurrency, "webhook_concurrency", cfg.Webhook.Concurrency,
-		"webhooks", signer != nil, "task_check_interval", cfg.TaskCheckInterval.String(), "providers", providers)
+		"webhooks", signer != nil, "task_check_interval", cfg.TaskCheckInterval.String(), "queue_idle_wait", cfg.QueueIdleWait.String(), "providers", providers)
 
 	select {
 	case <-ctx.Done():
@@ -359,6 +375,7 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 	draining.Store(true)
 	log.Info("worker stopping: finishing running tasks", "timeout", cfg.ShutdownTimeout)
 	// Stop taking new tasks on every queue at once, then wait for each.
+	waiter.Stop()
 	for _, s := range started {
 		s.Stop()
 	}

@@ -60,6 +60,22 @@ func Figures(r Report) []Figure {
 				add("throughput", p+" CPU per job", "ms", v, false)
 			}
 		}
+		if t.StreamedTokensPerJob > 0 {
+			add("throughput", "service CPU per 1,000 streamed tokens", "ms", t.ServiceCPUPerKTokensMS, false)
+		}
+		if t.IdleSeconds > 0 {
+			add("throughput", "idle Redis commands/s per worker", "commands/s", t.IdleCommandsPerSecondPerWorker, false)
+		}
+	}
+	if s := r.Streaming; s != nil {
+		add("streaming", "jobs completed", "jobs/s", s.JobsPerSecond, true)
+		add("streaming", "service CPU per 1,000 streamed tokens", "ms", s.ServiceCPUPerKTokensMS, false)
+		add("streaming", "Redis commands/job", "commands", s.CommandsPerJob, false)
+		for _, p := range []string{"api", "worker", "redis"} {
+			if v, ok := s.CPUPerJobMS[p]; ok {
+				add("streaming", p+" CPU per job", "ms", v, false)
+			}
+		}
 	}
 	if l := r.Load; l != nil {
 		add("load", "total p50", "ms", l.Total.P50, false)

@@ -16,7 +16,7 @@ func TestCompare(t *testing.T) {
 		return Figures(Report{Latency: &LatencyReport{Total: Summary{P50: p50}}})
 	}
 	thr := func(jps float64) []Figure {
-		return Figures(Report{Throughput: &ThroughputReport{JobsPerSecond: jps}})
+		return Figures(Report{Throughput: &ThroughputReport{LoopFigures: LoopFigures{JobsPerSecond: jps}}})
 	}
 	r := ABReport{Runs: []ABRun{
 		{Round: 0, Side: SideBase, Scenario: "latency", Figures: lat(1320)},

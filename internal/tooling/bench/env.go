@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -24,6 +25,10 @@ type Service struct {
 	API    *client.Client
 	Redis  *redis.Client
 	binDir string
+	// sim is the simulator running in this process (serviceOptions.sim),
+	// served by simSrv; nil when the service talks to the llmsim binary.
+	sim    *llmsim.Server
+	simSrv *http.Server
 }
 
 // serviceOptions shape one scenario's service.
@@ -33,6 +38,14 @@ type serviceOptions struct {
 	simEnv    map[string]string
 	workerEnv map[string]string
 	apiEnv    map[string]string
+	// sim, when set, runs the simulator in this process with this
+	// configuration and points the api and the workers at it, in place of
+	// the llmsim binary's (which the stack still starts, idle, so that it
+	// keeps the parent's provider variables away from the children). This
+	// tree's simulator then serves both builds of an A/B run alike, with
+	// options (Config.Words) and counters (streamed tokens) that an older
+	// llmsim binary lacks. Its CPU time counts as the bench's.
+	sim *llmsim.Config
 }
 
 // startService starts redis, the simulator, workers and the api, quietly.
@@ -47,6 +60,25 @@ func startService(ctx context.Context, o serviceOptions) (*Service, error) {
 			common[k] = v
 		}
 	}
+	var sim *llmsim.Server
+	var simSrv *http.Server
+	if o.sim != nil {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("start the simulator: %w", err)
+		}
+		sim = llmsim.New(*o.sim)
+		simSrv = &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = simSrv.Serve(ln) }()
+		// Env overrides the simulator's address that the stack sets.
+		common["OPENAI_BASE_URL"] = "http://" + ln.Addr().String() + "/v1"
+	}
+	stopSim := func() {
+		if sim != nil {
+			sim.Close()
+			_ = simSrv.Close()
+		}
+	}
 	s, err := stack.Start(ctx, stack.Options{
 		BinDir: o.binDir, Sim: true, Workers: o.workers,
 		Env:       common,
@@ -55,26 +87,36 @@ func startService(ctx context.Context, o serviceOptions) (*Service, error) {
 		SimEnv:    o.simEnv,
 	})
 	if err != nil {
+		stopSim()
 		return nil, fmt.Errorf("start service: %w", err)
 	}
 	opt, err := redis.ParseURL(s.RedisURL)
 	if err != nil {
 		s.Stop()
+		stopSim()
 		return nil, err
 	}
 	opt.ClientName = "tt-bench"
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 0}}
-	return &Service{Stack: s, API: client.New(s.APIURL, client.WithHTTPClient(hc)), Redis: redis.NewClient(opt), binDir: o.binDir}, nil
+	return &Service{Stack: s, API: client.New(s.APIURL, client.WithHTTPClient(hc)), Redis: redis.NewClient(opt), binDir: o.binDir,
+		sim: sim, simSrv: simSrv}, nil
 }
 
 // Stop stops everything.
 func (s *Service) Stop() {
 	_ = s.Redis.Close()
 	s.Stack.Stop()
+	if s.sim != nil {
+		s.sim.Close()
+		_ = s.simSrv.Close()
+	}
 }
 
 // SimStats reads the simulator's counters.
 func (s *Service) SimStats(ctx context.Context) (llmsim.Stats, error) {
+	if s.sim != nil {
+		return s.sim.Stats(), nil
+	}
 	var st llmsim.Stats
 	err := getJSON(ctx, s.Stack.SimURL+"/sim/stats", &st)
 	return st, err
@@ -82,6 +124,10 @@ func (s *Service) SimStats(ctx context.Context) (llmsim.Stats, error) {
 
 // ResetSim resets the simulator's counters.
 func (s *Service) ResetSim(ctx context.Context) error {
+	if s.sim != nil {
+		s.sim.ResetStats()
+		return nil
+	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.Stack.SimURL+"/sim/stats/reset", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -152,7 +198,7 @@ func (s *Service) cpuByProcess() map[string]time.Duration {
 	for _, w := range s.Stack.WorkerList() {
 		add("worker", w.Pid())
 	}
-	if s.Stack.Sim != nil {
+	if s.Stack.Sim != nil && s.sim == nil {
 		add("llmsim", s.Stack.Sim.Pid())
 	}
 	add("redis", s.Stack.Redis.Pid())

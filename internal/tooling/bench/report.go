@@ -15,6 +15,7 @@ type Report struct {
 	Latency    *LatencyReport    `json:"latency,omitempty"`
 	Ensemble   *EnsembleReport   `json:"ensemble,omitempty"`
 	Throughput *ThroughputReport `json:"throughput,omitempty"`
+	Streaming  *StreamingReport  `json:"streaming,omitempty"`
 	Load       *LoadReport       `json:"load,omitempty"`
 	SSE        *SSEReport        `json:"sse,omitempty"`
 	Memory     *MemoryReport     `json:"memory,omitempty"`
@@ -36,6 +37,19 @@ func MachineDescription() string {
 	return fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 }
 
+// The efficiency targets of issue 19.
+const (
+	// targetServiceCPUPerKTokensMS bounds the CPU time of the api, the
+	// workers and Redis per 1,000 streamed tokens (streaming scenario).
+	targetServiceCPUPerKTokensMS = 20
+	// targetCommandsPerJob bounds the Redis commands per job at
+	// ThroughputWords chunks per answer (throughput scenario).
+	targetCommandsPerJob = 150
+	// targetIdleCommandsPerWorker bounds the Redis commands per second per
+	// worker with nothing to do.
+	targetIdleCommandsPerWorker = 50
+)
+
 // Evaluate fills Targets from the scenarios that ran.
 func (r *Report) Evaluate() {
 	add := func(name string, met bool, format string, args ...any) {
@@ -49,6 +63,18 @@ func (r *Report) Evaluate() {
 	if e := r.Ensemble; e != nil {
 		add(fmt.Sprintf("ensemble p50 within %d ms of its critical path", ensembleTargetP50MS), e.Overhead.P50 <= ensembleTargetP50MS,
 			"%.1f ms", e.Overhead.P50)
+	}
+	// The efficiency targets of issue 19.
+	if t := r.Throughput; t != nil {
+		add(fmt.Sprintf("throughput: Redis commands per job ≤ %d at %d chunks per answer", targetCommandsPerJob, t.WordsPerAnswer),
+			t.Completed > 0 && t.CommandsPerJob <= targetCommandsPerJob, "%.0f", t.CommandsPerJob)
+		add(fmt.Sprintf("idle Redis commands/s per worker ≤ %d (api's included)", targetIdleCommandsPerWorker),
+			t.IdleSeconds > 0 && t.IdleCommandsPerSecondPerWorker <= targetIdleCommandsPerWorker,
+			"%.1f /s (%d worker, %.0f s)", t.IdleCommandsPerSecondPerWorker, t.Workers, t.IdleSeconds)
+	}
+	if s := r.Streaming; s != nil {
+		add(fmt.Sprintf("streaming: service CPU per 1,000 streamed tokens ≤ %d ms", targetServiceCPUPerKTokensMS),
+			s.StreamedTokensPerJob > 0 && s.ServiceCPUPerKTokensMS <= targetServiceCPUPerKTokensMS, "%.1f ms", s.ServiceCPUPerKTokensMS)
 	}
 	if s := r.SSE; s != nil && len(s.Points) > 0 {
 		last := s.Points[len(s.Points)-1]
@@ -116,10 +142,21 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	if t := r.Throughput; t != nil {
-		fmt.Fprintf(w, "\n## Throughput (%d clients, %.0f s, simulator at zero latency)\n\n", t.Clients, t.Seconds)
+		fmt.Fprintf(w, "\n## Throughput (%d clients, %.0f s, simulator at zero latency, %d words per answer)\n\n", t.Clients, t.Seconds, t.WordsPerAnswer)
 		fmt.Fprintf(w, "| completed | failed | jobs/s | Redis commands/job | Redis bytes per finished job | job latency p50 / p95 ms |\n| --- | --- | --- | --- | --- | --- |\n")
 		fmt.Fprintf(w, "| %d | %d | %.1f | %.0f | %.0f | %.1f / %.1f |\n", t.Completed, t.Failed, t.JobsPerSecond, t.CommandsPerJob, t.RedisBytesPerJob, t.Latency.P50, t.Latency.P95)
+		fmt.Fprintf(w, "\n| streamed tokens/job | service CPU ms per 1,000 streamed tokens | idle Redis commands/s, all processes | idle Redis commands/s per worker |\n| --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "| %.0f | %.1f | %.1f | %.1f |\n", t.StreamedTokensPerJob, t.ServiceCPUPerKTokensMS, t.IdleCommandsPerSecond, t.IdleCommandsPerSecondPerWorker)
 		fmt.Fprintf(w, "\nTop Redis commands per job: %v\nCPU ms per job by process: %v\n", t.TopCommands, roundMap(t.CPUPerJobMS))
+		fmt.Fprintf(w, "Idle: %.0f s from 1 s after the last job, %d worker; the api's commands are included. Top idle Redis commands per second: %v\n",
+			t.IdleSeconds, t.Workers, t.IdleTopCommands)
+	}
+	if s := r.Streaming; s != nil {
+		fmt.Fprintf(w, "\n## Streaming (%d clients, %.0f s, every answer %.0f s, %d words per prose answer)\n\n", s.Clients, s.Seconds, s.AnswerSeconds, s.WordsPerAnswer)
+		fmt.Fprintf(w, "| completed | failed | jobs/s | streamed tokens/job | service CPU ms per 1,000 streamed tokens | Redis commands/job | job latency p50 / p95 ms |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "| %d | %d | %.1f | %.0f | %.1f | %.0f | %.0f / %.0f |\n", s.Completed, s.Failed, s.JobsPerSecond, s.StreamedTokensPerJob,
+			s.ServiceCPUPerKTokensMS, s.CommandsPerJob, s.Latency.P50, s.Latency.P95)
+		fmt.Fprintf(w, "\nTop Redis commands per job: %v\nCPU ms per job by process: %v\n", s.TopCommands, roundMap(s.CPUPerJobMS))
 	}
 	if l := r.Load; l != nil {
 		fmt.Fprintf(w, "\n## Load (%d jobs at once, snapshot 1 s, provider cap %d)\n\n", l.Jobs, l.ProviderCap)

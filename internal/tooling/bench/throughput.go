@@ -4,88 +4,50 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
 )
 
 // ThroughputReport is what the throughput scenario measured.
 type ThroughputReport struct {
-	Clients          int              `json:"clients"`
-	Seconds          float64          `json:"seconds"`
-	Completed        int64            `json:"completed"`
-	Failed           int64            `json:"failed"`
-	JobsPerSecond    float64          `json:"jobs_per_second"`
-	CommandsPerJob   float64          `json:"redis_commands_per_job"`
-	TopCommands      map[string]int64 `json:"top_commands_per_job"`
-	RedisBytesPerJob float64          `json:"redis_bytes_per_finished_job"`
-	Latency          Summary          `json:"latency"`
-	// CPUPerJobMS is the CPU time each process spent per completed job; the
-	// load generator (this process) is "bench".
-	CPUPerJobMS map[string]float64 `json:"cpu_ms_per_job"`
+	LoopFigures
+	// Workers is the number of worker processes.
+	Workers int `json:"workers"`
+	// IdleSeconds is the idle window after the timed part: every job has
+	// ended and nothing is submitted. IdleCommandsPerSecond are the Redis
+	// commands per second in it, of every process (the api's included);
+	// IdleCommandsPerSecondPerWorker is that over Workers.
+	IdleSeconds                    float64 `json:"idle_seconds"`
+	IdleCommandsPerSecond          float64 `json:"idle_redis_commands_per_second"`
+	IdleCommandsPerSecondPerWorker float64 `json:"idle_redis_commands_per_second_per_worker"`
+	// IdleTopCommands are the commands most called in the idle window,
+	// per second (rounded).
+	IdleTopCommands map[string]int64 `json:"idle_top_commands_per_second"`
 }
 
-// RunThroughput runs clients that each submit a job and follow it to its end,
-// in a loop, for d, against a simulator that answers at once.
-func RunThroughput(ctx context.Context, binDir string, clients int, d time.Duration, workerEnv map[string]string, log io.Writer) (ThroughputReport, error) {
-	rep := ThroughputReport{Clients: clients}
-	wenv := map[string]string{"SNAPSHOT_CONCURRENCY": "64", "AGGREGATE_CONCURRENCY": "32", "PPROF_ADDR": os.Getenv("BENCH_WORKER_PPROF")}
-	for k, v := range workerEnv {
-		wenv[k] = v
-	}
-	svc, err := startService(ctx, serviceOptions{binDir: binDir, workerEnv: wenv,
-		simEnv: map[string]string{"LLMSIM_TTFT": "0s", "LLMSIM_TOKENS_PER_SECOND": "0"}})
-	if err != nil {
-		return rep, err
-	}
-	defer svc.Stop()
-	// Warm up, then count from a clean slate.
-	for i := range 3 {
-		if _, err := timeJob(ctx, svc.API, "warm-up "+strconv.Itoa(i)); err != nil {
-			return rep, err
-		}
-	}
-	if err := svc.Redis.ConfigResetStat(ctx).Err(); err != nil {
-		return rep, err
-	}
-	memBefore, err := usedMemory(ctx, svc)
-	if err != nil {
-		return rep, err
-	}
-	cpuBefore := svc.cpuByProcess()
-	benchBefore, _ := CPUTime(os.Getpid())
+// ThroughputWords is the length of the prose answers of the throughput
+// scenario, in words (so in streamed chunks): short answers, so that the
+// figures are the cost of a job, not of its text.
+const ThroughputWords = 20
 
-	completed, failed, timings, elapsed := driveJobs(ctx, svc.API, clients, d, "Throughput question", log)
-	cpuAfter := svc.cpuByProcess()
-	benchAfter, _ := CPUTime(os.Getpid())
-	total, by, err := commandCalls(ctx, svc.Redis)
+// RunThroughput runs clients that each submit a job and follow it to its end,
+// in a loop, for d, against a simulator that answers at once, its prose
+// answers ThroughputWords words long; then watches Redis for IdleWindow with
+// nothing submitted.
+func RunThroughput(ctx context.Context, binDir string, clients int, d time.Duration, workerEnv map[string]string, log io.Writer) (ThroughputReport, error) {
+	res, err := runLoop(ctx, loopConfig{binDir: binDir, clients: clients, d: d, question: "Throughput question",
+		workerEnv: workerEnv, sim: llmsim.Config{Words: ThroughputWords}, idle: IdleWindow}, log)
+	rep := ThroughputReport{LoopFigures: res.LoopFigures, Workers: res.workers}
 	if err != nil {
 		return rep, err
 	}
-	memAfter, err := usedMemory(ctx, svc)
-	if err != nil {
-		return rep, err
-	}
-	rep.Seconds = elapsed.Seconds()
-	rep.Completed, rep.Failed = completed, failed
-	if rep.Completed > 0 {
-		n := float64(rep.Completed)
-		rep.JobsPerSecond = n / elapsed.Seconds()
-		rep.CommandsPerJob = float64(total) / n
-		rep.RedisBytesPerJob = float64(memAfter-memBefore) / n
-		rep.TopCommands = top(by, 8, n)
-		rep.CPUPerJobMS = map[string]float64{"bench": ms(benchAfter-benchBefore) / n}
-		for k, v := range cpuAfter {
-			rep.CPUPerJobMS[k] = ms(v-cpuBefore[k]) / n
-		}
-	}
-	lat := make([]time.Duration, len(timings))
-	for i, t := range timings {
-		lat[i] = t.total
-	}
-	rep.Latency = Summarize(lat)
+	rep.IdleSeconds = IdleWindow.Seconds()
+	rep.IdleCommandsPerSecond, rep.IdleCommandsPerSecondPerWorker = idleRates(res.idleCalls, IdleWindow, res.workers)
+	rep.IdleTopCommands = top(res.idleBy, 8, IdleWindow.Seconds())
 	return rep, nil
 }
 
@@ -102,8 +64,9 @@ func usedMemory(ctx context.Context, svc *Service) (int64, error) {
 	return 0, fmt.Errorf("no used_memory in INFO")
 }
 
-// top returns the n most called commands, per job.
-func top(by map[string]int64, n int, jobs float64) map[string]int64 {
+// top returns the n most called commands, their calls divided by per (jobs,
+// or seconds), rounded.
+func top(by map[string]int64, n int, per float64) map[string]int64 {
 	names := make([]string, 0, len(by))
 	for k := range by {
 		names = append(names, k)
@@ -111,7 +74,7 @@ func top(by map[string]int64, n int, jobs float64) map[string]int64 {
 	slices.SortFunc(names, func(a, b string) int { return int(by[b] - by[a]) })
 	out := map[string]int64{}
 	for _, k := range names[:min(n, len(names))] {
-		out[k] = int64(float64(by[k])/jobs + 0.5)
+		out[k] = int64(float64(by[k])/per + 0.5)
 	}
 	return out
 }

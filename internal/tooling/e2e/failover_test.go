@@ -71,7 +71,11 @@ func TestFailover(t *testing.T) {
 			t.Parallel()
 			topo, kill := tt.start(t)
 			env := map[string]string{"JOB_DEADLINE": "90s"}
-			e := startStack(t, 2, env, env, func(o *stack.Options) { o.Topology = topo })
+			// 16 snapshot slots per worker: the 300 snapshot calls of the
+			// burst queue up behind 32, so that the kill finds a backlog
+			// and every slot busy however fast the jobs are submitted.
+			wenv := map[string]string{"JOB_DEADLINE": "90s", "SNAPSHOT_CONCURRENCY": "16"}
+			e := startStack(t, 2, env, wenv, func(o *stack.Options) { o.Topology = topo })
 			runFailover(t, e, kill)
 		})
 	}
@@ -153,7 +157,7 @@ func runFailover(t *testing.T, e env, kill func(context.Context, redis.Universal
 	sim := llmsim.Control{BaseURL: e.stack.SimURL}
 	waitUntil(t, time.Minute, func() bool {
 		st, err := sim.Stats(ctx)
-		return err == nil && st.Models[modelSnapshot].InFlight >= 32
+		return err == nil && st.Models[modelSnapshot].InFlight >= 24
 	})
 	if err := kill(ctx, e.rdb); err != nil {
 		t.Fatalf("failover: %v", err)

@@ -10,7 +10,7 @@
 //	GET  /v1/models             the configured models
 //	GET  /v1/models/{model}     one model
 //	GET  /healthz               200 "ok"
-//	GET  /sim/stats             request, in-flight and fault counters (see [Stats])
+//	GET  /sim/stats             request, in-flight, fault and streamed token counters (see [Stats])
 //	POST /sim/stats/reset       reset the counters and the request numbering
 //	GET  /sim/faults            the fault rules in force (see [FaultState])
 //	POST /sim/faults            set a runtime fault rule: a [FaultRule] as JSON

@@ -58,6 +58,13 @@ type Config struct {
 	// SlowFirstToken is the earliest time of the first token under the
 	// slow_first_token fault; zero or less means [DefaultSlowFirstToken].
 	SlowFirstToken time.Duration
+	// Words, when positive, is the exact number of words (so of tokens,
+	// and of content chunks when streamed) of every prose answer whose
+	// request does not set [WordsHeader]: benchmarks use it to fix the
+	// length of answers that the service asks for. Zero (or less) keeps
+	// the default lengths; it is capped at [MaxWords]. JSON mode answers
+	// are not affected.
+	Words int
 	// Logger receives debug logs about requests; nil discards them.
 	Logger *slog.Logger
 }
@@ -82,6 +89,7 @@ type Server struct {
 // [ParseFaults] or [FaultRule.Validate] first.
 func New(cfg Config) *Server {
 	cfg.TTFT = max(cfg.TTFT, 0)
+	cfg.Words = min(max(cfg.Words, 0), MaxWords)
 	if math.IsNaN(cfg.TokensPerSecond) || math.IsInf(cfg.TokensPerSecond, 0) || cfg.TokensPerSecond < 0 {
 		cfg.TokensPerSecond = 0
 	}
@@ -146,7 +154,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // Stats returns a snapshot of the request counters.
 func (s *Server) Stats() Stats { return s.stats.snapshot() }
 
-// ResetStats zeroes the request and fault counts and lowers each peak to the
+// ResetStats zeroes the request, fault and token counts and lowers each peak to the
 // current number of requests in flight. Request numbering for fault
 // decisions starts again from 1 for every model.
 func (s *Server) ResetStats() { s.stats.reset() }
@@ -614,6 +622,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, apiErr)
 		return
 	}
+	if c.words == 0 {
+		c.words = s.cfg.Words
+	}
 	n, endStats := s.stats.begin(c.model)
 	// A request stops counting as in flight just before the last bytes of
 	// its answer are written, so that a client that has read the whole
@@ -817,6 +828,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, clk *clock, 
 		if err := send(ck); err != nil {
 			return err
 		}
+		s.stats.countToken(c.model)
 	}
 	if err := clk.waitUntil(ctx, p.end); err != nil {
 		return err

@@ -275,6 +275,61 @@ func TestWordsHeader(t *testing.T) {
 	}
 }
 
+// TestConfigWords checks that Config.Words fixes the length of prose
+// answers whose request does not set WordsHeader, that the header still
+// wins, that JSON mode keeps its own length, and that Stats counts every
+// streamed content chunk (and only those) until a reset.
+func TestConfigWords(t *testing.T) {
+	const words = 400
+	srv := startServer(t, Config{Words: words})
+	prose := chatRequestFor("m", "As of 2023-03-15:", "Which car should I buy?")
+	jsonReq := chatRequestFor("x", "From 2023-03-15 to 2024-03-15:", "What changed?")
+	jsonReq.ResponseFormat = &openai.ChatCompletionResponseFormat{Type: openai.ChatCompletionResponseFormatTypeJSONObject}
+	tests := []struct {
+		name       string
+		header     int // WordsHeader; 0 for none
+		req        openai.ChatCompletionRequest
+		wantChunks int // 0: anything but words
+	}{
+		{"config length", 0, prose, words},
+		{"header wins", 7, prose, 7},
+		{"json mode unaffected", 0, jsonReq, 0},
+	}
+	var streamed int64
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := readStream(t.Context(), srv.client(tt.header), tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantChunks > 0 && res.contentChunks != tt.wantChunks {
+				t.Errorf("streamed %d chunks, want %d", res.contentChunks, tt.wantChunks)
+			}
+			if tt.wantChunks == 0 && (res.contentChunks == words || res.contentChunks == 0) {
+				t.Errorf("streamed %d chunks, want the answer's own length", res.contentChunks)
+			}
+			streamed += int64(res.contentChunks)
+			st := srv.sim.Stats()
+			if st.Total.StreamedTokens != streamed {
+				t.Errorf("Stats: %d streamed tokens, want %d", st.Total.StreamedTokens, streamed)
+			}
+		})
+	}
+	// A non-streamed answer is not counted.
+	if _, err := srv.client(0).CreateChatCompletion(t.Context(), prose); err != nil {
+		t.Fatal(err)
+	}
+	st := srv.sim.Stats()
+	if st.Total.StreamedTokens != streamed || st.Models["m"].StreamedTokens != int64(words+7) {
+		t.Errorf("after a non-streamed answer: total %d, model m %d; want %d, %d",
+			st.Total.StreamedTokens, st.Models["m"].StreamedTokens, streamed, words+7)
+	}
+	srv.sim.ResetStats()
+	if got := srv.sim.Stats().Total.StreamedTokens; got != 0 {
+		t.Errorf("after reset: %d streamed tokens, want 0", got)
+	}
+}
+
 func TestMaxTokens(t *testing.T) {
 	srv := startServer(t, Config{})
 	req := chatRequestFor("m", "As of 2023-03-15:", "What are the best AI models?")
@@ -312,7 +367,7 @@ func TestPeakInFlight(t *testing.T) {
 	if err := srv.sim.WaitIdle(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	want := Counters{Requests: n, InFlight: 0, PeakInFlight: n}
+	want := Counters{Requests: n, InFlight: 0, PeakInFlight: n, StreamedTokens: n * 3}
 	st := srv.sim.Stats()
 	if st.Total != want || st.Models["slow"] != want || len(st.Models) != 1 {
 		t.Errorf("stats %+v, want total and model %+v", st, want)
@@ -556,7 +611,7 @@ func TestOtherEndpoints(t *testing.T) {
 	if st.Total != want || st.Models["a"] != want {
 		t.Errorf("stats %s, want total and model a %+v", body, want)
 	}
-	for _, key := range []string{`"total"`, `"models"`, `"requests"`, `"in_flight"`, `"peak_in_flight"`} {
+	for _, key := range []string{`"total"`, `"models"`, `"requests"`, `"in_flight"`, `"peak_in_flight"`, `"streamed_tokens"`} {
 		if !strings.Contains(body, key) {
 			t.Errorf("stats %s lacks %s", body, key)
 		}

@@ -20,6 +20,11 @@ type Counters struct {
 	// Faults counts the faults injected since the start or the last reset,
 	// by kind. A request counts in Requests whether it got a fault or not.
 	Faults FaultCounts `json:"faults"`
+	// StreamedTokens is the number of content chunks written to streamed
+	// answers (one token each) since the start or the last reset: the
+	// tokens a service downstream had to relay. Role-only, finish and
+	// usage chunks do not count, nor do non-streamed answers.
+	StreamedTokens int64 `json:"streamed_tokens"`
 }
 
 // Stats is a snapshot of the counters, as served by GET /sim/stats.
@@ -91,6 +96,17 @@ func (st *stats) countFault(model string, k FaultKind) {
 	}
 }
 
+// countToken counts one content chunk written to a streamed answer of
+// model, which must be in flight.
+func (st *stats) countToken(model string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if m := st.models[model]; m != nil {
+		m.StreamedTokens++
+	}
+	st.total.StreamedTokens++
+}
+
 func (st *stats) snapshot() Stats {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -101,7 +117,7 @@ func (st *stats) snapshot() Stats {
 	return s
 }
 
-// reset zeroes the request and fault counts and lowers the peaks to the
+// reset zeroes the request, fault and token counts and lowers the peaks to the
 // current in-flight numbers; models with nothing in flight are forgotten.
 func (st *stats) reset() {
 	st.mu.Lock()
@@ -109,11 +125,13 @@ func (st *stats) reset() {
 	st.total.Requests = 0
 	st.total.PeakInFlight = st.total.InFlight
 	st.total.Faults = FaultCounts{}
+	st.total.StreamedTokens = 0
 	maps.DeleteFunc(st.models, func(_ string, c *Counters) bool { return c.InFlight == 0 })
 	for _, c := range st.models {
 		c.Requests = 0
 		c.PeakInFlight = c.InFlight
 		c.Faults = FaultCounts{}
+		c.StreamedTokens = 0
 	}
 }
 
