@@ -91,7 +91,15 @@ func (c *Client) Follow(ctx context.Context, jobID string, fn func(Event) error)
 		if errors.As(err, &fe) {
 			return lastID, fe.err
 		}
-		if ctx.Err() != nil || !retryable(err) {
+		if ctx.Err() != nil {
+			// The context ended the follow, whatever the connection did as
+			// it went (a drop can be seen before the cancellation).
+			if errors.Is(err, ctx.Err()) {
+				return lastID, err
+			}
+			return lastID, fmt.Errorf("client: follow job %s: %w", jobID, ctx.Err())
+		}
+		if !retryable(err) {
 			return lastID, err
 		}
 		if progressed {

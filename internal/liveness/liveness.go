@@ -276,7 +276,11 @@ func (r *Registry) renew(ctx context.Context) {
 		}
 	}
 	r.releaseStale(rctx)
-	_ = r.rdb.Expire(rctx, claimsPrefix+r.o.ID, claimsTTL).Err()
+	// Without runs (or claims left to remove) the hash is gone: Redis
+	// deletes a hash with its last field, and an idle worker sends nothing.
+	if len(r.claims) > 0 || len(r.unreleased) > 0 {
+		_ = r.rdb.Expire(rctx, claimsPrefix+r.o.ID, claimsTTL).Err()
+	}
 }
 
 // releaseStale removes the claims whose removal failed when their run
