@@ -59,8 +59,10 @@ type Server struct {
 	enq   *tasks.Enqueuer
 	insp  tasks.Inspector
 	hub   *events.Hub
-	log   *slog.Logger
-	now   func() time.Time
+	// announcer tells the workers about the tasks the api queues.
+	announcer *wakeup.Announcer
+	log       *slog.Logger
+	now       func() time.Time
 	// callbacks checks callback URLs; webhooksOn says whether a webhook
 	// secret is configured (without one, a callback_url is refused).
 	callbacks  webhook.Policy
@@ -127,19 +129,21 @@ func New(cfg config.Config, d Deps) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	rdb := d.Redis
-	rdb.AddHook(wakeup.Announce(rdb))
+	announcer := wakeup.NewAnnouncer(rdb)
+	rdb.AddHook(announcer.Hook())
 	drain, stop := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:   cfg,
-		rdb:   rdb,
-		store: store.New(rdb, cfg.JobRetention),
-		enq:   tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.SnapshotTaskTimeout()),
-		insp:  tasks.NewInspector(rdb),
-		hub:   events.NewHub(rdb, events.Channel, log),
-		log:   log,
-		now:   time.Now,
-		drain: drain,
-		stop:  stop,
+		cfg:       cfg,
+		rdb:       rdb,
+		store:     store.New(rdb, cfg.JobRetention),
+		enq:       tasks.NewEnqueuer(asynq.NewClientFromRedisClient(rdb), cfg.SnapshotMaxRetry, cfg.SnapshotTaskTimeout()),
+		insp:      tasks.NewInspector(rdb),
+		hub:       events.NewHub(rdb, events.Channel, log),
+		announcer: announcer,
+		log:       log,
+		now:       time.Now,
+		drain:     drain,
+		stop:      stop,
 
 		callbacks:  webhook.PolicyOf(cfg.Webhook),
 		webhooksOn: cfg.Webhook.Enabled(),
@@ -367,11 +371,22 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// RunEvents runs the hub that wakes SSE streams when their jobs' events
-// are written, until ctx ends. Serve runs it; a caller that serves Handler
-// on an http.Server of its own (httptest.NewServer) runs it beside, or its
-// streams only advance at their heartbeats.
-func (s *Server) RunEvents(ctx context.Context) error { return s.hub.Run(ctx) }
+// RunEvents runs, until ctx ends, the hub that wakes SSE streams when
+// their jobs' events are written, and the announcer that wakes the
+// workers' idle queue servers when the api queues tasks (package wakeup).
+// Serve runs it; a caller that serves Handler on an http.Server of its own
+// (httptest.NewServer) runs it beside, or its streams only advance at
+// their heartbeats and its tasks wait for the workers' idle polls.
+func (s *Server) RunEvents(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.announcer.Run(ctx)
+	}()
+	err := s.hub.Run(ctx)
+	<-done
+	return err
+}
 
 // Serve is Run on a listener of the caller's. It returns once the server
 // and the events hub have stopped.

@@ -9,7 +9,7 @@
 // servers); a long one slows every hop of every job.
 //
 // Here every Redis client of the service announces, on one Pub/Sub channel,
-// the queues into which a task has just become pending (Announce: asynq's
+// the queues into which a task has just become pending (Announcer: asynq's
 // enqueue, its forwarder's move of scheduled and retried tasks, the
 // inspector's run-now, the liveness reaper's requeue, a stopping server's
 // hand-back: every script that names a queue's pending list), and a worker
@@ -132,33 +132,91 @@ func moved(cmd redis.Cmder) bool {
 	return true
 }
 
-// Announce returns the hook that publishes, on rdb, the queues a script
-// made tasks pending in, after the script succeeded. Add it to every
-// client that enqueues or moves tasks (the api's and the worker's). The
-// publish is best-effort: its failure only delays the pickup to the
-// waiters' idle wait.
-func Announce(rdb redis.UniversalClient) redis.Hook { return announcer{rdb} }
+// Announcer publishes, on Channel, the queues that scripts made tasks
+// pending in: its Hook marks them after each such script succeeds, and Run
+// publishes the marked queues from a goroutine of its own. A request that
+// enqueues never waits for a publish, and the tasks of one job, enqueued
+// one after the other, share one or two announcements. Each publish
+// follows the marks it covers, so it follows their tasks' enqueues. Add
+// the Hook to every client that enqueues or moves tasks (the api's and the
+// worker's) and run Run for as long as they do; publishing is
+// best-effort: a failure only delays the pickup to the waiters' idle wait.
+type Announcer struct {
+	rdb   redis.UniversalClient
+	kick  chan struct{}
+	mu    sync.Mutex
+	dirty map[string]struct{}
+}
 
-type announcer struct{ rdb redis.UniversalClient }
+// NewAnnouncer returns an Announcer that publishes on rdb.
+func NewAnnouncer(rdb redis.UniversalClient) *Announcer {
+	return &Announcer{rdb: rdb, kick: make(chan struct{}, 1), dirty: map[string]struct{}{}}
+}
 
-func (announcer) DialHook(next redis.DialHook) redis.DialHook { return next }
+// Hook returns the go-redis hook that marks the queues.
+func (a *Announcer) Hook() redis.Hook { return announceHook{a} }
 
-func (announcer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (a *Announcer) mark(queues []string) {
+	a.mu.Lock()
+	for _, q := range queues {
+		a.dirty[q] = struct{}{}
+	}
+	a.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default: // a publish is already due
+	}
+}
+
+// Run publishes the marked queues until ctx ends, then once more for
+// what is marked by then.
+func (a *Announcer) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			a.publish(context.WithoutCancel(ctx))
+			return
+		case <-a.kick:
+			a.publish(ctx)
+		}
+	}
+}
+
+func (a *Announcer) publish(ctx context.Context) {
+	a.mu.Lock()
+	if len(a.dirty) == 0 {
+		a.mu.Unlock()
+		return
+	}
+	queues := make([]string, 0, len(a.dirty))
+	for q := range a.dirty {
+		queues = append(queues, q)
+	}
+	clear(a.dirty)
+	a.mu.Unlock()
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for _, q := range queues {
+		_ = a.rdb.Publish(pctx, Channel, q).Err()
+	}
+}
+
+type announceHook struct{ a *Announcer }
+
+func (announceHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (announceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
 
-func (a announcer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h announceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
 		if err != nil {
 			return err
 		}
 		if _, filled := classify(cmd); len(filled) > 0 && moved(cmd) {
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			for _, q := range filled {
-				_ = a.rdb.Publish(pctx, Channel, q).Err()
-			}
-			cancel()
+			h.a.mark(filled)
 		}
 		return nil
 	}

@@ -151,7 +151,7 @@ func waitingServer(t *testing.T, db redistest.DB, idle time.Duration, queue stri
 	w := NewWaiter(hub, idle)
 	p := newProbe()
 	rdb.AddHook(p.outer()) // the first hook added is the outermost
-	rdb.AddHook(Announce(rdb))
+	rdb.AddHook(announcing(t, rdb).Hook())
 	rdb.AddHook(w.Hook())
 	rdb.AddHook(p.inner())
 
@@ -175,6 +175,17 @@ func waitingServer(t *testing.T, db redistest.DB, idle time.Duration, queue stri
 		srv.Shutdown()
 	})
 	return p, ran
+}
+
+// announcing returns an Announcer on rdb, running until the test ends.
+func announcing(t *testing.T, rdb redis.UniversalClient) *Announcer {
+	t.Helper()
+	a := NewAnnouncer(rdb)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return a
 }
 
 // expect waits for the server to run task id and, when woken is set,
@@ -204,7 +215,7 @@ func TestEnqueuedTaskWakesTheWaitingServer(t *testing.T) {
 	db := redistest.New(t)
 	p, ran := waitingServer(t, db, time.Hour, "q", time.Hour)
 	api := db.NewClient(t)
-	api.AddHook(Announce(api))
+	api.AddHook(announcing(t, api).Hook())
 	client := asynq.NewClientFromRedisClient(api)
 	var last int32
 	for _, id := range []string{"first", "second"} {
@@ -288,5 +299,42 @@ func TestNoWaitUnlessEmpty(t *testing.T) {
 		if err := next(context.Background(), dequeue); !errors.Is(err, want) && err != want {
 			t.Fatalf("dequeue returned %v, want %v", err, want)
 		}
+	}
+}
+
+// Marks made while no publish runs are published together, once per
+// queue; a mark made after a publish is published again.
+func TestAnnouncerCoalesces(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	sub := db.NewClient(t).Subscribe(ctx, Channel)
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	a := NewAnnouncer(db.NewClient(t))
+	a.mark([]string{"snapshot"})
+	a.mark([]string{"snapshot", "aggregate"})
+	a.mark([]string{"snapshot"})
+	a.publish(ctx)
+	a.publish(ctx) // nothing marked since: nothing published
+	a.mark([]string{"snapshot"})
+	a.publish(ctx)
+	if err := db.Client.Publish(ctx, Channel, "end").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for {
+		msg, err := sub.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Payload == "end" {
+			break
+		}
+		got[msg.Payload]++
+	}
+	if got["snapshot"] != 2 || got["aggregate"] != 1 {
+		t.Fatalf("announcements %v, want snapshot twice (before and after the first publish) and aggregate once", got)
 	}
 }

@@ -266,7 +266,9 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 	for _, hub := range []*events.Hub{closed, released, wakes} {
 		hubs.Go(func() { _ = hub.Run(hubCtx) })
 	}
-	rdb.AddHook(wakeup.Announce(rdb))
+	announcer := wakeup.NewAnnouncer(rdb)
+	rdb.AddHook(announcer.Hook())
+	hubs.Go(func() { announcer.Run(hubCtx) })
 	waiter := wakeup.NewWaiter(wakes, cfg.QueueIdleWait)
 	if cfg.QueueIdleWait > 0 {
 		rdb.AddHook(waiter.Hook())
