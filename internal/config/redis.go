@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 
@@ -272,13 +271,14 @@ func (r Redis) masked() Redis {
 // for tools that reach the service's Redis (ttctl keys) without being the
 // service. Its errors name the variable, as Load's do.
 func LoadRedis(getenv func(string) string) (Redis, error) {
+	params, err := env.GetFieldParams(&Redis{})
+	if err != nil {
+		return Redis{}, fmt.Errorf("config: %w", err)
+	}
 	environ := map[string]string{}
-	t := reflect.TypeFor[Redis]()
-	for i := range t.NumField() {
-		if name := t.Field(i).Tag.Get("env"); name != "" {
-			if v := getenv(name); v != "" {
-				environ[name] = v
-			}
+	for _, p := range params {
+		if v := getenv(p.Key); v != "" {
+			environ[p.Key] = v
 		}
 	}
 	var holder struct{ Redis Redis }

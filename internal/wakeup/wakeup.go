@@ -45,9 +45,10 @@ const (
 	pausedEnd  = "}:paused"
 )
 
-// script returns the keys of an EVAL or EVALSHA command, and false for any
-// other command.
-func script(cmd redis.Cmder) ([]string, bool) {
+// scriptKeys returns the keys of an EVAL or EVALSHA command, as the
+// command holds them (no copy: every script the service runs passes
+// here), and false for any other command.
+func scriptKeys(cmd redis.Cmder) ([]any, bool) {
 	switch cmd.Name() {
 	case "evalsha", "eval", "evalsha_ro", "eval_ro":
 	default:
@@ -69,29 +70,22 @@ func script(cmd redis.Cmder) ([]string, bool) {
 	if n < 0 || 3+n > len(args) {
 		return nil, false
 	}
-	keys := make([]string, n)
-	for i := range keys {
-		s, ok := args[3+i].(string)
-		if !ok {
-			return nil, false
-		}
-		keys[i] = s
-	}
-	return keys, true
+	return args[3 : 3+n], true
 }
 
 // pendingQueue returns the queue whose pending list key is.
-func pendingQueue(key string) (string, bool) {
-	if !strings.HasPrefix(key, keyPrefix) || !strings.HasSuffix(key, pendingEnd) {
+func pendingQueue(key any) (string, bool) {
+	k, ok := key.(string)
+	if !ok || !strings.HasPrefix(k, keyPrefix) || !strings.HasSuffix(k, pendingEnd) {
 		return "", false
 	}
-	q := key[len(keyPrefix) : len(key)-len(pendingEnd)]
+	q := k[len(keyPrefix) : len(k)-len(pendingEnd)]
 	return q, q != ""
 }
 
 // dequeueQueue returns the queue of asynq's dequeue script call, whose
 // keys are the queue's pending, paused, active and lease keys.
-func dequeueQueue(keys []string) (string, bool) {
+func dequeueQueue(keys []any) (string, bool) {
 	if len(keys) != 4 {
 		return "", false
 	}
@@ -102,7 +96,7 @@ func dequeueQueue(keys []string) (string, bool) {
 // classify says what a command means for the queues: the queue a dequeue
 // polls, or the queues a script may have made tasks pending in.
 func classify(cmd redis.Cmder) (dequeue string, filled []string) {
-	keys, ok := script(cmd)
+	keys, ok := scriptKeys(cmd)
 	if !ok {
 		return "", nil
 	}
@@ -115,6 +109,16 @@ func classify(cmd redis.Cmder) (dequeue string, filled []string) {
 		}
 	}
 	return "", filled
+}
+
+// passThrough is the part of a go-redis hook that leaves dialing and
+// pipelines alone: asynq's scripts run one command at a time.
+type passThrough struct{}
+
+func (passThrough) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (passThrough) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // moved reports whether a script that names a pending list reported a
@@ -154,7 +158,7 @@ func NewAnnouncer(rdb redis.UniversalClient) *Announcer {
 }
 
 // Hook returns the go-redis hook that marks the queues.
-func (a *Announcer) Hook() redis.Hook { return announceHook{a} }
+func (a *Announcer) Hook() redis.Hook { return announceHook{a: a} }
 
 func (a *Announcer) mark(queues []string) {
 	a.mu.Lock()
@@ -201,12 +205,9 @@ func (a *Announcer) publish(ctx context.Context) {
 	}
 }
 
-type announceHook struct{ a *Announcer }
-
-func (announceHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (announceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+type announceHook struct {
+	passThrough
+	a *Announcer
 }
 
 func (h announceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -268,14 +269,11 @@ func (wt *Waiter) stopped() bool {
 // asynq expects), ctx ends, or the Waiter stops. The watch starts before
 // each dequeue, so that an announcement that comes between the dequeue
 // and the wait is not missed.
-func (wt *Waiter) Hook() redis.Hook { return waitHook{wt} }
+func (wt *Waiter) Hook() redis.Hook { return waitHook{wt: wt} }
 
-type waitHook struct{ wt *Waiter }
-
-func (waitHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (waitHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+type waitHook struct {
+	passThrough
+	wt *Waiter
 }
 
 func (h waitHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {

@@ -96,18 +96,15 @@ func (p *probe) idleAfter(call int32) {
 }
 
 // outer sees asynq's calls; inner, each run of the script.
-func (p *probe) outer() redis.Hook { return probeHook{p, true} }
-func (p *probe) inner() redis.Hook { return probeHook{p, false} }
+func (p *probe) outer() redis.Hook { return probeHook{p: p, outer: true} }
+func (p *probe) inner() redis.Hook { return probeHook{p: p} }
 
 type probeHook struct {
+	passThrough
 	p     *probe
 	outer bool
 }
 
-func (probeHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (probeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 func (h probeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if q, _ := classify(cmd); q == "" {
