@@ -242,7 +242,9 @@ func NewSet(store *Store, s Settings) *Set {
 	return &Set{
 		store: store, settings: s, width: width, buckets: buckets,
 		// Long enough for every phase to run its course untouched: the
-		// window's counts, the open time, a trial's slot, the ramp.
+		// window's counts, the open time, a trial's slot, the ramp; the
+		// minute is a margin, which also covers the up to one bucket width
+		// by which the store may renew the expiry late (see store.go).
 		keyTTL: time.Duration(buckets)*width + s.OpenFor + s.TrialTTL + s.Ramp + time.Minute,
 		m:      map[string]*Breaker{},
 	}

@@ -15,10 +15,11 @@ import (
 
 // Store keeps the breakers' shared state in Redis: one hash per breaker,
 // changed only by the two scripts below, so that every step (an admission,
-// an outcome) is atomic across processes and costs one round trip. Each
-// write renews the hash's expiry (the breaker's window, open time, trial
-// TTL and ramp added up), so a breaker nobody uses leaves nothing behind
-// and starts again closed.
+// an outcome) is atomic across processes and costs one round trip. The
+// hash expires at most its TTL (the breaker's window, open time, trial TTL
+// and ramp added up, and a minute) after its last write, and at least that
+// less a bucket width (see the hash's fields), so a breaker nobody uses
+// leaves nothing behind and starts again closed.
 //
 // Processes sharing a breaker must use the same Settings: the scripts take
 // them as arguments, and a window of another length reads the hash's
@@ -59,9 +60,23 @@ func (s *Store) key(name string) string { return s.prefix + "cb:" + name }
 //	rb, rc, ra  the ramp's current second, Allow calls and admissions in it
 //	w<i>    closed: window bucket i (of buckets, by admission time modulo),
 //	        "gen:bucket:requests:failures"
+//	pe      the time (ms) the hash's expiry was last renewed
 //
 // Times are the callers' clocks (ms): processes sharing a breaker are
 // assumed to agree within well under a bucket.
+//
+// Expiry: a transition renews the hash's expiry to the hash TTL, as every
+// write used to; any other write (a count, the ramp's, a trial's slot)
+// renews it only when the last renewal (pe) is a bucket width old or more,
+// so that a breaker in use costs one PEXPIRE a bucket width instead of one
+// per call. The hash thus lives at most the hash TTL after its last write,
+// and at least that less a width (and the clocks' disagreement): the TTL
+// holds a minute beyond the longest phase (see NewSet), so that no phase
+// (a window's counts, the ramp, a trial's slot, all started by a renewal)
+// loses its state to the expiry.
+//
+// Each script reads every field it may need with one HMGET, gathers its
+// writes into one HSET and deletes with one HDEL.
 const luaPrelude = `
 local function fmt(n) return string.format('%d', n) end
 local function slot(v)
@@ -72,8 +87,29 @@ local function slot(v)
 end
 -- forget the trial slots and the ramp (on every transition)
 local function reset(key, trials)
-  for i = 1, trials do redis.call('HDEL', key, 't' .. i) end
-  redis.call('HDEL', key, 'rf', 'rt', 'rb', 'rc', 'ra')
+  local f = {'rf', 'rt', 'rb', 'rc', 'ra'}
+  for i = 1, trials do f[#f + 1] = 't' .. i end
+  redis.call('HDEL', key, unpack(f))
+end
+-- writer gathers field writes into one HSET; flush makes it and renews the
+-- expiry when forced, when the last renewal (pe) is a width old or more, or
+-- when pe is missing or in the future (another clock).
+local function writer(key, now, width, ttl, pe)
+  local w, fields = {}, {}
+  function w.set(...)
+    for _, v in ipairs({...}) do fields[#fields + 1] = v end
+  end
+  function w.flush(force)
+    local renew = force or not pe or now < pe or now - pe >= width
+    if renew then w.set('pe', fmt(now)) end
+    if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+    if renew then
+      redis.call('PEXPIRE', key, ttl)
+      pe = now
+    end
+    fields = {}
+  end
+  return w
 end
 `
 
@@ -85,6 +121,9 @@ end
 // Returns {code, state, gen, x}: code 1 admitted (x: its bucket), 2
 // admitted as trial (x: its slot), 0 refused (x: ms until the open time
 // ends, or the ramp does).
+//
+// Cost of an admission closed: the script, HMGET, HSET, and PEXPIRE once a
+// bucket width.
 var allowScript = redis.NewScript(luaPrelude + `
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -92,12 +131,15 @@ local width, buckets = tonumber(ARGV[2]), tonumber(ARGV[3])
 local trials, trialTTL, token = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local p0, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 
-local h = redis.call('HMGET', key, 'st', 'gen', 'until', 'rf', 'rt')
+local b = math.floor(now / width)
+local f = 'w' .. fmt(b % buckets)
+local h = redis.call('HMGET', key, 'st', 'gen', 'until', 'rf', 'rt', 'rb', 'rc', 'ra', 'pe', f)
 local st = h[1] or 'closed'
 local gen = tonumber(h[2])
+local w = writer(key, now, width, ttl, tonumber(h[9]))
 if not gen then
   st, gen = 'closed', now
-  redis.call('HSET', key, 'st', st, 'gen', fmt(gen))
+  w.set('st', st, 'gen', fmt(gen))
 end
 
 if st == 'open' then
@@ -105,18 +147,30 @@ if st == 'open' then
   if now < u then return {0, st, gen, u - now} end
   st, gen = 'half', math.max(gen + 1, now)
   reset(key, trials)
-  redis.call('HSET', key, 'st', st, 'gen', fmt(gen))
-  redis.call('PEXPIRE', key, ttl)
+  w.set('st', st, 'gen', fmt(gen))
+  if trials < 1 then
+    w.flush(true)
+    return {0, st, gen, 0}
+  end
+  -- every trial slot is free after the reset: take the first
+  w.set('t1', token .. ':' .. fmt(now + trialTTL))
+  w.flush(true)
+  return {2, st, gen, 1}
 end
 
 if st == 'half' then
-  for i = 1, trials do
-    local v = redis.call('HGET', key, 't' .. i)
-    local exp = v and tonumber(string.match(v, ':(%d+)$'))
-    if not exp or exp <= now then -- free, or its holder never reported
-      redis.call('HSET', key, 't' .. i, token .. ':' .. fmt(now + trialTTL))
-      redis.call('PEXPIRE', key, ttl)
-      return {2, st, gen, i}
+  if trials >= 1 then
+    local names = {}
+    for i = 1, trials do names[i] = 't' .. i end
+    local tv = redis.call('HMGET', key, unpack(names))
+    for i = 1, trials do
+      local v = tv[i]
+      local exp = v and tonumber(string.match(v, ':(%d+)$'))
+      if not exp or exp <= now then -- free, or its holder never reported
+        w.set('t' .. i, token .. ':' .. fmt(now + trialTTL))
+        w.flush(false)
+        return {2, st, gen, i}
+      end
     end
   end
   return {0, st, gen, 0}
@@ -130,25 +184,24 @@ local rf, rt = tonumber(h[4]), tonumber(h[5])
 if rf and rt and now < rt then
   local p = p0 + (1 - p0) * math.max(now - rf, 0) / math.max(rt - rf, 1)
   local sec = math.floor(now / 1000)
-  local r = redis.call('HMGET', key, 'rb', 'rc', 'ra')
   local rc, ra = 0, 0
-  if tonumber(r[1]) == sec then rc, ra = tonumber(r[2]) or 0, tonumber(r[3]) or 0 end
+  if tonumber(h[6]) == sec then rc, ra = tonumber(h[7]) or 0, tonumber(h[8]) or 0 end
   rc = rc + 1
   local admit = ra < p * rc
   if admit then ra = ra + 1 end
-  redis.call('HSET', key, 'rb', fmt(sec), 'rc', fmt(rc), 'ra', fmt(ra))
-  redis.call('PEXPIRE', key, ttl)
-  if not admit then return {0, st, gen, rt - now} end
+  w.set('rb', fmt(sec), 'rc', fmt(rc), 'ra', fmt(ra))
+  if not admit then
+    w.flush(false)
+    return {0, st, gen, rt - now}
+  end
 end
 
 -- Count the request in the bucket of its admission.
-local b = math.floor(now / width)
-local f = 'w' .. fmt(b % buckets)
 local req, fail = 0, 0
-local g, vb, vr, vf = slot(redis.call('HGET', key, f))
+local g, vb, vr, vf = slot(h[10])
 if g == gen and vb == b then req, fail = vr, vf end
-redis.call('HSET', key, f, fmt(gen) .. ':' .. fmt(b) .. ':' .. fmt(req + 1) .. ':' .. fmt(fail))
-redis.call('PEXPIRE', key, ttl)
+w.set(f, fmt(gen) .. ':' .. fmt(b) .. ':' .. fmt(req + 1) .. ':' .. fmt(fail))
+w.flush(false)
 return {1, st, gen, b}
 `)
 
@@ -161,6 +214,10 @@ return {1, st, gen, b}
 // failure ratio, open time (ms), ramp (ms), trials, hash TTL (ms).
 //
 // Returns {state, gen, changed}.
+//
+// Cost of a failure closed that does not open the breaker: the script,
+// HMGET (the state and the whole window at once), HSET, and PEXPIRE once a
+// bucket width.
 var recordScript = redis.NewScript(luaPrelude + `
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -170,25 +227,33 @@ local tslot, token = tonumber(ARGV[7]), ARGV[8]
 local minReq, minFail, ratio = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local openFor, ramp, trials, ttl = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
 
-local h = redis.call('HMGET', key, 'st', 'gen')
+-- h[4]: the trial slot's field, or h[4 + i]: window bucket i
+local fields = {'st', 'gen', 'pe'}
+if tslot > 0 then
+  fields[4] = 't' .. tslot
+else
+  for i = 0, buckets - 1 do fields[#fields + 1] = 'w' .. i end
+end
+local h = redis.call('HMGET', key, unpack(fields))
 local st = h[1] or 'closed'
 local gen = tonumber(h[2])
 if not gen or gen ~= agen then
   -- The breaker moved on since the admission: the outcome does not count.
   return {st, gen or 0, 0}
 end
+local w = writer(key, now, width, ttl, tonumber(h[3]))
 
 local function open()
   local ng = math.max(gen + 1, now)
   reset(key, trials)
-  redis.call('HSET', key, 'st', 'open', 'gen', fmt(ng), 'until', fmt(now + openFor))
-  redis.call('PEXPIRE', key, ttl)
+  w.set('st', 'open', 'gen', fmt(ng), 'until', fmt(now + openFor))
+  w.flush(true)
   return {'open', ng, 1}
 end
 
 if tslot > 0 then
   if st ~= 'half' then return {st, gen, 0} end
-  local v = redis.call('HGET', key, 't' .. tslot)
+  local v = h[4]
   if not v or string.sub(v, 1, #token + 1) ~= token .. ':' then
     return {st, gen, 0} -- it outlived the trial TTL: its slot went to another trial
   end
@@ -199,9 +264,9 @@ if tslot > 0 then
   if kind == 'f' then return open() end
   local ng = math.max(gen + 1, now)
   reset(key, trials)
-  redis.call('HSET', key, 'st', 'closed', 'gen', fmt(ng))
-  if ramp > 0 then redis.call('HSET', key, 'rf', fmt(now), 'rt', fmt(now + ramp)) end
-  redis.call('PEXPIRE', key, ttl)
+  w.set('st', 'closed', 'gen', fmt(ng))
+  if ramp > 0 then w.set('rf', fmt(now), 'rt', fmt(now + ramp)) end
+  w.flush(true)
   return {'closed', ng, 1}
 end
 
@@ -221,9 +286,9 @@ elseif kind == 'f' then
 else
   return {st, gen, 0} -- a success: its admission counted it
 end
-local f = 'w' .. fmt(b % buckets)
+local bi = b % buckets
 local req, fail = 0, 0
-local g, vb, vr, vf = slot(redis.call('HGET', key, f))
+local g, vb, vr, vf = slot(h[4 + bi])
 if g == gen and vb == b then
   req, fail = vr, vf
 elseif dreq < 1 then
@@ -231,18 +296,19 @@ elseif dreq < 1 then
 end
 req = math.max(req + dreq, 0)
 fail = math.min(fail + dfail, req)
-redis.call('HSET', key, f, fmt(gen) .. ':' .. fmt(b) .. ':' .. fmt(req) .. ':' .. fmt(fail))
+local nv = fmt(gen) .. ':' .. fmt(b) .. ':' .. fmt(req) .. ':' .. fmt(fail)
+w.set('w' .. fmt(bi), nv)
 
-local fields = {}
-for i = 0, buckets - 1 do fields[#fields + 1] = 'w' .. i end
-local all = redis.call('HMGET', key, unpack(fields))
+-- the window as it is with this outcome
 local treq, tfail = 0, 0
-for i = 1, #all do
-  local g, vb, vr, vf = slot(all[i])
+for i = 0, buckets - 1 do
+  local v = h[4 + i]
+  if i == bi then v = nv end
+  local g, vb, vr, vf = slot(v)
   if g == gen and nb - vb < buckets then treq, tfail = treq + vr, tfail + vf end
 end
 if treq >= minReq and tfail >= minFail and tfail >= ratio * treq then return open() end
-redis.call('PEXPIRE', key, ttl)
+w.flush(false)
 return {st, gen, 0}
 `)
 

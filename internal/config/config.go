@@ -60,6 +60,12 @@ type Config struct {
 	// TaskCheckInterval). Announcements make the pickup immediate; this
 	// only bounds the wait when one is lost.
 	QueueIdleWait time.Duration `env:"QUEUE_IDLE_WAIT" envDefault:"2s"`
+	// StreamFlushInterval and StreamFlushBytes gather streamed text into
+	// events: an answer's first piece goes out at once, later ones when the
+	// interval has passed or the bytes are waiting. Each batch costs one
+	// Redis script and one SSE frame per client; 0 sends every piece.
+	StreamFlushInterval time.Duration `env:"STREAM_FLUSH_INTERVAL" envDefault:"50ms"`
+	StreamFlushBytes    int           `env:"STREAM_FLUSH_BYTES" envDefault:"1024"`
 	// ShutdownTimeout is how long a stopping worker lets running tasks finish
 	// before handing them back to the queue.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
@@ -392,6 +398,13 @@ func (c Config) Validate() error {
 	// delays: a long wait would shorten the lease of the task it finds.
 	if c.QueueIdleWait < 0 || c.QueueIdleWait > 5*time.Second {
 		bad("QUEUE_IDLE_WAIT", "must be between 0 and 5s, got %s", c.QueueIdleWait)
+	}
+	// Past a second the text stops looking live.
+	if c.StreamFlushInterval < 0 || c.StreamFlushInterval > time.Second {
+		bad("STREAM_FLUSH_INTERVAL", "must be between 0 and 1s, got %s", c.StreamFlushInterval)
+	}
+	if c.StreamFlushBytes < 1 || c.StreamFlushBytes > 65536 {
+		bad("STREAM_FLUSH_BYTES", "must be between 1 and 65536, got %d", c.StreamFlushBytes)
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("SHUTDOWN_TIMEOUT", "must not be negative")

@@ -71,7 +71,8 @@ func MemberEvent(noun job.Noun, verb string) string { return string(noun) + "." 
 func PartEvent(part, verb string) string { return part + "." + verb }
 
 // Channel is the Pub/Sub channel on which writers announce "job <id> has new
-// events"; the message is the job id.
+// events": the message is the job id, or an announcement that carries the
+// new event itself (see ParseAnnouncement).
 const Channel = "tt:events"
 
 // StreamKey is the Redis Stream of a job's events. The hash tag keeps all of

@@ -16,6 +16,10 @@ import (
 // readBatch is how many entries one XRANGE reads.
 const readBatch = 512
 
+// maxCarried bounds the announced events a follower keeps while it is busy
+// (a slow client); past it, the follower reads the stream instead.
+const maxCarried = 256
+
 // Hub delivers job events to followers in one process. It holds one Pub/Sub
 // connection whatever the number of followers; reads share the client's pool.
 // The zero value is not usable; create it with NewHub and start Run.
@@ -25,7 +29,7 @@ type Hub struct {
 	log     *slog.Logger
 
 	mu   sync.Mutex
-	subs map[string]map[chan struct{}]struct{}
+	subs map[string]map[*watch]struct{}
 
 	// reads coalesces identical stream reads: the followers of a job that
 	// are caught up wake together on one announcement and ask for the same
@@ -38,7 +42,57 @@ type Hub struct {
 // live until Run is started; followers then fall back to their recheck
 // interval.
 func NewHub(rdb redis.UniversalClient, channel string, log *slog.Logger) *Hub {
-	return &Hub{rdb: rdb, channel: channel, log: log, subs: map[string]map[chan struct{}]struct{}{}}
+	return &Hub{rdb: rdb, channel: channel, log: log, subs: map[string]map[*watch]struct{}{}}
+}
+
+// watch is one watcher of a job: a signal, and for a follower the events
+// that announcements carried since it last looked.
+type watch struct {
+	ch chan struct{}
+	// carry: keep the events announcements carry (Follow); other watchers
+	// only want the signal.
+	carry bool
+
+	mu      sync.Mutex
+	carried []Announced
+	// reread: an announcement came without its event, or carried events
+	// overflowed: the stream must be read.
+	reread bool
+}
+
+// signal wakes the watcher without blocking: a pending signal covers this
+// one.
+func (w *watch) signal() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
+
+// note records one announcement for a follower: its event, or that the
+// stream must be read.
+func (w *watch) note(a *Announced) {
+	if !w.carry {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.reread:
+	case a == nil || len(w.carried) >= maxCarried:
+		w.reread, w.carried = true, nil
+	default:
+		w.carried = append(w.carried, *a)
+	}
+}
+
+// take returns and clears what note recorded.
+func (w *watch) take() ([]Announced, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c, r := w.carried, w.reread
+	w.carried, w.reread = nil, false
+	return c, r
 }
 
 // Run listens for new-event announcements until ctx ends. On every
@@ -77,31 +131,32 @@ func (h *Hub) listen(ctx context.Context) error {
 		case *redis.Subscription:
 			h.wakeAll()
 		case *redis.Message:
-			h.wake(m.Payload)
+			id, a := ParseAnnouncement(m.Payload)
+			h.wake(id, a)
 		}
 	}
 }
 
-func (h *Hub) wake(jobID string) {
+// wake signals the watchers of id, handing followers the announced event
+// when the announcement carried one (a nil a: it did not).
+func (h *Hub) wake(id string, a *Announced) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for ch := range h.subs[jobID] {
-		select {
-		case ch <- struct{}{}:
-		default: // a wake-up is already pending
-		}
+	for w := range h.subs[id] {
+		w.note(a)
+		w.signal()
 	}
 }
 
+// wakeAll signals every watcher, and makes followers read their streams:
+// announcements may have been missed.
 func (h *Hub) wakeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, set := range h.subs {
-		for ch := range set {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
+		for w := range set {
+			w.note(nil)
+			w.signal()
 		}
 	}
 }
@@ -111,28 +166,28 @@ func (h *Hub) wakeAll() {
 // every resubscription), and a function that stops the watch. Signals never
 // block the Hub.
 func (h *Hub) Watch(jobID string) (<-chan struct{}, func()) {
-	ch := h.subscribe(jobID)
-	return ch, func() { h.unsubscribe(jobID, ch) }
+	w := h.subscribe(jobID, false)
+	return w.ch, func() { h.unsubscribe(jobID, w) }
 }
 
-func (h *Hub) subscribe(jobID string) chan struct{} {
-	ch := make(chan struct{}, 1)
+func (h *Hub) subscribe(jobID string, carry bool) *watch {
+	w := &watch{ch: make(chan struct{}, 1), carry: carry}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	set := h.subs[jobID]
 	if set == nil {
-		set = map[chan struct{}]struct{}{}
+		set = map[*watch]struct{}{}
 		h.subs[jobID] = set
 	}
-	set[ch] = struct{}{}
-	return ch
+	set[w] = struct{}{}
+	return w
 }
 
-func (h *Hub) unsubscribe(jobID string, ch chan struct{}) {
+func (h *Hub) unsubscribe(jobID string, w *watch) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if set := h.subs[jobID]; set != nil {
-		delete(set, ch)
+		delete(set, w)
 		if len(set) == 0 {
 			delete(h.subs, jobID)
 		}
@@ -167,6 +222,11 @@ type FollowOptions struct {
 // as they are written, each exactly once and in stream order, until it has
 // delivered the terminal event (then it returns nil), emit or Idle fails, or
 // ctx ends.
+//
+// A new event whose announcement carries it (Announced) is delivered
+// without reading the stream when it directly follows the last one
+// delivered; anything else (a gap, an announcement without its event, a
+// resubscription) is read from the stream.
 func (h *Hub) Follow(ctx context.Context, jobID string, emit func(Event) error, opts FollowOptions) error {
 	hb := opts.Heartbeat
 	if hb <= 0 {
@@ -174,15 +234,17 @@ func (h *Hub) Follow(ctx context.Context, jobID string, emit func(Event) error, 
 	}
 	// Subscribe before the first read so that no announcement can fall
 	// between reading and waiting.
-	wake, unwatch := h.Watch(jobID)
-	defer unwatch()
+	w := h.subscribe(jobID, true)
+	defer h.unsubscribe(jobID, w)
 
 	key := StreamKey(jobID)
 	last := opts.After
 	timer := time.NewTimer(hb)
 	defer timer.Stop()
+	read := true // the first look reads the stream (the replay)
+	var carried []Announced
 	for {
-		n, done, err := h.drain(ctx, key, &last, emit)
+		n, done, err := h.deliver(ctx, key, &last, carried, read, emit)
 		if err != nil || done {
 			return err
 		}
@@ -195,10 +257,12 @@ func (h *Hub) Follow(ctx context.Context, jobID string, emit func(Event) error, 
 			}
 			timer.Reset(hb)
 		}
+		carried, read = nil, false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-wake:
+		case <-w.ch:
+			carried, read = w.take()
 		case <-timer.C:
 			if opts.Idle != nil {
 				if err := opts.Idle(); err != nil {
@@ -206,8 +270,41 @@ func (h *Hub) Follow(ctx context.Context, jobID string, emit func(Event) error, 
 				}
 			}
 			timer.Reset(hb)
+			read = true // the periodic re-read
 		}
 	}
+}
+
+// deliver emits the carried events that continue the stream after *last
+// (in order; those at or before *last were delivered already), and reads
+// the stream when one does not continue it or when read is set. It
+// reports how many it emitted and whether the terminal event was one.
+func (h *Hub) deliver(ctx context.Context, key string, last *string, carried []Announced, read bool, emit func(Event) error) (int, bool, error) {
+	total := 0
+	for _, a := range carried {
+		if *last != "" && !Before(*last, a.Event.ID) {
+			continue
+		}
+		if a.Prev != *last {
+			// A gap: the stream has what came in between, and what this
+			// and later announcements carried.
+			read = true
+			break
+		}
+		if err := emit(a.Event); err != nil {
+			return total, false, err
+		}
+		*last = a.Event.ID
+		total++
+		if a.Event.Terminal() {
+			return total, true, nil
+		}
+	}
+	if !read {
+		return total, false, nil
+	}
+	n, done, err := h.drain(ctx, key, last, emit)
+	return total + n, done, err
 }
 
 // drain delivers every entry after *last, advancing *last.

@@ -44,7 +44,10 @@ const (
 // Defaults of Options.
 const (
 	// A lease outlives four renewals: a worker must stall for 1.5 s before
-	// it can be taken for dead, and a dead one is found within about 2.5 s.
+	// it can be taken for dead. The reaper looks every reapEvery renewals
+	// (1 s), so a dead worker is found within about 3 s of its last
+	// renewal; within about 4 s when it was the reaper itself, whose lock
+	// (reaperLockTTL, 3 s) must lapse first.
 	DefaultTTL   = 2 * time.Second
 	DefaultRenew = 500 * time.Millisecond
 	// reapedTTL keeps the mark of a reaped worker long enough for it to
@@ -83,11 +86,25 @@ type Options struct {
 // asynq's acknowledgement.
 const orphanGraceLeases = 2
 
-// orphanScanEvery is how many reaper ticks pass between two scans for
-// orphans. A scan reads every worker's claims and every queue's active
-// list; an orphan waits for its grace (two leases) anyway, so a scan every
-// lease's length finds it as soon, at a quarter of the idle Redis load.
-const orphanScanEvery = 4
+// orphanScanEvery is how many reaps pass between two scans for orphans
+// (2 s at the defaults). A scan reads every worker's claims and every
+// queue's active list; an orphan waits for its grace (two leases) anyway,
+// so a scan every lease's length finds it as soon, at a fraction of the
+// idle Redis load.
+const orphanScanEvery = 2
+
+// reapEvery is how many renewals pass between two reaps (1 s at the
+// defaults): a reap costs Redis commands even when no one died, and a
+// dead worker's lease lapses only a lease's length (four renewals) after
+// its last renewal anyway, so looking every other renewal delays finding
+// it by half a second at most.
+const reapEvery = 2
+
+// reaperLockTTL is the reaper's lock TTL for a renewal period renew: three
+// reaps' length (3 s at the defaults), so that the reaper extends it about
+// every reap (Lock goes to Redis once a third of it has passed) and a
+// reaper that died is replaced within about that long.
+func reaperLockTTL(renew time.Duration) time.Duration { return 3 * reapEvery * renew }
 
 // Registry is one worker process's lease and claims, and its share of the
 // reaping. It is safe for concurrent use.
@@ -105,8 +122,10 @@ type Registry struct {
 	// unclaimed: active tasks seen without a claim, and since when (this
 	// process's reaper's view).
 	unclaimed map[string]time.Time
-	// reaps counts this process's reaper ticks (orphanScanEvery).
+	// reaps counts this process's reaps (orphanScanEvery).
 	reaps int
+	// lock makes one worker at a time the reaper.
+	lock *Lock
 	// unreleased: claims of ended runs whose removal from Redis failed
 	// (Redis out of reach, a failover). Left there, such a claim would keep
 	// the reaper off a task asynq could not acknowledge either (it stays
@@ -129,7 +148,10 @@ func New(rdb redis.UniversalClient, o Options) *Registry {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{rdb: rdb, o: o, claims: map[string]context.CancelCauseFunc{}, unclaimed: map[string]time.Time{}, unreleased: map[string]bool{}}
+	return &Registry{
+		rdb: rdb, o: o, claims: map[string]context.CancelCauseFunc{}, unclaimed: map[string]time.Time{}, unreleased: map[string]bool{},
+		lock: NewLock(rdb, lockKey, o.ID, reaperLockTTL(o.Renew)),
+	}
 }
 
 // ID returns the worker's id.
@@ -182,27 +204,25 @@ func (r *Registry) Middleware(next asynq.Handler) asynq.Handler {
 }
 
 // renewScript: KEYS[1] workers, KEYS[2] the reaped mark of ARGV[1];
-// ARGV[1] id, ARGV[2] TTL ms. Renews the lease on Redis's clock. Returns
+// ARGV[1] id, ARGV[2] TTL ms, ARGV[3] "1" to also list the workers whose
+// lease expired. Renews the lease on Redis's clock. Returns the outcome:
 // 'reaped' when the worker was given up for dead (and clears the mark),
-// 'new' when its lease was missing (Redis lost it), else 'ok'.
+// 'new' when its lease was missing (Redis lost it), else 'ok'; followed,
+// when asked, by the ids of the other workers whose lease expired, on
+// Redis's clock. The reaper's scan rides on its renewal: it costs one
+// command instead of a script of its own and a second read of the clock.
 var renewScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local reaped = redis.call('DEL', KEYS[2])
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-if reaped == 1 then return 'reaped' end
-if added == 1 then return 'new' end
-return 'ok'
-`)
-
-// deadScript: KEYS[1] workers; ARGV[1] the reaper's id. Returns the ids of
-// workers whose lease expired, on Redis's clock.
-var deadScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-local out = {}
-for _, id in ipairs(ids) do if id ~= ARGV[1] then table.insert(out, id) end end
+local out = {'ok'}
+if reaped == 1 then out[1] = 'reaped' elseif added == 1 then out[1] = 'new' end
+if ARGV[3] == '1' then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+    if id ~= ARGV[1] then table.insert(out, id) end
+  end
+end
 return out
 `)
 
@@ -226,24 +246,42 @@ return 1
 func (r *Registry) Run(ctx context.Context) error {
 	tick := time.NewTicker(r.o.Renew)
 	defer tick.Stop()
-	for {
-		r.renew(ctx)
-		r.reap(ctx)
+	for n := 0; ; n++ {
+		if n%reapEvery == 0 {
+			r.reap(ctx) // renews too
+		} else {
+			r.renew(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			_ = r.rdb.ZRem(dctx, workersKey, r.o.ID).Err()
+			// Another worker becomes the reaper at its next reap rather
+			// than once the lock lapses.
+			r.lock.Release(dctx)
 			return nil
 		case <-tick.C:
 		}
 	}
 }
 
-func (r *Registry) renew(ctx context.Context) {
+// renew renews the worker's lease.
+func (r *Registry) renew(ctx context.Context) { r.renewScan(ctx, false) }
+
+// renewScan renews the worker's lease and, when scan is set, returns the
+// other workers whose lease expired; false when the renewal failed.
+func (r *Registry) renewScan(ctx context.Context, scan bool) (dead []string, ok bool) {
 	rctx, cancel := context.WithTimeout(ctx, r.o.Renew)
 	defer cancel()
-	res, err := renewScript.Run(rctx, r.rdb, []string{workersKey, reapedPrefix + r.o.ID}, r.o.ID, r.o.TTL.Milliseconds()).Text()
+	flag := "0"
+	if scan {
+		flag = "1"
+	}
+	out, err := renewScript.Run(rctx, r.rdb, []string{workersKey, reapedPrefix + r.o.ID}, r.o.ID, r.o.TTL.Milliseconds(), flag).StringSlice()
+	if err == nil && len(out) == 0 {
+		err = errors.New("empty reply to the renewal")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
@@ -251,11 +289,12 @@ func (r *Registry) renew(ctx context.Context) {
 			r.o.Log.Warn("could not renew the worker's liveness lease", "worker_id", r.o.ID, "err", err)
 		}
 		r.healthySince = time.Time{}
-		return
+		return nil, false
 	}
 	if r.healthySince.IsZero() {
 		r.healthySince = time.Now()
 	}
+	res, dead := out[0], out[1:]
 	switch res {
 	case "reaped":
 		r.o.Log.Warn("this worker was given up for dead; stopping the tasks it ran", "worker_id", r.o.ID, "tasks", len(r.claims))
@@ -281,6 +320,7 @@ func (r *Registry) renew(ctx context.Context) {
 	if len(r.claims) > 0 || len(r.unreleased) > 0 {
 		_ = r.rdb.Expire(rctx, claimsPrefix+r.o.ID, claimsTTL).Err()
 	}
+	return dead, true
 }
 
 // releaseStale removes the claims whose removal failed when their run
@@ -310,23 +350,20 @@ func (r *Registry) releaseStale(ctx context.Context) {
 	r.o.Log.Info("released the claims of ended runs that Redis missed", "worker_id", r.o.ID, "claims", len(fields))
 }
 
-// reap moves the claimed tasks of dead workers back to their queues, if
-// this worker has been healthy for a lease's length and holds the lock.
+// reap renews the worker's lease and, if this worker has been healthy for
+// a lease's length and holds the reaper's lock, moves the claimed tasks of
+// the workers whose lease expired back to their queues.
 func (r *Registry) reap(ctx context.Context) {
 	r.mu.Lock()
+	// Judged on the renewals before this one: should this one fail, the
+	// scan is not done either.
 	healthy := !r.healthySince.IsZero() && time.Since(r.healthySince) >= r.o.TTL
 	r.mu.Unlock()
-	if !healthy {
-		return
-	}
 	rctx, cancel := context.WithTimeout(ctx, 2*r.o.Renew)
 	defer cancel()
-	if !Hold(rctx, r.rdb, lockKey, r.o.ID, 2*r.o.Renew) {
-		return
-	}
-	dead, err := deadScript.Run(rctx, r.rdb, []string{workersKey}, r.o.ID).StringSlice()
-	if err != nil {
-		r.o.Log.Warn("read expired worker leases", "err", err)
+	scan := healthy && r.lock.Held(rctx)
+	dead, ok := r.renewScan(ctx, scan)
+	if !scan || !ok {
 		return
 	}
 	for _, id := range dead {
@@ -441,13 +478,63 @@ func Requeue(ctx context.Context, rdb redis.UniversalClient, queue, id string) (
 	return n == 1, err
 }
 
-// Hold takes the lock key for holder, or extends it when holder has it,
-// for ttl; false when another holder has it or Redis is out of reach. A
-// holder that keeps calling within ttl keeps the lock (one reaper, one
-// watchdog); one that stops loses it after ttl.
-func Hold(ctx context.Context, rdb redis.UniversalClient, key, holder string, ttl time.Duration) bool {
-	res, err := holdScript.Run(ctx, rdb, []string{key}, holder, ttl.Milliseconds()).Int()
-	return err == nil && res == 1
+// Lock is a Redis lock that one holder at a time holds for as long as it
+// keeps asking for it: a holder that stops asking loses it after ttl, and
+// another holder may then take it. It spares Redis the asking most of the
+// time: a hold that was taken or extended less than a third of ttl ago is
+// still good in Redis for at least two thirds of ttl, so Held answers it
+// from memory, and goes to Redis (to take or extend the lock for ttl) only
+// once a third of ttl has passed. Should Redis lose the lock (restarted
+// empty, failed over before replicating it), another holder may take it
+// while this one still answers from memory, for at most a third of ttl.
+// A Lock is safe for concurrent use.
+type Lock struct {
+	rdb         redis.UniversalClient
+	key, holder string
+	ttl         time.Duration
+	now         func() time.Time // tests
+
+	mu sync.Mutex
+	// sent is when the last take or extension that Redis granted was sent;
+	// zero when the lock is not known held. Taken before sending, so that
+	// Redis's expiry of the lock is at least sent + ttl.
+	sent time.Time
+}
+
+// NewLock returns the lock key on rdb for holder, held ttl at a time.
+func NewLock(rdb redis.UniversalClient, key, holder string, ttl time.Duration) *Lock {
+	return &Lock{rdb: rdb, key: key, holder: holder, ttl: ttl, now: time.Now}
+}
+
+// Held reports whether the holder holds the lock, taking it when it is
+// free and extending it for ttl when it is the holder's and a third of ttl
+// has passed since the last extension. False when another holder has it or
+// Redis is out of reach (the lock is then forgotten locally: the next call
+// asks Redis again).
+func (l *Lock) Held(ctx context.Context) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	start := l.now()
+	if !l.sent.IsZero() && start.Sub(l.sent) < l.ttl/3 {
+		return true
+	}
+	res, err := holdScript.Run(ctx, l.rdb, []string{l.key}, l.holder, l.ttl.Milliseconds()).Int()
+	if err != nil || res != 1 {
+		l.sent = time.Time{}
+		return false
+	}
+	l.sent = start
+	return true
+}
+
+// Release gives the lock up, if the holder has it, so that another holder
+// can take it at once rather than after ttl. Best effort: should it fail,
+// the lock lapses after ttl.
+func (l *Lock) Release(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent = time.Time{}
+	_ = releaseScript.Run(ctx, l.rdb, []string{l.key}, l.holder).Err()
 }
 
 // holdScript: KEYS[1] the lock; ARGV[1] the holder, ARGV[2] TTL ms.
@@ -457,5 +544,12 @@ if v == false or v == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
+return 0
+`)
+
+// releaseScript: KEYS[1] the lock; ARGV[1] the holder. Deletes the lock
+// when the holder has it.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)

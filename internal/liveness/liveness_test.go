@@ -114,8 +114,8 @@ func TestNoReapingRightAfterAnOutage(t *testing.T) {
 	if err := db.Client.ZAdd(ctx, workersKey, redis.Z{Score: 1, Member: "other"}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if ids, err := deadScript.Run(ctx, db.Client, []string{workersKey}, "me").StringSlice(); err != nil || len(ids) != 1 {
-		t.Fatalf("expired leases %v, %v: want the other's", ids, err)
+	if ids, ok := me.renewScan(ctx, true); !ok || len(ids) != 1 || ids[0] != "other" {
+		t.Fatalf("expired leases %v (renewed: %v): want the other's", ids, ok)
 	}
 	me.renew(ctx) // healthy since just now, with a one-hour lease
 	me.reap(ctx)
@@ -184,23 +184,91 @@ func TestOrphanedActiveTaskGoesBack(t *testing.T) {
 	}
 }
 
-// One holder at a time; the holder extends its lock, others are refused.
-func TestHold(t *testing.T) {
+// countScripts is a go-redis hook that counts the scripts sent (the
+// lock's trips to Redis) and fails them while fail is on.
+type countScripts struct {
+	sent atomic.Int32
+	fail atomic.Bool
+}
+
+func (c *countScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *countScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (c *countScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "evalsha" && cmd.Name() != "eval" {
+			return next(ctx, cmd)
+		}
+		c.sent.Add(1)
+		if c.fail.Load() {
+			cmd.SetErr(errors.New("CLUSTERDOWN The cluster is down"))
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// One holder at a time; the holder extends its lock, going to Redis only
+// once a third of the TTL has passed since its last extension was sent;
+// a refusal or a failure forgets the hold; a lapsed or released lock is
+// taken by another.
+func TestLock(t *testing.T) {
 	db := redistest.New(t)
 	ctx := context.Background()
+	// The locks' clock is the test's; Redis's expiry is real, and far.
+	const ttl = time.Minute
+	start := time.Now()
+	clock := start
+	locks := map[string]*Lock{}
+	hooks := map[string]*countScripts{}
+	for _, holder := range []string{"a", "b"} {
+		rdb := db.NewClient(t)
+		hooks[holder] = &countScripts{}
+		rdb.AddHook(hooks[holder])
+		locks[holder] = NewLock(rdb, "lock", holder, ttl)
+		locks[holder].now = func() time.Time { return clock }
+	}
 	for _, step := range []struct {
+		name   string
+		at     time.Duration // since the start, on the locks' clock
 		holder string
+		before func() // runs before the step
 		want   bool
-	}{{"a", true}, {"b", false}, {"a", true}} {
-		if got := Hold(ctx, db.Client, "lock", step.holder, time.Minute); got != step.want {
-			t.Fatalf("Hold by %s = %v, want %v", step.holder, got, step.want)
+		sent   bool // the step went to Redis
+	}{
+		{name: "free lock taken", at: 0, holder: "a", want: true, sent: true},
+		{name: "held by another", at: 0, holder: "b", want: false, sent: true},
+		{name: "held, from memory", at: ttl/3 - time.Millisecond, holder: "a", want: true},
+		{name: "extended after a third of ttl", at: ttl / 3, holder: "a", want: true, sent: true},
+		{name: "extension remembered", at: ttl/3 + ttl/3 - time.Millisecond, holder: "a", want: true},
+		{name: "still held by a", at: ttl, holder: "b", want: false, sent: true},
+		{name: "failure forgets the hold", at: ttl + ttl/3, holder: "a", before: func() { hooks["a"].fail.Store(true) }, want: false, sent: true},
+		{name: "asks again after a failure", at: ttl + ttl/3, holder: "a", before: func() { hooks["a"].fail.Store(false) }, want: true, sent: true},
+		{name: "lapsed lock taken by another", at: ttl + ttl/3, holder: "b", before: func() {
+			if err := db.Client.Del(ctx, "lock").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}, want: true, sent: true},
+		{name: "refusal forgets the hold", at: 2*ttl - time.Millisecond, holder: "a", want: false, sent: true},
+		{name: "asks again after a refusal", at: 2*ttl - time.Millisecond, holder: "a", want: false, sent: true},
+		{name: "released lock taken by another", at: 2 * ttl, holder: "a", before: func() { locks["b"].Release(ctx) }, want: true, sent: true},
+		{name: "release by another leaves the lock", at: 2*ttl + ttl/3, holder: "a", before: func() {
+			locks["b"].Release(ctx)
+			if v, err := db.Client.Get(ctx, "lock").Result(); v != "a" {
+				t.Fatalf("lock %q (%v) after another's release, want a's", v, err)
+			}
+		}, want: true, sent: true},
+	} {
+		if step.before != nil {
+			step.before()
 		}
-	}
-	if err := db.Client.Del(ctx, "lock").Err(); err != nil { // lapsed
-		t.Fatal(err)
-	}
-	if !Hold(ctx, db.Client, "lock", "b", time.Minute) {
-		t.Fatal("a lapsed lock was not taken")
+		clock = start.Add(step.at)
+		n := hooks[step.holder].sent.Load()
+		got := locks[step.holder].Held(ctx)
+		if sent := hooks[step.holder].sent.Load() != n; got != step.want || sent != step.sent {
+			t.Fatalf("%s: Held by %s = %v (went to Redis: %v), want %v (%v)", step.name, step.holder, got, sent, step.want, step.sent)
+		}
 	}
 }
 
@@ -281,5 +349,16 @@ func TestClaimReleasedAfterAFailedRemoval(t *testing.T) {
 	}
 	if ok, _ := db.Client.HExists(ctx, claimsPrefix+"w", claimField("q", "again")).Result(); !ok {
 		t.Fatal("the claim of a task running again was removed")
+	}
+}
+
+// At the defaults, the reaper looks every second and holds its lock for
+// 3 s, so that it extends the lock about once a reap.
+func TestReaperCadence(t *testing.T) {
+	if got := reapEvery * DefaultRenew; got != time.Second {
+		t.Fatalf("reaps every %s, want 1s", got)
+	}
+	if got := reaperLockTTL(DefaultRenew); got != 3*time.Second {
+		t.Fatalf("reaper lock TTL %s, want 3s", got)
 	}
 }

@@ -64,29 +64,50 @@ func (q *Quota) CheckTokens(ctx context.Context, owner string, budget int64) (De
 // max_tokens), far above what it uses, and refusing it below the budget
 // would leave budgets that can never be spent, with admission (CheckTokens)
 // still saying yes. The overshoot is bounded by the requests in flight.
+//
+// Cost: the script adds first and takes the tokens back on a refusal
+// (INCRBY's reply is the count before plus the tokens, so no GET is
+// needed), and asks for the counter's expiry only when the count before
+// was 0: a counter is created only here, with its expiry in the same
+// script, so one that held tokens has its expiry already. A reservation
+// costs 2 commands (the script and INCRBY), 3 when it is refused or the
+// counter was 0, 4 when it creates the counter.
 var reserveScript = redis.NewScript(`
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local n, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
-if budget > 0 and used >= budget then
-  return {0, used}
+local used = redis.call('INCRBY', KEYS[1], n)
+if budget > 0 and used - n >= budget then
+  if n ~= 0 then redis.call('INCRBY', KEYS[1], -n) end
+  return {0, used - n}
 end
-used = redis.call('INCRBY', KEYS[1], n)
-if redis.call('PTTL', KEYS[1]) < 0 then
+if used == n and redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return {1, used}
 `)
 
-// settleScript adds ARGV[1] (possibly negative) to the counter KEYS[1],
-// never below 0, if the counter still exists: a counter that expired is
-// not brought back without its expiry.
+// settleScript adds ARGV[1] (never 0; possibly negative) to the counter
+// KEYS[1], never below 0, if the counter still exists: a counter that
+// expired is not brought back without its expiry.
+//
+// Cost: it adds at once and repairs the rare results that call for it, so
+// a settlement costs 2 commands (the script and INCRBY). The count before
+// was 0 or missing only when INCRBY replies ARGV[1]; then a counter without
+// expiry is one INCRBY just created (every counter gets its expiry where it
+// is created, in reserveScript) and is deleted again. A count that went
+// below 0 is brought back to 0, its expiry kept. The script is atomic: no
+// one sees the intermediate values.
 var settleScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if not cur then
+local d = tonumber(ARGV[1])
+local v = redis.call('INCRBY', KEYS[1], d)
+if v == d and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('DEL', KEYS[1])
   return 0
 end
-local d = math.max(tonumber(ARGV[1]), -tonumber(cur))
-return redis.call('INCRBY', KEYS[1], d)
+if v < 0 then
+  redis.call('INCRBY', KEYS[1], -v)
+  return 0
+end
+return v
 `)
 
 // Reservation is tokens charged ahead of their use, on the UTC day it was

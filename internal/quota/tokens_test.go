@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/gateway"
@@ -200,6 +203,90 @@ func TestSettleAfterTheCounterExpired(t *testing.T) {
 	}
 	if n, _ := db.Client.Exists(ctx, tokensKeyAt("k", start)).Result(); n != 0 {
 		t.Error("the settlement recreated the counter")
+	}
+}
+
+// The counter's edge cases for the scripts, which add first and repair
+// after: a count that would go below 0, a counter at 0, one that expired;
+// counts never go below 0, an expiry is never reset, a counter is never
+// created without one.
+func TestTokensCounterEdges(t *testing.T) {
+	t.Parallel()
+	const short = time.Hour // an expiry that a reset to 48h would show
+	tests := []struct {
+		name     string
+		counter  int64 // before the reservation; -1: no counter
+		budget   int64
+		reserved int
+		// change applies to the counter between reservation and settlement:
+		// "drop" deletes it, else it is added.
+		change     string
+		used       int
+		wantErr    error
+		after      int64 // -1: no counter
+		keepExpiry bool  // the counter keeps the short expiry it had
+	}{
+		{"reserve on a counter at 0", 0, 0, 50, "", -1, nil, 50, true},
+		{"reserve 0 on a counter at 0", 0, 100, 0, "", -1, nil, 0, true},
+		{"reserve 0 creates the counter", -1, 100, 0, "", -1, nil, 0, false},
+		{"refused: count and expiry unchanged", 100, 100, 50, "", -1, ErrBudgetExhausted, 100, true},
+		{"settle less on a counter at 0", 0, 0, 100, "-100", 10, nil, 0, true},
+		{"settle below 0", 20, 0, 100, "-110", 0, nil, 0, true},
+		{"settle more on a counter at 0", 0, 0, 0, "", 70, nil, 70, true},
+		{"settle less after the counter expired", 0, 0, 100, "drop", 10, nil, -1, false},
+		{"settle more after the counter expired", 0, 0, 100, "drop", 300, nil, -1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			q, _, db := newQuota(t, start)
+			ctx := context.Background()
+			key := tokensKeyAt("k", start)
+			if tt.counter >= 0 {
+				if err := db.Client.Set(ctx, key, tt.counter, short).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, err := q.ReserveTokens(ctx, "k", tt.budget, tt.reserved)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("reserve: %v, want %v", err, tt.wantErr)
+			}
+			switch tt.change {
+			case "":
+			case "drop":
+				if err := db.Client.Del(ctx, key).Err(); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				d, _ := strconv.ParseInt(tt.change, 10, 64)
+				if err := db.Client.IncrBy(ctx, key, d).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if r != nil {
+				if err := r.Settle(ctx, tt.used); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := db.Client.Get(ctx, key).Int64()
+			if errors.Is(err, redis.Nil) {
+				got, err = -1, nil
+			}
+			if err != nil || got != tt.after {
+				t.Errorf("counter %d (%v), want %d", got, err, tt.after)
+			}
+			ttl, err := db.Client.PTTL(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.after < 0:
+			case tt.keepExpiry && (ttl <= 0 || ttl > short):
+				t.Errorf("expiry %s, want the %s it had", ttl, short)
+			case !tt.keepExpiry && (ttl <= 47*time.Hour || ttl > tokensTTL):
+				t.Errorf("expiry %s, want %s", ttl, tokensTTL)
+			}
+		})
 	}
 }
 

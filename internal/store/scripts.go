@@ -175,8 +175,11 @@ return {'ok', attempt}
 // (q:<index> of a member, q:agg:<part> of a part; reset when the claim
 // changes hands); a part's event (its terminal event) only if no event of
 // that part was appended before, by any owner; the part's record (field
-// part:<part>) is kept for a later attempt to reuse. Returns {'ok', id} |
-// {'dup'} | {'stale'} | {'closed', status} | {'gone'}.
+// part:<part>) is kept for a later attempt to reuse. The announcement
+// carries the event and the id of the entry before it (the form
+// events.ParseAnnouncement reads): followers deliver it without reading the
+// stream. Returns {'ok', id} | {'dup'} | {'stale'} | {'closed', status} |
+// {'gone'}.
 var emitScript = redis.NewScript(`
 local qf = ARGV[6]
 if qf == '' then qf = 'q:' end -- no sequence: a field never written
@@ -194,8 +197,12 @@ if ARGV[11] ~= '' then
 end
 local prefix = ARGV[7]
 if prefix == '' then prefix = v[4] or 'snapshot' end
-local id = redis.call('XADD', KEYS[2], '*', 't', prefix .. '.' .. ARGV[8], 'd', ARGV[9])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+local typ = prefix .. '.' .. ARGV[8]
+local before = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local prev = ''
+if before[1] then prev = before[1][1] end
+local id = redis.call('XADD', KEYS[2], '*', 't', typ, 'd', ARGV[9])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. '\n' .. prev .. '\n' .. id .. '\n' .. typ .. '\n' .. ARGV[9])
 return {'ok', id}
 `)
 

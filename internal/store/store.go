@@ -102,6 +102,35 @@ func (s *Store) Overdue(ctx context.Context, now time.Time, limit int) ([]string
 	return ids, nil
 }
 
+// Deadline is a job's deadline as the watchdog's set holds it.
+type Deadline struct {
+	JobID string
+	At    time.Time
+}
+
+// EarliestDeadlines returns the limit earliest deadlines of the jobs that
+// have not ended or been forgotten (ForgetDeadline), earliest first, due or
+// not: in one read, the watchdog learns both what to end now and how long
+// it may sleep.
+func (s *Store) EarliestDeadlines(ctx context.Context, limit int) ([]Deadline, error) {
+	if limit <= 0 {
+		return nil, nil // ZRANGE 0 -1 would read the whole set
+	}
+	zs, err := s.rdb.ZRangeWithScores(ctx, DeadlinesKey, 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read the earliest deadlines: %w", err)
+	}
+	out := make([]Deadline, 0, len(zs))
+	for _, z := range zs {
+		id, ok := z.Member.(string)
+		if !ok {
+			continue
+		}
+		out = append(out, Deadline{JobID: id, At: time.UnixMilli(int64(z.Score))})
+	}
+	return out, nil
+}
+
 // ForgetDeadline removes jobID from the watchdog's set; ended jobs are
 // removed by Finish.
 func (s *Store) ForgetDeadline(ctx context.Context, jobID string) error {

@@ -544,10 +544,11 @@ func parseAnswer(p jobkind.Part, text string) (any, error) {
 func (h *Handlers) streamPart(ctx context.Context, jobID, owner string, p jobkind.Part) (job.Part, error) {
 	start := time.Now()
 	seq := 0
-	b := newBatcher(func(text string) error {
+	b := newBatcher(h.batching, func(text string) error {
 		seq++
 		return h.store.AppendPartText(ctx, jobID, owner, p.Name, seq, text)
 	})
+	defer b.close()
 	resp, err := h.llm.Stream(ctx, p.Request, b.add)
 	if err == nil {
 		err = b.flush()

@@ -132,10 +132,11 @@ func (h *Handlers) member(ctx context.Context, p tasks.MemberPayload, noun job.N
 	callCtx = gateway.WithOwner(callCtx, p.Owner)
 
 	seq := 0
-	b := newBatcher(func(text string) error {
+	b := newBatcher(h.batching, func(text string) error {
 		seq++
 		return h.store.AppendMemberText(ctx, p.JobID, p.Index, owner, seq, text)
 	})
+	defer b.close()
 	start := time.Now()
 	resp, callErr := h.llm.Stream(llm.WithLogger(callCtx, log), req, b.add)
 	if callErr == nil {

@@ -78,6 +78,8 @@ type Handlers struct {
 	caching  Caching
 	// life runs the effects of the ends of jobs and queues their webhooks.
 	life *lifecycle.Lifecycle
+	// batching gathers streamed text into events.
+	batching Batching
 }
 
 // NewHandlers wires the handlers. closed announces jobs that closed
@@ -90,8 +92,12 @@ type Handlers struct {
 // releases no in-flight entries until SetLifecycle gives the process's.
 func NewHandlers(st *store.Store, m Model, insp tasks.Inspector, closed Watcher, reg *jobkind.Registry, env jobkind.Env, log *slog.Logger) *Handlers {
 	return &Handlers{store: st, llm: m, insp: insp, closed: closed, kinds: reg, env: env, log: log,
-		life: lifecycle.New(lifecycle.Options{Store: st, Inspector: insp, Log: log})}
+		life: lifecycle.New(lifecycle.Options{Store: st, Inspector: insp, Log: log}), batching: DefaultBatching}
 }
+
+// SetBatching sets how streamed text is gathered into events (Batching).
+// Call it before the servers start.
+func (h *Handlers) SetBatching(b Batching) { h.batching = b }
 
 // SetLifecycle makes l the owner of the ends of the jobs the handlers end
 // (their in-flight entries, timings and webhooks): the process's one, which
@@ -281,6 +287,7 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 	reg := d.Kinds
 	env := intake.EnvOf(cfg.LLM)
 	h := NewHandlers(st, gw, insp, closed, reg, env, log)
+	h.SetBatching(Batching{Interval: cfg.StreamFlushInterval, Bytes: cfg.StreamFlushBytes})
 	signer, err := webhook.SignerOf(cfg.Webhook)
 	if err != nil {
 		return fmt.Errorf("config: WEBHOOK_SECRET: %w", err)

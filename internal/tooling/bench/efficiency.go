@@ -87,7 +87,8 @@ func runLoop(ctx context.Context, cfg loopConfig, log io.Writer) (loopResult, er
 		wenv[k] = v
 	}
 	sim := cfg.sim
-	svc, err := startService(ctx, serviceOptions{binDir: cfg.binDir, workers: res.workers, workerEnv: wenv, sim: &sim})
+	svc, err := startService(ctx, serviceOptions{binDir: cfg.binDir, workers: res.workers, workerEnv: wenv, sim: &sim,
+		apiEnv: map[string]string{"PPROF_ADDR": os.Getenv("BENCH_API_PPROF")}})
 	if err != nil {
 		return res, err
 	}
