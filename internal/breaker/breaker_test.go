@@ -612,6 +612,13 @@ func TestBreakerCost(t *testing.T) {
 			t.Parallel()
 			bu := &bundle{db: redistest.New(t), clock: &clock{t: epoch}}
 			rdb := bu.db.NewClient(t)
+			// Loaded first, as a running process has them: a first run
+			// would count its NOSCRIPT fallback as a second script.
+			for _, sc := range []*redis.Script{allowScript, recordScript} {
+				if err := sc.Load(context.Background(), rdb).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			var scripts redistest.ScriptCounter
 			rdb.AddHook(&scripts)
 			b, _, set := bu.newProcess(t, rdb, nil)

@@ -69,9 +69,8 @@ func TestReaperRequeuesDeadWorkersTask(t *testing.T) {
 	if r := <-runs; r.worker != "dead" {
 		t.Fatalf("first run on %s", r.worker)
 	}
-	if n, _ := db.Client.HLen(ctx, claimsPrefix+"dead").Result(); n != 1 {
-		t.Fatalf("%d claims recorded, want 1", n)
-	}
+	// The claim is written as the handler starts.
+	waitFor(t, "the run's claim", func() bool { return db.Client.HLen(ctx, claimsPrefix+"dead").Val() == 1 })
 
 	serve(alive, "alive")
 	// The alive worker has been healthy for a lease's length.
@@ -335,9 +334,9 @@ func TestClaimReleasedAfterAFailedRemoval(t *testing.T) {
 	hook.on.Store(true)
 	run("q", "ended")
 	run("q", "again")
-	if n, _ := db.Client.HLen(ctx, claimsPrefix+"w").Result(); n != 2 {
-		t.Fatalf("%d claims left by the failed removals, want 2", n)
-	}
+	// Both claims were written (as their handlers started) and their
+	// removals failed.
+	waitFor(t, "two claims left by the failed removals", func() bool { return db.Client.HLen(ctx, claimsPrefix+"w").Val() == 2 })
 	// "again" runs once more on this worker when Redis is back.
 	r.mu.Lock()
 	r.claims[claimField("q", "again")] = func(error) {}
@@ -360,5 +359,21 @@ func TestReaperCadence(t *testing.T) {
 	}
 	if got := reaperLockTTL(DefaultRenew); got != 3*time.Second {
 		t.Fatalf("reaper lock TTL %s, want 3s", got)
+	}
+}
+
+// waitFor polls cond until it holds; a minute without is a failure. For
+// what the code under test writes from a goroutine of its own (a run's
+// claim), with nothing to wait on.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after a minute", what)
+		}
+		<-tick.C
 	}
 }

@@ -52,13 +52,30 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return id
 `)
 
+// luaAppend defines append(typ, data): it appends the event typ with its
+// JSON data to the job's stream (KEYS[2]) and announces it on ARGV[1] with
+// the event itself and the id of the entry before it, in the form
+// events.ParseAnnouncement reads (ARGV[2] is the job id), so that
+// followers that are caught up deliver it without reading the stream.
+// Returns the entry id.
+const luaAppend = `
+local function append(typ, data)
+  local before = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  local prev = ''
+  if before[1] then prev = before[1][1] end
+  local id = redis.call('XADD', KEYS[2], '*', 't', typ, 'd', data)
+  redis.call('PUBLISH', ARGV[1], ARGV[2] .. '\n' .. prev .. '\n' .. id .. '\n' .. typ .. '\n' .. data)
+  return id
+end
+`
+
 // memberStartScript: ARGV[3] index, ARGV[4] owner, ARGV[5] now ms, ARGV[6]
 // model. Claims the member for this attempt (the newest attempt wins) and
 // appends <noun>.started (identity + attempt). Idempotent for the owner
 // that holds the claim: a call repeated after a lost reply changes nothing
 // and announces nothing.
 // Returns {'ok', attempt} | {'done', done, n} | {'closed', status} | {'gone'}.
-var memberStartScript = redis.NewScript(luaIdentity + `
+var memberStartScript = redis.NewScript(luaIdentity + luaAppend + `
 local v = redis.call('HMGET', KEYS[1], 'status', 'noun')
 local st = v[1]
 if not st then return {'gone'} end
@@ -80,8 +97,7 @@ redis.call('HSET', KEYS[1], f, cjson.encode(s), 'o:' .. ARGV[3], ARGV[4], 'q:' .
 if st == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running') end
 local d = identity(s)
 d.attempt = s.attempts
-redis.call('XADD', KEYS[2], '*', 't', (v[2] or 'snapshot') .. '.started', 'd', cjson.encode(d))
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+append((v[2] or 'snapshot') .. '.started', cjson.encode(d))
 return {'ok', s.attempts}
 `)
 
@@ -95,7 +111,7 @@ return {'ok', s.attempts}
 // text, duration_ms, cached) or <noun>.failed (identity + error). Returns
 // {'ok', done, n} | {'stale'} | {'done', done, n} | {'closed', status} |
 // {'gone'}.
-var memberFinishScript = redis.NewScript(luaIdentity + `
+var memberFinishScript = redis.NewScript(luaIdentity + luaAppend + `
 local v = redis.call('HMGET', KEYS[1], 'status', 'o:' .. ARGV[3], 's:' .. ARGV[3], 'n', 'noun')
 if not v[1] then return {'gone'} end
 if v[1] ~= 'queued' and v[1] ~= 'running' then return {'closed', v[1]} end
@@ -130,8 +146,7 @@ else
 end
 redis.call('HSET', KEYS[1], 's:' .. ARGV[3], cjson.encode(s))
 local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
-redis.call('XADD', KEYS[2], '*', 't', (v[5] or 'snapshot') .. '.' .. outcome, 'd', cjson.encode(d))
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+append((v[5] or 'snapshot') .. '.' .. outcome, cjson.encode(d))
 return {'ok', done, tonumber(v[4])}
 `)
 
@@ -143,7 +158,7 @@ return {'ok', done, tonumber(v[4])}
 // sequence numbers (fields q:agg:<part>) start again. The owner that holds
 // the claim may call again (after a lost reply) without effect.
 // Returns {'ok', attempt} | {'closed', status} | {'gone'}.
-var aggBeginScript = redis.NewScript(`
+var aggBeginScript = redis.NewScript(luaAppend + `
 local v = redis.call('HMGET', KEYS[1], 'status', 'o:agg', 'agg_attempt')
 local st = v[1]
 if not st then return {'gone'} end
@@ -158,8 +173,7 @@ if st ~= 'aggregating' then
   redis.call('HSET', KEYS[1], 'agg_started', ARGV[4])
   redis.call('PUBLISH', ARGV[5], ARGV[2])
 end
-redis.call('XADD', KEYS[2], '*', 't', 'aggregate.started', 'd', cjson.encode({attempt = attempt}))
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+append('aggregate.started', cjson.encode({attempt = attempt}))
 return {'ok', attempt}
 `)
 
@@ -175,12 +189,9 @@ return {'ok', attempt}
 // (q:<index> of a member, q:agg:<part> of a part; reset when the claim
 // changes hands); a part's event (its terminal event) only if no event of
 // that part was appended before, by any owner; the part's record (field
-// part:<part>) is kept for a later attempt to reuse. The announcement
-// carries the event and the id of the entry before it (the form
-// events.ParseAnnouncement reads): followers deliver it without reading the
-// stream. Returns {'ok', id} | {'dup'} | {'stale'} | {'closed', status} |
-// {'gone'}.
-var emitScript = redis.NewScript(`
+// part:<part>) is kept for a later attempt to reuse. Returns {'ok', id} |
+// {'dup'} | {'stale'} | {'closed', status} | {'gone'}.
+var emitScript = redis.NewScript(luaAppend + `
 local qf = ARGV[6]
 if qf == '' then qf = 'q:' end -- no sequence: a field never written
 local v = redis.call('HMGET', KEYS[1], 'status', ARGV[4], qf, 'noun')
@@ -197,13 +208,7 @@ if ARGV[11] ~= '' then
 end
 local prefix = ARGV[7]
 if prefix == '' then prefix = v[4] or 'snapshot' end
-local typ = prefix .. '.' .. ARGV[8]
-local before = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local prev = ''
-if before[1] then prev = before[1][1] end
-local id = redis.call('XADD', KEYS[2], '*', 't', typ, 'd', ARGV[9])
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. '\n' .. prev .. '\n' .. id .. '\n' .. typ .. '\n' .. ARGV[9])
-return {'ok', id}
+return {'ok', append(prefix .. '.' .. ARGV[8], ARGV[9])}
 `)
 
 // finishScript: ARGV[3] final status, ARGV[4] now ms, ARGV[5] error, ARGV[6]
@@ -213,7 +218,7 @@ return {'ok', id}
 // owns it), ARGV[11] the status of members that never finished (canceled
 // or expired). Ends a job that has not ended. Returns {'ok', id} |
 // {'closed', status} | {'stale'} | {'gone'}.
-var finishScript = redis.NewScript(`
+var finishScript = redis.NewScript(luaAppend + `
 local v = redis.call('HMGET', KEYS[1], 'status', 'o:agg', 'n')
 local st = v[1]
 if not st then return {'gone'} end
@@ -232,10 +237,9 @@ for i = 0, (tonumber(v[3]) or 0) - 1 do
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished', ARGV[4], 'error', ARGV[5])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'agg', ARGV[6]) end
-local id = redis.call('XADD', KEYS[2], '*', 't', 'job.completed', 'd', ARGV[8])
+local id = append('job.completed', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[9], ARGV[2])
 return {'ok', id}
 `)
