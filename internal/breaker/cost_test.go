@@ -3,80 +3,19 @@ package breaker
 import (
 	"context"
 	"errors"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/timetravel-ai/timetravel/internal/tooling/redisproc"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
-
-// ownRedis returns a client of a redis-server of the test's own: INFO
-// commandstats counts every database of a server, so the tests' shared
-// server would count other tests' commands too.
-func ownRedis(t *testing.T) *redis.Client {
-	t.Helper()
-	srv, err := redisproc.Start(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-// notCounted are the commands of the measurement itself and of the
-// client's connection setup.
-var notCounted = map[string]bool{"config": true, "info": true, "hello": true, "client": true, "select": true, "ping": true, "auth": true}
-
-// commandsOf returns the commands Redis ran during f, those run by scripts
-// included (as INFO commandstats counts them), by name.
-func commandsOf(t *testing.T, c *redis.Client, f func()) (int64, map[string]int64) {
-	t.Helper()
-	ctx := context.Background()
-	if err := c.ConfigResetStat(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	f()
-	info, err := c.Info(ctx, "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var total int64
-	by := map[string]int64{}
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		name, isStat := strings.CutPrefix(name, "cmdstat_")
-		if !ok || !isStat || notCounted[strings.SplitN(name, "|", 2)[0]] {
-			continue
-		}
-		calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
-		n, err := strconv.ParseInt(calls, 10, 64)
-		if err != nil {
-			t.Fatalf("commandstats line %q: %v", line, err)
-		}
-		by[name] += n
-		total += n
-	}
-	return total, by
-}
 
 // TestBreakerCommandCost bounds the Redis commands (scripts' included)
 // that an admission and an outcome cost, so that a change that makes them
 // dearer shows. The steps run in order on one breaker.
 func TestBreakerCommandCost(t *testing.T) {
 	t.Parallel()
-	c := ownRedis(t)
+	c := redistest.Own(t, allowScript, recordScript)
 	ctx := context.Background()
-	for _, s := range []*redis.Script{allowScript, recordScript} {
-		if err := s.Load(ctx, c).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
 	clk := &clock{t: epoch}
 	set := NewSet(NewStore(c, KeyPrefix), Settings{Now: clk.Now, Failures: 2, MinRequests: 2, Ramp: -1})
 	b, _ := set.Get("p/m")
@@ -119,7 +58,7 @@ func TestBreakerCommandCost(t *testing.T) {
 		// counts are shared by its clients.
 		t.Run(tt.name, func(t *testing.T) {
 			tt.setup(t)
-			n, by := commandsOf(t, c, func() { tt.call(t) })
+			n, by := redistest.CommandsOf(t, c, func() { tt.call(t) })
 			t.Logf("%d commands %v", n, by)
 			if n > tt.max {
 				t.Errorf("%d commands %v, want at most %d", n, by, tt.max)

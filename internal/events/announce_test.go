@@ -92,15 +92,50 @@ func startSubscribedHub(t *testing.T, rdb *redis.Client) (*events.Hub, string) {
 	return h, channel
 }
 
-// followInto starts a follower of jobID that sends the ids it delivers.
-func followInto(h *events.Hub, jobID string) (<-chan string, <-chan error) {
-	got := make(chan string, 64)
-	errc := make(chan error, 1)
+// following is a follower of a job on a hub of the test's own, past the
+// replay of the job's first event.
+type following struct {
+	db    redistest.DB
+	ch    string // the hub's channel
+	job   string
+	first string // the id of the replayed event
+	got   chan string
+	errc  chan error
+}
+
+// follow appends job.accepted to job's stream, starts a follower, and
+// returns once it has replayed that event.
+func follow(t *testing.T, job string) *following {
+	t.Helper()
+	f := &following{db: redistest.New(t), job: job, got: make(chan string, 64), errc: make(chan error, 1)}
+	var h *events.Hub
+	h, f.ch = startSubscribedHub(t, f.db.Client)
+	f.first = appendEvent(t, f.db.Client, job, events.JobAccepted)
 	go func() {
-		errc <- h.Follow(context.Background(), jobID, func(e events.Event) error { got <- e.ID + " " + e.Type; return nil },
+		f.errc <- h.Follow(context.Background(), job, func(e events.Event) error { f.got <- e.ID + " " + e.Type; return nil },
 			events.FollowOptions{Heartbeat: time.Hour})
 	}()
-	return got, errc
+	if e := <-f.got; e != f.first+" "+events.JobAccepted {
+		t.Fatalf("replayed %s", e)
+	}
+	return f
+}
+
+// delivered checks that the follower delivers want ("<id> <type>" each),
+// then ends, and delivered nothing more.
+func (f *following) delivered(t *testing.T, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if e := <-f.got; e != w {
+			t.Fatalf("delivered %s, want %s", e, w)
+		}
+	}
+	if err := <-f.errc; err != nil {
+		t.Fatal(err)
+	}
+	if len(f.got) != 0 {
+		t.Fatalf("delivered more: %s", <-f.got)
+	}
 }
 
 // A carried event that continues the stream is delivered as carried (the
@@ -109,28 +144,12 @@ func followInto(h *events.Hub, jobID string) (<-chan string, <-chan error) {
 // again.
 func TestFollowDeliversCarriedEvents(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
-	h, ch := startSubscribedHub(t, db.Client)
-	job := "job-carried"
-	first := appendEvent(t, db.Client, job, events.JobAccepted)
-	got, errc := followInto(h, job)
-	if e := <-got; e != first+" "+events.JobAccepted {
-		t.Fatalf("replayed %s", e)
-	}
-	announce(t, db.Client, ch, job, "", first, events.JobAccepted, "{}") // delivered already
-	announce(t, db.Client, ch, job, first, "9999999999990-0", "snapshot.delta", `{"index":0,"text":"x"}`)
-	announce(t, db.Client, ch, job, "9999999999990-0", "9999999999991-0", events.JobCompleted, `{"status":"completed"}`)
-	for _, want := range []string{"9999999999990-0 snapshot.delta", "9999999999991-0 " + events.JobCompleted} {
-		if e := <-got; e != want {
-			t.Fatalf("delivered %s, want %s", e, want)
-		}
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 0 {
-		t.Fatalf("delivered more: %s", <-got)
-	}
+	f := follow(t, "job-carried")
+	c := f.db.Client
+	announce(t, c, f.ch, f.job, "", f.first, events.JobAccepted, "{}") // delivered already
+	announce(t, c, f.ch, f.job, f.first, "9999999999990-0", "snapshot.delta", `{"index":0,"text":"x"}`)
+	announce(t, c, f.ch, f.job, "9999999999990-0", "9999999999991-0", events.JobCompleted, `{"status":"completed"}`)
+	f.delivered(t, "9999999999990-0 snapshot.delta", "9999999999991-0 "+events.JobCompleted)
 }
 
 // A carried event that does not follow the last delivered one (an
@@ -138,43 +157,27 @@ func TestFollowDeliversCarriedEvents(t *testing.T) {
 // arrives once, in stream order.
 func TestFollowReadsTheStreamOnAGap(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
-	h, ch := startSubscribedHub(t, db.Client)
-	job := "job-gap"
-	first := appendEvent(t, db.Client, job, events.JobAccepted)
-	got, errc := followInto(h, job)
-	if e := <-got; e != first+" "+events.JobAccepted {
-		t.Fatalf("replayed %s", e)
-	}
+	f := follow(t, "job-gap")
+	c := f.db.Client
 	ctx := context.Background()
-	key := events.StreamKey(job)
-	missed, err := db.Client.XAdd(ctx, xadd(key, "snapshot.started")).Result() // never announced
+	key := events.StreamKey(f.job)
+	missed, err := c.XAdd(ctx, xadd(key, "snapshot.started")).Result() // never announced
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, err := db.Client.XAdd(ctx, xadd(key, "snapshot.delta")).Result()
+	next, err := c.XAdd(ctx, xadd(key, "snapshot.delta")).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	announce(t, db.Client, ch, job, missed, next, "snapshot.delta", `{"n":1}`)
-	last, err := db.Client.XAdd(ctx, xadd(key, events.JobCompleted)).Result()
+	announce(t, c, f.ch, f.job, missed, next, "snapshot.delta", `{"n":1}`)
+	last, err := c.XAdd(ctx, xadd(key, events.JobCompleted)).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Client.Publish(ctx, ch, job).Err(); err != nil { // a bare announcement
+	if err := c.Publish(ctx, f.ch, f.job).Err(); err != nil { // a bare announcement
 		t.Fatal(err)
 	}
-	for _, want := range []string{missed + " snapshot.started", next + " snapshot.delta", last + " " + events.JobCompleted} {
-		if e := <-got; e != want {
-			t.Fatalf("delivered %s, want %s", e, want)
-		}
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 0 {
-		t.Fatalf("delivered more: %s", <-got)
-	}
+	f.delivered(t, missed+" snapshot.started", next+" snapshot.delta", last+" "+events.JobCompleted)
 }
 
 func xadd(key, typ string) *redis.XAddArgs {
