@@ -36,7 +36,8 @@ demo:
 # Benchmarks against the simulator: every scenario (time travel, the
 # ensemble kind, throughput at 64 clients with the idle Redis commands/s,
 # streaming of long answers with the service CPU per 1,000 streamed tokens,
-# and two workers on one Redis against a three-master Redis Cluster), a
+# two workers on one Redis against a three-master Redis Cluster, and 500
+# jobs at once against a provider cap of 64 with one and two workers), a
 # table and a JSON report.
 bench:
 	./scripts/ensure-redis

@@ -5,8 +5,9 @@
 //	bench -ab REV [-ab-rounds N] [-json FILE] [scenario ...]
 //
 // Scenarios: seed, latency, ensemble, throughput, streaming, load, sse,
-// memory, faults, cached, cluster (default: all; with -ab: latency,
-// throughput and streaming; cluster does not run under -ab).
+// memory, faults, cached, cluster, overload (default: all; with -ab:
+// latency, throughput and streaming; cluster and overload do not run under
+// -ab).
 // Every scenario starts its own Redis, simulator, worker and api on free
 // loopback ports, is bounded in requests and time, and stops by itself.
 // With -ab it builds the service binaries of git revision REV too and runs
@@ -40,7 +41,7 @@ func main() {
 	}
 }
 
-var all = []string{"seed", "latency", "ensemble", "throughput", "streaming", "load", "sse", "memory", "faults", "cached", "cluster"}
+var all = []string{"seed", "latency", "ensemble", "throughput", "streaming", "load", "sse", "memory", "faults", "cached", "cluster", "overload"}
 
 // abDefault are the scenarios an A/B run compares when none is named: the
 // time-travel rows a change must not make worse, and its efficiency.
@@ -75,13 +76,21 @@ redis-server and against a Redis Cluster of three masters with one replica
 each (redis-server and redis-cli from PATH), and prints both side by side
 with the Redis commands and CPU per job of every node.
 
+overload submits -overload-jobs jobs at once against a provider cap of 64
+calls in flight with 128 snapshot slots per worker (snapshot 1 s, key
+changes and narrative 300 ms), follows every job over SSE, and does so twice:
+with one worker and with two. It prints the wall time against the capacity
+floor (the jobs' call-seconds over the cap), job latency and first text
+against the wall time, the rank correlation of submission and completion
+order, the capacity hand-backs and the simulator's peak in flight.
+
 A/B: -ab REV also builds cmd/api, cmd/worker and cmd/llmsim of git revision
 REV (extracted with git archive into a temporary directory, removed
 afterwards) and runs each scenario (default: ` + strings.Join(abDefault, ", ") + `) against
 that build and this one, back to back, -ab-rounds times, alternating which
 goes first; this program drives both. It prints each figure's median per
-build and this build's over the base's. The cluster scenario does not run
-under -ab.
+build and this build's over the base's. The cluster and overload scenarios
+do not run under -ab.
 `
 
 func run(ctx context.Context, args []string) error {
@@ -107,6 +116,7 @@ func run(ctx context.Context, args []string) error {
 	faultJobs := fs.Int("faults-jobs", 200, "faults: jobs per run (without and with simulated faults)")
 	cachedRuns := fs.Int("cached-runs", 200, "cached: timed jobs served from the caches")
 	cdur := fs.Duration("cluster-duration", 10*time.Second, "cluster: how long each run (one Redis, the Cluster) lasts")
+	overloadJobs := fs.Int("overload-jobs", 500, "overload: jobs submitted at once (each run: one worker, two workers)")
 	if done, err := (cli.Command{Name: "bench", Usage: usage, Flags: fs}).Parse(args, os.Stdout); done || err != nil {
 		return err
 	}
@@ -124,6 +134,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	if *abRev != "" && slices.Contains(scenarios, "cluster") {
 		return fmt.Errorf("the cluster scenario does not run under -ab: it compares two Redis topologies, not two builds")
+	}
+	if *abRev != "" && slices.Contains(scenarios, "overload") {
+		return fmt.Errorf("the overload scenario does not run under -ab: it compares one worker with two, not two builds")
+	}
+	if *overloadJobs < 1 {
+		return fmt.Errorf("-overload-jobs must be at least 1, got %d", *overloadJobs)
 	}
 	if *abRounds < 1 {
 		return fmt.Errorf("-ab-rounds must be at least 1, got %d", *abRounds)
@@ -181,6 +197,10 @@ func run(ctx context.Context, args []string) error {
 			var r bench.ClusterReport
 			r, err = bench.RunCluster(ctx, dir, *clusterClients, *cdur, log)
 			rep.Cluster = &r
+		case "overload":
+			var r bench.OverloadReport
+			r, err = bench.RunOverload(ctx, dir, *overloadJobs, []int{1, 2}, log)
+			rep.Overload = &r
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)

@@ -52,6 +52,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -639,8 +640,12 @@ func (g *Gateway) call(ctx context.Context, r llm.Request, onText func(string) e
 				}
 			}
 			resp, forBreaker, err := g.send(ctx, req, pass)
-			settle(resp)
+			// Two independent round trips on the path to the caller's
+			// next step: side by side, not one after the other.
+			var settled sync.WaitGroup
+			settled.Go(func() { settle(resp) })
 			t.leave(forBreaker, resp)
+			settled.Wait()
 			if err == nil {
 				resp.Attempts, resp.Requested = attempts, model
 				if n > 1 || model != r.Model {

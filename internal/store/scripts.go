@@ -157,13 +157,15 @@ return {'ok', done, tonumber(v[4])}
 // that clients drop the streamed text of an attempt that died; its parts'
 // sequence numbers (fields q:agg:<part>) start again. The owner that holds
 // the claim may call again (after a lost reply) without effect.
-// Returns {'ok', attempt} | {'closed', status} | {'gone'}.
+// Returns {'ok', attempt, the job's hash (HGETALL), as it then is} |
+// {'closed', status} | {'gone'}: the aggregation reads the job in the same
+// round trip.
 var aggBeginScript = redis.NewScript(luaAppend + `
 local v = redis.call('HMGET', KEYS[1], 'status', 'o:agg', 'agg_attempt')
 local st = v[1]
 if not st then return {'gone'} end
 if st ~= 'queued' and st ~= 'running' and st ~= 'aggregating' then return {'closed', st} end
-if v[2] == ARGV[3] then return {'ok', tonumber(v[3]) or 1} end
+if v[2] == ARGV[3] then return {'ok', tonumber(v[3]) or 1, redis.call('HGETALL', KEYS[1])} end
 local attempt = (tonumber(v[3]) or 0) + 1
 redis.call('HSET', KEYS[1], 'status', 'aggregating', 'o:agg', ARGV[3], 'agg_attempt', attempt)
 for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -174,7 +176,7 @@ if st ~= 'aggregating' then
   redis.call('PUBLISH', ARGV[5], ARGV[2])
 end
 append('aggregate.started', cjson.encode({attempt = attempt}))
-return {'ok', attempt}
+return {'ok', attempt, redis.call('HGETALL', KEYS[1])}
 `)
 
 // emitScript: ARGV[3] statuses allowed (comma-separated, with leading and

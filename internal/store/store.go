@@ -557,11 +557,39 @@ func (s *Store) BeginAggregate(ctx context.Context, jobID, owner string) (*Aggre
 	if res[0] != "ok" {
 		return nil, resultErr(res)
 	}
-	j, parts, err := s.GetWithParts(ctx, jobID)
+	h, err := hashReply(res, 2)
+	if err != nil {
+		return nil, fmt.Errorf("begin aggregation of job %s: %w", jobID, err)
+	}
+	j, parts, err := s.withParts(ctx, jobID, h)
 	if err != nil {
 		return nil, err
 	}
 	return &Aggregation{Job: j, Attempt: int(toInt(res, 1)), Parts: parts}, nil
+}
+
+// hashReply reads res[i], a script's HGETALL reply, into a map.
+func hashReply(res []any, i int) (map[string]string, error) {
+	if len(res) <= i {
+		return nil, errors.New("the script returned no hash")
+	}
+	flat, ok := res[i].([]any)
+	if !ok || len(flat)%2 != 0 {
+		return nil, fmt.Errorf("the script returned %T, not a hash", res[i])
+	}
+	h := make(map[string]string, len(flat)/2)
+	for k := 0; k < len(flat); k += 2 {
+		f, ok1 := flat[k].(string)
+		v, ok2 := flat[k+1].(string)
+		if !ok1 || !ok2 {
+			return nil, errors.New("the script returned a hash that is not strings")
+		}
+		h[f] = v
+	}
+	if len(h) == 0 {
+		return nil, ErrNotFound
+	}
+	return h, nil
 }
 
 // GetWithParts returns the job and the records of the aggregation parts
@@ -573,6 +601,12 @@ func (s *Store) GetWithParts(ctx context.Context, jobID string) (*job.Job, map[s
 	if err != nil {
 		return nil, nil, err
 	}
+	return s.withParts(ctx, jobID, h)
+}
+
+// withParts decodes the job's hash h and picks its parts' records out of
+// it (see GetWithParts).
+func (s *Store) withParts(ctx context.Context, jobID string, h map[string]string) (*job.Job, map[string][]byte, error) {
 	j, err := s.decode(ctx, jobID, h)
 	if err != nil {
 		return nil, nil, err

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/timetravel-ai/timetravel/client"
 )
 
 // LoadReport is what the load scenario measured.
@@ -38,47 +36,22 @@ func RunLoad(ctx context.Context, binDir string, jobs, providerCap int, log io.W
 	}
 	defer svc.Stop()
 
-	type result struct {
-		total, wait time.Duration
-		status      string
-		err         error
-	}
-	results := make([]result, jobs)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range jobs {
-		wg.Go(func() {
-			t0 := time.Now()
-			acc, err := svc.API.Submit(ctx, client.SubmitRequest{Question: fmt.Sprintf("Load question %d: how did this change?", i)})
+	var mu sync.Mutex
+	waitOf := map[string]time.Duration{}
+	results, wall := submitBurst(ctx, svc, jobs, func(i int) string { return fmt.Sprintf("Load question %d: how did this change?", i) },
+		func(ctx context.Context, j *burstJob) error {
+			v, err := svc.API.Job(ctx, j.id)
 			if err != nil {
-				results[i].err = err
-				return
-			}
-			_, err = svc.API.Events(ctx, acc.JobID, "", func(ev client.Event) error {
-				if ev.Terminal() {
-					results[i].total = time.Since(t0)
-					var d client.JobCompletedData
-					_ = ev.Decode(&d)
-					results[i].status = string(d.Status)
-				}
-				return nil
-			})
-			if err != nil {
-				results[i].err = err
-				return
-			}
-			v, err := svc.API.Job(ctx, acc.JobID)
-			if err != nil {
-				results[i].err = err
-				return
+				return err
 			}
 			if v.Timings.QueueWaitMS != nil {
-				results[i].wait = time.Duration(*v.Timings.QueueWaitMS) * time.Millisecond
+				mu.Lock()
+				waitOf[j.id] = time.Duration(*v.Timings.QueueWaitMS) * time.Millisecond
+				mu.Unlock()
 			}
+			return nil
 		})
-	}
-	wg.Wait()
-	rep.WallSeconds = time.Since(start).Seconds()
+	rep.WallSeconds = wall.Seconds()
 	var totals, waits []time.Duration
 	for i, r := range results {
 		if r.err != nil {
@@ -88,8 +61,8 @@ func RunLoad(ctx context.Context, binDir string, jobs, providerCap int, log io.W
 		if r.status == "completed" {
 			rep.Completed++
 		}
-		totals = append(totals, r.total)
-		waits = append(waits, r.wait)
+		totals = append(totals, r.total())
+		waits = append(waits, waitOf[r.id])
 	}
 	rep.Total, rep.QueueWait = Summarize(totals), Summarize(waits)
 	st, err := svc.SimStats(ctx)

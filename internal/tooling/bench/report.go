@@ -22,6 +22,7 @@ type Report struct {
 	Faults     *FaultsReport     `json:"faults,omitempty"`
 	Cached     *CachedReport     `json:"cached,omitempty"`
 	Cluster    *ClusterReport    `json:"cluster,omitempty"`
+	Overload   *OverloadReport   `json:"overload,omitempty"`
 	Targets    []Target          `json:"targets"`
 }
 
@@ -102,6 +103,9 @@ func (r *Report) Evaluate() {
 			"%.2f ms", c.Total.P50)
 		add("cached jobs: no simulator request", c.SimRequests == 0, "%d", c.SimRequests)
 		add("cached: other spelling of the question served from the caches", c.Hits == c.Runs, "%d of %d", c.Hits, c.Runs)
+	}
+	if o := r.Overload; o != nil {
+		r.Targets = append(r.Targets, o.Targets()...)
 	}
 }
 
@@ -204,6 +208,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	if r.Cluster != nil {
 		r.Cluster.Print(w)
+	}
+	if r.Overload != nil {
+		r.Overload.Print(w)
 	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(w, "\n## Targets\n\n| target | got | met |\n| --- | --- | --- |\n")
