@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,18 +132,28 @@ func (h *Hub) listen(ctx context.Context) error {
 		case *redis.Subscription:
 			h.wakeAll()
 		case *redis.Message:
-			id, a := ParseAnnouncement(m.Payload)
-			h.wake(id, a)
+			h.wake(m.Payload)
 		}
 	}
 }
 
-// wake signals the watchers of id, handing followers the announced event
-// when the announcement carried one (a nil a: it did not).
-func (h *Hub) wake(id string, a *Announced) {
+// wake signals the watchers of the job msg announces, handing followers
+// the announced event when msg carries one. The event is decoded only when
+// a follower of that job is here: every process receives every job's
+// events.
+func (h *Hub) wake(msg string) {
+	id, _, _ := strings.Cut(msg, "\n")
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var (
+		a       *Announced
+		decoded bool
+	)
 	for w := range h.subs[id] {
+		if w.carry && !decoded {
+			_, a = ParseAnnouncement(msg)
+			decoded = true
+		}
 		w.note(a)
 		w.signal()
 	}

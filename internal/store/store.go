@@ -90,18 +90,6 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args .
 // their deadline (Unix ms): the deadline watchdog ends those past it.
 const DeadlinesKey = "tt:deadlines"
 
-// Overdue returns up to limit ids of jobs whose deadline is at or before
-// now and that have not been forgotten (ForgetDeadline), earliest first.
-func (s *Store) Overdue(ctx context.Context, now time.Time, limit int) ([]string, error) {
-	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: DeadlinesKey, Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10), ByScore: true, Count: int64(limit),
-	}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read overdue jobs: %w", err)
-	}
-	return ids, nil
-}
-
 // Deadline is a job's deadline as the watchdog's set holds it.
 type Deadline struct {
 	JobID string
