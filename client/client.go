@@ -152,6 +152,9 @@ const (
 	CodeQuotaExceeded         = "quota_exceeded"
 	CodeCacheDisabled         = "cache_disabled"
 	CodeUnavailable           = "unavailable"
+	// CodeOverloaded: 503, the server's backlog of model calls is over its
+	// admission limit; RetryAfter says when it is expected under it.
+	CodeOverloaded = "overloaded"
 )
 
 // APIError is a non-2xx answer of the API. Code, Message, Field, Limit and

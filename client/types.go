@@ -544,8 +544,8 @@ type TimePointRef struct {
 	Label string `json:"label"`
 }
 
-// JobAcceptedData is the data of job.accepted: the fields of every kind,
-// those of a time-travel job (Complexity, TimePoints) and those of an
+// JobAcceptedData is the data of job.accepted: the fields of every kind
+// (ExpectedWaitMS among them), those of a time-travel job (Complexity, TimePoints) and those of an
 // ensemble (Models, SynthesisModel).
 type JobAcceptedData struct {
 	JobID          string         `json:"job_id"`
@@ -557,6 +557,11 @@ type JobAcceptedData struct {
 	TimePoints     []TimePointRef `json:"time_points"`
 	Models         []string       `json:"models"`
 	SynthesisModel string         `json:"synthesis_model,omitempty"`
+	// ExpectedWaitMS is how long the server expected the job's model calls
+	// to wait for provider capacity when it accepted the job (0: no wait);
+	// nil when it could not tell, and for a job that queued no call of its
+	// own (served from the caches, or joined).
+	ExpectedWaitMS *int64 `json:"expected_wait_ms,omitempty"`
 	// Cached is set when the whole job is served from the caches: its
 	// events follow at once.
 	Cached bool `json:"cached,omitempty"`

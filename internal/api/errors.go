@@ -43,6 +43,10 @@ const (
 	CodeModelNotAllowed = "model_not_allowed"
 	// CodeInvalidEncoding: the body is not valid UTF-8.
 	CodeInvalidEncoding = "invalid_encoding"
+	// CodeOverloaded: the backlog of member calls would keep a new job
+	// waiting longer than MAX_BACKLOG_SECONDS or its deadline; 503 with
+	// Retry-After.
+	CodeOverloaded = "overloaded"
 )
 
 // ErrorBody is the JSON body of every error answer.

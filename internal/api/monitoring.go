@@ -25,6 +25,9 @@ type StatsResponse struct {
 	Window string                        `json:"window"`
 	Jobs   int                           `json:"jobs"`
 	Stages map[string]monitoring.Summary `json:"stages"`
+	// Backlog is the backlog of member calls now, whatever the window;
+	// absent when it could not be read.
+	Backlog *BacklogView `json:"backlog,omitempty"`
 }
 
 // AlertsResponse is the answer of GET /api/monitoring/alerts.
@@ -71,7 +74,8 @@ func (s *Server) monitoringStats(c *gin.Context) {
 	if !ok {
 		return
 	}
-	c.JSON(http.StatusOK, StatsResponse{Window: w.String(), Jobs: len(samples), Stages: monitoring.Stats(samples)})
+	c.JSON(http.StatusOK, StatsResponse{Window: w.String(), Jobs: len(samples), Stages: monitoring.Stats(samples),
+		Backlog: s.backlogView(c.Request.Context())})
 }
 
 func (s *Server) latencyBreakdown(c *gin.Context) {

@@ -113,11 +113,17 @@ func (s *Server) admitJob(ctx context.Context, j *job.Job, runs bool) error {
 	return &refusal{d}
 }
 
-// submitFailed answers an intake error: a quota's refusal, or trouble.
+// submitFailed answers an intake error: a quota's refusal, an overloaded
+// service (queueJob), or trouble.
 func (s *Server) submitFailed(c *gin.Context, err error) {
 	var r *refusal
 	if errors.As(err, &r) {
 		tooMany(c, r.d)
+		return
+	}
+	var o *overloaded
+	if errors.As(err, &o) {
+		answerOverloaded(c, o)
 		return
 	}
 	s.log.Error("accept job", "err", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/api/openapi"
 	"github.com/timetravel-ai/timetravel/internal/api/web"
 	"github.com/timetravel-ai/timetravel/internal/auth"
+	"github.com/timetravel-ai/timetravel/internal/backlog"
 	"github.com/timetravel-ai/timetravel/internal/breaker"
 	"github.com/timetravel-ai/timetravel/internal/cache"
 	"github.com/timetravel-ai/timetravel/internal/config"
@@ -98,6 +99,9 @@ type Server struct {
 
 	// system reads the queues and breakers for the dashboard.
 	system *systemReader
+	// backlog estimates the wait of new jobs' member calls for provider
+	// capacity (job.accepted, the stats, MAX_BACKLOG_SECONDS).
+	backlog *backlog.Estimator
 }
 
 // Deps are what the process's composition root builds once and hands to
@@ -163,10 +167,11 @@ func New(cfg config.Config, d Deps) *Server {
 	inflight := cache.NewInflight(rdb)
 	s.system = &systemReader{queues: asynq.NewInspectorFromRedisClient(d.Redis), breakers: breaker.NewStore(d.Redis, breaker.KeyPrefix)}
 	s.system.names = s.breakerNames()
+	s.backlog = newBacklog(cfg, s)
 	s.life = lifecycle.New(lifecycle.Options{Store: s.store, Webhooks: s.enq, Inspector: s.insp, Inflight: inflight, Log: log})
 	s.intake = intake.FromConfig(cfg, intake.Options{
 		Store: s.store, Enqueuer: s.enq, Inspector: s.insp, Inflight: inflight, Lifecycle: s.life,
-		Kinds: s.kinds, Env: s.env, Admit: s.admitJob, Log: log,
+		Kinds: s.kinds, Env: s.env, Admit: s.admitJob, Backlog: s.queueJob, Log: log,
 	})
 	if cfg.Admin.Mounted() {
 		ui, err := newAdminUI(cfg)

@@ -45,6 +45,12 @@ type Access struct {
 	// MaxSSEConnections caps the SSE streams one api process serves.
 	MaxSSEConnections int `env:"MAX_SSE_CONNECTIONS" envDefault:"10000"`
 
+	// MaxBacklogSeconds is the admission limit on the backlog of member
+	// calls: a new job whose calls are expected to wait longer than this
+	// for provider capacity (or longer than JOB_DEADLINE) is refused with
+	// 503 and Retry-After. 0 turns the limit off.
+	MaxBacklogSeconds int `env:"MAX_BACKLOG_SECONDS" envDefault:"0"`
+
 	// CORSAllowedOrigins lists the origins ("https://app.example.com")
 	// whose pages may call the api from a browser; empty: none (same-origin
 	// pages and non-browser clients need none). "*" allows every origin.
@@ -64,6 +70,16 @@ func (c Config) KeysRequired() bool {
 		return v
 	}
 	return c.Production()
+}
+
+// maxBacklogSeconds bounds MAX_BACKLOG_SECONDS: a day, far beyond any job
+// deadline, which the limit never exceeds anyway.
+const maxBacklogSeconds = 86400
+
+// MaxBacklog is the admission limit on the expected wait of a new job's
+// member calls (MAX_BACKLOG_SECONDS); 0 when off.
+func (a Access) MaxBacklog() time.Duration {
+	return time.Duration(a.MaxBacklogSeconds) * time.Second
 }
 
 // minEventsSecret is the least length of EVENTS_TOKEN_SECRET.
@@ -102,6 +118,9 @@ func (c Config) validateAccess() []error {
 		if v < 0 {
 			bad(name, "must not be negative (0 means unlimited), got %d", v)
 		}
+	}
+	if a.MaxBacklogSeconds < 0 || a.MaxBacklogSeconds > maxBacklogSeconds {
+		bad("MAX_BACKLOG_SECONDS", "must be between 0 (off) and %d, got %d", maxBacklogSeconds, a.MaxBacklogSeconds)
 	}
 	for name, d := range map[string]time.Duration{
 		"HTTP_READ_HEADER_TIMEOUT": a.ReadHeaderTimeout, "HTTP_READ_TIMEOUT": a.ReadTimeout, "HTTP_IDLE_TIMEOUT": a.IdleTimeout,

@@ -36,6 +36,9 @@ func TestAccessValidation(t *testing.T) {
 		{name: "zero quota is unlimited", env: map[string]string{"QUOTA_SUBMISSIONS_PER_MINUTE": "0"}},
 		{name: "read timeout below header timeout", env: map[string]string{"HTTP_READ_TIMEOUT": "5s"}, wantErr: "HTTP_READ_TIMEOUT"},
 		{name: "idle timeout too short", env: map[string]string{"HTTP_IDLE_TIMEOUT": "10ms"}, wantErr: "HTTP_IDLE_TIMEOUT"},
+		{name: "backlog limit set", env: map[string]string{"MAX_BACKLOG_SECONDS": "30"}},
+		{name: "negative backlog limit", env: map[string]string{"MAX_BACKLOG_SECONDS": "-1"}, wantErr: "MAX_BACKLOG_SECONDS"},
+		{name: "backlog limit over a day", env: map[string]string{"MAX_BACKLOG_SECONDS": "86401"}, wantErr: "MAX_BACKLOG_SECONDS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

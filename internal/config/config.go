@@ -242,9 +242,15 @@ type LLM struct {
 	// back to the queue with that delay instead.
 	RetryMaxWait time.Duration `env:"LLM_RETRY_MAX_WAIT" envDefault:"5s"`
 	// CapacityWait bounds how long a task waits for provider capacity (the
-	// in-flight cap, RPM, TPM) before it goes back to the queue, without
-	// using up a retry.
+	// in-flight cap, RPM, TPM) while the provider's line does not move (no
+	// slot freed, nobody ahead served) before it goes back to the queue,
+	// without using up a retry. A task behind a line that moves keeps its
+	// place until its deadline.
 	CapacityWait time.Duration `env:"LLM_CAPACITY_WAIT" envDefault:"2s"`
+	// AggregationReserve is the share of each provider's in-flight cap
+	// that only aggregation calls may use (they go first in the line
+	// anyway); 0 reserves none.
+	AggregationReserve float64 `env:"LLM_AGGREGATION_RESERVE" envDefault:"0"`
 	// A model's breaker at its provider opens when, within
 	// BreakerWindow, at least BreakerFailures requests failed (429, 5xx,
 	// timeouts, broken streams) and they are at least BreakerFailureRatio

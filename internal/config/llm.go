@@ -158,6 +158,9 @@ func (l LLM) validate() []error {
 	if l.CapacityWait < 0 || l.CapacityWait > 30*time.Second {
 		bad("LLM_CAPACITY_WAIT", "must be between 0 and 30s, got %s", l.CapacityWait)
 	}
+	if !(l.AggregationReserve >= 0 && l.AggregationReserve <= 0.5) { // NaN too
+		bad("LLM_AGGREGATION_RESERVE", "must be between 0 and 0.5, got %g", l.AggregationReserve)
+	}
 	if l.BreakerFailures < 1 || l.BreakerFailures > 1000 {
 		bad("LLM_BREAKER_FAILURES", "must be between 1 and 1000, got %d", l.BreakerFailures)
 	}

@@ -84,7 +84,7 @@ func TestCatalog(t *testing.T) {
 		event            string
 		fields, optional []string
 	}{
-		{"job.accepted", []string{"job_id", "kind", "question", "model", "deadline", "cached", "colours", "size"}, []string{"model", "cached", "size"}},
+		{"job.accepted", []string{"job_id", "kind", "question", "model", "deadline", "expected_wait_ms", "cached", "colours", "size"}, []string{"model", "expected_wait_ms", "cached", "size"}},
 		{"guess.started", []string{"index", "label", "shelf", "attempt", "cached"}, []string{"cached"}},
 		{"guess.delta", []string{"index", "text"}, nil},
 		{"guess.completed", []string{"index", "label", "shelf", "model", "text", "duration_ms", "cached"}, []string{"model", "cached"}},

@@ -109,6 +109,12 @@ type AcceptedData struct {
 	Question string `json:"question"`
 	Model    string `json:"model,omitempty"`
 	Deadline string `json:"deadline"`
+	// ExpectedWaitMS is how long the api expected the job's member calls
+	// to wait for provider capacity when it accepted the job (the last of
+	// them to start; 0: no wait). Absent when it could not tell, and for
+	// jobs that queue no member call of their own (served from the
+	// caches, joined, warming).
+	ExpectedWaitMS *int64 `json:"expected_wait_ms,omitempty"`
 	// Cached is set when the whole job is served from the caches: its
 	// events follow at once.
 	Cached bool `json:"cached,omitempty"`

@@ -10,7 +10,12 @@
 //   - One call sends at most Policy.MaxAttempts requests per model of its
 //     chain (the model, then its fallbacks), plus Policy.BadAnswerRetries
 //     after answers its validator rejected; waits between them are at most
-//     Policy.MaxWait, and each wait for capacity at most the capacity wait.
+//     Policy.MaxWait.
+//   - A request waits for its provider's capacity in the provider's line
+//     (limit.Semaphore), served earliest due first, urgent calls first
+//     (limit.WithOrder), and gives up when the line has not moved for the
+//     capacity wait, or when a request would no longer fit before ctx's
+//     deadline.
 //   - A call that has passed text to its caller is never retried: the text
 //     cannot be taken back. It fails, and the task's next run starts over.
 //   - An error of the caller's onText (it could not take the text, e.g.
@@ -125,6 +130,11 @@ type Options struct {
 	// Budget pays for the requests of calls made for an owner
 	// (WithOwner); nil: no budgets.
 	Budget Budget
+	// UrgentReserve is the share of each provider's in-flight cap that
+	// only urgent calls (limit.Order.Urgent: aggregations) may use,
+	// rounded down, less than the whole cap; 0: none (urgent calls still
+	// go first in the line).
+	UrgentReserve float64
 }
 
 // New returns the Gateway of the providers, fallbacks, limits and breaker
@@ -158,10 +168,12 @@ func New(cfg config.LLM, o Options) *Gateway {
 			})
 		}
 		semOpts := limit.SemaphoreOptions{TTL: o.LeaseTTL, Wake: o.Wake, Log: o.Log}
+		gateOpts := semOpts
+		gateOpts.Reserved = UrgentReserved(pc.MaxInFlight, o.UrgentReserve)
 		p := &provider{
 			name:       pc.Name,
 			client:     client,
-			gate:       limit.NewGate(o.Redis, pc.Name, limit.Limits{MaxInFlight: pc.MaxInFlight, RPM: pc.RPM, TPM: pc.TPM}, semOpts),
+			gate:       limit.NewGate(o.Redis, pc.Name, limit.Limits{MaxInFlight: pc.MaxInFlight, RPM: pc.RPM, TPM: pc.TPM}, gateOpts),
 			background: limit.NewSemaphore(o.Redis, pc.Name+":background", BackgroundCap(pc.MaxInFlight, o.BackgroundShare), semOpts),
 		}
 		g.providers = append(g.providers, p)
@@ -213,6 +225,16 @@ func BackgroundCap(maxInFlight int, share float64) int {
 		share = 1
 	}
 	return max(int(float64(maxInFlight)*share), 1)
+}
+
+// UrgentReserved is the number of slots of a provider whose cap is
+// maxInFlight that only urgent calls may take: share of it, rounded down,
+// and never the whole cap.
+func UrgentReserved(maxInFlight int, share float64) int {
+	if share <= 0 {
+		return 0
+	}
+	return min(int(float64(maxInFlight)*share), maxInFlight-1)
 }
 
 // errNotSent is the outcome of an admission that sent no request.
@@ -370,14 +392,24 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int, maxWait t
 		return nil, err
 	}
 	waitStart := time.Now()
+	// The wait in the provider's line leaves a request time before the
+	// caller's deadline: a slot granted later could not be used.
+	// (When that point has passed already, a slot free at once is still
+	// taken, as before the line: its request is cut short as a timeout.)
+	waitCtx := ctx
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > minAttemptTime+deadlineMargin {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithDeadlineCause(ctx, dl.Add(-(minAttemptTime + deadlineMargin)), errNoTimeToWait)
+		defer cancel()
+	}
 	var bg *limit.Lease
 	if llm.Background(ctx) {
 		// Background work takes a slot of its share first, then one of
 		// the provider's: it never holds more than its share.
-		bg, err = p.background.Acquire(ctx, maxWait)
+		bg, err = p.background.Acquire(waitCtx, maxWait)
 		if err != nil {
 			done(errNotSent)
-			if errors.Is(err, limit.ErrFull) {
+			if errors.Is(err, limit.ErrFull) || outOfWaitingTime(ctx, waitCtx) {
 				metrics.CapacityGiveUps.WithLabelValues(p.name).Inc()
 				return nil, &kindError{kind: llm.ErrNoCapacity, err: &limit.NoCapacityError{
 					Gate: p.name, Limit: fmt.Sprintf("background share of %d in flight", p.background.Cap())}}
@@ -386,7 +418,7 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int, maxWait t
 		}
 		maxWait = max(maxWait-time.Since(waitStart), 0)
 	}
-	pass, err := p.gate.Enter(ctx, tokens, maxWait)
+	pass, err := p.gate.Enter(waitCtx, tokens, maxWait)
 	waited := time.Since(waitStart)
 	if err != nil {
 		if bg != nil {
@@ -395,6 +427,9 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int, maxWait t
 			cancel()
 		}
 		done(errNotSent)
+		if outOfWaitingTime(ctx, waitCtx) {
+			err = &limit.NoCapacityError{Gate: p.name, Limit: "no slot in time for a request before the deadline"}
+		}
 		if errors.Is(err, limit.ErrNoCapacity) {
 			metrics.CapacityWait.WithLabelValues(p.name, "gave_up").Observe(waited.Seconds())
 			metrics.CapacityGiveUps.WithLabelValues(p.name).Inc()
@@ -404,6 +439,17 @@ func (g *Gateway) enter(ctx context.Context, model string, tokens int, maxWait t
 	}
 	metrics.CapacityWait.WithLabelValues(p.name, "admitted").Observe(waited.Seconds())
 	return &ticket{done: done, pass: pass, bg: bg}, nil
+}
+
+// errNoTimeToWait ends a wait for capacity that went on until a request
+// would no longer fit before the caller's deadline.
+var errNoTimeToWait = errors.New("no time left for a request")
+
+// outOfWaitingTime reports whether waitCtx, the caller's ctx cut short by
+// the time a request needs, ended while ctx goes on: the wait reached the
+// point where no request fits before ctx's deadline.
+func outOfWaitingTime(ctx, waitCtx context.Context) bool {
+	return ctx.Err() == nil && errors.Is(context.Cause(waitCtx), errNoTimeToWait)
 }
 
 // enterFirst admits a request of the first of models whose breaker admits

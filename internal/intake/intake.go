@@ -53,7 +53,18 @@ type Options struct {
 	// ended already (served from the caches). Its error refuses the
 	// request and is returned as is (quotas).
 	Admit func(ctx context.Context, j *job.Job, runs bool) error
-	Log   *slog.Logger
+	// Backlog, when set, is asked before a caller's new job is stored and
+	// its member calls queued, once Admit let it run (not for a job
+	// served from the caches, a request that joins a job in flight, nor a
+	// warming job): calls is how many member calls it queues (0 when the
+	// cache answered them all). It returns how long those calls are
+	// expected to wait (nil: unknown), which the job's job.accepted
+	// carries, or an error that refuses the request, returned as is (an
+	// overloaded service); a refused job is neither stored nor queued.
+	// Unless it refused, its settle is called once the job's calls are
+	// queued (true) or will not be (false).
+	Backlog func(ctx context.Context, j *job.Job, calls int) (wait *time.Duration, settle func(queued bool), err error)
+	Log     *slog.Logger
 }
 
 // EnvOf is the Env that cfg describes: its default, extraction and
@@ -68,8 +79,9 @@ func EnvOf(cfg config.LLM) jobkind.Env {
 
 // FromConfig returns the Intake that cfg describes on the process's objects
 // in o (Store, Enqueuer, Inspector, Inflight, Lifecycle, Kinds, Env, Log,
-// Admit): the answer caches (made on the store's Redis) when caching is on,
-// o.Inflight only when deduplication is on, and cfg's job deadline.
+// Admit, Backlog): the answer caches (made on the store's Redis) when
+// caching is on, o.Inflight only when deduplication is on, and cfg's job
+// deadline.
 func FromConfig(cfg config.Config, o Options) *Intake {
 	o.Cache = nil
 	if cfg.Cache.Caching {
@@ -227,17 +239,35 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 	}
 
 	fillMembers(j, hits, now)
-	if err := in.accept(ctx, j, plan, n == total); err != nil {
-		if j.Fingerprint != "" {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = in.o.Inflight.Release(rctx, j.Fingerprint, j.ID)
-			cancel()
+	settle := func(bool) {}
+	if in.o.Backlog != nil && !spec.Warm {
+		wait, settled, err := in.o.Backlog(ctx, j, total-n)
+		if err != nil {
+			in.release(ctx, j)
+			return Outcome{}, err
 		}
+		j.ExpectedWait, settle = wait, settled
+	}
+	err = in.accept(ctx, j, plan, n == total)
+	settle(err == nil)
+	if err != nil {
+		in.release(ctx, j)
 		return Outcome{}, err
 	}
 	metrics.CacheCallsSaved.WithLabelValues(string(j.Noun)).Add(float64(n))
 	log.Debug("job accepted", "cached_"+j.Noun.Plural(), n, "of", total)
 	return Outcome{Job: j, CachedMembers: n}, nil
+}
+
+// release frees the fingerprint j claimed, if any, for a job that is not
+// stored after all.
+func (in *Intake) release(ctx context.Context, j *job.Job) {
+	if j.Fingerprint == "" {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = in.o.Inflight.Release(rctx, j.Fingerprint, j.ID)
 }
 
 // fingerprint is the identity of spec's request for deduplication (see

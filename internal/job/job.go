@@ -352,6 +352,10 @@ type Job struct {
 	// Detached lists, by job or handle id, the callers that canceled their
 	// part in this job while others still wanted it (see SeenBy).
 	Detached map[string]Detach `json:"-"`
+	// ExpectedWait is how long the job's member calls were expected to
+	// wait for provider capacity when it was accepted; nil when unknown.
+	// Only its job.accepted event carries it: it is not stored.
+	ExpectedWait *time.Duration `json:"-"`
 }
 
 // Detach records when a caller let go of a shared job, and the id of the

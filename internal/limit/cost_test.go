@@ -54,9 +54,9 @@ func TestSemaphoreCommandCost(t *testing.T) {
 		call  func(t *testing.T)
 		max   int64
 	}{
-		{"acquire: room", func(*testing.T) {}, func(t *testing.T) { acquire(t, false) }, 5},
-		{"acquire: full", func(t *testing.T) { acquire(t, false) }, func(t *testing.T) { acquire(t, true) }, 4},
-		{"acquire: full of expired leases", expire, func(t *testing.T) { acquire(t, false) }, 6},
+		{"acquire: room", func(*testing.T) {}, func(t *testing.T) { acquire(t, false) }, 6},
+		{"acquire: full", func(t *testing.T) { acquire(t, false) }, func(t *testing.T) { acquire(t, true) }, 5},
+		{"acquire: full of expired leases", expire, func(t *testing.T) { acquire(t, false) }, 7},
 		{"release", func(*testing.T) {}, func(t *testing.T) {
 			l := held[len(held)-1]
 			held = held[:len(held)-1]

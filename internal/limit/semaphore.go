@@ -1,9 +1,11 @@
 // Package limit enforces limits shared by every process of the service, on
 // Redis: a counting semaphore with expiring leases (requests in flight) and
 // per-minute rate limits (requests and tokens), and Gate, which combines
-// them for one provider. Waiting for capacity is bounded and never spins:
-// waiters wake up when a lease is released (Pub/Sub) or after a jittered
-// backoff.
+// them for one provider. Waiting for capacity is fair, bounded and never
+// spins: waiters stand in a line on Redis, ordered by the deadline of the
+// work they are for (urgent work first), and keep their place however
+// long they wait; they try again when leases are released (Pub/Sub) or
+// after a jittered backoff, and give up only when the line stops moving.
 package limit
 
 import (
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -47,11 +50,14 @@ const DefaultLeaseTTL = 6 * time.Second
 type Semaphore struct {
 	rdb  redis.UniversalClient
 	name string
-	key  string
-	cap  int
-	ttl  time.Duration
-	wake Waker
-	log  *slog.Logger
+	// keys: the leases (key), the line of waiters, the waiters' expiries.
+	keys     []string
+	key      string
+	cap      int
+	reserved int
+	ttl      time.Duration
+	wake     Waker
+	log      *slog.Logger
 }
 
 // SemaphoreOptions tune a Semaphore; the zero value is usable.
@@ -64,10 +70,14 @@ type SemaphoreOptions struct {
 	Wake Waker
 	// Log receives warnings about lost leases; nil discards them.
 	Log *slog.Logger
+	// Reserved is the number of slots only urgent waiters (Order.Urgent)
+	// may take; at most the capacity less one.
+	Reserved int
 }
 
 // NewSemaphore returns the semaphore of name with capacity slots. Its
-// Redis key is tt:limit:{name}:inflight.
+// Redis keys are tt:limit:{name}:inflight (the leases), tt:limit:{name}:line
+// and tt:limit:{name}:line:alive (the waiters).
 func NewSemaphore(rdb redis.UniversalClient, name string, capacity int, o SemaphoreOptions) *Semaphore {
 	if o.TTL <= 0 {
 		o.TTL = DefaultLeaseTTL
@@ -75,7 +85,67 @@ func NewSemaphore(rdb redis.UniversalClient, name string, capacity int, o Semaph
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Semaphore{rdb: rdb, name: name, key: "tt:limit:{" + name + "}:inflight", cap: max(capacity, 1), ttl: o.TTL, wake: o.Wake, log: o.Log}
+	capacity = max(capacity, 1)
+	prefix := "tt:limit:{" + name + "}:"
+	return &Semaphore{
+		rdb: rdb, name: name,
+		keys: []string{prefix + "inflight", prefix + "line", prefix + "line:alive"},
+		key:  prefix + "inflight",
+		cap:  capacity, reserved: min(max(o.Reserved, 0), capacity-1),
+		ttl: o.TTL, wake: o.Wake, log: o.Log,
+	}
+}
+
+// Order places a call in the line of a Semaphore: urgent calls first, then
+// by due time, the earliest first (the deadline of the job the call is
+// for, so that the line is served earliest deadline first, which for jobs
+// of one deadline is the order they arrived in). Calls of the same due
+// time are served together, in no particular order.
+type Order struct {
+	// Due is when the call's work must be done; zero: when it starts to
+	// wait, plus DefaultDue.
+	Due time.Time
+	// Urgent calls (the aggregation of a job whose members are done) go
+	// before every call that is not, and may take the reserved slots.
+	Urgent bool
+}
+
+// DefaultDue is the due time, counted from the start of its wait, of a
+// call that names none: later than any job's deadline of the defaults, so
+// that work with a deadline goes first.
+const DefaultDue = 10 * time.Minute
+
+// urgentLead is how far ahead of its due time an urgent call is placed:
+// more than any due time can differ, so that it goes before every call
+// that is not urgent.
+const urgentLead = 1 << 40 // ms, about 35 years
+
+// score is the place of o in the line: lower first. Milliseconds since
+// 1970 are exact in a float64 (and in Redis' sorted set scores).
+func (o Order) score(now time.Time) float64 {
+	due := o.Due
+	if due.IsZero() {
+		due = now.Add(DefaultDue)
+	}
+	ms := due.UnixMilli()
+	if o.Urgent {
+		ms -= urgentLead
+	}
+	return float64(ms)
+}
+
+type orderKey struct{}
+
+// WithOrder returns ctx placing the capacity waits of the calls made with
+// it by o.
+func WithOrder(ctx context.Context, o Order) context.Context {
+	return context.WithValue(ctx, orderKey{}, o)
+}
+
+// OrderFrom returns the Order ctx carries (WithOrder), or the zero Order.
+func OrderFrom(ctx context.Context) Order {
+	o, _ := ctx.Value(orderKey{}).(Order)
+	return o
 }
 
 // Name returns the semaphore's name.
@@ -84,29 +154,63 @@ func (s *Semaphore) Name() string { return s.name }
 // Cap returns its capacity.
 func (s *Semaphore) Cap() int { return s.cap }
 
-// acquireScript: KEYS[1] the lease set; ARGV[1] cap, ARGV[2] ttl ms,
-// ARGV[3] lease id. Adds this lease if there is room. Times are Redis' own,
-// so that processes' clocks do not matter. Returns 1, or 0 when full.
+// acquireScript: KEYS[1] the lease set, KEYS[2] the line (waiters by
+// their Order's score), KEYS[3] the waiters' expiries; ARGV[1] the slots
+// this waiter may use (the cap, less the reserve for a waiter that is not
+// urgent), ARGV[2] lease ttl ms, ARGV[3] lease id (also the waiter's
+// ticket), ARGV[4] the waiter's score, ARGV[5] ticket ttl ms, or 0 for a
+// try that does not wait. Times are Redis' own, so that processes' clocks
+// do not matter.
 //
-// Expired leases are dropped only when the set counts cap members or more:
-// below that there is room whether or not some of them expired, so the
-// decision is the one a count of the live leases gives, and the common
-// admission costs 5 commands (the script, ZCARD, TIME, ZADD, PEXPIRE), a
-// refusal 4. The set never holds more than cap members for long: the
-// first acquire that finds it full drops the expired ones. A lease that
-// expired keeps its member until then, so a holder that renews it late
-// gets it back if no one needed its slot (its request is still running).
+// A lease is granted when the free slots outnumber the waiters ahead in
+// the line (lower scores): capacity goes to the line in its order, never
+// to whoever tries first. A refused waiter gets (or keeps) its place in
+// the line, which it must renew within the ticket ttl (a waiter that died
+// loses it). Returns {1} when granted, else {0, waiters ahead, free slots}.
+//
+// Expired leases and dead waiters are dropped only when they could change
+// a refusal: the common admission (nobody waiting, room) costs 6 commands
+// (the script, ZCARD, TIME, ZCOUNT, ZADD, PEXPIRE). The lease set never
+// holds more than cap members for long: the first acquire that finds it
+// full drops the expired ones. A lease that expired keeps its member until
+// then, so a holder that renews it late gets it back if no one needed its
+// slot (its request is still running).
 var acquireScript = redis.NewScript(`
+local usable = tonumber(ARGV[1])
 local n = redis.call('ZCARD', KEYS[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if n >= tonumber(ARGV[1]) then
-  n = n - redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if n >= tonumber(ARGV[1]) then return 0 end
+local ahead = redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. ARGV[4])
+if n + ahead >= usable then
+  if n >= usable then
+    n = n - redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  end
+  if ahead > 0 then
+    local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+    if #dead > 0 then
+      redis.call('ZREM', KEYS[2], unpack(dead))
+      redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+      ahead = redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. ARGV[4])
+    end
+  end
+  if n + ahead >= usable then
+    local ttl = tonumber(ARGV[5])
+    if ttl > 0 then
+      redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+      redis.call('ZADD', KEYS[3], now + ttl, ARGV[3])
+      redis.call('PEXPIRE', KEYS[2], ttl)
+      redis.call('PEXPIRE', KEYS[3], ttl)
+    end
+    return {0, ahead, usable - n}
+  end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+if tonumber(ARGV[5]) > 0 then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+end
+return {1}
 `)
 
 // renewScript: KEYS[1] the lease set; ARGV[1] ttl ms, ARGV[2] lease id.
@@ -125,18 +229,65 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KE
 return 1
 `)
 
-// TryAcquire takes a lease if a slot is free now; it returns ErrFull
-// otherwise.
+// TryAcquire takes a lease if a slot is free now for a call placed by
+// ctx's Order (WithOrder) and nobody waits ahead of it; it returns ErrFull
+// otherwise, without joining the line.
 func (s *Semaphore) TryAcquire(ctx context.Context) (*Lease, error) {
 	id := newID()
-	ok, err := acquireScript.Run(ctx, s.rdb, []string{s.key}, s.cap, s.ttl.Milliseconds(), id).Int()
+	r, err := s.try(ctx, id, OrderFrom(ctx), time.Now(), 0)
 	if err != nil {
-		return nil, fmt.Errorf("semaphore %s: acquire: %w", s.name, err)
+		return nil, err
 	}
-	if ok == 0 {
+	if !r.granted {
 		return nil, ErrFull
 	}
 	return s.newLease(id), nil
+}
+
+// ticketTTL is how long a waiter keeps its place in the line without
+// trying again; a waiter tries at least every maxPoll, so only a waiter
+// that died (or stalled for seconds) loses its place.
+const ticketTTL = 3 * time.Second
+
+// try is one run of acquireScript for lease id, placed by o; with a
+// ticket TTL it joins (or stays in) the line when refused.
+type tryResult struct {
+	granted bool
+	// ahead is the number of waiters ahead in the line; free, the slots
+	// free for this waiter (0 or less: none). Set when refused.
+	ahead, free int
+}
+
+func (s *Semaphore) try(ctx context.Context, id string, o Order, now time.Time, ticket time.Duration) (tryResult, error) {
+	usable := s.cap
+	if !o.Urgent {
+		usable -= s.reserved
+	}
+	score := strconv.FormatFloat(o.score(now), 'f', -1, 64)
+	v, err := acquireScript.Run(ctx, s.rdb, s.keys, usable, s.ttl.Milliseconds(), id, score, ticket.Milliseconds()).Int64Slice()
+	if err != nil {
+		return tryResult{}, fmt.Errorf("semaphore %s: acquire: %w", s.name, err)
+	}
+	if len(v) == 3 && v[0] == 0 {
+		return tryResult{ahead: int(v[1]), free: int(v[2])}, nil
+	}
+	return tryResult{granted: len(v) >= 1 && v[0] == 1}, nil
+}
+
+// leave takes a waiter that gives up out of the line, with a context of
+// its own (ctx may have ended); a failure only costs the others the wait
+// until its ticket expires.
+func (s *Semaphore) leave(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, s.keys[1], id)
+		p.ZRem(ctx, s.keys[2], id)
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("semaphore: leave the line", "semaphore", s.name, "err", err)
+	}
 }
 
 // Poll bounds between two tries of a waiter that hears no release.
@@ -145,10 +296,19 @@ const (
 	maxPoll = 250 * time.Millisecond
 )
 
-// Acquire takes a lease, waiting up to maxWait for a slot: it tries again
-// when a lease of this name is released (with a Waker) or after a jittered
-// backoff from 10 ms to 250 ms. It returns ErrFull when the wait is over,
-// or ctx's error.
+// Acquire takes a lease, waiting in the semaphore's line for a slot: the
+// line is served in the order of ctx's Order (WithOrder), so a waiter
+// keeps its place however long it waits, and a newcomer never takes a
+// slot that a waiter ahead of it is owed. The waiter gives up with ErrFull
+// when the line has not moved for maxWait (no lease of the name released,
+// nobody ahead of it served): a long wait behind a moving line is not
+// given up, a provider that frees nothing is. It returns ctx's error when
+// ctx ends first. Either way it leaves the line.
+//
+// A waiter tries again when it has heard about as many releases (Waker)
+// as it needs to reach a free slot, and at least every maxPoll (which
+// keeps its place in the line), so that a long line does not try on every
+// release.
 func (s *Semaphore) Acquire(ctx context.Context, maxWait time.Duration) (*Lease, error) {
 	var wake <-chan struct{}
 	if s.wake != nil {
@@ -157,34 +317,69 @@ func (s *Semaphore) Acquire(ctx context.Context, maxWait time.Duration) (*Lease,
 		defer stop()
 		wake = ch
 	}
-	deadline := time.Now().Add(maxWait)
+	id, o, joined := newID(), OrderFrom(ctx), false
+	start := time.Now()
+	giveUp := start.Add(maxWait)
 	poll := minPoll
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	bestAhead := -1
 	for {
-		l, err := s.TryAcquire(ctx)
-		if !errors.Is(err, ErrFull) {
-			return l, err
+		r, err := s.try(ctx, id, o, start, ticketTTL)
+		if err != nil {
+			if joined {
+				s.leave(id)
+			}
+			return nil, err
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return nil, ErrFull
+		if r.granted {
+			return s.newLease(id), nil
 		}
-		timer.Reset(min(poll/2+mrand.N(poll/2+1), left))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("semaphore %s: wait: %w", s.name, context.Cause(ctx))
-		case <-wake:
-			// Every waiter of the name wakes; spread their tries a little.
-			// (Since Go 1.23 Reset leaves no stale tick to drain.)
-			timer.Reset(mrand.N(2 * time.Millisecond))
+		joined = true
+		if bestAhead < 0 || r.ahead < bestAhead {
+			// The line moved: the wait starts again.
+			bestAhead = r.ahead
+			giveUp = time.Now().Add(maxWait)
+		}
+		// Releases this waiter needs before a slot is its own.
+		need := max(r.ahead-max(r.free, 0)+1, 1)
+		heard := 0
+	wait:
+		for {
+			left := time.Until(giveUp)
+			if left <= 0 {
+				s.leave(id)
+				return nil, ErrFull
+			}
+			timer.Reset(min(poll/2+mrand.N(poll/2+1), left))
 			select {
 			case <-ctx.Done():
+				s.leave(id)
 				return nil, fmt.Errorf("semaphore %s: wait: %w", s.name, context.Cause(ctx))
+			case <-wake:
+				// A release moves the line. Several may share one signal:
+				// count each as two, so that a waiter tries early rather
+				// than late.
+				giveUp = time.Now().Add(maxWait)
+				heard += 2
+				if heard < need {
+					continue
+				}
+				// Every waiter that was owed a slot wakes; spread their
+				// tries a little. (Since Go 1.23 Reset leaves no stale
+				// tick to drain.)
+				timer.Reset(mrand.N(2 * time.Millisecond))
+				select {
+				case <-ctx.Done():
+					s.leave(id)
+					return nil, fmt.Errorf("semaphore %s: wait: %w", s.name, context.Cause(ctx))
+				case <-timer.C:
+				}
+				break wait
 			case <-timer.C:
+				poll = min(poll*2, maxPoll)
+				break wait
 			}
-		case <-timer.C:
-			poll = min(poll*2, maxPoll)
 		}
 	}
 }

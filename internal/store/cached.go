@@ -246,7 +246,8 @@ func applyResult(j *job.Job, h map[string]string, r *result) error {
 // createdEvents returns the events Create appends for j (as stored: its
 // stored status and members, its noun and Accepted as stored), in order:
 // job.accepted (events.AcceptedPayload: the common fields, kind
-// j.Spec.Kind, and j.Accepted); for each completed member <noun>.started
+// j.Spec.Kind, expected_wait_ms when j.ExpectedWait is known, and
+// j.Accepted); for each completed member <noun>.started
 // (identity, attempt 0, cached), one <noun>.delta with the whole text and
 // <noun>.completed (identity, model, text, duration_ms 0, cached); for an
 // ended job, the events of each part of its result in order when it has
@@ -267,10 +268,15 @@ func createdEvents(j *job.Job, cached bool) ([]events.Event, error) {
 		evs = append(evs, events.Event{Type: typ, Data: b})
 		return nil
 	}
-	acc, err := events.AcceptedPayload(events.AcceptedData{
+	common := events.AcceptedData{
 		JobID: j.ID, Kind: j.Spec.Kind, Question: j.Spec.Question, Model: j.Spec.Model,
 		Deadline: j.Deadline.UTC().Format(time.RFC3339Nano), Cached: cached,
-	}, j.Accepted)
+	}
+	if w := j.ExpectedWait; w != nil {
+		ms := max(w.Milliseconds(), 0)
+		common.ExpectedWaitMS = &ms
+	}
+	acc, err := events.AcceptedPayload(common, j.Accepted)
 	if err != nil {
 		return nil, fmt.Errorf("job %s: %w", j.ID, err)
 	}

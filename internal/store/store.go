@@ -139,8 +139,9 @@ func JobKey(jobID string) string { return "tt:{" + jobID + "}:job" }
 
 func keys(jobID string) []string { return []string{JobKey(jobID), events.StreamKey(jobID)} }
 
-// Create stores a new job and appends job.accepted (its common fields and
-// j.Accepted, the kind's). The job's members are j.Members, in order (a
+// Create stores a new job and appends job.accepted (its common fields,
+// with expected_wait_ms when j.ExpectedWait is set, and j.Accepted, the
+// kind's). The job's members are j.Members, in order (a
 // member's index is its place), each named by its Label and Ref; the job's
 // noun j.Noun ("snapshot" when empty) names their events. Members the job comes with as completed (answered from the
 // cache) are stored done, each announced like a worker's: <noun>.started,
@@ -252,7 +253,7 @@ func (s *Store) create(ctx context.Context, j *job.Job, compact bool) (string, e
 	}
 	evs, err := createdEvents(&job.Job{
 		ID: j.ID, Spec: j.Spec, Noun: noun, Status: status, Deadline: j.Deadline, Members: stored, Result: j.Result,
-		Error: j.Error, Accepted: acc,
+		Error: j.Error, Accepted: acc, ExpectedWait: j.ExpectedWait,
 	}, j.Cached())
 	if err != nil {
 		return "", err

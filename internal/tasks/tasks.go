@@ -101,6 +101,13 @@ type MemberPayload struct {
 	// finds no job waits for it to be written (the api queues the tasks
 	// first); after it, the job has ended and expired.
 	DeadlineMS int64 `json:"deadline_ms,omitempty"`
+	// LineMS places the call in its provider's line (Unix ms; lower
+	// first): the job's deadline, later by the time the job waited for its
+	// turn to queue its members (EnqueueMembers). For jobs of one deadline
+	// the line then has the order of the queue, which is the order in
+	// which workers take the members. 0 (tasks queued by an earlier
+	// version): DeadlineMS.
+	LineMS int64 `json:"line_ms,omitempty"`
 }
 
 // Request is an llm.Request as a task carries it.
@@ -181,12 +188,15 @@ type Enqueuer struct {
 	client   *asynq.Client
 	maxRetry int
 	timeout  time.Duration
+	// turn is held while one job's members are enqueued (see
+	// EnqueueMembers).
+	turn chan struct{}
 }
 
 // NewEnqueuer returns an Enqueuer; snapshot tasks get maxRetry retries and a
 // per-attempt timeout.
 func NewEnqueuer(c *asynq.Client, maxRetry int, timeout time.Duration) *Enqueuer {
-	return &Enqueuer{client: c, maxRetry: maxRetry, timeout: timeout}
+	return &Enqueuer{client: c, maxRetry: maxRetry, timeout: timeout, turn: make(chan struct{}, 1)}
 }
 
 // EnqueueAggregate schedules the job's aggregation at AggregateAt, ahead of
@@ -229,7 +239,20 @@ func AggregateAt(j *job.Job) time.Time {
 // index) on the job's member queue, except for the members the job
 // already has done (answered from the cache). A task that exists already
 // (same id) counts as enqueued.
+//
+// The jobs submitted at once to one process take turns: a job's members
+// are queued one after the other with no other job's between them, so
+// that workers dequeue them together (asynq queues are first in, first
+// out) and a burst of jobs is served job by job, not first members first.
+// A turn costs one round trip to Redis per member.
 func (e *Enqueuer) EnqueueMembers(ctx context.Context, j *job.Job, plan []jobkind.Member) error {
+	select {
+	case e.turn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("enqueue the members of job %s: %w", j.ID, context.Cause(ctx))
+	}
+	defer func() { <-e.turn }()
+	line := j.Deadline.Add(max(time.Since(j.CreatedAt), 0)).UnixMilli()
 	headers := tracing.Headers(ctx)
 	lane := LaneOf(j.Spec.Warm)
 	for i, m := range plan {
@@ -239,7 +262,7 @@ func (e *Enqueuer) EnqueueMembers(ctx context.Context, j *job.Job, plan []jobkin
 		p, _ := json.Marshal(MemberPayload{
 			JobID: j.ID, Kind: j.Spec.Kind, Index: i, Label: m.Label, Request: RequestOf(m.Request),
 			CacheKey: m.CacheKey, Volatile: m.Volatile,
-			NoCacheRead: !j.Spec.ReadsCache(), Warm: j.Spec.Warm, DeadlineMS: j.Deadline.UnixMilli(),
+			NoCacheRead: !j.Spec.ReadsCache(), Warm: j.Spec.Warm, DeadlineMS: j.Deadline.UnixMilli(), LineMS: line,
 			Owner: j.Spec.Owner,
 		})
 		_, err := e.client.EnqueueContext(ctx, asynq.NewTaskWithHeaders(TypeMember, p, headers),

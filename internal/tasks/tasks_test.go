@@ -2,13 +2,19 @@ package tasks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
 )
 
@@ -68,4 +74,74 @@ func TestAggregateAt(t *testing.T) {
 			t.Errorf("job of %v: aggregation at +%v, want +%v", tt.total, got, tt.want)
 		}
 	}
+}
+
+// Jobs submitted at once to one process take turns: each job's members
+// sit together in the queue, so that workers dequeue them together.
+func TestMembersOfAJobAreQueuedTogether(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	enq := NewEnqueuer(asynq.NewClientFromRedisClient(db.Client), 1, time.Minute)
+	const jobs, members = 20, 4
+	plan := make([]jobkind.Member, members)
+	for i := range plan {
+		plan[i] = jobkind.Member{Label: strconv.Itoa(i), Request: llm.Request{Model: "m", User: "q"}}
+	}
+	now := time.Now()
+	var wg sync.WaitGroup
+	for k := range jobs {
+		wg.Go(func() {
+			j := &job.Job{ID: "j" + strconv.Itoa(k), CreatedAt: now, Deadline: now.Add(time.Hour)}
+			if err := enq.EnqueueMembers(ctx, j, plan); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	// asynq's pending list: pushed at the head, taken from the tail.
+	ids, err := db.Client.LRange(ctx, "asynq:{"+QueueSnapshot+"}:pending", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != jobs*members {
+		t.Fatalf("%d tasks pending, want %d", len(ids), jobs*members)
+	}
+	for i := 0; i < len(ids); i += members {
+		jobID, _, _ := strings.Cut(ids[i], ":")
+		for _, id := range ids[i : i+members] {
+			if got, _, _ := strings.Cut(id, ":"); got != jobID {
+				t.Fatalf("the queue interleaves jobs: %v", ids)
+			}
+		}
+	}
+
+	// Their places in the provider's line have the queue's order: later
+	// turns, later places (the Inspector lists them in the order workers
+	// take them).
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+	pending, err := insp.ListPendingTasks(QueueSnapshot, asynq.PageSize(jobs*members))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev int64
+	for i := range pending {
+		var p MemberPayload
+		if err := json.Unmarshal(pending[i].Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.LineMS < prev || p.LineMS < p.DeadlineMS {
+			t.Fatalf("task %s: line %d after %d (deadline %d): not in the queue's order", pending[i].ID, p.LineMS, prev, p.DeadlineMS)
+		}
+		prev = p.LineMS
+	}
+
+	// A caller that gives up while another job takes its turn leaves.
+	enq.turn <- struct{}{}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	j := &job.Job{ID: "late", CreatedAt: now, Deadline: now.Add(time.Hour)}
+	if err := enq.EnqueueMembers(cctx, j, plan); !errors.Is(err, context.Canceled) {
+		t.Errorf("EnqueueMembers while another job's turn = %v, want the context's error", err)
+	}
+	<-enq.turn
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/jobkind"
+	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/store"
@@ -301,6 +302,12 @@ func (h *Handlers) aggregate(ctx context.Context, jobID string) (*job.Job, error
 	// The job's owner pays for its calls; a call its budget refuses fails
 	// its part for good, like any model failure.
 	ctx = gateway.WithOwner(ctx, j.Spec.Owner)
+	// A job whose members are done goes before every job still waiting
+	// for its members in the provider's line: started jobs finish first.
+	// (A warming job's aggregation waits behind the work people wait for.)
+	if !j.Spec.Warm {
+		ctx = limit.WithOrder(ctx, limit.Order{Due: j.Deadline, Urgent: true})
+	}
 
 	done, unfinished := tally(j.Members)
 	if len(unfinished) > 0 {

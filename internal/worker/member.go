@@ -16,6 +16,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/gateway"
 	"github.com/timetravel-ai/timetravel/internal/job"
+	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/store"
@@ -92,8 +93,10 @@ func (h *Handlers) member(ctx context.Context, p tasks.MemberPayload, noun job.N
 		return h.serveCachedMember(ctx, p, noun, hit, log)
 	}
 	// Capacity first: without it the task goes back to the queue having
-	// recorded nothing, and without using up a retry.
-	callCtx, release, admitErr := h.admit(ctx, req)
+	// recorded nothing, and without using up a retry. The provider's line
+	// serves the job with the earliest deadline first, which keeps a
+	// job's members together and jobs in the order they came.
+	callCtx, release, admitErr := h.admit(limit.WithOrder(ctx, memberOrder(p)), req)
 	defer release()
 	switch {
 	case handedBack(admitErr):
@@ -209,6 +212,22 @@ func (h *Handlers) member(ctx context.Context, p tasks.MemberPayload, noun job.N
 		return h.promote(p)
 	}
 	return nil
+}
+
+// memberOrder places a member's capacity wait in its provider's line: by
+// its job's deadline, later by the job's wait for its turn to queue
+// (tasks.MemberPayload.LineMS). Warming jobs' members name none, so they
+// wait behind the work people wait for.
+func memberOrder(p tasks.MemberPayload) limit.Order {
+	switch {
+	case p.Warm:
+		return limit.Order{}
+	case p.LineMS > 0:
+		return limit.Order{Due: time.UnixMilli(p.LineMS)}
+	case p.DeadlineMS > 0:
+		return limit.Order{Due: time.UnixMilli(p.DeadlineMS)}
+	}
+	return limit.Order{}
 }
 
 // errJobNotWritten hands a member task back while its job is not written

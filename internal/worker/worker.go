@@ -280,7 +280,7 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 		rdb.AddHook(waiter.Hook())
 	}
 	budget := quota.New(rdb).Budget(tokenBudget(auth.New(rdb), cfg.Access))
-	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log, BackgroundShare: cfg.Cache.WarmShare, Budget: budget})
+	gw := gateway.New(cfg.LLM, gateway.Options{Redis: rdb, Wake: released, Log: log, BackgroundShare: cfg.Cache.WarmShare, UrgentReserve: cfg.LLM.AggregationReserve, Budget: budget})
 	defer gw.Close()
 	// The kinds and the models' environment, as the api has them: the
 	// plans, parts and cache keys of both sides agree.

@@ -15,7 +15,10 @@ type burstJob struct {
 	submitted, accepted, firstText, end time.Duration
 	sawText, ended                      bool
 	status                              string
-	err                                 error
+	// expectedWait is the job.accepted event's expected_wait_ms; nil when
+	// the server sent none.
+	expectedWait *time.Duration
+	err          error
 }
 
 // total is the job's latency, from its submission to its terminal event.
@@ -43,6 +46,14 @@ func submitBurst(ctx context.Context, svc *Service, jobs int, question func(int)
 			j.id, j.accepted = acc.JobID, time.Since(start)
 			_, err = svc.API.Events(ctx, acc.JobID, "", func(ev client.Event) error {
 				switch {
+				case ev.Name == client.EventJobAccepted:
+					var d client.JobAcceptedData
+					if ev.Decode(&d) == nil {
+						if d.ExpectedWaitMS != nil {
+							w := time.Duration(*d.ExpectedWaitMS) * time.Millisecond
+							j.expectedWait = &w
+						}
+					}
 				case ev.Name == client.EventSnapshotDelta && !j.sawText:
 					j.firstText, j.sawText = time.Since(start), true
 				case ev.Terminal():

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -63,6 +64,42 @@ type OverloadReport struct {
 	// Jobs × CallSecondsPerJob / ProviderCap.
 	FloorSeconds float64       `json:"capacity_floor_seconds"`
 	Runs         []OverloadRun `json:"runs"`
+	// Admission is the run with the admission limit on (one worker).
+	Admission *AdmissionRun `json:"admission,omitempty"`
+}
+
+// The admission run's service: a deadline the backlog of a whole burst
+// would miss, and an admission limit under it.
+const (
+	admissionDeadline   = 20 * time.Second
+	admissionMaxBacklog = 10 * time.Second
+	// admissionWarmJobs run before the burst, so that the api's typical
+	// call is measured (without finished jobs it assumes 10 s calls).
+	admissionWarmJobs = 8
+)
+
+// AdmissionRun is the overload burst against MAX_BACKLOG_SECONDS: the jobs
+// accepted must all end by their deadline, the others be refused with 503
+// and Retry-After.
+type AdmissionRun struct {
+	Jobs     int `json:"jobs"`
+	Accepted int `json:"accepted"`
+	// Completed of the accepted; Missed, accepted jobs that ended
+	// otherwise (partial, failed) or not at all.
+	Completed int `json:"completed"`
+	Missed    int `json:"missed"`
+	// Refused answered 503 overloaded; RefusedWithRetryAfter of them
+	// carried a Retry-After of at least a second; Errors are any other
+	// failures.
+	Refused               int     `json:"refused"`
+	RefusedWithRetryAfter int     `json:"refused_with_retry_after"`
+	RetryAfterP50Seconds  float64 `json:"retry_after_p50_seconds"`
+	Errors                int     `json:"client_errors"`
+	// Total is the accepted jobs' latency; the deadline and limit as set.
+	Total              Summary `json:"total"`
+	DeadlineSeconds    float64 `json:"deadline_seconds"`
+	MaxBacklogSeconds  float64 `json:"max_backlog_seconds"`
+	ExpectedWaitP50Sec float64 `json:"expected_wait_p50_seconds"`
 }
 
 // OverloadRun is one run of the overload scenario.
@@ -87,8 +124,12 @@ type OverloadRun struct {
 	P50OverWall          float64 `json:"p50_over_wall"`
 	FirstTextP50OverWall float64 `json:"first_text_p50_over_wall"`
 	// RankCorrelation is Spearman's ρ between the order in which the
-	// submissions were accepted and the order in which the jobs ended.
+	// submissions were accepted (their answers reached the client) and
+	// the order in which the jobs ended.
 	RankCorrelation float64 `json:"rank_correlation"`
+	// ExpectedWait summarizes the jobs' expected_wait_ms (job.accepted),
+	// to set beside FirstText.
+	ExpectedWait Summary `json:"expected_wait"`
 	// HandBacks is the workers' capacityGiveUpsMetric at the end (member
 	// and aggregation tasks); nil when a worker's metrics could not be read.
 	HandBacks    *int64 `json:"capacity_hand_backs,omitempty"`
@@ -113,7 +154,76 @@ func RunOverload(ctx context.Context, binDir string, jobs int, workers []int, lo
 		}
 		rep.Runs = append(rep.Runs, run)
 	}
+	fmt.Fprintf(log, "overload: %d jobs, 1 worker, MAX_BACKLOG_SECONDS=%d, JOB_DEADLINE=%s\n", jobs, int(admissionMaxBacklog.Seconds()), admissionDeadline)
+	adm, err := runAdmission(ctx, binDir, jobs, log)
+	if err != nil {
+		return rep, fmt.Errorf("admission limit: %w", err)
+	}
+	rep.Admission = &adm
 	return rep, nil
+}
+
+// runAdmission submits the burst against a deadline it would miss, with
+// the admission limit on, after a few jobs that give the api a typical
+// call to reckon with.
+func runAdmission(ctx context.Context, binDir string, jobs int, log io.Writer) (AdmissionRun, error) {
+	run := AdmissionRun{Jobs: jobs, DeadlineSeconds: admissionDeadline.Seconds(), MaxBacklogSeconds: admissionMaxBacklog.Seconds()}
+	svc, err := startService(ctx, serviceOptions{binDir: binDir, workers: 1,
+		workerEnv: merge(benchModels, map[string]string{"LLM_MAX_IN_FLIGHT": strconv.Itoa(overloadCap),
+			"SNAPSHOT_CONCURRENCY":  strconv.Itoa(overloadSnapshotConcurrency),
+			"AGGREGATE_CONCURRENCY": strconv.Itoa(overloadAggregateConcurrency), "JOB_DEADLINE": admissionDeadline.String()}),
+		apiEnv: map[string]string{"JOB_DEADLINE": admissionDeadline.String(), "LLM_MAX_IN_FLIGHT": strconv.Itoa(overloadCap),
+			"MAX_BACKLOG_SECONDS": strconv.Itoa(int(admissionMaxBacklog.Seconds()))},
+		simEnv: simLatencyEnv(overloadSnapshotLatency, overloadKeyChangesLatency, overloadNarrativeLatency, overloadTTFT)})
+	if err != nil {
+		return run, err
+	}
+	defer svc.Stop()
+	warm, _ := submitBurst(ctx, svc, admissionWarmJobs, func(i int) string { return fmt.Sprintf("Warm-up question %d: what changed?", i) }, nil)
+	for i, r := range warm {
+		if r.err != nil || r.status != string(client.StatusCompleted) {
+			return run, fmt.Errorf("warm-up job %d: %q, %v", i, r.status, r.err)
+		}
+	}
+	// The api reads the typical call again once its reading is this old
+	// (backlog.DefaultTypicalMaxAge).
+	if err := sleepCtx(ctx, 10*time.Second+500*time.Millisecond); err != nil {
+		return run, err
+	}
+
+	results, _ := submitBurst(ctx, svc, jobs, func(i int) string { return fmt.Sprintf("Admission question %d: how did this change?", i) }, nil)
+	var totals, waits, retryAfters []time.Duration
+	for i, r := range results {
+		var apiErr *client.APIError
+		switch {
+		case errors.As(r.err, &apiErr) && apiErr.StatusCode == http.StatusServiceUnavailable && apiErr.Code == client.CodeOverloaded:
+			run.Refused++
+			if apiErr.RetryAfter >= time.Second {
+				run.RefusedWithRetryAfter++
+				retryAfters = append(retryAfters, apiErr.RetryAfter)
+			}
+			continue
+		case r.id == "":
+			run.Errors++
+			fmt.Fprintf(log, "admission job %d: %v\n", i, r.err)
+			continue
+		}
+		run.Accepted++
+		if r.expectedWait != nil {
+			waits = append(waits, *r.expectedWait)
+		}
+		if r.status == string(client.StatusCompleted) {
+			run.Completed++
+			totals = append(totals, r.total())
+		} else {
+			run.Missed++
+			fmt.Fprintf(log, "admission job %d (%s): ended %q, %v\n", i, r.id, r.status, r.err)
+		}
+	}
+	run.Total = Summarize(totals)
+	run.ExpectedWaitP50Sec = Summarize(waits).P50 / 1000
+	run.RetryAfterP50Seconds = Summarize(retryAfters).P50 / 1000
+	return run, nil
 }
 
 func runOverload(ctx context.Context, binDir string, jobs, workers int, log io.Writer) (OverloadRun, error) {
@@ -122,7 +232,7 @@ func runOverload(ctx context.Context, binDir string, jobs, workers int, log io.W
 		workerEnv: merge(benchModels, map[string]string{"LLM_MAX_IN_FLIGHT": strconv.Itoa(overloadCap),
 			"SNAPSHOT_CONCURRENCY":  strconv.Itoa(overloadSnapshotConcurrency),
 			"AGGREGATE_CONCURRENCY": strconv.Itoa(overloadAggregateConcurrency)}),
-		apiEnv: map[string]string{"JOB_DEADLINE": "15m"},
+		apiEnv: map[string]string{"JOB_DEADLINE": "15m", "LLM_MAX_IN_FLIGHT": strconv.Itoa(overloadCap)},
 		simEnv: simLatencyEnv(overloadSnapshotLatency, overloadKeyChangesLatency, overloadNarrativeLatency, overloadTTFT)})
 	if err != nil {
 		return run, err
@@ -131,7 +241,7 @@ func runOverload(ctx context.Context, binDir string, jobs, workers int, log io.W
 
 	results, wall := submitBurst(ctx, svc, jobs, func(i int) string { return fmt.Sprintf("Overload question %d: how did this change?", i) }, nil)
 
-	var totals, firsts []time.Duration
+	var totals, firsts, waits []time.Duration
 	var accepted, ended []float64
 	var last, lastAccepted time.Duration
 	for i, r := range results {
@@ -149,6 +259,9 @@ func runOverload(ctx context.Context, binDir string, jobs, workers int, log io.W
 		if !r.ended {
 			continue
 		}
+		if r.expectedWait != nil {
+			waits = append(waits, *r.expectedWait)
+		}
 		totals = append(totals, r.total())
 		accepted = append(accepted, r.accepted.Seconds())
 		ended = append(ended, r.end.Seconds())
@@ -163,6 +276,7 @@ func runOverload(ctx context.Context, binDir string, jobs, workers int, log io.W
 	wallMS := 1000 * run.WallSeconds
 	run.P50OverWall, run.FirstTextP50OverWall = run.Total.P50/wallMS, run.FirstText.P50/wallMS
 	run.RankCorrelation, _ = Spearman(accepted, ended)
+	run.ExpectedWait = Summarize(waits)
 
 	if n, err := workerHandBacks(ctx, svc); err != nil {
 		fmt.Fprintf(log, "overload: worker metrics: %v\n", err)
@@ -216,6 +330,12 @@ func (r *OverloadReport) Targets() []Target {
 			ok && run.RankCorrelation >= targetOverloadRankCorrelation, "%.3f", run.RankCorrelation)
 		add(p+fmt.Sprintf("provider cap %d never exceeded", r.ProviderCap), run.PeakInFlight <= int64(r.ProviderCap), "peak %d", run.PeakInFlight)
 	}
+	if a := r.Admission; a != nil {
+		add("overload with the admission limit: no accepted job misses its deadline", a.Accepted > 0 && a.Missed == 0 && a.Errors == 0,
+			"%d of %d accepted jobs completed", a.Completed, a.Accepted)
+		add("overload with the admission limit: refused jobs get 503 + Retry-After", a.Refused > 0 && a.RefusedWithRetryAfter == a.Refused,
+			"%d refused, %d with Retry-After", a.Refused, a.RefusedWithRetryAfter)
+	}
 	return out
 }
 
@@ -240,6 +360,16 @@ func (r *OverloadReport) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nCapacity hand-backs: provider capacity waits that gave up (%s), member and aggregation tasks alike, summed over the workers.\n",
 		capacityGiveUpsMetric)
+	for _, run := range r.Runs {
+		fmt.Fprintf(w, "%d worker(s): expected wait in job.accepted p50 %.1f s, max %.1f s (the api's typical call is 10 s until jobs have finished).\n",
+			run.Workers, run.ExpectedWait.P50/1000, run.ExpectedWait.Max/1000)
+	}
+	if a := r.Admission; a != nil {
+		fmt.Fprintf(w, "\nWith the admission limit (MAX_BACKLOG_SECONDS=%.0f, JOB_DEADLINE=%.0fs, 1 worker, after %d warm-up jobs):\n\n", a.MaxBacklogSeconds, a.DeadlineSeconds, admissionWarmJobs)
+		fmt.Fprintf(w, "| submitted | accepted | completed | missed | refused (503) | with Retry-After | Retry-After p50 s | expected wait p50 s | job p50 / p95 / max s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "| %d | %d | %d | %d | %d | %d | %.0f | %.1f | %.1f / %.1f / %.1f |\n", a.Jobs, a.Accepted, a.Completed, a.Missed, a.Refused,
+			a.RefusedWithRetryAfter, a.RetryAfterP50Seconds, a.ExpectedWaitP50Sec, a.Total.P50/1000, a.Total.P95/1000, a.Total.Max/1000)
+	}
 }
 
 // capacityFloor is the least time jobs can take when each holds

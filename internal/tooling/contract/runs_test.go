@@ -158,12 +158,16 @@ func (r *runner) runs() []string {
 	return []string{r.live(), r.partsFailed(), r.resultCached(), r.whollyCached(), r.canceled(), r.expired(), r.shared()}
 }
 
-// live: every member answers from the simulator, streamed; the first
+// live: the job comes with the expected wait of its calls; every member
+// answers from the simulator, streamed; the first
 // after a retried attempt, the last fails for good; the aggregation's
 // first attempt dies and a second one runs every part; the job ends
 // partial, and its webhook is delivered at the second attempt.
 func (r *runner) live() string {
-	id := r.create(r.newJob("live"))
+	j := r.newJob("live")
+	wait := 1500 * time.Millisecond // as the api estimated it
+	j.ExpectedWait = &wait
+	id := r.create(j)
 	last := len(r.plan) - 1
 	for i := range r.plan {
 		owner := "w1"
