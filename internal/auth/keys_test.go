@@ -3,42 +3,23 @@ package auth
 import (
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/testclock"
 )
-
-// fakeClock hands out the times tests choose, so that Created and Revoked
-// are known without sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func newKeys(t *testing.T) (*Keys, *fakeClock, redistest.DB) {
+func newKeys(t *testing.T) (*Keys, *testclock.Clock, redistest.DB) {
 	t.Helper()
 	db := redistest.New(t)
 	k := New(db.Client)
-	clock := &fakeClock{t: t0}
-	k.now = clock.now
+	clock := testclock.New(t0)
+	k.now = clock.Now
 	return k, clock, db
 }
 
@@ -299,11 +280,11 @@ func TestRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	t1 := t0.Add(time.Hour)
-	clock.set(t1)
+	clock.Set(t1)
 	if err := keys.Revoke(t.Context(), k.ID); err != nil {
 		t.Fatal(err)
 	}
-	clock.set(t1.Add(time.Hour))
+	clock.Set(t1.Add(time.Hour))
 	if err := keys.Revoke(t.Context(), k.ID); err != nil {
 		t.Fatalf("revoking twice: %v", err)
 	}
@@ -390,7 +371,7 @@ func TestList(t *testing.T) {
 	// Created out of order, two at one instant.
 	var want []Key
 	for i, at := range []time.Time{t0.Add(2 * time.Hour), t0, t0.Add(time.Hour), t0} {
-		clock.set(at)
+		clock.Set(at)
 		_, k, err := keys.Create(t.Context(), string(rune('a'+i)), Limits{StoredJobs: i})
 		if err != nil {
 			t.Fatal(err)

@@ -15,30 +15,13 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/monitoring"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/testclock"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newEstimator(rdb redis.UniversalClient, capacity int, c *clock) *backlog.Estimator {
-	return backlog.New(backlog.Options{Redis: rdb, Queue: tasks.QueueSnapshot, Capacity: capacity, Now: c.now})
+func newEstimator(rdb redis.UniversalClient, capacity int, c *testclock.Clock) *backlog.Estimator {
+	return backlog.New(backlog.Options{Redis: rdb, Queue: tasks.QueueSnapshot, Capacity: capacity, Now: c.Now})
 }
 
 func TestWait(t *testing.T) {
@@ -83,7 +66,7 @@ func enqueue(t *testing.T, c *asynq.Client, prefix string, n int, opts ...asynq.
 func TestReadCountsTheQueue(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
-	c := &clock{t: time.Now()}
+	c := testclock.New(time.Now())
 	e := newEstimator(db.Client, 2, c)
 	ctx := t.Context()
 
@@ -141,7 +124,7 @@ func TestReadCountsTheQueue(t *testing.T) {
 	enqueue(t, cl, "pending", 5)
 	enqueue(t, cl, "later", 3, asynq.ProcessIn(time.Hour))
 
-	c.add(time.Second) // the first reading is too old now
+	c.Advance(time.Second) // the first reading is too old now
 	r, err = e.Read(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +164,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestTakeSeesItsOwnGrowth(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
-	c := &clock{t: time.Now()}
+	c := testclock.New(time.Now())
 	e := newEstimator(db.Client, 4, c)
 	ctx := t.Context()
 	cl := asynq.NewClientFromRedisClient(db.NewClient(t))
@@ -211,7 +194,7 @@ func TestTakeSeesItsOwnGrowth(t *testing.T) {
 	// queue, not twice.
 	enqueue(t, cl, "b", 2)
 	e.Queued(2)
-	c.add(time.Second)
+	c.Advance(time.Second)
 	if r, _ := e.Read(ctx); r.Calls != 5 {
 		t.Fatalf("new reading: %d calls, want 5", r.Calls)
 	}
@@ -220,7 +203,7 @@ func TestTakeSeesItsOwnGrowth(t *testing.T) {
 	if _, err := e.Take(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	c.add(time.Second)
+	c.Advance(time.Second)
 	if r, _ := e.Read(ctx); r.Calls != 7 {
 		t.Fatalf("reading with 2 calls not queued yet: %d calls, want 7", r.Calls)
 	}
@@ -231,7 +214,7 @@ func TestTakeSeesItsOwnGrowth(t *testing.T) {
 func TestBurstSharesOneReading(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Own(t)
-	c := &clock{t: time.Now()}
+	c := testclock.New(time.Now())
 	e := newEstimator(rdb, 8, c)
 	const burst = 500
 	seen := make([]int64, burst)
@@ -271,11 +254,11 @@ func TestBurstSharesOneReading(t *testing.T) {
 func TestTypicalCall(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
-	c := &clock{t: time.Now()}
+	c := testclock.New(time.Now())
 	e := newEstimator(db.Client, 1, c)
 	ctx := t.Context()
 	m := monitoring.New(db.Client)
-	now := c.now()
+	now := c.Now()
 	for _, s := range []monitoring.Sample{
 		{JobID: "old", At: now.Add(-time.Hour).UnixMilli(), Members: []int64{90000}},
 		{JobID: "a", At: now.UnixMilli(), Members: []int64{100, 300}},
@@ -295,11 +278,11 @@ func TestTypicalCall(t *testing.T) {
 	if err := m.Record(ctx, monitoring.Sample{JobID: "c", At: now.UnixMilli(), Members: []int64{5000, 5000, 5000, 5000, 5000}}); err != nil {
 		t.Fatal(err)
 	}
-	c.add(time.Second)
+	c.Advance(time.Second)
 	if r, _ := e.Read(ctx); r.Typical != 250*time.Millisecond {
 		t.Fatalf("read again within TypicalMaxAge: %s", r.Typical)
 	}
-	c.add(backlog.DefaultTypicalMaxAge)
+	c.Advance(backlog.DefaultTypicalMaxAge)
 	if r, _ := e.Read(ctx); r.Typical != 5*time.Second {
 		t.Fatalf("read again after TypicalMaxAge: %s, want 5s", r.Typical)
 	}
@@ -310,12 +293,12 @@ func TestReadError(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	rdb := db.NewClient(t)
-	e := newEstimator(rdb, 1, &clock{t: time.Now()})
+	e := newEstimator(rdb, 1, testclock.New(time.Now()))
 	_ = rdb.Close()
 	if _, err := e.Take(t.Context(), 3); err == nil {
 		t.Fatal("no error from a closed client")
 	}
-	e2 := newEstimator(db.Client, 1, &clock{t: time.Now()})
+	e2 := newEstimator(db.Client, 1, testclock.New(time.Now()))
 	if r, err := e2.Read(t.Context()); err != nil || r.Calls != 0 {
 		t.Fatalf("%+v %v", r, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/testclock"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -28,33 +29,9 @@ var (
 	errCancel = errors.New("canceled")
 )
 
-// clock is the breakers' time in a test: it moves only when told.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
 // epoch is where test clocks start: on a whole second, so that offsets of
 // whole seconds are bucket boundaries.
 var epoch = time.Unix(1_700_000_000, 0)
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // changeLog records a process' OnStateChange calls.
 type changeLog struct {
@@ -77,7 +54,7 @@ func (l *changeLog) get() []string {
 // bundle is what a test's breaker works with.
 type bundle struct {
 	db      redistest.DB
-	clock   *clock
+	clock   *testclock.Clock
 	changes *changeLog
 	set     *Set
 }
@@ -101,7 +78,7 @@ func testSettings() Settings {
 // with a test clock; mod changes testSettings.
 func setup(t *testing.T, mod func(*Settings)) (*Breaker, *bundle) {
 	t.Helper()
-	bu := &bundle{db: redistest.New(t), clock: &clock{t: epoch}}
+	bu := &bundle{db: redistest.New(t), clock: testclock.New(epoch)}
 	b, changes, set := bu.newProcess(t, bu.db.Client, mod)
 	bu.changes, bu.set = changes, set
 	return b, bu
@@ -610,7 +587,7 @@ func TestBreakerCost(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			bu := &bundle{db: redistest.New(t), clock: &clock{t: epoch}}
+			bu := &bundle{db: redistest.New(t), clock: testclock.New(epoch)}
 			rdb := bu.db.NewClient(t)
 			// Loaded first, as a running process has them: a first run
 			// would count its NOSCRIPT fallback as a second script.

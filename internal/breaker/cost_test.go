@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/testclock"
 )
 
 // TestBreakerCommandCost bounds the Redis commands (scripts' included)
@@ -16,7 +17,7 @@ func TestBreakerCommandCost(t *testing.T) {
 	t.Parallel()
 	c := redistest.Own(t, allowScript, recordScript)
 	ctx := context.Background()
-	clk := &clock{t: epoch}
+	clk := testclock.New(epoch)
 	set := NewSet(NewStore(c, KeyPrefix), Settings{Now: clk.Now, Failures: 2, MinRequests: 2, Ramp: -1})
 	b, _ := set.Get("p/m")
 	var done []func(error)
@@ -77,7 +78,7 @@ func TestBreakerExpiryRenewal(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	ctx := context.Background()
-	clk := &clock{t: epoch}
+	clk := testclock.New(epoch)
 	set := NewSet(NewStore(db.Client, KeyPrefix), Settings{Now: clk.Now, Failures: 1, MinRequests: 1, FailureRatio: 0.1, Ramp: -1})
 	b, _ := set.Get("p/m")
 	key := set.store.key("p/m")

@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/testclock"
 )
 
 // Peek sees what the breakers' callers see: closed when never used, open
 // (with its end) once tripped, half-open when the open time has passed.
 func TestPeek(t *testing.T) {
 	db := redistest.New(t)
-	bu := &bundle{db: db, clock: &clock{t: epoch}}
+	bu := &bundle{db: db, clock: testclock.New(epoch)}
 	b, _, set := bu.newProcess(t, db.Client, nil)
 	trip(t, b)
 	store := set.store

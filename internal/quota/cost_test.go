@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/testclock"
 )
 
 // TestTokensCommandCost bounds the Redis commands (scripts' included) that
@@ -17,7 +18,7 @@ func TestTokensCommandCost(t *testing.T) {
 	c := redistest.Own(t, reserveScript, settleScript)
 	ctx := context.Background()
 	q := New(c)
-	q.now = (&clock{t: start}).now
+	q.now = testclock.New(start).Now
 	reserve := func(owner string, budget int64, tokens int) *Reservation {
 		t.Helper()
 		r, err := q.ReserveTokens(ctx, owner, budget, tokens)

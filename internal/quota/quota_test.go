@@ -4,41 +4,23 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/timetravel-ai/timetravel/internal/tooling/redistest"
+	"github.com/timetravel-ai/timetravel/internal/tooling/testclock"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// clock is a settable clock for Quota.now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // newQuota returns quotas on a database of their own, on a clock the test
 // moves, which starts at start.
-func newQuota(t *testing.T, start time.Time) (*Quota, *clock, redistest.DB) {
+func newQuota(t *testing.T, start time.Time) (*Quota, *testclock.Clock, redistest.DB) {
 	t.Helper()
 	db := redistest.New(t)
-	c := &clock{t: start}
+	c := testclock.New(start)
 	q := New(db.Client)
-	q.now = c.now
+	q.now = c.Now
 	return q, c, db
 }
 
@@ -207,7 +189,7 @@ func TestUsage(t *testing.T) {
 	}
 
 	// The running jobs' deadlines pass; the day ends.
-	c.advance(time.Hour + time.Second)
+	c.Advance(time.Hour + time.Second)
 	if u, err = q.Usage(ctx, owner, 5); err != nil {
 		t.Fatal(err)
 	}

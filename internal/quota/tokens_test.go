@@ -169,7 +169,7 @@ func TestSettleAfterMidnight(t *testing.T) {
 	if d, _ := q.CheckTokens(ctx, "k", 100); d.Allowed {
 		t.Fatalf("budget used up, yet allowed: %+v", d)
 	}
-	c.advance(time.Hour + time.Minute) // 00:01 the next day
+	c.Advance(time.Hour + time.Minute) // 00:01 the next day
 	if d, err := q.CheckTokens(ctx, "k", 100); err != nil || !d.Allowed || d.Remaining != 100 {
 		t.Fatalf("the next day: %+v, %v", d, err)
 	}

@@ -370,6 +370,9 @@ func (r *Renderer) accepted(d client.JobAcceptedData) {
 	if d.Cached {
 		parts = append(parts, "served from the caches")
 	}
+	if w := d.ExpectedWaitMS; w != nil && *w >= 1000 && !d.Cached {
+		parts = append(parts, fmt.Sprintf("expected wait for the models about %d s", (*w+500)/1000))
+	}
 	r.printf("%s\n", strings.Join(parts, " · "))
 	for _, tp := range d.TimePoints {
 		r.snapshot(tp.Index, tp.Label, tp.Date)

@@ -305,3 +305,37 @@ func TestExitCode(t *testing.T) {
 		}
 	}
 }
+
+// The expected wait of job.accepted is shown when it is a second or more
+// and the job is not served from the caches.
+func TestRendererExpectedWait(t *testing.T) {
+	ms := func(v int64) *int64 { return &v }
+	tests := []struct {
+		name   string
+		wait   *int64
+		cached bool
+		want   string
+	}{
+		{"unknown", nil, false, "model gpt-4o · brief · 1 time point\n"},
+		{"no wait to speak of", ms(400), false, "model gpt-4o · brief · 1 time point\n"},
+		{"a wait", ms(12_400), false, "model gpt-4o · brief · 1 time point · expected wait for the models about 12 s\n"},
+		{"served from the caches", ms(12_400), true, "model gpt-4o · brief · 1 time point · served from the caches\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := acceptedEvent("Jan 2023")
+			var d client.JobAcceptedData
+			if err := ev.Decode(&d); err != nil {
+				t.Fatal(err)
+			}
+			d.ExpectedWaitMS, d.Cached = tt.wait, tt.cached
+			var buf bytes.Buffer
+			if err := NewRenderer(&buf).Handle(e(client.EventJobAccepted, d)); err != nil {
+				t.Fatal(err)
+			}
+			if got := buf.String(); !strings.Contains(got, tt.want) {
+				t.Errorf("got:\n%s\nwant a line %q", got, tt.want)
+			}
+		})
+	}
+}

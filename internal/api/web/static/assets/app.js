@@ -234,6 +234,8 @@ function setStatus(s) {
   const el = $("#job-status");
   el.textContent = s;
   el.dataset.status = s;
+  // The expected wait is the queued job's; it means nothing once it runs.
+  if (s !== "queued") $("#job-wait").textContent = "";
 }
 
 function setConn(text) {
@@ -276,6 +278,10 @@ function handle(name, d) {
       current.kind = d.kind;
       $("#job-question").textContent = d.question || "";
       setStatus(d.cached ? "completed" : "queued");
+      // The server's estimate of the wait for provider capacity, when
+      // there is one worth saying.
+      const wait = d.expected_wait_ms;
+      $("#job-wait").textContent = !d.cached && wait >= 1000 ? `(expected wait for the models: about ${Math.round(wait / 1000)} s)` : "";
       const pts = d.time_points || (d.models || []).map((m, i) => ({ index: i, label: m }));
       pts.forEach((p, i) => {
         const col = member(p.index ?? i);
