@@ -188,15 +188,16 @@ type Enqueuer struct {
 	client   *asynq.Client
 	maxRetry int
 	timeout  time.Duration
-	// turn is held while one job's members are enqueued (see
-	// EnqueueMembers).
-	turn chan struct{}
+	// turn is held while one job's members are enqueued, waited for at
+	// most turnWait (see EnqueueMembers).
+	turn     chan struct{}
+	turnWait time.Duration
 }
 
 // NewEnqueuer returns an Enqueuer; snapshot tasks get maxRetry retries and a
 // per-attempt timeout.
 func NewEnqueuer(c *asynq.Client, maxRetry int, timeout time.Duration) *Enqueuer {
-	return &Enqueuer{client: c, maxRetry: maxRetry, timeout: timeout, turn: make(chan struct{}, 1)}
+	return &Enqueuer{client: c, maxRetry: maxRetry, timeout: timeout, turn: make(chan struct{}, 1), turnWait: maxTurnWait}
 }
 
 // EnqueueAggregate schedules the job's aggregation at AggregateAt, ahead of
@@ -235,6 +236,10 @@ func AggregateAt(j *job.Job) time.Time {
 	return j.Deadline.Add(-max(reserve, 0))
 }
 
+// maxTurnWait bounds a job's wait for its turn to queue its members: a
+// burst of 500 jobs takes about 2.5 s to queue on a loaded 2-core machine.
+const maxTurnWait = 5 * time.Second
+
 // EnqueueMembers puts one task per member of plan (the job's plan, by
 // index) on the job's member queue, except for the members the job
 // already has done (answered from the cache). A task that exists already
@@ -244,14 +249,22 @@ func AggregateAt(j *job.Job) time.Time {
 // are queued one after the other with no other job's between them, so
 // that workers dequeue them together (asynq queues are first in, first
 // out) and a burst of jobs is served job by job, not first members first.
-// A turn costs one round trip to Redis per member.
+// A turn costs one round trip to Redis per member. The order is a
+// preference, not a condition: a job that waited maxTurnWait for its turn
+// (Redis slow or out of reach, every turn taking its timeouts) queues its
+// members without it, so that a Redis outage fails the submissions side
+// by side, not one after the other.
 func (e *Enqueuer) EnqueueMembers(ctx context.Context, j *job.Job, plan []jobkind.Member) error {
+	wait := time.NewTimer(e.turnWait)
 	select {
 	case e.turn <- struct{}{}:
+		wait.Stop()
+		defer func() { <-e.turn }()
+	case <-wait.C:
 	case <-ctx.Done():
+		wait.Stop()
 		return fmt.Errorf("enqueue the members of job %s: %w", j.ID, context.Cause(ctx))
 	}
-	defer func() { <-e.turn }()
 	line := j.Deadline.Add(max(time.Since(j.CreatedAt), 0)).UnixMilli()
 	headers := tracing.Headers(ctx)
 	lane := LaneOf(j.Spec.Warm)

@@ -143,5 +143,14 @@ func TestMembersOfAJobAreQueuedTogether(t *testing.T) {
 	if err := enq.EnqueueMembers(cctx, j, plan); !errors.Is(err, context.Canceled) {
 		t.Errorf("EnqueueMembers while another job's turn = %v, want the context's error", err)
 	}
+	// A turn that does not come within turnWait is not waited for: the
+	// members are queued all the same.
+	enq.turnWait = time.Millisecond
+	if err := enq.EnqueueMembers(ctx, j, plan); err != nil {
+		t.Errorf("EnqueueMembers without its turn = %v", err)
+	}
+	if n := db.Client.LLen(ctx, "asynq:{"+QueueSnapshot+"}:pending").Val(); n != jobs*members+members {
+		t.Errorf("%d tasks pending, want %d", n, jobs*members+members)
+	}
 	<-enq.turn
 }
