@@ -10,6 +10,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/api"
 	"github.com/timetravel-ai/timetravel/internal/cli"
+	"github.com/timetravel-ai/timetravel/internal/cloudwatch"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/kinds"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
@@ -52,6 +53,16 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	defer rdb.Close()
+	// The api ends jobs too (cancels, submissions served whole from the
+	// caches): their observations go to CloudWatch, when configured, with
+	// the workers'. Stopped (a last flush) after the server has drained.
+	if cfg.CloudWatch.Enabled() {
+		pub, err := cloudwatch.FromConfig(ctx, cfg.CloudWatch, cloudwatch.Options{Log: log})
+		if err != nil {
+			return err
+		}
+		defer pub.Start()()
+	}
 	srv := api.New(cfg, api.Deps{Redis: rdb, Kinds: kinds.Registry(), Log: log})
 	// The queue admin UI holds Redis connections of its own.
 	defer srv.Close()

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/timetravel-ai/timetravel/internal/cloudwatch"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
 )
 
@@ -16,6 +17,7 @@ import (
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	metrics.RegisterAPI(reg)
+	reg.MustRegister(cloudwatch.PublishFailures)
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "timetravel_api_redis_pool_connections",

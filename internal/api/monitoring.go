@@ -99,10 +99,5 @@ func (s *Server) monitoringAlerts(c *gin.Context) {
 	if !ok {
 		return
 	}
-	th := monitoring.Thresholds{
-		TotalP95Warning:    s.cfg.Alerts.TotalP95Warning,
-		TotalP95Critical:   s.cfg.Alerts.TotalP95Critical,
-		SnapshotP95Warning: s.cfg.Alerts.SnapshotP95Warning,
-	}
-	c.JSON(http.StatusOK, AlertsResponse{Window: w.String(), Alerts: monitoring.Alerts(monitoring.Stats(samples), th, w)})
+	c.JSON(http.StatusOK, AlertsResponse{Window: w.String(), Alerts: monitoring.Alerts(monitoring.Stats(samples), s.thresholds(), w)})
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/timetravel-ai/timetravel/internal/alertnotify"
 	"github.com/timetravel-ai/timetravel/internal/api/openapi"
 	"github.com/timetravel-ai/timetravel/internal/api/web"
 	"github.com/timetravel-ai/timetravel/internal/auth"
@@ -54,6 +56,11 @@ const maxHeaderBytes = 32 << 10
 
 // Server holds the api's collaborators. Create it with New.
 type Server struct {
+	// notifier posts the alerts' starts and ends (nil: ALERT_NOTIFY_URL
+	// unset); notifySender is its client, closed with the Server.
+	notifier     *alertnotify.Notifier
+	notifySender *webhook.Sender
+
 	cfg   config.Config
 	rdb   redis.UniversalClient
 	store *store.Store
@@ -173,6 +180,7 @@ func New(cfg config.Config, d Deps) *Server {
 		Store: s.store, Enqueuer: s.enq, Inspector: s.insp, Inflight: inflight, Lifecycle: s.life,
 		Kinds: s.kinds, Env: s.env, Admit: s.admitJob, Backlog: s.queueJob, Log: log,
 	})
+	s.notifier, s.notifySender = newNotifier(cfg, s)
 	if cfg.Admin.Mounted() {
 		ui, err := newAdminUI(cfg)
 		if err != nil {
@@ -189,6 +197,9 @@ func New(cfg config.Config, d Deps) *Server {
 // is the caller's to close, after this.
 func (s *Server) Close() error {
 	s.stop()
+	if s.notifySender != nil {
+		s.notifySender.Close()
+	}
 	if s.admin != nil {
 		return s.admin.Close()
 	}
@@ -377,19 +388,20 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // RunEvents runs, until ctx ends, the hub that wakes SSE streams when
-// their jobs' events are written, and the announcer that wakes the
-// workers' idle queue servers when the api queues tasks (package wakeup).
+// their jobs' events are written, the announcer that wakes the workers'
+// idle queue servers when the api queues tasks (package wakeup), and the
+// alert notifications when they are configured (package alertnotify).
 // Serve runs it; a caller that serves Handler on an http.Server of its own
 // (httptest.NewServer) runs it beside, or its streams only advance at
 // their heartbeats and its tasks wait for the workers' idle polls.
 func (s *Server) RunEvents(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.announcer.Run(ctx)
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.announcer.Run(ctx) })
+	if s.notifier != nil {
+		wg.Go(func() { _ = s.notifier.Run(ctx) })
+	}
 	err := s.hub.Run(ctx)
-	<-done
+	wg.Wait()
 	return err
 }
 

@@ -95,6 +95,9 @@ type Config struct {
 	// Access configures API keys, quotas and the bounds of shared
 	// resources (see access.go).
 	Access Access
+
+	// CloudWatch configures the push of metrics to Amazon CloudWatch (see cloudwatch.go).
+	CloudWatch CloudWatch
 }
 
 // Admin configures the asynqmon UI the api serves at /admin/queues. It is
@@ -128,6 +131,14 @@ type Alerts struct {
 	TotalP95Warning    time.Duration `env:"ALERT_TOTAL_P95_WARNING" envDefault:"45s"`
 	TotalP95Critical   time.Duration `env:"ALERT_TOTAL_P95_CRITICAL" envDefault:"90s"`
 	SnapshotP95Warning time.Duration `env:"ALERT_SNAPSHOT_P95_WARNING" envDefault:"30s"`
+	// NotifyURL, when set, receives each start and end of an alert, once
+	// across the api replicas (package alertnotify), signed with
+	// WEBHOOK_SECRET and under the webhooks' address rules; NotifyFormat
+	// is slack or alertmanager; NotifyInterval is how often each replica
+	// looks at the alerts.
+	NotifyURL      string        `env:"ALERT_NOTIFY_URL"`
+	NotifyFormat   string        `env:"ALERT_NOTIFY_FORMAT" envDefault:"slack"`
+	NotifyInterval time.Duration `env:"ALERT_NOTIFY_INTERVAL" envDefault:"15s"`
 }
 
 // Production reports whether Env names a production deployment.
@@ -436,6 +447,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.LLM.validate()...)
 	errs = append(errs, c.Cache.validate()...)
 	errs = append(errs, c.validateAccess()...)
+	errs = append(errs, c.CloudWatch.validate()...)
 	w := c.Webhook
 	if w.Secret != "" {
 		if err := checkWebhookSecret(w.Secret); err != nil {
@@ -486,6 +498,15 @@ func (c Config) Validate() error {
 	if al.TotalP95Warning > 0 && al.TotalP95Critical > 0 && al.TotalP95Critical < al.TotalP95Warning {
 		bad("ALERT_TOTAL_P95_CRITICAL", "must not be below ALERT_TOTAL_P95_WARNING (%s), got %s", al.TotalP95Warning, al.TotalP95Critical)
 	}
+	if al.NotifyFormat != "slack" && al.NotifyFormat != "alertmanager" {
+		bad("ALERT_NOTIFY_FORMAT", "must be slack or alertmanager, got %q", al.NotifyFormat)
+	}
+	if al.NotifyInterval < time.Second || al.NotifyInterval > 10*time.Minute {
+		bad("ALERT_NOTIFY_INTERVAL", "must be between 1s and 10m, got %s", al.NotifyInterval)
+	}
+	if al.NotifyURL != "" && c.Webhook.Secret == "" {
+		bad("ALERT_NOTIFY_URL", "needs WEBHOOK_SECRET: the notifications are signed like the webhooks")
+	}
 	return errors.Join(errs...)
 }
 
@@ -518,6 +539,10 @@ func (c Config) LogValue() slog.Value {
 	}
 	if masked.Access.EventsTokenSecret != "" {
 		masked.Access.EventsTokenSecret = "****"
+	}
+	if masked.Alerts.NotifyURL != "" {
+		// A chat's incoming-webhook URL is its credential (its path).
+		masked.Alerts.NotifyURL = "****"
 	}
 	masked.Redis = masked.Redis.masked()
 	return structValue(reflect.ValueOf(masked))

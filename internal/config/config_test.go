@@ -62,12 +62,13 @@ func TestLoadFromDefaults(t *testing.T) {
 		Webhook: Webhook{AttemptTimeout: 15 * time.Second, Concurrency: 8, DeniedPorts: []uint16{6379, 8080, 9090, 26379}},
 		Env:     "development",
 		Admin:   Admin{Enabled: true},
-		Alerts:  Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second},
+		Alerts:  Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second, NotifyFormat: "slack", NotifyInterval: 15 * time.Second},
 		Cache: Cache{
 			Caching: true, PastTTL: 720 * time.Hour, TodayTTL: time.Hour, Dedup: true, IdempotencyTTL: 24 * time.Hour,
 			WarmSchedule: "@every 1h", WarmShare: 0.25, WarmConcurrency: 2,
 		},
-		Access: defaultAccess,
+		Access:     defaultAccess,
+		CloudWatch: CloudWatch{Interval: time.Minute},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom(empty) =\n%+v\nwant\n%+v", got, want)
@@ -178,13 +179,14 @@ func TestLoadFromOverrides(t *testing.T) {
 		},
 		Env:    "development",
 		Admin:  Admin{Enabled: true},
-		Alerts: Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second},
+		Alerts: Alerts{Window: 15 * time.Minute, TotalP95Warning: 45 * time.Second, TotalP95Critical: 90 * time.Second, SnapshotP95Warning: 30 * time.Second, NotifyFormat: "slack", NotifyInterval: 15 * time.Second},
 		Cache: Cache{
 			PastTTL: 48 * time.Hour, TodayTTL: 10 * time.Minute, IdempotencyTTL: time.Hour,
 			WarmQuestions: []string{"What are the best AI models?", "", "  Who leads in EV sales?  ", ""},
 			WarmSchedule:  "0 * * * *", WarmShare: 0.5, WarmConcurrency: 1,
 		},
-		Access: defaultAccess,
+		Access:     defaultAccess,
+		CloudWatch: CloudWatch{Interval: time.Minute},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFrom =\n%+v\nwant\n%+v", got, want)
@@ -775,6 +777,43 @@ func TestAdminCredentials(t *testing.T) {
 				if v = strings.TrimSpace(v); len(v) > 3 && strings.Contains(got, v) {
 					t.Errorf("errors %q repeat a credential", got)
 				}
+			}
+		})
+	}
+}
+
+// The alert notifications' settings: validated, and the URL (a chat's
+// incoming-webhook URL is its credential) never logged.
+func TestAlertNotify(t *testing.T) {
+	t.Parallel()
+	hook := "https://hooks.example.com/services/T000/B000/secretpart"
+	tests := []struct {
+		name string
+		env  map[string]string
+		bad  string // the variable refused; "" when valid
+	}{
+		{"off", map[string]string{}, ""},
+		{"slack", map[string]string{"ALERT_NOTIFY_URL": hook, "WEBHOOK_SECRET": testSecretA}, ""},
+		{"alertmanager", map[string]string{"ALERT_NOTIFY_URL": hook, "WEBHOOK_SECRET": testSecretA, "ALERT_NOTIFY_FORMAT": "alertmanager"}, ""},
+		{"unsigned", map[string]string{"ALERT_NOTIFY_URL": hook}, "ALERT_NOTIFY_URL"},
+		{"unknown format", map[string]string{"ALERT_NOTIFY_FORMAT": "teams"}, "ALERT_NOTIFY_FORMAT"},
+		{"interval too short", map[string]string{"ALERT_NOTIFY_INTERVAL": "100ms"}, "ALERT_NOTIFY_INTERVAL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := LoadFrom(tt.env)
+			if tt.bad != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.bad) {
+					t.Fatalf("LoadFrom = %v, want %s refused", err, tt.bad)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, _ := logged(t, c); strings.Contains(out, "secretpart") {
+				t.Errorf("the alert URL is in the log: %s", out)
 			}
 		})
 	}

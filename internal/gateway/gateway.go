@@ -71,6 +71,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
 	"github.com/timetravel-ai/timetravel/internal/metrics"
+	"github.com/timetravel-ai/timetravel/internal/pause"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/tracing"
 )
@@ -524,7 +525,7 @@ func (g *Gateway) awaitBreaker(ctx context.Context, models []string, tokens int,
 			metrics.BreakerWait.WithLabelValues("gave_up").Observe(waited.Seconds())
 			return -1, nil, &breakerWaitError{waited: waited, refusals: refusals}
 		}
-		if err := sleep(ctx, min(breakerPoll(refusals), left)); err != nil {
+		if err := pause.For(ctx, min(breakerPoll(refusals), left)); err != nil {
 			return -1, nil, fmt.Errorf("waiting for a circuit breaker to admit the call: %w", err)
 		}
 		i, t, refused, err := g.enterFirst(ctx, models, tokens, max(time.Until(until), 0))
@@ -731,7 +732,7 @@ func (g *Gateway) call(ctx context.Context, r llm.Request, onText func(string) e
 			if !d.Now || !fits(ctx, d.Delay) {
 				break // retries here spent, or a long wait asked: next model
 			}
-			if err := sleep(ctx, d.Delay); err != nil {
+			if err := pause.For(ctx, d.Delay); err != nil {
 				tried = append(tried, describe(model, n, last))
 				return fail(chainErr(tried))
 			}
@@ -824,17 +825,6 @@ var errOutOfTime = fmt.Errorf("%w: the task's time ran out", llm.ErrTimeout)
 func fits(ctx context.Context, d time.Duration) bool {
 	dl, ok := ctx.Deadline()
 	return !ok || time.Until(dl) >= d+minAttemptTime+deadlineMargin
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // kindError gives err (a breaker's or a limit's refusal, which carries its

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/timetravel-ai/timetravel/internal/pause"
 )
 
 // ErrNoCapacity: a Gate had no capacity within the wait allowed.
@@ -92,7 +94,7 @@ func (g *Gate) Enter(ctx context.Context, tokens int, maxWait time.Duration) (*P
 		}
 		// The limiter says when the budget has room: wait that long, plus a
 		// little so that waiters do not come back at the same instant.
-		if err := sleep(ctx, wait+mrand.N(wait/10+time.Millisecond)); err != nil {
+		if err := pause.For(ctx, wait+mrand.N(wait/10+time.Millisecond)); err != nil {
 			return nil, err
 		}
 	}
@@ -164,17 +166,6 @@ func (p *Pass) Leave(used int) {
 		}
 	}
 	p.tokens = -1
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
 }
 
 // Cancel frees the slot of a pass that was not used and gives back its

@@ -15,11 +15,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/timetravel-ai/timetravel/internal/llm"
+	"github.com/timetravel-ai/timetravel/internal/queuemetrics"
 )
 
 // LatencyBuckets are the histogram buckets of every duration, in seconds.
@@ -258,7 +258,8 @@ func RegisterAPI(reg prometheus.Registerer) {
 // RegisterWorker registers the worker's collectors on reg: the Go runtime
 // and process collectors, jobs, stages, LLM requests, breakers and their
 // waits, capacity waits, webhooks, reaped work and, with insp, asynq's
-// queue metrics (asynq_*).
+// queue metrics (asynq_*, package queuemetrics, read from Redis at each
+// scrape).
 func RegisterWorker(reg prometheus.Registerer, insp *asynq.Inspector) {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -269,7 +270,7 @@ func RegisterWorker(reg prometheus.Registerer, insp *asynq.Inspector) {
 		CacheLookups, CacheCallsSaved, JobsJoined,
 	)
 	if insp != nil {
-		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
+		reg.MustRegister(queuemetrics.New(insp, queuemetrics.Options{}))
 	}
 }
 
@@ -291,6 +292,7 @@ func ObserveJob(status string, stages map[string]int64, member string, members [
 			StageDuration.WithLabelValues(member).Observe(seconds(ms))
 		}
 	}
+	notifyJob(status, stages, member, members)
 }
 
 func seconds(ms int64) float64 { return float64(ms) / 1000 }
@@ -331,6 +333,7 @@ type LLMRequest struct {
 // ObserveLLMRequest records one request to a provider: its count and
 // duration by outcome, its time to first token and its tokens.
 func ObserveLLMRequest(r LLMRequest) {
+	notifyLLMRequest(r)
 	LLMRequests.WithLabelValues(r.Provider, r.Model, r.Outcome).Inc()
 	LLMRequestDuration.WithLabelValues(r.Provider, r.Model, r.Outcome).Observe(r.Duration.Seconds())
 	if r.Streamed && r.FirstToken > 0 {

@@ -64,30 +64,8 @@ func TestInProcessNoLeaks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
-	reg := kinds.Registry()
-
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	wrdb, err := redisx.NewClient(cfg.Redis, "tt-worker", worker.PoolSize(cfg), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	workerDone := make(chan error, 1)
-	go func() { workerDone <- worker.Run(ctx, cfg, worker.Deps{Redis: wrdb, Kinds: reg, Log: log}) }()
-
-	ardb, err := redisx.NewClient(cfg.Redis, "tt-api", 8, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := api.New(cfg, api.Deps{Redis: ardb, Kinds: reg, Log: log})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiDone := make(chan error, 1)
-	go func() { apiDone <- srv.Serve(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
+	p := startInProcess(t, cfg)
+	base := p.base
 
 	id, status := runJob(t, base, receiver.URL+"/hook")
 	if status != "completed" {
@@ -102,19 +80,67 @@ func TestInProcessNoLeaks(t *testing.T) {
 		t.Fatal("no webhook delivered within a minute")
 	}
 
-	stop()
-	for name, done := range map[string]chan error{"api": apiDone, "worker": workerDone} {
+	p.stop(t)
+	goleak.VerifyNone(t, ignore)
+}
+
+// inProcess is an api and a worker running in this process, as cmd/api
+// and cmd/worker wire them, each with its own Redis client.
+type inProcess struct {
+	base       string // the api's address
+	cancel     context.CancelFunc
+	srv        *api.Server
+	ardb, wrdb io.Closer
+	apiDone    chan error
+	workerDone chan error
+}
+
+// startInProcess starts the worker and the api of cfg in this process.
+func startInProcess(t *testing.T, cfg config.Config) *inProcess {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	reg := kinds.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	p := &inProcess{cancel: cancel, apiDone: make(chan error, 1), workerDone: make(chan error, 1)}
+	wrdb, err := redisx.NewClient(cfg.Redis, "tt-worker", worker.PoolSize(cfg), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.wrdb = wrdb
+	go func() { p.workerDone <- worker.Run(ctx, cfg, worker.Deps{Redis: wrdb, Kinds: reg, Log: log}) }()
+	ardb, err := redisx.NewClient(cfg.Redis, "tt-api", 8, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ardb = ardb
+	p.srv = api.New(cfg, api.Deps{Redis: ardb, Kinds: reg, Log: log})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.apiDone <- p.srv.Serve(ctx, ln) }()
+	p.base = "http://" + ln.Addr().String()
+	return p
+}
+
+// stop stops both, waits for them to return (an error of either fails the
+// test), and closes what they were given, the test's own connections to
+// the api too.
+func (p *inProcess) stop(t *testing.T) {
+	t.Helper()
+	p.cancel()
+	for name, done := range map[string]chan error{"api": p.apiDone, "worker": p.workerDone} {
 		if err := <-done; err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if err := srv.Close(); err != nil {
+	if err := p.srv.Close(); err != nil {
 		t.Error(err)
 	}
-	_ = ardb.Close()
-	_ = wrdb.Close()
-	http.DefaultClient.CloseIdleConnections() // the test's own, to the api
-	goleak.VerifyNone(t, ignore)
+	_ = p.ardb.Close()
+	_ = p.wrdb.Close()
+	http.DefaultClient.CloseIdleConnections()
 }
 
 // runJob submits a time-travel job with callback URL callback and follows

@@ -18,6 +18,7 @@ import (
 	"github.com/timetravel-ai/timetravel/internal/job"
 	"github.com/timetravel-ai/timetravel/internal/limit"
 	"github.com/timetravel-ai/timetravel/internal/llm"
+	"github.com/timetravel-ai/timetravel/internal/pause"
 	"github.com/timetravel-ai/timetravel/internal/redisx"
 	"github.com/timetravel-ai/timetravel/internal/store"
 	"github.com/timetravel-ai/timetravel/internal/tasks"
@@ -248,21 +249,17 @@ const (
 // while the job is not written yet, tries again with a doubling pause, for
 // up to writtenWaitMax in all; then it returns what the store said.
 func (h *Handlers) startMember(ctx context.Context, p tasks.MemberPayload, owner, model string) (int, store.FanIn, error) {
-	pause, waited := writtenWaitFirst, time.Duration(0)
+	wait, waited := writtenWaitFirst, time.Duration(0)
 	for {
 		attempt, fan, err := h.store.StartMember(ctx, p.JobID, p.Index, owner, model)
 		if !notWrittenYet(err, p) || waited >= writtenWaitMax {
 			return attempt, fan, err
 		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if pause.For(ctx, wait) != nil {
 			return attempt, fan, err
-		case <-t.C:
 		}
-		waited += pause
-		pause = min(2*pause, writtenWaitMax-waited)
+		waited += wait
+		wait = min(2*wait, writtenWaitMax-waited)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/timetravel-ai/timetravel/internal/auth"
 	"github.com/timetravel-ai/timetravel/internal/cache"
+	"github.com/timetravel-ai/timetravel/internal/cloudwatch"
 	"github.com/timetravel-ai/timetravel/internal/config"
 	"github.com/timetravel-ai/timetravel/internal/events"
 	"github.com/timetravel-ai/timetravel/internal/gateway"
@@ -342,6 +343,20 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 	bg.Go(func() { _ = live.Run(bgCtx) })
 	bg.Go(func() { h.WatchDeadlines(bgCtx, live.ID()) })
 
+	// CloudWatch metrics, when configured. Stopped after the servers have
+	// drained (deferred calls run in reverse): its last flush carries the
+	// observations of the work that finished during the drain.
+	if cfg.CloudWatch.Enabled() {
+		pub, err := cloudwatch.FromConfig(ctx, cfg.CloudWatch, cloudwatch.Options{
+			Log: log, Gauges: cloudwatch.WorkerGauges(asynq.NewInspectorFromRedisClient(rdb)),
+		})
+		if err != nil {
+			return err
+		}
+		defer pub.Start()()
+		log.Info("cloudwatch metrics on", "namespace", cfg.CloudWatch.Namespace, "interval", cfg.CloudWatch.Interval.String(), "emf", cfg.CloudWatch.EMF)
+	}
+
 	started, err := StartServers(rdb, layout, ServerOptions{
 		Middleware:        []asynq.MiddlewareFunc{live.Middleware},
 		TaskCheckInterval: cfg.TaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout, Log: log,
@@ -407,6 +422,7 @@ func Run(ctx context.Context, cfg config.Config, d Deps) error {
 func MetricsHandler(rdb redis.UniversalClient) http.Handler {
 	reg := prometheus.NewRegistry()
 	metrics.RegisterWorker(reg, asynq.NewInspectorFromRedisClient(rdb))
+	reg.MustRegister(cloudwatch.PublishFailures)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/timetravel-ai/timetravel/internal/pause"
 	"github.com/timetravel-ai/timetravel/internal/tooling/llmsim"
 )
 
@@ -189,13 +190,13 @@ func perThousandTokensMS(cpu time.Duration, tokens int64) float64 {
 // own answer). A timer is the measure here: the window is what is being
 // measured.
 func measureIdle(ctx context.Context, svc *Service, settle, window time.Duration) (int64, map[string]int64, error) {
-	if err := sleepCtx(ctx, settle); err != nil {
+	if err := pause.For(ctx, settle); err != nil {
 		return 0, nil, err
 	}
 	if err := svc.Redis.ConfigResetStat(ctx).Err(); err != nil {
 		return 0, nil, err
 	}
-	if err := sleepCtx(ctx, window); err != nil {
+	if err := pause.For(ctx, window); err != nil {
 		return 0, nil, err
 	}
 	total, by, err := commandCalls(ctx, svc.Redis)
@@ -224,17 +225,6 @@ func idleRates(calls int64, window time.Duration, workers int) (all, perWorker f
 		perWorker = all / float64(workers)
 	}
 	return all, perWorker
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // StreamingReport is what the streaming scenario measured: the job loop

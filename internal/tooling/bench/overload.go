@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/timetravel-ai/timetravel/client"
+	"github.com/timetravel-ai/timetravel/internal/pause"
 )
 
 // The overload scenario's service (issue 20, item 5): more snapshot slots
@@ -187,7 +188,7 @@ func runAdmission(ctx context.Context, binDir string, jobs int, log io.Writer) (
 	}
 	// The api reads the typical call again once its reading is this old
 	// (backlog.DefaultTypicalMaxAge).
-	if err := sleepCtx(ctx, 10*time.Second+500*time.Millisecond); err != nil {
+	if err := pause.For(ctx, 10*time.Second+500*time.Millisecond); err != nil {
 		return run, err
 	}
 

@@ -751,11 +751,11 @@ func TestMonitoring(t *testing.T) {
 	})
 }
 
-// knownMetrics are the metric names alerts may use: asynq's x/metrics queue
+// knownMetrics are the metric names alerts may use: the worker's asynq queue
 // collector, the service's histograms, Prometheus' up.
 var knownMetrics = []string{
 	"up",
-	"asynq_tasks_enqueued_total", "asynq_queue_size", "asynq_queue_latency_seconds",
+	"asynq_queue_tasks", "asynq_queue_size", "asynq_queue_latency_seconds",
 	"timetravel_job_duration_seconds_bucket", "timetravel_stage_duration_seconds_bucket",
 }
 
@@ -796,7 +796,7 @@ func checkAlerts(t *testing.T, m *manifest, jobs map[string]bool) {
 		{"TimetravelJobDurationHigh", "warning", "timetravel_job_duration_seconds_bucket[5m]))) > 45"},
 		{"TimetravelJobDurationCritical", "critical", "timetravel_job_duration_seconds_bucket[5m]))) > 90"},
 		{"TimetravelSnapshotStageSlow", "warning", `timetravel_stage_duration_seconds_bucket{stage="snapshot"}[5m]))) > 30`},
-		{"TimetravelQueueBacklog", "warning", "asynq_tasks_enqueued_total"},
+		{"TimetravelQueueBacklog", "warning", `asynq_queue_tasks{state="pending"}`},
 		{"TimetravelQueueLatencyHigh", "warning", "asynq_queue_latency_seconds"},
 		{"TimetravelQueueSizeHigh", "warning", "asynq_queue_size"},
 		{"TimetravelWorkerDown", "critical", `up{job="timetravel-worker"}`},

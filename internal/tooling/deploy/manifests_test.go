@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 
 // kustomizations are the directories under k8s/ that render: the base and
 // every overlay. TestEveryOverlayIsTested keeps the list complete.
-var kustomizations = []string{"base", "overlays/dev", "overlays/prod", "overlays/sentinel", "overlays/cluster"}
+var kustomizations = []string{"base", "overlays/dev", "overlays/prod", "overlays/sentinel", "overlays/cluster", "overlays/aws"}
 
 // kinds makes the typed value that an object of each apiVersion and kind is
 // decoded into. Kubernetes kinds use the k8s.io/api types; KEDA and
@@ -37,6 +37,7 @@ var kinds = map[string]func() any{
 	"v1/Namespace":                            func() any { return new(corev1.Namespace) },
 	"v1/ConfigMap":                            func() any { return new(corev1.ConfigMap) },
 	"v1/Secret":                               func() any { return new(corev1.Secret) },
+	"v1/ServiceAccount":                       func() any { return new(corev1.ServiceAccount) },
 	"v1/Service":                              func() any { return new(corev1.Service) },
 	"apps/v1/Deployment":                      func() any { return new(appsv1.Deployment) },
 	"apps/v1/StatefulSet":                     func() any { return new(appsv1.StatefulSet) },

@@ -89,6 +89,11 @@ var topologies = map[string]chartTopology{
 	},
 }
 
+// singleServerOverlays are the overlays on one Redis server (REDIS_URL):
+// the base's in the cluster (dev) or a managed one (prod, and aws on top of
+// it).
+var singleServerOverlays = []string{"overlays/dev", "overlays/prod", "overlays/aws"}
+
 // selectsChartPods reports whether sel matches the pods of the overlay's
 // chart, which are not rendered.
 func selectsChartPods(t testing.TB, m *manifest, sel *metav1.LabelSelector) bool {
@@ -113,8 +118,8 @@ func TestTopologyOverlays(t *testing.T) {
 		if !strings.HasPrefix(dir, "overlays/") {
 			continue
 		}
-		if _, ok := topologies[dir]; !ok && dir != "overlays/dev" && dir != "overlays/prod" {
-			t.Errorf("k8s/%s: not in topologies, yet neither dev nor prod; say which Redis it runs on", dir)
+		if _, ok := topologies[dir]; !ok && !slices.Contains(singleServerOverlays, dir) {
+			t.Errorf("k8s/%s: neither in topologies nor in singleServerOverlays; say which Redis it runs on", dir)
 		}
 	}
 	for dir, topo := range topologies {
