@@ -166,9 +166,18 @@ func (n *Notifier) Check(ctx context.Context) error {
 		return fmt.Errorf("read the notified alerts: %w", err)
 	}
 	now := n.o.Now()
+	firing := map[string]bool{}
+	for _, name := range notified {
+		firing[name] = true
+	}
 	on := map[string]bool{}
 	for _, a := range active {
 		on[a.Name] = true
+		if firing[a.Name] {
+			// Posted already: no claim to make (a round trip per alert
+			// and look saved while it stays on).
+			continue
+		}
 		b, _ := json.Marshal(record{Alert: a, Since: now})
 		won, _, err := n.claim(ctx, a.Name, Firing, string(b))
 		if err != nil {

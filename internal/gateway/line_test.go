@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -47,8 +48,12 @@ func TestCapacityLine(t *testing.T) {
 	cfg.CapacityWait = time.Minute
 	f := newFakeProvider(answer{block: true, err: context.Canceled}, answer{text: "member"}, answer{text: "aggregation"})
 	p := testPolicy
+	// The gateway's calls join the line with scripts of its client's.
+	scripts := redistest.NewScriptWatch()
+	gc := db.NewClient(t)
+	gc.AddHook(scripts)
 	g := New(cfg, Options{
-		Redis: db.Client, Policy: &p, Log: slog.New(slog.DiscardHandler),
+		Redis: gc, Policy: &p, Log: slog.New(slog.DiscardHandler),
 		Callers: map[string]Caller{config.DefaultProvider: f},
 	})
 	model := uniqueModel("line")
@@ -73,14 +78,9 @@ func TestCapacityLine(t *testing.T) {
 	line := "tt:limit:{" + config.DefaultProvider + "}:line"
 	inLine := func(n int64) {
 		t.Helper()
-		// Nothing signals a waiter's joining the line: poll its length.
-		deadline := time.Now().Add(time.Minute)
-		for db.Client.ZCard(ctx, line).Val() < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("fewer than %d waiters in the line after a minute", n)
-			}
-			time.Sleep(5 * time.Millisecond) // polling a condition, bounded
-		}
+		scripts.Until(t, time.Minute, fmt.Sprintf("%d waiters in the line", n), func() bool {
+			return db.Client.ZCard(ctx, line).Val() >= n
+		})
 	}
 	due := time.Now().Add(time.Minute)
 	memberDone := make(chan error, 1)

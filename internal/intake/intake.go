@@ -246,7 +246,10 @@ func (in *Intake) Submit(ctx context.Context, spec job.Spec) (Outcome, error) {
 			in.release(ctx, j)
 			return Outcome{}, err
 		}
-		j.ExpectedWait, settle = wait, settled
+		j.ExpectedWait = wait
+		if settled != nil {
+			settle = settled
+		}
 	}
 	err = in.accept(ctx, j, plan, n == total)
 	settle(err == nil)

@@ -42,7 +42,7 @@ func TestSemaphoreCommandCost(t *testing.T) {
 		for _, l := range held {
 			close(l.stop)
 			<-l.done
-			if err := c.ZAdd(ctx, sem.key, redis.Z{Score: 1, Member: l.id}).Err(); err != nil {
+			if err := c.ZAdd(ctx, sem.leaseKey(), redis.Z{Score: 1, Member: l.id}).Err(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -69,11 +69,11 @@ func TestSemaphoreCommandCost(t *testing.T) {
 			// A renewal within the millisecond of the lease's last write
 			// changes nothing and costs a ZSCORE more (6); a lease renewed
 			// every third of its TTL is always older than that.
-			if err := c.ZIncrBy(ctx, sem.key, -1, held[0].id).Err(); err != nil {
+			if err := c.ZIncrBy(ctx, sem.leaseKey(), -1, held[0].id).Err(); err != nil {
 				t.Fatal(err)
 			}
 		}, func(t *testing.T) {
-			ok, err := renewScript.Run(ctx, c, []string{sem.key}, sem.ttl.Milliseconds(), held[0].id).Int()
+			ok, err := renewScript.Run(ctx, c, []string{sem.leaseKey()}, sem.ttl.Milliseconds(), held[0].id).Int()
 			if err != nil || ok != 1 {
 				t.Fatalf("renew = %d, %v; want 1", ok, err)
 			}
@@ -117,7 +117,7 @@ func TestSemaphoreExpiredLeases(t *testing.T) {
 			ctx := context.Background()
 			sem := NewSemaphore(db.Client, "x", 2, SemaphoreOptions{TTL: time.Hour})
 			for i, s := range tt.leases {
-				if err := db.Client.ZAdd(ctx, sem.key, redis.Z{Score: s, Member: "old" + strconv.Itoa(i)}).Err(); err != nil {
+				if err := db.Client.ZAdd(ctx, sem.leaseKey(), redis.Z{Score: s, Member: "old" + strconv.Itoa(i)}).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -130,14 +130,14 @@ func TestSemaphoreExpiredLeases(t *testing.T) {
 				close(l.stop)
 				<-l.done
 			}
-			if n := db.Client.ZCard(ctx, sem.key).Val(); n != tt.members {
+			if n := db.Client.ZCard(ctx, sem.leaseKey()).Val(); n != tt.members {
 				t.Errorf("%d members, want %d", n, tt.members)
 			}
 			if n, err := sem.Held(ctx); err != nil || n != tt.heldAfter {
 				t.Errorf("Held = %d (%v), want %d", n, err, tt.heldAfter)
 			}
 			if l != nil {
-				if ttl := db.Client.PTTL(ctx, sem.key).Val(); ttl <= 59*time.Minute || ttl > time.Hour {
+				if ttl := db.Client.PTTL(ctx, sem.leaseKey()).Val(); ttl <= 59*time.Minute || ttl > time.Hour {
 					t.Errorf("set expires in %s, want the lease TTL", ttl)
 				}
 			}

@@ -124,9 +124,12 @@ func TestSemaphoreServesTheLineInOrder(t *testing.T) {
 		served []int
 		wg     sync.WaitGroup
 	)
+	// A waiter joins the line with a script of its client's.
+	joined := redistest.NewScriptWatch()
 	for _, i := range rand.Perm(n) {
 		// Each waiter is a "process" of its own: its client and hub.
 		rdb := db.NewClient(t)
+		rdb.AddHook(joined)
 		sem := NewSemaphore(rdb, "fifo", 1, SemaphoreOptions{Wake: runHub(t, rdb)})
 		wg.Go(func() {
 			l, err := sem.Acquire(WithOrder(ctx, orderOf(i)), time.Minute)
@@ -142,14 +145,9 @@ func TestSemaphoreServesTheLineInOrder(t *testing.T) {
 			}
 		})
 	}
-	// No signal says that a waiter has joined the line: poll its length.
-	deadline := time.Now().Add(time.Minute)
-	for db.Client.ZCard(ctx, holder.keys[1]).Val() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d waiters in the line after a minute, want %d", db.Client.ZCard(ctx, holder.keys[1]).Val(), n)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, bounded
-	}
+	joined.Until(t, time.Minute, fmt.Sprintf("%d waiters in the line", n), func() bool {
+		return db.Client.ZCard(ctx, holder.keys[1]).Val() >= n
+	})
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}

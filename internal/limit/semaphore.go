@@ -50,9 +50,9 @@ const DefaultLeaseTTL = 6 * time.Second
 type Semaphore struct {
 	rdb  redis.UniversalClient
 	name string
-	// keys: the leases (key), the line of waiters, the waiters' expiries.
+	// keys: the leases, the line of waiters, the waiters' expiries (the
+	// order of acquireScript's KEYS).
 	keys     []string
-	key      string
 	cap      int
 	reserved int
 	ttl      time.Duration
@@ -90,7 +90,6 @@ func NewSemaphore(rdb redis.UniversalClient, name string, capacity int, o Semaph
 	return &Semaphore{
 		rdb: rdb, name: name,
 		keys: []string{prefix + "inflight", prefix + "line", prefix + "line:alive"},
-		key:  prefix + "inflight",
 		cap:  capacity, reserved: min(max(o.Reserved, 0), capacity-1),
 		ttl: o.TTL, wake: o.Wake, log: o.Log,
 	}
@@ -147,6 +146,9 @@ func OrderFrom(ctx context.Context) Order {
 	o, _ := ctx.Value(orderKey{}).(Order)
 	return o
 }
+
+// leaseKey is the sorted set of the leases held.
+func (s *Semaphore) leaseKey() string { return s.keys[0] }
 
 // Name returns the semaphore's name.
 func (s *Semaphore) Name() string { return s.name }
@@ -390,7 +392,7 @@ func (s *Semaphore) Held(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("semaphore %s: %w", s.name, err)
 	}
-	n, err := s.rdb.ZCount(ctx, s.key, fmt.Sprint(t.UnixMilli()+1), "+inf").Result()
+	n, err := s.rdb.ZCount(ctx, s.leaseKey(), fmt.Sprint(t.UnixMilli()+1), "+inf").Result()
 	if err != nil {
 		return 0, fmt.Errorf("semaphore %s: %w", s.name, err)
 	}
@@ -425,7 +427,7 @@ func (l *Lease) renew() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), l.s.ttl/3)
-		ok, err := renewScript.Run(ctx, l.s.rdb, []string{l.s.key}, l.s.ttl.Milliseconds(), l.id).Int()
+		ok, err := renewScript.Run(ctx, l.s.rdb, []string{l.s.leaseKey()}, l.s.ttl.Milliseconds(), l.id).Int()
 		cancel()
 		switch {
 		case err != nil:
@@ -462,7 +464,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		// waits again.
 		var rem *redis.IntCmd
 		_, e := l.s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			rem = p.ZRem(ctx, l.s.key, l.id)
+			rem = p.ZRem(ctx, l.s.leaseKey(), l.id)
 			p.Publish(ctx, ReleasedChannel, l.s.name)
 			return nil
 		})

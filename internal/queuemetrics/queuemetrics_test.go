@@ -117,7 +117,11 @@ func TestCollectRealQueues(t *testing.T) {
 	// for good (archived), one fails and waits to be retried (retry), one
 	// runs until the test ends (active).
 	release := make(chan struct{})
-	srv := asynq.NewServerFromRedisClient(db.Client, asynq.Config{
+	// The server changes the tasks' states with scripts of its client's.
+	served := redistest.NewScriptWatch()
+	sc := db.NewClient(t)
+	sc.AddHook(served)
+	srv := asynq.NewServerFromRedisClient(sc, asynq.Config{
 		Concurrency:              4,
 		Queues:                   map[string]int{"work": 1},
 		TaskCheckInterval:        10 * time.Millisecond,
@@ -146,18 +150,10 @@ func TestCollectRealQueues(t *testing.T) {
 	enqueue(asynq.NewTask("fail", []byte("retry")), asynq.Queue("work"), asynq.MaxRetry(3))
 	enqueue(asynq.NewTask("block", nil), asynq.Queue("work"))
 
-	// Nothing signals asynq's state changes: poll them.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	served.Until(t, 30*time.Second, "queue work settled (active, retry, archived, completed 1 each)", func() bool {
 		qi, err := insp.GetQueueInfo("work")
-		if err == nil && qi.Active == 1 && qi.Retry == 1 && qi.Archived == 1 && qi.Completed == 1 && qi.ProcessedTotal == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue work did not settle: %+v, %v", qi, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && qi.Active == 1 && qi.Retry == 1 && qi.Archived == 1 && qi.Completed == 1 && qi.ProcessedTotal == 3
+	})
 
 	got := collect(t, New(insp, Options{Log: quiet}))
 	const g, c = dto.MetricType_GAUGE, dto.MetricType_COUNTER
